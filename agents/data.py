@@ -1,0 +1,188 @@
+"""Loader for the CityLearn 2022 extract shipped in ``data/citylearn_2022``.
+
+Pure domain code (no mosaik, no torch). Every array is float64, hourly, 8,760
+rows (one year). See ``data/README.md`` for provenance, licence and units.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DEMAND_COLUMN = "Equipment Electric Power [kWh]"
+SOLAR_COLUMN = "Solar Generation [W/kW]"
+PRICE_COLUMN = "Electricity Pricing [$/kWh]"
+CARBON_COLUMN = "kg_CO2/kWh"
+HOURS_PER_STEP = 1.0  # the CityLearn 2022 files are hourly
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CITYLEARN_DIR = REPO_ROOT / "data" / "citylearn_2022"
+
+
+class DataError(ValueError):
+    """A data file is missing, lacks a column, or holds values that cannot be used."""
+
+
+@dataclass(frozen=True)
+class BatteryParams:
+    """Battery of one building, as in CityLearn's ``schema.json``."""
+
+    capacity_kwh: float
+    power_kw: float
+    efficiency: float  # round-trip efficiency as CityLearn states it
+
+
+@dataclass(frozen=True)
+class BuildingData:
+    """Profiles and equipment of one CityLearn building."""
+
+    name: str
+    demand_kwh: np.ndarray  # equipment electric energy per hour
+    solar_w_per_kw: np.ndarray  # PV yield per kW of installed PV, per hour
+    battery: BatteryParams
+    pv_kw: float
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.demand_kwh.shape[0])
+
+
+@dataclass(frozen=True)
+class CityLearnData:
+    """The whole extract: 17 buildings, one price series, one carbon series."""
+
+    directory: Path
+    buildings: dict[str, BuildingData]
+    price_per_kwh: np.ndarray
+    carbon_kg_per_kwh: np.ndarray
+    hours_per_step: float = HOURS_PER_STEP
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.price_per_kwh.shape[0])
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.buildings)
+
+    def window(
+        self, names: list[str], start: int, steps: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Profiles of ``names`` for hours ``start .. start+steps-1``.
+
+        Returns ``(base_demand_kwh (T, N), solar_w_per_kw (T, N), price_per_kwh (T,))``.
+        """
+        if start < 0 or steps < 1 or start + steps > self.n_steps:
+            raise DataError(
+                f"{self.directory}: hours {start}..{start + steps - 1} requested, "
+                f"but the data hold hours 0..{self.n_steps - 1}"
+            )
+        chosen = [self.building(n) for n in names]
+        window = slice(start, start + steps)
+        demand = np.stack([b.demand_kwh[window] for b in chosen], axis=1)
+        solar = np.stack([b.solar_w_per_kw[window] for b in chosen], axis=1)
+        return demand, solar, np.array(self.price_per_kwh[window])
+
+    def building(self, name: str) -> BuildingData:
+        try:
+            return self.buildings[name]
+        except KeyError:
+            raise DataError(
+                f"{self.directory}: unknown building {name!r}; valid: {', '.join(self.names)}"
+            ) from None
+
+
+def _read_column(path: Path, column: str) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV file ({exc})") from None
+    if column not in frame.columns:
+        raise DataError(
+            f"{path}: missing column {column!r}; "
+            f"columns present: {', '.join(map(str, frame.columns))}"
+        )
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise DataError(
+            f"{path}: column {column!r} has {bad.size} missing or non-numeric value(s), "
+            f"first at data row {int(bad[0]) + 1}"
+        )
+    return values
+
+
+def _read_schema(path: Path) -> dict:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        schema = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(schema.get("buildings"), dict) or not schema["buildings"]:
+        raise DataError(f"{path}: field 'buildings' must be a non-empty mapping")
+    return schema
+
+
+def _attribute(path: Path, building: str, spec: dict, device: str, key: str) -> float:
+    field = f"buildings.{building}.{device}.attributes.{key}"
+    try:
+        value = float(spec[device]["attributes"][key])
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"{path}: field {field} is missing or not a number") from None
+    if not np.isfinite(value) or value < 0:
+        raise DataError(f"{path}: field {field} must be a finite number >= 0, got {value}")
+    return value
+
+
+def load_citylearn(directory: str | Path | None = None) -> CityLearnData:
+    """Load the CityLearn 2022 extract (cached per directory; arrays are read-only)."""
+    return _load_cached(Path(directory or DEFAULT_CITYLEARN_DIR).resolve())
+
+
+@lru_cache(maxsize=4)
+def _load_cached(directory: Path) -> CityLearnData:
+    schema_path = directory / "schema.json"
+    schema = _read_schema(schema_path)
+    price = _read_column(directory / "pricing.csv", PRICE_COLUMN)
+    carbon = _read_column(directory / "carbon_intensity.csv", CARBON_COLUMN)
+    n_steps = price.shape[0]
+    buildings: dict[str, BuildingData] = {}
+    for name, spec in schema["buildings"].items():
+        if not spec.get("include", True):
+            continue
+        csv_name = spec.get("energy_simulation", f"{name}.csv")
+        csv_path = directory / csv_name
+        demand = _read_column(csv_path, DEMAND_COLUMN)
+        solar = _read_column(csv_path, SOLAR_COLUMN)
+        if demand.shape[0] != n_steps:
+            raise DataError(
+                f"{csv_path}: {demand.shape[0]} rows, but pricing.csv has {n_steps}; "
+                "all profiles must cover the same hours"
+            )
+        if (demand < 0).any():
+            raise DataError(f"{csv_path}: column {DEMAND_COLUMN!r} has negative values")
+        battery = BatteryParams(
+            capacity_kwh=_attribute(schema_path, name, spec, "electrical_storage", "capacity"),
+            power_kw=_attribute(schema_path, name, spec, "electrical_storage", "nominal_power"),
+            efficiency=_attribute(schema_path, name, spec, "electrical_storage", "efficiency"),
+        )
+        pv_kw = _attribute(schema_path, name, spec, "pv", "nominal_power")
+        for arr in (demand, solar):
+            arr.setflags(write=False)
+        buildings[name] = BuildingData(name, demand, solar, battery, pv_kw)
+    if carbon.shape[0] != n_steps:
+        raise DataError(
+            f"{directory / 'carbon_intensity.csv'}: {carbon.shape[0]} rows, "
+            f"but pricing.csv has {n_steps}"
+        )
+    for arr in (price, carbon):
+        arr.setflags(write=False)
+    return CityLearnData(directory, buildings, price, carbon)
