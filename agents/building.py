@@ -173,6 +173,16 @@ class StepResult:
         return (self.grid_kwh - self.export_kwh) / dt_h
 
 
+def exogenous_kwh(
+    params: FleetParams, base_demand_kwh: np.ndarray, solar_w_per_kw: np.ndarray, dt_h: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """New demand ``d`` and PV yield ``s`` of this step, kWh, shape (N,)."""
+    demand = params.demand_scale * _as_fleet_array("base_demand_kwh", base_demand_kwh, params.n)
+    solar = _as_fleet_array("solar_w_per_kw", solar_w_per_kw, params.n)
+    pv = params.pv_kw * np.maximum(solar, 0.0) / 1000.0 * dt_h
+    return demand, pv
+
+
 def step_fleet(
     params: FleetParams,
     state: FleetState,
@@ -185,16 +195,13 @@ def step_fleet(
 ) -> tuple[FleetState, StepResult]:
     """Step N buildings at once. Actions are clipped to [0, 1]."""
     n = params.n
-    base = _as_fleet_array("base_demand_kwh", base_demand_kwh, n)
-    solar = _as_fleet_array("solar_w_per_kw", solar_w_per_kw, n)
     price = _as_fleet_array("price_per_kwh", price_per_kwh, n)
     ug = np.clip(_as_fleet_array("u_grid", u_grid, n), 0.0, 1.0)
     ub = np.clip(_as_fleet_array("u_batt", u_batt, n), 0.0, 1.0)
     if dt_h <= 0:
         raise ValueError(f"dt_h must be > 0, got {dt_h}")
 
-    demand = params.demand_scale * base
-    pv = params.pv_kw * np.maximum(solar, 0.0) / 1000.0 * dt_h
+    demand, pv = exogenous_kwh(params, base_demand_kwh, solar_w_per_kw, dt_h)
     to_serve = demand + state.backlog_kwh
     grid = ug * to_serve
     energy_limit = params.power_kw * dt_h
