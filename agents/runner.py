@@ -1,0 +1,224 @@
+"""The plain-loop runner: buildings, controllers and duals for T steps, no mosaik.
+
+It is the reference the co-simulation must reproduce and the fast path for
+studies. One step, for the whole fleet at once::
+
+    obs     = fleet_observation(params, state, d[t], s[t], p[t], hour, lambda, nu)
+    actions = controller.act(obs)                       # (N, 2): u_grid, u_batt
+    state, r = step_fleet(params, state, d[t], s[t], p[t], u_grid, u_batt)
+    duals.update(r.grid_kwh, r.served_kwh - r.demand_kwh)
+
+The result is the results contract's ``buildings.parquet`` table (DESIGN.md §7):
+long format, one row per building per step, columns ``RESULT_COLUMNS``.
+``backlog_kwh`` and ``soc_kwh`` are the states at the END of the step;
+``lambda``, ``mu`` and ``nu`` the values the agent used in the step (before the
+dual update that follows it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from agents.building import FleetParams, FleetState, step_fleet
+from agents.controllers import Controller
+from agents.data import CityLearnData, load_citylearn
+from agents.duals import DualDynamics
+from agents.observation import fleet_observation
+
+RESULT_COLUMNS = (
+    "time", "building", "bus", "demand_kwh", "backlog_kwh", "grid_kwh", "battery_kwh",
+    "unmet_kwh", "dropped_kwh", "soc_kwh", "pv_kwh", "export_kwh", "price", "cost",
+    "lambda", "mu", "nu",
+)
+NO_BUS = -1
+
+
+@dataclass(frozen=True)
+class FleetSetup:
+    """Everything a run needs besides the controller and the duals.
+
+    ``start_hour`` is the hour of step 0 counted from the data's first row; for
+    the hourly CityLearn data it is the data row, and since row 0 is hour 24 = 0,
+    the hour of day at step t is ``(start_hour + t * dt_h) % 24``.
+    """
+
+    names: list[str]  # building ids
+    params: FleetParams
+    bus: np.ndarray  # feeder bus per building (int), NO_BUS = -1 if none
+    base_demand_kwh: np.ndarray  # (T, N), before each building's demand scale
+    solar_w_per_kw: np.ndarray  # (T, N)
+    price_per_kwh: np.ndarray  # (T,)
+    start_hour: int = 0
+    dt_h: float = 1.0
+    initial_soc_fraction: float | np.ndarray = field(default=0.0)
+
+    def __post_init__(self) -> None:
+        names = [str(x) for x in self.names]
+        n = len(names)
+        if n == 0 or len(set(names)) != n:
+            raise ValueError(f"FleetSetup.names: need distinct building ids, got {names}")
+        if self.params.n != n:
+            raise ValueError(f"FleetSetup.params: {self.params.n} buildings, names: {n}")
+        object.__setattr__(self, "names", names)
+        bus = np.asarray(self.bus)
+        if bus.ndim == 0:
+            bus = np.full(n, bus)
+        if bus.shape != (n,) or not np.issubdtype(bus.dtype, np.integer) or (bus < NO_BUS).any():
+            raise ValueError(f"FleetSetup.bus: need {n} integer bus ids (-1: none), got {bus}")
+        object.__setattr__(self, "bus", bus.astype(np.int64))
+        for name in ("base_demand_kwh", "solar_w_per_kw"):
+            arr = np.asarray(getattr(self, name), dtype=np.float64)
+            if arr.ndim != 2 or arr.shape[1] != n or arr.shape[0] < 1:
+                raise ValueError(f"FleetSetup.{name}: expected shape (T, {n}), got {arr.shape}")
+            object.__setattr__(self, name, arr)
+        t = self.base_demand_kwh.shape[0]
+        price = np.asarray(self.price_per_kwh, dtype=np.float64)
+        if self.solar_w_per_kw.shape[0] != t or price.shape != (t,):
+            raise ValueError(
+                f"FleetSetup: base_demand_kwh has {t} steps but solar_w_per_kw has "
+                f"{self.solar_w_per_kw.shape[0]} and price_per_kwh shape {price.shape}"
+            )
+        object.__setattr__(self, "price_per_kwh", price)
+        for name in ("base_demand_kwh", "solar_w_per_kw", "price_per_kwh"):
+            if not np.isfinite(getattr(self, name)).all():
+                raise ValueError(f"FleetSetup.{name}: every value must be finite")
+        if (self.base_demand_kwh < 0).any():
+            raise ValueError("FleetSetup.base_demand_kwh: demand must be >= 0")
+        if not (np.isfinite(self.dt_h) and self.dt_h > 0):
+            raise ValueError(f"FleetSetup.dt_h must be > 0, got {self.dt_h}")
+        if int(self.start_hour) != self.start_hour or self.start_hour < 0:
+            raise ValueError(
+                f"FleetSetup.start_hour must be an integer >= 0, got {self.start_hour}"
+            )
+        object.__setattr__(self, "start_hour", int(self.start_hour))
+
+    @property
+    def n(self) -> int:
+        return len(self.names)
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.base_demand_kwh.shape[0])
+
+    def hour_of_day(self, t: int) -> float:
+        return float((self.start_hour + t * self.dt_h) % 24)
+
+    def demand_kwh(self) -> np.ndarray:
+        """New demand per step and building, demand scale applied, (T, N)."""
+        return self.base_demand_kwh * self.params.demand_scale
+
+    @classmethod
+    def from_citylearn(
+        cls,
+        names: Sequence[str],
+        start: int,
+        steps: int,
+        *,
+        demand_scale: Sequence[float] | float = 1.0,
+        backlog_cap_kwh: Sequence[float] | float = np.inf,
+        export_pv: Sequence[bool] | bool = True,
+        bus: Sequence[int] | int = NO_BUS,
+        initial_soc_fraction: float = 0.0,
+        data: CityLearnData | None = None,
+    ) -> FleetSetup:
+        """CityLearn 2022 buildings ``names`` for hours ``start .. start+steps-1``."""
+        data = data or load_citylearn()
+        names = list(names)
+        params = FleetParams.from_buildings(
+            [data.building(x) for x in names], demand_scale=demand_scale,
+            backlog_cap_kwh=backlog_cap_kwh, export_pv=export_pv,
+        )
+        demand, solar, price = data.window(names, start, steps)
+        return cls(names, params, np.asarray(bus), demand, solar, price, start_hour=start,
+                   dt_h=data.hours_per_step, initial_soc_fraction=initial_soc_fraction)
+
+
+def district_limit_kwh(setup: FleetSetup, fraction: float, steps: int | None = None) -> float:
+    """c = ``fraction`` x the peak over the run of the district's aggregated demand.
+
+    The aggregated demand of a step is ``sum_i demand_scale_i * base_demand_i`` (kWh
+    per step, DESIGN.md §5; the paper uses 27 % of the peak). ``steps`` limits
+    the run to its first steps (default: all of the setup's).
+    """
+    fraction = float(fraction)
+    if not (np.isfinite(fraction) and fraction >= 0):
+        raise ValueError(f"fraction must be finite and >= 0, got {fraction}")
+    steps = setup.n_steps if steps is None else int(steps)
+    if not 1 <= steps <= setup.n_steps:
+        raise ValueError(f"steps must lie in 1..{setup.n_steps}, got {steps}")
+    return fraction * float(setup.demand_kwh()[:steps].sum(axis=1).max())
+
+
+def _actions(controller: Controller, actions: object, n: int) -> np.ndarray:
+    arr = np.asarray(actions, dtype=np.float64)
+    if arr.shape != (n, 2) or not np.isfinite(arr).all():
+        name = getattr(controller, "name", type(controller).__name__)
+        raise ValueError(
+            f"controller {name!r} must return a finite (N, 2) = ({n}, 2) array of "
+            f"(u_grid, u_batt); got shape {arr.shape}"
+        )
+    return arr
+
+
+def run_plain(
+    setup: FleetSetup,
+    controller: Controller,
+    duals: DualDynamics | None,
+    steps: int | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Run ``steps`` steps (default: all of the setup's); the results-contract table.
+
+    The duals start from their current state (a fresh ``DualDynamics`` is all
+    zeros) and are updated in place; with ``duals=None`` lambda = mu = nu = 0.
+    """
+    n, params, dt_h = setup.n, setup.params, setup.dt_h
+    steps = setup.n_steps if steps is None else int(steps)
+    if not 1 <= steps <= setup.n_steps:
+        raise ValueError(f"steps must lie in 1..{setup.n_steps}, got {steps}")
+    if duals is not None and duals.n != n:
+        raise ValueError(f"duals are for {duals.n} agents, the fleet has {n} buildings")
+
+    cols = {name: np.empty((steps, n)) for name in RESULT_COLUMNS[3:]}
+    state = FleetState.initial(params, setup.initial_soc_fraction)
+    zeros = np.zeros(n)
+    lam, mu, nu = zeros, zeros, zeros
+    iterator = range(steps)
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(iterator, desc="plain run", unit="step")
+    for t in iterator:
+        if duals is not None:
+            current = duals.state
+            lam, mu, nu = current.lam, current.mu, current.nu
+        demand_t, solar_t, price_t = (setup.base_demand_kwh[t], setup.solar_w_per_kw[t],
+                                      setup.price_per_kwh[t])
+        obs = fleet_observation(params, state, demand_t, solar_t, price_t,
+                                setup.hour_of_day(t), lam, nu, dt_h)
+        act = _actions(controller, controller.act(obs), n)
+        state, r = step_fleet(params, state, demand_t, solar_t, price_t, act[:, 0], act[:, 1],
+                              dt_h)
+        for name, value in (
+            ("demand_kwh", r.demand_kwh), ("backlog_kwh", r.backlog_kwh),
+            ("grid_kwh", r.grid_kwh), ("battery_kwh", r.battery_kwh),
+            ("unmet_kwh", r.unmet_kwh), ("dropped_kwh", r.dropped_kwh),
+            ("soc_kwh", r.soc_kwh), ("pv_kwh", r.pv_kwh), ("export_kwh", r.export_kwh),
+            ("price", r.price_per_kwh), ("cost", r.cost), ("lambda", lam), ("mu", mu),
+            ("nu", nu),
+        ):
+            cols[name][t] = value
+        if duals is not None:
+            duals.update(r.grid_kwh, r.served_kwh - r.demand_kwh)
+
+    frame = {
+        "time": np.repeat(np.arange(steps, dtype=np.int64), n),
+        "building": np.tile(np.asarray(setup.names, dtype=object), steps),
+        "bus": np.tile(setup.bus, steps),
+    }
+    frame.update({name: cols[name].reshape(-1) for name in RESULT_COLUMNS[3:]})
+    return pd.DataFrame(frame, columns=list(RESULT_COLUMNS))
