@@ -37,7 +37,11 @@ oscillator; on two agents the disagreement ``lambda_1 - lambda_2`` rotates with
 modulus growing by ``sqrt(1 + 2 alpha beta)`` per step (see the tests'
 closed form). Agreement therefore comes from the projection onto
 ``[0, lambda_max]`` (fixed V1 with ``sum V1 != c``) or, in closed loop, from the
-policies' response to lambda.
+policies' response to lambda. The neighbour mean weighs neighbours by
+``1/deg_i``, which is not symmetric, so on irregular graphs ``sum_i mu_i`` drifts
+and biases the common value: on a 7-agent star whose hub alone has V1 above c/N
+(and ``sum V1 < c``) every lambda ends at lambda_max, where a regular graph
+takes them all to 0.
 """
 
 from __future__ import annotations
