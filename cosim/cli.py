@@ -12,6 +12,45 @@ def _demo(_: argparse.Namespace) -> int:
     return demo_main()
 
 
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from agents.recipe import RecipeError, load_recipe
+
+    try:
+        recipe = load_recipe(args.recipe)
+    except RecipeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    classes = args.classes or list(recipe.classes)
+    unknown = [c for c in classes if c not in recipe.classes]
+    if unknown:
+        print(f"error: {args.recipe}: classes: unknown class(es) {unknown}; "
+              f"the recipe defines {sorted(recipe.classes)}", file=sys.stderr)
+        return 2
+    if args.timesteps is not None:
+        recipe = recipe.model_copy(
+            update={"ppo": recipe.ppo.model_copy(update={"total_timesteps": args.timesteps})}
+        )
+    from agents.training import train_class
+
+    out = Path(args.out) if args.out else Path(args.recipe).resolve().parent
+    text = Path(args.recipe).read_text()
+    for name in classes:
+        summary = train_class(recipe, name, out, progress=not args.quiet, recipe_text=text)
+        print(f"{name}: trained {recipe.ppo.total_timesteps} steps in {summary['train_s']:.0f} s "
+              f"-> {summary['policy']}")
+        print(f"  grid kWh/step (nu={summary['response_nu']:g}) "
+              f"at lambda={recipe.lambda_range[0]:g}: "
+              f"{summary['grid_kwh_at_lambda_min']:.3f}, at lambda={recipe.lambda_range[1]:g}: "
+              f"{summary['grid_kwh_at_lambda_max']:.3f} "
+              f"(reduction {100 * summary['grid_reduction_lambda']:.1f} %)")
+        print(f"  served kWh/step at nu={recipe.nu_range[0]:g}: "
+              f"{summary['served_kwh_at_nu_min']:.3f}, at nu={recipe.nu_range[1]:g}: "
+              f"{summary['served_kwh_at_nu_max']:.3f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cosim",
@@ -20,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the demo and print a summary")
     demo.set_defaults(func=_demo)
+    train = sub.add_parser("train", help="train one policy per demand class from a recipe")
+    train.add_argument("recipe", help="recipe YAML (see data/policies/recipe.yaml)")
+    train.add_argument("--out", help="output directory (default: the recipe's directory)")
+    train.add_argument("--class", dest="classes", action="append",
+                       help="train only this class (repeatable)")
+    train.add_argument("--timesteps", type=int, help="override ppo.total_timesteps")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=_train)
     return parser
 
 

@@ -1,0 +1,158 @@
+"""Gymnasium environment for training state-augmented building policies (DESIGN.md §4)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import gymnasium as gym
+import numpy as np
+
+from agents.building import FleetParams, FleetState, step_fleet
+from agents.data import CityLearnData, load_citylearn
+from agents.observation import OBS_DIM, ObservationScales, fleet_observation, observation_matrix
+
+ENV_ID = "fleetcosim/StateAugmentedBuilding-v0"
+
+
+class BuildingEnv(gym.Env):
+    """One building of a demand class, with Lagrange multipliers in its observation.
+
+    Each episode picks one of the class's CityLearn buildings and a random start
+    hour (outside the held-out window), draws ``lambda ~ U[lambda_range]`` and
+    ``nu ~ U[nu_range]`` once, and runs ``episode_steps`` hourly steps of the
+    building model of ``agents.building``.
+
+    ## Observation Space
+    ``Box(-inf, inf, (9,), float32)``: the columns of ``agents.observation.OBS_NAMES``
+    (demand, backlog, state of charge, price, PV, hour sin/cos, lambda, nu), each
+    divided by the fixed ``ObservationScales`` that are exported with the policy.
+
+    ## Action Space
+    ``Box(0, 1, (2,), float32)``: ``(u_grid, u_batt)``; the share of the demand to
+    serve now taken from the grid, and the share of the rest taken from the battery.
+
+    ## Rewards
+    The per-agent Lagrangian ``r = r0 + lambda * (c/N - r1) + nu * r2`` with
+    ``r0 = -price * g`` (cost), ``r1 = g`` (grid energy, kWh), ``r2 = served - d``
+    (demand fulfilment, kWh). ``c/N`` is ``limit_per_agent_kwh``; it is constant
+    in an episode and does not change the optimal policy.
+
+    ## Episode End
+    Truncation after ``episode_steps`` steps; there is no terminal state.
+
+    ## Arguments
+    - ``buildings``: CityLearn building names of the class (default: all 17).
+    - ``demand_scale``: the class's demand scale (1 "normal", 2 "double").
+    - ``lambda_range``, ``nu_range``: ranges of the multipliers drawn per episode.
+    - ``episode_steps``: steps per episode (80 ~ 3 days).
+    - ``backlog_cap_kwh``: backlog above this is dropped.
+    - ``limit_per_agent_kwh``: c/N in the reward.
+    - ``heldout``: ``(start, steps)`` of hours no episode may touch (evaluation data).
+    - ``scales``: the observation scaling.
+    - ``data``: a ``CityLearnData`` (default: the shipped extract).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        buildings: Sequence[str] | None = None,
+        demand_scale: float = 1.0,
+        lambda_range: tuple[float, float] = (0.0, 15.0),
+        nu_range: tuple[float, float] = (-20.0, 20.0),
+        episode_steps: int = 80,
+        backlog_cap_kwh: float = 24.0,
+        limit_per_agent_kwh: float = 1.0,
+        heldout: tuple[int, int] | None = None,
+        scales: ObservationScales | None = None,
+        data: CityLearnData | None = None,
+    ) -> None:
+        super().__init__()
+        self.data = data if data is not None else load_citylearn()
+        self.building_names = list(buildings) if buildings else self.data.names
+        for name in self.building_names:
+            self.data.building(name)  # raises a clear error for an unknown name
+        if lambda_range[0] < 0 or lambda_range[1] < lambda_range[0]:
+            raise ValueError(f"lambda_range must satisfy 0 <= low <= high, got {lambda_range}")
+        if nu_range[1] < nu_range[0]:
+            raise ValueError(f"nu_range must satisfy low <= high, got {nu_range}")
+        if not 1 <= episode_steps < self.data.n_steps:
+            raise ValueError(f"episode_steps must lie in 1..{self.data.n_steps - 1}")
+        self.demand_scale = float(demand_scale)
+        self.lambda_range = (float(lambda_range[0]), float(lambda_range[1]))
+        self.nu_range = (float(nu_range[0]), float(nu_range[1]))
+        self.episode_steps = int(episode_steps)
+        self.limit_per_agent_kwh = float(limit_per_agent_kwh)
+        self.scales = scales or ObservationScales(
+            lambda_max=max(self.lambda_range[1], 1e-9),
+            nu_abs_max=max(abs(self.nu_range[0]), abs(self.nu_range[1]), 1e-9),
+        )
+        self.dt_h = self.data.hours_per_step
+        self._params = [
+            FleetParams.from_buildings([self.data.building(n)], demand_scale=self.demand_scale,
+                                       backlog_cap_kwh=backlog_cap_kwh)
+            for n in self.building_names
+        ]
+        starts = np.arange(0, self.data.n_steps - self.episode_steps)
+        if heldout is not None:
+            h0, h_len = heldout
+            overlaps = (starts < h0 + h_len) & (starts + self.episode_steps > h0)
+            starts = starts[~overlaps]
+        self._starts = starts
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32)
+        self.action_space = gym.spaces.Box(0.0, 1.0, (2,), np.float32)
+        self._t = 0
+
+    def _observe(self) -> np.ndarray:
+        row = self._start + self._t
+        b = self.data.building(self.building_names[self._building])
+        obs = fleet_observation(
+            self._params[self._building], self._state, b.demand_kwh[row:row + 1],
+            b.solar_w_per_kw[row:row + 1], self.data.price_per_kwh[row], row % 24,
+            self.lam, self.nu, self.dt_h,
+        )
+        return observation_matrix(obs, self.scales)[0]
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        rng = self.np_random
+        self._building = int(rng.integers(len(self.building_names)))
+        self._start = int(rng.choice(self._starts))
+        params = self._params[self._building]
+        self.lam = float(rng.uniform(*self.lambda_range))
+        self.nu = float(rng.uniform(*self.nu_range))
+        if options:
+            self.lam = float(options.get("lambda", self.lam))
+            self.nu = float(options.get("nu", self.nu))
+        cap = float(params.backlog_cap_kwh[0])
+        backlog0 = rng.uniform(0.0, 0.5 * cap) if np.isfinite(cap) else rng.uniform(0.0, 10.0)
+        self._state = FleetState(np.array([backlog0]),
+                                 params.capacity_kwh * rng.uniform(0.0, 1.0))
+        self._t = 0
+        return self._observe(), {"building": self.building_names[self._building],
+                                 "start": self._start, "lambda": self.lam, "nu": self.nu}
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float64).reshape(2)
+        row = self._start + self._t
+        b = self.data.building(self.building_names[self._building])
+        self._state, r = step_fleet(
+            self._params[self._building], self._state, b.demand_kwh[row:row + 1],
+            b.solar_w_per_kw[row:row + 1], self.data.price_per_kwh[row],
+            action[0], action[1], self.dt_h,
+        )
+        g = float(r.grid_kwh[0])
+        r0 = -float(r.cost[0])
+        r2 = float(r.served_kwh[0] - r.demand_kwh[0])
+        reward = r0 + self.lam * (self.limit_per_agent_kwh - g) + self.nu * r2
+        self._t += 1
+        truncated = self._t >= self.episode_steps
+        info = {"grid_kwh": g, "served_kwh": float(r.served_kwh[0]), "cost": -r0,
+                "dropped_kwh": float(r.dropped_kwh[0])}
+        return self._observe(), float(reward), False, truncated, info
+
+
+def register_env() -> None:
+    """Register ``ENV_ID`` with gymnasium (idempotent)."""
+    if ENV_ID not in gym.envs.registry:
+        gym.register(id=ENV_ID, entry_point="agents.env:BuildingEnv")

@@ -1,0 +1,149 @@
+"""How a trained policy responds to its multipliers, on held-out data.
+
+The class's buildings run as a fleet over the held-out window with the
+multipliers held fixed: sweeps over lambda at several fixed nu (grid energy
+should fall as lambda rises) and a sweep over nu at lambda = 0 (served energy
+should rise with nu).
+
+Under the Lagrangian of DESIGN.md §4 a kWh bought from the grid earns
+``nu - lambda - price``: at nu = 0 nothing rewards serving demand, so a
+well-trained policy buys (almost) nothing whatever lambda is. The lambda-response
+that coordination relies on is visible where serving pays, nu > 0; the headline
+figure uses ``RESPONSE_NU`` and the sweeps at the other nu are reported beside it.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from agents.building import FleetParams, FleetState, step_fleet
+from agents.data import CityLearnData
+from agents.observation import fleet_observation
+
+RESPONSE_NU = 10.0  # nu of the headline lambda-response (mid of the positive range)
+LAMBDA_SWEEP_NUS = (0.0, 5.0, 10.0, 20.0)
+
+
+@dataclass(frozen=True)
+class ResponseCurves:
+    lambdas: np.ndarray
+    sweep_nus: np.ndarray  # the fixed nu of each lambda sweep
+    grid_kwh_vs_lambda: np.ndarray  # (len(sweep_nus), len(lambdas)) mean grid kWh/building/step
+    nus: np.ndarray
+    served_kwh_vs_nu: np.ndarray  # mean served energy per building per step, lambda = 0
+    demand_kwh: float  # mean new demand per building per step over the window
+
+    def grid_at(self, nu: float) -> np.ndarray:
+        return self.grid_kwh_vs_lambda[int(np.flatnonzero(np.isclose(self.sweep_nus, nu))[0])]
+
+    def summary(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for nu in self.sweep_nus:
+            g = self.grid_at(nu)
+            out[f"grid_kwh_nu{nu:g}_lambda_min"] = float(g[0])
+            out[f"grid_kwh_nu{nu:g}_lambda_max"] = float(g[-1])
+        g = self.grid_at(RESPONSE_NU)
+        g0, g_max = g[0], g[-1]
+        return {
+            "response_nu": RESPONSE_NU,
+            "grid_kwh_at_lambda_min": float(g0),
+            "grid_kwh_at_lambda_max": float(g_max),
+            "grid_reduction_lambda": float(1.0 - g_max / g0) if g0 > 0 else float("nan"),
+            **out,
+            "served_kwh_at_nu_min": float(self.served_kwh_vs_nu[0]),
+            "served_kwh_at_nu_max": float(self.served_kwh_vs_nu[-1]),
+            "mean_demand_kwh": self.demand_kwh,
+        }
+
+
+def fixed_multiplier_run(
+    controller, data: CityLearnData, buildings: Sequence[str], demand_scale: float,
+    start: int, steps: int, backlog_cap_kwh: float, lam: float, nu: float,
+) -> dict[str, float]:
+    """Mean grid, served and demand energy per building per step with fixed multipliers."""
+    params = FleetParams.from_buildings([data.building(b) for b in buildings],
+                                        demand_scale=demand_scale,
+                                        backlog_cap_kwh=backlog_cap_kwh)
+    state = FleetState.initial(params, 0.5)
+    demand, solar, price = data.window(list(buildings), start, steps)
+    grid = served = new = 0.0
+    for t in range(steps):
+        obs = fleet_observation(params, state, demand[t], solar[t], price[t], (start + t) % 24,
+                                lam, nu, data.hours_per_step)
+        a = controller.act(obs)
+        state, r = step_fleet(params, state, demand[t], solar[t], price[t], a[:, 0], a[:, 1],
+                              data.hours_per_step)
+        grid += r.grid_kwh.mean()
+        served += r.served_kwh.mean()
+        new += r.demand_kwh.mean()
+    return {"grid_kwh": grid / steps, "served_kwh": served / steps, "demand_kwh": new / steps}
+
+
+def response_curves(
+    controller, data: CityLearnData, buildings: Sequence[str], demand_scale: float,
+    start: int, steps: int, backlog_cap_kwh: float,
+    lambda_range: tuple[float, float], nu_range: tuple[float, float], points: int = 7,
+) -> ResponseCurves:
+    lambdas = np.linspace(lambda_range[0], lambda_range[1], points)
+    nus = np.linspace(nu_range[0], nu_range[1], points)
+    run = lambda lam, nu: fixed_multiplier_run(  # noqa: E731
+        controller, data, buildings, demand_scale, start, steps, backlog_cap_kwh, lam, nu)
+    sweep_nus = np.array(sorted({*LAMBDA_SWEEP_NUS, RESPONSE_NU}))
+    grid = np.array([[run(lam, nu)["grid_kwh"] for lam in lambdas] for nu in sweep_nus])
+    by_nu = [run(0.0, nu) for nu in nus]
+    return ResponseCurves(
+        lambdas, sweep_nus, grid, nus, np.array([r["served_kwh"] for r in by_nu]),
+        float(by_nu[0]["demand_kwh"]),
+    )
+
+
+def write_report(out_dir: Path, class_name: str, curves: ResponseCurves) -> Path:
+    """``<class>_response.csv`` and ``<class>_report.png`` (curve + responses)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(out_dir / f"{class_name}_response.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["sweep", "lambda", "nu", "grid_kwh_per_step", "served_kwh_per_step"])
+        for nu, row in zip(curves.sweep_nus, curves.grid_kwh_vs_lambda, strict=True):
+            for lam, g in zip(curves.lambdas, row, strict=True):
+                w.writerow(["lambda", f"{lam:.4g}", f"{nu:.4g}", f"{g:.6g}", ""])
+        for nu, s in zip(curves.nus, curves.served_kwh_vs_nu, strict=True):
+            w.writerow(["nu", 0, f"{nu:.4g}", "", f"{s:.6g}"])
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    curve_csv = out_dir / f"{class_name}_learning_curve.csv"
+    if curve_csv.is_file():
+        rows = np.loadtxt(curve_csv, delimiter=",", skiprows=1, usecols=(0, 2), ndmin=2)
+        if rows.size:
+            window = max(1, min(200, rows.shape[0] // 20))
+            smooth = np.convolve(rows[:, 1], np.ones(window) / window, mode="valid")
+            axes[0].plot(rows[:, 0], rows[:, 1], ".", ms=1, alpha=0.2, color="grey")
+            axes[0].plot(rows[window - 1:, 0], smooth, color="C0",
+                         label=f"moving mean ({window} episodes)")
+            axes[0].legend()
+    axes[0].set(title=f"{class_name}: learning curve", xlabel="timesteps",
+                ylabel="episode return (Lagrangian)")
+    for nu, row in zip(curves.sweep_nus, curves.grid_kwh_vs_lambda, strict=True):
+        axes[1].plot(curves.lambdas, row, "o-", label=f"nu = {nu:g}")
+    axes[1].axhline(curves.demand_kwh, ls="--", color="grey", label="mean new demand")
+    axes[1].set(title="lambda-response (held-out week)", xlabel="lambda",
+                ylabel="grid energy [kWh/step/building]")
+    axes[1].legend()
+    axes[2].plot(curves.nus, curves.served_kwh_vs_nu, "o-", color="C2")
+    axes[2].axhline(curves.demand_kwh, ls="--", color="grey", label="mean new demand")
+    axes[2].set(title="nu-response (lambda = 0, held-out week)", xlabel="nu",
+                ylabel="served energy [kWh/step/building]")
+    axes[2].legend()
+    fig.tight_layout()
+    path = out_dir / f"{class_name}_report.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,212 @@
+"""Trained policies in a safe format, and the fleet-wide ``PolicyLibrary``.
+
+A policy is two files side by side:
+
+* ``<name>.safetensors``: the actor network's weights (safetensors: tensors only,
+  no pickle, nothing executed on load);
+* ``<name>.json``: architecture, observation names and scales, action bounds,
+  multiplier ranges, the training recipe, a hash of the training data and the
+  SHA-256 of the weights file.
+
+Execution needs neither torch nor stable-baselines3: the forward pass of the
+deterministic (mean) action is numpy. A weights file whose hash, tensor names or
+shapes do not match its JSON is rejected with ``PolicyFileError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from agents.observation import OBS_DIM, OBS_NAMES, FleetObservation, ObservationScales
+from agents.observation import observation_matrix as _obs_matrix
+
+FORMAT_VERSION = 1
+ACTIVATIONS = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0)}
+
+
+class PolicyFileError(ValueError):
+    """A policy file is missing, tampered with, or does not match what is asked."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Policy:
+    """An MLP actor: ``hidden`` layers with ``activation``, then a linear mean head."""
+
+    name: str
+    weights: tuple[np.ndarray, ...]  # W0, W1, ..., Wout (out_features, in_features)
+    biases: tuple[np.ndarray, ...]
+    activation: str
+    scales: ObservationScales
+    action_low: np.ndarray
+    action_high: np.ndarray
+    metadata: Mapping[str, Any]
+
+    def act_matrix(self, obs: np.ndarray) -> np.ndarray:
+        """Deterministic actions for an (N, OBS_DIM) observation matrix."""
+        x = np.asarray(obs, dtype=np.float32)
+        act = ACTIVATIONS[self.activation]
+        for w, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
+            x = act(x @ w.T + b)
+        mean = x @ self.weights[-1].T + self.biases[-1]
+        return np.clip(mean, self.action_low, self.action_high)
+
+    def act(self, obs: FleetObservation) -> np.ndarray:
+        return self.act_matrix(_obs_matrix(obs, self.scales)).astype(np.float64)
+
+
+def export_sb3_policy(model: Any, directory: str | Path, name: str,
+                      metadata: Mapping[str, Any], scales: ObservationScales) -> Path:
+    """Write the actor of an SB3 PPO ``MlpPolicy`` as ``name.safetensors`` + ``name.json``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().numpy() for k, v in model.policy.state_dict().items()}
+    hidden_keys = sorted(
+        {k.rsplit(".", 1)[0] for k in state if k.startswith("mlp_extractor.policy_net.")},
+        key=lambda k: int(k.rsplit(".", 1)[1]),
+    )
+    layers = hidden_keys + ["action_net"]
+    tensors: dict[str, np.ndarray] = {}
+    for i, key in enumerate(layers):
+        tensors[f"layer{i}.weight"] = np.ascontiguousarray(state[f"{key}.weight"], np.float32)
+        tensors[f"layer{i}.bias"] = np.ascontiguousarray(state[f"{key}.bias"], np.float32)
+    act_fn = model.policy.activation_fn.__name__.lower()
+    if act_fn not in ACTIVATIONS:
+        raise PolicyFileError(f"activation {act_fn!r} not supported; valid: {list(ACTIVATIONS)}")
+    weights_path = directory / f"{name}.safetensors"
+    save_file(tensors, str(weights_path))
+    sizes = [int(tensors["layer0.weight"].shape[1])] + [
+        int(tensors[f"layer{i}.weight"].shape[0]) for i in range(len(layers))
+    ]
+    space = model.action_space
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "architecture": {"layer_sizes": sizes, "activation": act_fn, "output": "mean_action"},
+        "observation": {"names": list(OBS_NAMES), "scales": scales.to_dict()},
+        "action": {"names": ["u_grid", "u_batt"], "low": space.low.tolist(),
+                   "high": space.high.tolist()},
+        "weights_file": weights_path.name,
+        "weights_sha256": sha256_file(weights_path),
+        **dict(metadata),
+    }
+    json_path = directory / f"{name}.json"
+    json_path.write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n")
+    return json_path
+
+
+def load_policy(json_path: str | Path) -> Policy:
+    """Load and check a policy; runs no code from the files."""
+    json_path = Path(json_path)
+    if not json_path.is_file():
+        raise PolicyFileError(f"{json_path}: policy file not found")
+    try:
+        meta = json.loads(json_path.read_text())
+        arch = meta["architecture"]
+        sizes = [int(s) for s in arch["layer_sizes"]]
+        activation = str(arch["activation"])
+        obs_names = list(meta["observation"]["names"])
+        scales = ObservationScales.from_dict(meta["observation"]["scales"])
+        low = np.asarray(meta["action"]["low"], dtype=np.float32)
+        high = np.asarray(meta["action"]["high"], dtype=np.float32)
+        weights_name = str(meta["weights_file"])
+        expected_hash = str(meta["weights_sha256"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise PolicyFileError(f"{json_path}: not a valid policy description ({exc!r})") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise PolicyFileError(
+            f"{json_path}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}"
+        )
+    if obs_names != list(OBS_NAMES) or sizes[0] != OBS_DIM:
+        raise PolicyFileError(
+            f"{json_path}: observation {obs_names} does not match this version's {list(OBS_NAMES)}"
+        )
+    if activation not in ACTIVATIONS:
+        raise PolicyFileError(f"{json_path}: activation {activation!r}; valid: {list(ACTIVATIONS)}")
+    weights_path = json_path.parent / Path(weights_name).name
+    if not weights_path.is_file():
+        raise PolicyFileError(f"{weights_path}: weights file not found")
+    actual_hash = sha256_file(weights_path)
+    if actual_hash != expected_hash:
+        raise PolicyFileError(
+            f"{weights_path}: SHA-256 {actual_hash[:12]}… does not match weights_sha256 "
+            f"{expected_hash[:12]}… in {json_path.name}; the file was changed or swapped"
+        )
+    try:
+        tensors = load_file(str(weights_path))
+    except (SafetensorError, OSError) as exc:
+        raise PolicyFileError(f"{weights_path}: not a readable safetensors file ({exc})") from None
+    n_layers = len(sizes) - 1
+    expected = {f"layer{i}.{kind}" for i in range(n_layers) for kind in ("weight", "bias")}
+    if set(tensors) != expected:
+        raise PolicyFileError(
+            f"{weights_path}: tensors {sorted(tensors)} do not match the architecture "
+            f"(expected {sorted(expected)})"
+        )
+    weights, biases = [], []
+    for i in range(n_layers):
+        w, b = tensors[f"layer{i}.weight"], tensors[f"layer{i}.bias"]
+        if w.shape != (sizes[i + 1], sizes[i]) or b.shape != (sizes[i + 1],):
+            raise PolicyFileError(
+                f"{weights_path}: layer{i} has shape {w.shape}/{b.shape}, the JSON says "
+                f"({sizes[i + 1]}, {sizes[i]})"
+            )
+        weights.append(w)
+        biases.append(b)
+    if low.shape != (sizes[-1],) or high.shape != (sizes[-1],):
+        raise PolicyFileError(f"{json_path}: action bounds do not match {sizes[-1]} outputs")
+    return Policy(str(meta.get("name", json_path.stem)), tuple(weights), tuple(biases),
+                  activation, scales, low, high, meta)
+
+
+class PolicyLibrary:
+    """Acts for a whole fleet: one batched forward pass per policy class.
+
+    ``classes[i]`` names the policy of building ``i``.
+    """
+
+    name = "policy"
+
+    def __init__(self, policies: Mapping[str, Policy], classes: Sequence[str]) -> None:
+        unknown = sorted(set(classes) - set(policies))
+        if unknown:
+            raise PolicyFileError(
+                f"policy class(es) {unknown} not loaded; available: {sorted(policies)}"
+            )
+        self.policies = dict(policies)
+        self.classes = np.asarray(list(classes))
+        self._groups = {c: np.flatnonzero(self.classes == c) for c in self.policies}
+
+    @classmethod
+    def from_directory(cls, directory: str | Path, classes: Sequence[str]) -> PolicyLibrary:
+        directory = Path(directory)
+        needed = sorted(set(classes))
+        return cls({c: load_policy(directory / f"{c}.json") for c in needed}, classes)
+
+    def act(self, obs: FleetObservation) -> np.ndarray:
+        if obs.n != self.classes.shape[0]:
+            raise ValueError(f"observation for {obs.n} buildings, library for {len(self.classes)}")
+        actions = np.empty((obs.n, 2))
+        for cls_name, idx in self._groups.items():
+            if idx.size == 0:
+                continue
+            policy = self.policies[cls_name]
+            sub = FleetObservation(*(np.asarray(getattr(obs, f))[idx] for f in obs.__dataclass_fields__))
+            actions[idx] = policy.act(sub)
+        return actions

@@ -1,0 +1,105 @@
+"""The training recipe (``cosim train RECIPE.yaml``), validated strictly with pydantic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from agents.data import REPO_ROOT
+
+
+class RecipeError(ValueError):
+    """A recipe file is unreadable or invalid; the message names file and field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PPOConfig(_Strict):
+    n_envs: int = Field(4, ge=1)
+    n_steps: int = Field(1024, ge=8)
+    batch_size: int = Field(256, ge=8)
+    n_epochs: int = Field(10, ge=1)
+    learning_rate: float = Field(3e-4, gt=0)
+    gamma: float = Field(0.99, gt=0, le=1)
+    gae_lambda: float = Field(0.95, gt=0, le=1)
+    clip_range: float = Field(0.2, gt=0)
+    ent_coef: float = Field(0.0, ge=0)
+    vf_coef: float = Field(0.5, ge=0)
+    max_grad_norm: float = Field(0.5, gt=0)
+    net_arch: list[int] = Field(default_factory=lambda: [64, 64], min_length=1)
+    activation: str = "tanh"
+    normalize_reward: bool = True
+    total_timesteps: int = Field(800_000, ge=1)
+    torch_threads: int = Field(1, ge=1)
+
+    @field_validator("activation")
+    @classmethod
+    def _activation(cls, v: str) -> str:
+        if v not in ("tanh", "relu"):
+            raise ValueError("must be 'tanh' or 'relu'")
+        return v
+
+
+class ClassConfig(_Strict):
+    demand_scale: float = Field(gt=0)
+    buildings: list[str] | None = None  # None: all buildings of the data
+
+
+class HeldOut(_Strict):
+    start: int = Field(ge=0)
+    steps: int = Field(ge=1)
+
+
+class Recipe(_Strict):
+    seed: int = 0
+    data: str = "data/citylearn_2022"
+    episode_steps: int = Field(80, ge=1)
+    lambda_range: tuple[float, float] = (0.0, 15.0)
+    nu_range: tuple[float, float] = (-20.0, 20.0)
+    backlog_cap_kwh: float = Field(24.0, gt=0)
+    limit_per_agent_kwh: float = Field(1.0, ge=0)
+    heldout: HeldOut = HeldOut(start=6552, steps=168)
+    checkpoint_every: int = Field(100_000, ge=1)
+    ppo: PPOConfig = PPOConfig()
+    classes: dict[str, ClassConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> Recipe:
+        lo, hi = self.lambda_range
+        if not 0 <= lo <= hi:
+            raise ValueError(f"lambda_range must satisfy 0 <= low <= high, got {self.lambda_range}")
+        if self.nu_range[0] > self.nu_range[1]:
+            raise ValueError(f"nu_range must satisfy low <= high, got {self.nu_range}")
+        return self
+
+    def data_dir(self, base: Path | None = None) -> Path:
+        path = Path(self.data)
+        return path if path.is_absolute() else (base or REPO_ROOT) / path
+
+
+def _format_errors(path: Path, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"{path}: {loc}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: malformed YAML ({exc})".replace("\n", " ")) from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: the recipe must be a mapping of fields")
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise RecipeError(_format_errors(path, exc)) from None

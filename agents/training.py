@@ -1,0 +1,174 @@
+"""Train one state-augmented PPO policy per demand class (``cosim train``).
+
+Per class this writes into the output directory::
+
+    <class>.safetensors, <class>.json     the exported policy (agents.policy)
+    <class>_learning_curve.csv            one row per finished training episode
+    <class>_checkpoints/                  SB3 checkpoints (for resuming; not the shipped format)
+    <class>_report.png                    learning curve, lambda- and nu-response
+    <class>_response.csv                  the response figures behind the plots
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.data import DEMAND_COLUMN, SOLAR_COLUMN, load_citylearn
+from agents.env import BuildingEnv
+from agents.observation import ObservationScales
+from agents.recipe import Recipe
+
+
+def training_data_hash(recipe: Recipe, buildings: list[str]) -> str:
+    """SHA-256 over the data files that training reads, in a fixed order."""
+    base = recipe.data_dir()
+    digest = hashlib.sha256()
+    for name in ["schema.json", "pricing.csv", *(f"{b}.csv" for b in sorted(buildings))]:
+        digest.update(name.encode())
+        digest.update((base / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _make_env_fn(recipe: Recipe, class_name: str, rank: int):
+    cfg = recipe.classes[class_name]
+
+    def _init():
+        from stable_baselines3.common.monitor import Monitor
+
+        env = BuildingEnv(
+            buildings=cfg.buildings,
+            demand_scale=cfg.demand_scale,
+            lambda_range=recipe.lambda_range,
+            nu_range=recipe.nu_range,
+            episode_steps=recipe.episode_steps,
+            backlog_cap_kwh=recipe.backlog_cap_kwh,
+            limit_per_agent_kwh=recipe.limit_per_agent_kwh,
+            heldout=(recipe.heldout.start, recipe.heldout.steps),
+            data=load_citylearn(recipe.data_dir()),
+        )
+        env.reset(seed=recipe.seed + rank)
+        env.action_space.seed(recipe.seed + rank)
+        return Monitor(env, info_keywords=("grid_kwh",))
+
+    return _init
+
+
+def _callbacks(out_dir: Path, class_name: str, recipe: Recipe, progress: bool):
+    from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
+
+    class CurveAndProgress(BaseCallback):
+        """Writes finished episodes to CSV and drives a tqdm progress bar."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.path = out_dir / f"{class_name}_learning_curve.csv"
+            self.rows = 0
+            self.bar = None
+
+        def _on_training_start(self) -> None:
+            self.fh = open(self.path, "w", newline="")
+            self.writer = csv.writer(self.fh)
+            self.writer.writerow(["timesteps", "episode", "return", "length", "wall_s"])
+            self.t0 = time.perf_counter()
+            if progress:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=recipe.ppo.total_timesteps, desc=f"train {class_name}",
+                                unit="step", smoothing=0.05)
+
+        def _on_step(self) -> bool:
+            for info in self.locals.get("infos", []):
+                ep = info.get("episode")
+                if ep is not None:
+                    self.rows += 1
+                    self.writer.writerow([self.num_timesteps, self.rows, f"{ep['r']:.6g}",
+                                          ep["l"], f"{time.perf_counter() - self.t0:.2f}"])
+            if self.bar is not None:
+                self.bar.update(self.training_env.num_envs)
+            return True
+
+        def _on_rollout_end(self) -> None:
+            self.fh.flush()
+
+        def _on_training_end(self) -> None:
+            self.fh.close()
+            if self.bar is not None:
+                self.bar.close()
+
+    every = max(1, recipe.checkpoint_every // recipe.ppo.n_envs)
+    ckpt = CheckpointCallback(every, str(out_dir / f"{class_name}_checkpoints"),
+                              name_prefix=class_name)
+    return CallbackList([CurveAndProgress(), ckpt])
+
+
+def train_class(recipe: Recipe, class_name: str, out_dir: str | Path,
+                progress: bool = True, recipe_text: str | None = None) -> dict[str, Any]:
+    """Train, export and report one demand class. Returns a summary dict."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from agents.evaluation import response_curves, write_report
+    from agents.policy import export_sb3_policy, load_policy
+
+    if class_name not in recipe.classes:
+        raise ValueError(f"unknown class {class_name!r}; the recipe has {sorted(recipe.classes)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(recipe.ppo.torch_threads)
+    cfg = recipe.ppo
+    venv = DummyVecEnv([_make_env_fn(recipe, class_name, i) for i in range(cfg.n_envs)])
+    venv.seed(recipe.seed)
+    if cfg.normalize_reward:
+        venv = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=cfg.gamma)
+    act_fn = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[cfg.activation]
+    model = PPO(
+        "MlpPolicy", venv, seed=recipe.seed, device="cpu", verbose=0,
+        n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
+        learning_rate=cfg.learning_rate, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
+        clip_range=cfg.clip_range, ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef,
+        max_grad_norm=cfg.max_grad_norm,
+        policy_kwargs={"net_arch": dict(pi=list(cfg.net_arch), vf=list(cfg.net_arch)),
+                       "activation_fn": act_fn},
+    )
+    t0 = time.perf_counter()
+    model.learn(cfg.total_timesteps, callback=_callbacks(out_dir, class_name, recipe, progress))
+    train_s = time.perf_counter() - t0
+
+    class_cfg = recipe.classes[class_name]
+    data = load_citylearn(recipe.data_dir())
+    buildings = class_cfg.buildings or data.names
+    scales = ObservationScales(
+        lambda_max=max(recipe.lambda_range[1], 1e-9),
+        nu_abs_max=max(abs(recipe.nu_range[0]), abs(recipe.nu_range[1]), 1e-9),
+    )
+    meta = {
+        "class": class_name,
+        "demand_scale": class_cfg.demand_scale,
+        "multipliers": {"lambda_range": list(recipe.lambda_range),
+                        "nu_range": list(recipe.nu_range)},
+        "recipe": recipe.model_dump(mode="json"),
+        "recipe_text": recipe_text,
+        "training_data_sha256": training_data_hash(recipe, buildings),
+        "training": {"timesteps": cfg.total_timesteps, "wall_s": round(train_s, 1),
+                     "episodes": cfg.total_timesteps // recipe.episode_steps},
+    }
+    json_path = export_sb3_policy(model, out_dir, class_name, meta, scales)
+    policy = load_policy(json_path)
+    curves = response_curves(policy, data, buildings, class_cfg.demand_scale,
+                             recipe.heldout.start, recipe.heldout.steps, recipe.backlog_cap_kwh,
+                             recipe.lambda_range, recipe.nu_range)
+    write_report(out_dir, class_name, curves)
+    return {"class": class_name, "policy": str(json_path), "train_s": train_s, **curves.summary()}
+
+
+def final_return(curve_csv: str | Path, last: int = 500) -> float:
+    """Mean training-episode return over the last ``last`` episodes of a learning curve."""
+    returns = np.loadtxt(curve_csv, delimiter=",", skiprows=1, usecols=2, ndmin=1)
+    return float(returns[-last:].mean())
