@@ -207,6 +207,7 @@ class PolicyLibrary:
             if idx.size == 0:
                 continue
             policy = self.policies[cls_name]
-            sub = FleetObservation(*(np.asarray(getattr(obs, f))[idx] for f in obs.__dataclass_fields__))
+            fields = obs.__dataclass_fields__
+            sub = FleetObservation(*(np.asarray(getattr(obs, f))[idx] for f in fields))
             actions[idx] = policy.act(sub)
         return actions

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.data import DEMAND_COLUMN, SOLAR_COLUMN, load_citylearn
+from agents.data import load_citylearn
 from agents.env import BuildingEnv
 from agents.observation import ObservationScales
 from agents.recipe import Recipe
