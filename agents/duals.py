@@ -78,7 +78,7 @@ class DualConfig:
     mode: str = "consensus"
     alpha: float = 0.1  # step of lambda
     beta: float = 0.1  # step of mu (consensus)
-    eta: float = 0.1  # step of nu
+    eta: float = 1.0  # step of nu per kWh of r2 (0.1 lets backlog outrun the shipped policies)
     rounds: int = 3  # K, averaging rounds per step
     lambda_max: float = 15.0
     nu_min: float = -20.0
