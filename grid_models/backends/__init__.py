@@ -1,0 +1,1 @@
+"""Power-flow backends behind grid_models.powerflow.PowerFlow."""
