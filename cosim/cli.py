@@ -51,6 +51,60 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scenario_or_exit(args: argparse.Namespace):
+    """Load, override and build a scenario; on error print one line per problem, exit 2."""
+    from cosim.run import prepare_scenario
+    from cosim.scenario import ScenarioError, parse_overrides
+
+    try:
+        overrides = parse_overrides(args.set)
+        return prepare_scenario(args.scenario, overrides, getattr(args, "steps", None))
+    except ScenarioError as exc:
+        for line in exc.lines():
+            print(f"error: {line}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _validate(args: argparse.Namespace) -> int:
+    sc, built = _scenario_or_exit(args)
+    grid = built.grid
+    feeder = (f"{sc.feeder.source} ({len(grid.powerflow.bus_ids)} buses, backend "
+              f"{sc.feeder.backend})") if grid else sc.feeder.source
+    print(f"{args.scenario}: valid. {built.n} buildings, {sc.time.steps} steps, feeder "
+          f"{feeder}, controller {sc.controller.kind}, duals {sc.duals.mode}, "
+          f"limit {built.limit_kwh:.3f} kWh per step")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cosim.report import summary_table
+    from cosim.results import RunDirError
+    from cosim.run import execute, run_directory
+
+    sc, built = _scenario_or_exit(args)
+    out = run_directory(sc, args.out)
+    print(f"scenario {sc.name}: {built.n} buildings, {sc.time.steps} steps, "
+          f"controller {sc.controller.kind}, duals {sc.duals.mode} -> {out}")
+    try:
+        outcome = execute(sc, built, out, progress=not args.quiet, force=args.force,
+                          engine=args.engine)
+    except RunDirError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; results flushed so far are in {out}/.parts "
+              f"(status.json says failed)", file=sys.stderr)
+        return 130
+    print(summary_table(outcome.kpis))
+    print(f"\n{outcome.steps} steps in {outcome.wall_s:.1f} s "
+          f"({outcome.steps / outcome.wall_s:.0f} steps/s)")
+    print(f"run directory: {outcome.run_dir}")
+    print(f"  KPIs:  {outcome.run_dir / 'kpis.json'}")
+    if sc.output.plots:
+        print(f"  plots: {outcome.run_dir / 'plots'}/*.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cosim",
@@ -59,6 +113,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the demo and print a summary")
     demo.set_defaults(func=_demo)
+    for name, func, text in (("run", _run, "run a scenario through mosaik"),
+                             ("validate", _validate, "check a scenario without running it")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("scenario", help="scenario YAML (see scenarios/)")
+        p.add_argument("--set", action="append", metavar="PATH=VALUE",
+                       help="override a field, e.g. --set duals.mode=independent (repeatable)")
+        p.set_defaults(func=func)
+        if name == "run":
+            p.add_argument("--out", help="run directory (default: output.directory)")
+            p.add_argument("--steps", type=int, help="override time.steps")
+            p.add_argument("--force", action="store_true",
+                           help="replace a non-empty directory that is not a run directory")
+            p.add_argument("--quiet", action="store_true", help="no progress bar")
+            p.add_argument("--engine", choices=("mosaik", "plain"), default="mosaik",
+                           help="mosaik co-simulation (default) or the plain-loop reference")
+        else:
+            p.add_argument("--steps", type=int, help="override time.steps")
     train = sub.add_parser("train", help="train one policy per demand class from a recipe")
     train.add_argument("recipe", help="recipe YAML (see data/policies/recipe.yaml)")
     train.add_argument("--out", help="output directory (default: the recipe's directory)")
