@@ -1,0 +1,6 @@
+"""Feeders, building placement, AC power flow (pandapower / power-grid-model), grid KPIs.
+
+Pure domain code: no mosaik, no torch, nothing heavy at import. Import the modules:
+``grid_models.feeders``, ``grid_models.placement``, ``grid_models.background``,
+``grid_models.powerflow``, ``grid_models.kpis`` (see ``grid_models/README.md``).
+"""

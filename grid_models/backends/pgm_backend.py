@@ -14,7 +14,6 @@ losses = sum of the branch losses, bus P/Q = net consumption at the bus.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -158,10 +157,16 @@ class PgmPowerFlow(PowerFlowBase):
     def _results(
         self, output: dict[str, Any], converged: np.ndarray, steps: np.ndarray
     ) -> BatchGridResult:
-        n_steps = len(converged)
         if not converged.any():
-            nan = [self._nan_result(int(s)) for s in steps]
-            return BatchGridResult.from_results(nan)
+            return BatchGridResult.from_results([self._nan_result(int(s)) for s in steps])
+        values = self._values(output, len(converged))
+        bad = ~converged
+        if bad.any():
+            values = {k: np.where(_rows(bad, v), np.nan, v) for k, v in values.items()}
+        return BatchGridResult(**values, converged=converged, steps=steps)
+
+    def _values(self, output: dict[str, Any], n_steps: int) -> dict[str, np.ndarray]:
+        """pandapower's result quantities from power-grid-model's output, shape (T, ...)."""
         md = self.model_data
         node = output["node"]
         energized = node["energized"].astype(bool)
@@ -196,7 +201,7 @@ class PgmPowerFlow(PowerFlowBase):
         source = output["source"]
         ext_p = np.sum(source["p"], axis=1) / 1e6
         ext_q = np.sum(source["q"], axis=1) / 1e6
-        values = {
+        return {
             "bus_vm_pu": vm,
             "bus_va_degree": va,
             "bus_p_mw": bus_p,
@@ -209,10 +214,6 @@ class PgmPowerFlow(PowerFlowBase):
             "ext_grid_p_mw": ext_p,
             "ext_grid_q_mvar": ext_q,
         }
-        bad = ~converged
-        if bad.any():
-            values = {k: np.where(_rows(bad, v), np.nan, v) for k, v in values.items()}
-        return BatchGridResult(**values, converged=converged, steps=steps)
 
     def _solve_step(self, p: np.ndarray, q: np.ndarray, step: int | None) -> GridResult:
         bg = (
@@ -224,8 +225,8 @@ class PgmPowerFlow(PowerFlowBase):
         output = self._calculate_one(self._update_data(p[None, :], q[None, :], bg))
         if output is None:
             return self._nan_result(step)
-        result = self._results(output, np.ones(1, dtype=bool), np.zeros(1, dtype=np.int64))[0]
-        return dataclasses.replace(result, step=step)
+        values = {k: v[0] for k, v in self._values(output, 1).items()}
+        return GridResult(**values, converged=True, step=step)
 
     def _solve_many(
         self,
