@@ -59,12 +59,17 @@ class Policy:
     metadata: Mapping[str, Any]
 
     def act_matrix(self, obs: np.ndarray) -> np.ndarray:
-        """Deterministic actions for an (N, OBS_DIM) observation matrix."""
+        """Deterministic actions for an (N, OBS_DIM) observation matrix.
+
+        The products use ``np.einsum`` rather than BLAS: each row's result is then the
+        same whatever the batch size, so a fleet split over shards acts bit for bit
+        like the whole fleet (BLAS kernels change their summation order with N).
+        """
         x = np.asarray(obs, dtype=np.float32)
         act = ACTIVATIONS[self.activation]
         for w, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
-            x = act(x @ w.T + b)
-        mean = x @ self.weights[-1].T + self.biases[-1]
+            x = act(np.einsum("ij,kj->ik", x, w) + b)
+        mean = np.einsum("ij,kj->ik", x, self.weights[-1]) + self.biases[-1]
         return np.clip(mean, self.action_low, self.action_high)
 
     def act(self, obs: FleetObservation) -> np.ndarray:

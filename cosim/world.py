@@ -61,10 +61,10 @@ def run_world(built: Built, writer: RunWriter, *, scenario_path: Path | None = N
             "cmd": f"{sys.executable} -m cosim.sims.building_sim %(addr)s",
         }
     world = mosaik.World(sim_config, time_resolution=3600.0 * sc.time.step_h,
-                         skip_greetings=True, configure_logging=False)
+                         skip_greetings=True, configure_logging=False, cache=False)
     try:
         _wire(world, built, writer, sharded_cmd, scenario_path)
-        world.run(until=sc.time.steps, print_progress=progress)
+        world.run(until=sc.time.steps, print_progress=progress, lazy_stepping=False)
     finally:
         if not getattr(world, "_shutdown_done", False):
             try:

@@ -90,7 +90,14 @@ class BuildingAgentSim(mosaik_api_v3.Simulator):
 
 
 def main() -> int:
-    return mosaik_api_v3.start_simulation(BuildingAgentSim(), "fleetcosim BuildingAgentSim")
+    import sys
+
+    from loguru import logger
+
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
+    return mosaik_api_v3.start_simulation(BuildingAgentSim(), "fleetcosim BuildingAgentSim",
+                                          configure_logging=False)
 
 
 if __name__ == "__main__":
