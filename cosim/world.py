@@ -23,7 +23,7 @@ import numpy as np
 
 from cosim.build import Built
 from cosim.results import RunWriter
-from cosim.sims.meta import BUILDING_RESULTS, EXOGENOUS, MULTIPLIERS
+from cosim.sims.meta import EXOGENOUS, MULTIPLIERS
 
 SIM_MODULES = {
     "ProfileSim": "cosim.sims.profile_sim:ProfileSim",
@@ -101,6 +101,6 @@ def _wire(world: mosaik.World, built: Built, writer: RunWriter, sharded_cmd: boo
         world.connect(a, c, "grid_kwh", "r2_kwh")
         world.connect(c, a, *MULTIPLIERS, time_shifted=True,
                       initial_data=dict.fromkeys(MULTIPLIERS, 0.0))
-        world.connect(a, collector, *BUILDING_RESULTS, *MULTIPLIERS)
+        world.connect(a, collector, "record")
         if grid is not None:
             world.connect(a, grid, "p_kw")

@@ -18,7 +18,9 @@ import numpy as np
 
 from agents.building import FleetState, step_fleet
 from agents.observation import fleet_observation
-from cosim.sims.meta import BUILDING_RESULTS, EXOGENOUS, meta
+from cosim.sims.meta import BUILDING_RESULTS, EXOGENOUS, MULTIPLIERS, meta
+
+RECORD = BUILDING_RESULTS + MULTIPLIERS
 
 
 def _single(values: dict[str, Any]) -> float:
@@ -83,6 +85,8 @@ class BuildingAgentSim(mosaik_api_v3.Simulator):
         values["lambda"], values["mu"], values["nu"] = cols["lambda"], cols["mu"], cols["nu"]
         self.outputs = {e: {k: float(v[j]) for k, v in values.items()}
                         for j, e in enumerate(self.eids)}
+        for out in self.outputs.values():
+            out["record"] = {k: out[k] for k in RECORD}
         return time + 1
 
     def get_data(self, outputs: dict) -> dict:

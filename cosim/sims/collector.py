@@ -38,6 +38,13 @@ class Collector(mosaik_api_v3.Simulator):
             if attr in GRID_RESULTS:
                 grid[attr] = next(iter(sources.values()))
                 continue
+            if attr == "record":  # one dict per building with all its results
+                for src, record in sources.items():
+                    j = self.position[src.rsplit(".", 1)[1]]
+                    for col, value in record.items():
+                        if col in building:
+                            building[col][j] = value
+                continue
             if attr not in building:
                 continue
             col = building[attr]

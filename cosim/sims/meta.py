@@ -52,8 +52,9 @@ SIMULATORS: dict[str, SimSpec] = {
     "BuildingAgentSim": SimSpec(models={
         "Agent": ModelSpec(
             params=("index",), inputs=EXOGENOUS + MULTIPLIERS,
-            outputs=BUILDING_RESULTS + MULTIPLIERS + ("r2_kwh", "p_kw"),
-            doc="building dynamics and its controller; lambda/mu/nu are echoed as used",
+            outputs=BUILDING_RESULTS + MULTIPLIERS + ("r2_kwh", "p_kw", "record"),
+            doc="building dynamics and its controller; lambda/mu/nu are echoed as used; "
+                "'record' is a dict of all results (one transfer instead of fourteen)",
         ),
     }),
     "ConsensusSim": SimSpec(models={
