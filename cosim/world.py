@@ -23,7 +23,7 @@ import numpy as np
 
 from cosim.build import Built
 from cosim.results import RunWriter
-from cosim.sims.meta import EXOGENOUS, MULTIPLIERS
+from cosim.sims.meta import MULTIPLIERS
 
 SIM_MODULES = {
     "ProfileSim": "cosim.sims.profile_sim:ProfileSim",
@@ -91,13 +91,10 @@ def _wire(world: mosaik.World, built: Built, writer: RunWriter, sharded_cmd: boo
     if built.grid is not None:
         grid = world.start("GridSim", built=built).Grid.create(1)[0]
         background = profile.Background.create(1)[0]
-        world.connect(background, grid, "load_p_mw", "load_q_mvar", "sgen_p_mw", "sgen_q_mvar")
-        world.connect(grid, collector, "bus_vm_pu", "bus_p_mw", "bus_q_mvar",
-                      "line_loading_percent", "line_i_ka", "trafo_loading_percent",
-                      "trafo_p_hv_mw", "losses_mw", "ext_grid_p_mw", "ext_grid_q_mvar",
-                      "converged")
+        world.connect(background, grid, "background")
+        world.connect(grid, collector, "result")
     for e, a, c in zip(exo, agents, consensus, strict=True):
-        world.connect(e, a, *EXOGENOUS)
+        world.connect(e, a, "exogenous")
         world.connect(a, c, "grid_kwh", "r2_kwh")
         world.connect(c, a, *MULTIPLIERS, time_shifted=True,
                       initial_data=dict.fromkeys(MULTIPLIERS, 0.0))

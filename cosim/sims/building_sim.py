@@ -67,9 +67,18 @@ class BuildingAgentSim(mosaik_api_v3.Simulator):
         self.state = FleetState.initial(self.params, self.built.setup.initial_soc_fraction)
         self.dt_h = self.built.setup.dt_h
 
+    def _column(self, inputs: dict, attr: str) -> np.ndarray:
+        values = []
+        for e in self.eids:
+            given = inputs[e]
+            if attr in given:
+                values.append(_single(given[attr]))
+            else:  # the bundled 'exogenous' dict of ProfileSim
+                values.append(float(next(iter(given["exogenous"].values()))[attr]))
+        return np.array(values)
+
     def step(self, time: int, inputs: dict, max_advance: int) -> int:
-        cols = {a: np.array([_single(inputs[e][a]) for e in self.eids])
-                for a in EXOGENOUS + ("lambda", "mu", "nu")}
+        cols = {a: self._column(inputs, a) for a in EXOGENOUS + ("lambda", "mu", "nu")}
         hour = cols["hour_of_day"][0]
         obs = fleet_observation(self.params, self.state, cols["base_demand_kwh"],
                                 cols["solar_w_per_kw"], cols["price_per_kwh"], hour,

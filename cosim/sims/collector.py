@@ -35,6 +35,9 @@ class Collector(mosaik_api_v3.Simulator):
         building = {c: np.full(self.n, np.nan) for c in BUILDING_VALUE_COLUMNS}
         grid: dict[str, Any] = {}
         for attr, sources in attrs.items():
+            if attr == "result":  # GridSim's whole GridResult
+                self.writer.add_grid(time, next(iter(sources.values())))
+                continue
             if attr in GRID_RESULTS:
                 grid[attr] = next(iter(sources.values()))
                 continue

@@ -11,7 +11,7 @@ from typing import Any
 import mosaik_api_v3
 import numpy as np
 
-from cosim.sims.meta import BACKGROUND, GRID_RESULTS, meta
+from cosim.sims.meta import BACKGROUND, meta
 
 
 class GridSim(mosaik_api_v3.Simulator):
@@ -37,8 +37,10 @@ class GridSim(mosaik_api_v3.Simulator):
         p_kw = np.zeros(len(self.position))
         for src, value in attrs["p_kw"].items():
             p_kw[self.position[src.rsplit(".", 1)[1]]] = float(value)
-        bg = {a: np.asarray(next(iter(attrs[a].values())), dtype=float)
-              for a in BACKGROUND if a in attrs}
+        bundled = next(iter(attrs["background"].values())) if "background" in attrs else {}
+        bg = {a: np.asarray(bundled[a] if a in bundled else next(iter(attrs[a].values())),
+                            dtype=float)
+              for a in BACKGROUND if a in bundled or a in attrs}
         pf = self.grid.powerflow
         pf.set_background(bg.get("load_p_mw"), bg.get("load_q_mvar"), bg.get("sgen_p_mw"),
                           bg.get("sgen_q_mvar"))
@@ -48,5 +50,5 @@ class GridSim(mosaik_api_v3.Simulator):
 
     def get_data(self, outputs: dict) -> dict:
         r = self.result
-        return {eid: {a: getattr(r, a) for a in attrs if a in GRID_RESULTS}
+        return {eid: {a: r if a == "result" else getattr(r, a) for a in attrs}
                 for eid, attrs in outputs.items()}

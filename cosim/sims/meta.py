@@ -44,14 +44,15 @@ class SimSpec:
 
 SIMULATORS: dict[str, SimSpec] = {
     "ProfileSim": SimSpec(models={
-        "Building": ModelSpec(params=("index",), outputs=EXOGENOUS,
-                              doc="exogenous data of one building"),
-        "Background": ModelSpec(outputs=BACKGROUND,
-                                doc="the feeder's other customers (arrays per load/sgen)"),
+        "Building": ModelSpec(params=("index",), outputs=EXOGENOUS + ("exogenous",),
+                              doc="exogenous data of one building ('exogenous': all as a dict)"),
+        "Background": ModelSpec(outputs=BACKGROUND + ("background",),
+                                doc="the feeder's other customers (arrays per load/sgen; "
+                                    "'background': all four as a dict)"),
     }),
     "BuildingAgentSim": SimSpec(models={
         "Agent": ModelSpec(
-            params=("index",), inputs=EXOGENOUS + MULTIPLIERS,
+            params=("index",), inputs=EXOGENOUS + ("exogenous",) + MULTIPLIERS,
             outputs=BUILDING_RESULTS + MULTIPLIERS + ("r2_kwh", "p_kw", "record"),
             doc="building dynamics and its controller; lambda/mu/nu are echoed as used; "
                 "'record' is a dict of all results (one transfer instead of fourteen)",
@@ -62,8 +63,10 @@ SIMULATORS: dict[str, SimSpec] = {
                            outputs=MULTIPLIERS, doc="dual variables of one agent"),
     }),
     "GridSim": SimSpec(models={
-        "Grid": ModelSpec(inputs=("p_kw",) + BACKGROUND, outputs=GRID_RESULTS,
-                          doc="AC power flow of the feeder; p_kw from each building"),
+        "Grid": ModelSpec(inputs=("p_kw", "background") + BACKGROUND,
+                          outputs=GRID_RESULTS + ("result",),
+                          doc="AC power flow of the feeder; p_kw from each building; "
+                              "'result': the step's GridResult (in-process only)"),
     }),
     "Collector": SimSpec(models={
         "Monitor": ModelSpec(any_inputs=True, doc="streams results to the run directory"),

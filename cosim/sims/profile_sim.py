@@ -55,11 +55,13 @@ class ProfileSim(mosaik_api_v3.Simulator):
                     "price_per_kwh": float(s.price_per_kwh[t]),
                     "hour_of_day": float(s.hour_of_day(t)),
                 }
+                values["exogenous"] = dict(values)
             else:
                 bg = self.background
                 values = {
                     "load_p_mw": bg.load_p_mw[t], "load_q_mvar": bg.load_q_mvar[t],
                     "sgen_p_mw": bg.sgen_p_mw[t], "sgen_q_mvar": bg.sgen_q_mvar[t],
                 }
+                values["background"] = dict(values)
             data[eid] = {a: values[a] for a in attrs}
         return data
