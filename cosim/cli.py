@@ -6,10 +6,19 @@ import argparse
 import sys
 
 
-def _demo(_: argparse.Namespace) -> int:
-    from cosim.demo import main as demo_main
+def _demo(args: argparse.Namespace) -> int:
+    from cosim.demo import DEMO_SCENARIO
 
-    return demo_main()
+    args.scenario = str(DEMO_SCENARIO)
+    args.engine = "mosaik"
+    code = _run(args)
+    if code == 0:
+        print("\nThe demo ran the paper's Fig. 1d scenario (scenarios/paper_fig1d.yaml). "
+              "Look at the KPI table above,\nthe plots (district_grid.png, lambda.png, "
+              "unmet.png, trafo_duration.png, voltage_envelope.png,\ncomm_graph.png) and "
+              "kpis.json in the run directory. Try: cosim run scenarios/paper_fig1d.yaml "
+              "--set duals.mode=independent --out runs/independent")
+    return code
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -57,7 +66,7 @@ def _scenario_or_exit(args: argparse.Namespace):
     from cosim.scenario import ScenarioError, parse_overrides
 
     try:
-        overrides = parse_overrides(args.set)
+        overrides = parse_overrides(args.set, str(args.scenario))
         return prepare_scenario(args.scenario, overrides, getattr(args, "steps", None))
     except ScenarioError as exc:
         for line in exc.lines():
@@ -91,6 +100,11 @@ def _run(args: argparse.Namespace) -> int:
     except RunDirError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if (out / "status.json").is_file():
+            raise  # the run started: status.json says failed; keep the traceback
+        print(f"error: {out}: cannot create the run directory: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"interrupted; results flushed so far are in {out}/.parts "
               f"(status.json says failed)", file=sys.stderr)
@@ -111,8 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Grid-checked distributed control of building fleets.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the demo and print a summary")
-    demo.set_defaults(func=_demo)
+    demo = sub.add_parser("demo", help="run scenarios/paper_fig1d.yaml through mosaik")
+    demo.add_argument("--out", help="run directory (default: runs/paper_fig1d)")
+    demo.add_argument("--steps", type=int, help="override time.steps")
+    demo.add_argument("--set", action="append", metavar="PATH=VALUE", help="override a field")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.set_defaults(func=_demo, force=False)
     for name, func, text in (("run", _run, "run a scenario through mosaik"),
                              ("validate", _validate, "check a scenario without running it")):
         p = sub.add_parser(name, help=text)

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from agents.runner import run_plain
-from cosim.run import execute, prepare_scenario
 from cosim.results import TABLES, read_status
+from cosim.run import execute, prepare_scenario
 
 SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "paper_fig1d.yaml"
 STEPS = 48
