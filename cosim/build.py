@@ -166,6 +166,9 @@ def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True) -
         if not policy_dir.is_dir():
             raise _fail(source, "controller.policy_dir", f"{policy_dir}: directory not found")
         available = sorted(p.stem for p in policy_dir.glob("*.json"))
+        if not available:
+            raise _fail(source, "controller.policy_dir", f"{policy_dir}: no policy files "
+                        "(<class>.json) in this directory")
         for cls in sorted(set(classes)):
             path = policy_dir / f"{cls}.json"
             field = class_fields[classes.index(cls)]
@@ -188,6 +191,9 @@ def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True) -
                            allow_disconnected=com.allow_disconnected, **params_graph)
     except GraphError as exc:
         raise _fail(source, "communication.topology", str(exc)) from None
+    except (TypeError, ValueError) as exc:
+        raise _fail(source, "communication.params", f"invalid parameter for topology "
+                    f"{com.topology!r}: {exc}") from None
     silent = []
     for k, s in enumerate(com.faults.silent):
         if s.agent not in names:
@@ -209,7 +215,14 @@ def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True) -
     except ValueError as exc:
         raise _fail(source, "duals", str(exc)) from None
     if ctl.kind == "policy":
-        lam_hi = min(p.metadata["multipliers"]["lambda_range"][1] for p in policies.values())
+        ranges = {}
+        for cls, p in policies.items():
+            try:
+                ranges[cls] = float(p.metadata["multipliers"]["lambda_range"][1])
+            except (KeyError, IndexError, TypeError, ValueError):
+                raise _fail(source, "controller.policy_dir", f"policy {cls!r} does not say the "
+                            "lambda range it was trained on (multipliers.lambda_range)") from None
+        lam_hi = min(ranges.values())
         if d.lambda_max > lam_hi + 1e-9:
             raise _fail(source, "duals.lambda_max", f"{d.lambda_max:g} exceeds the range the "
                         f"policies were trained on (lambda <= {lam_hi:g})")

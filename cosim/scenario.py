@@ -35,12 +35,21 @@ class ScenarioError(ValueError):
         super().__init__("\n".join(self.lines()))
 
     def lines(self) -> list[str]:
+        """One line per problem (a message's own line breaks become spaces)."""
         return [f"{self.source}: {path}: {msg}" if path else f"{self.source}: {msg}"
-                for path, msg in self.errors]
+                for path, msg in ((p, " ".join(str(m).splitlines())) for p, m in self.errors)]
+
+
+class _FieldError(ValueError):
+    """Raised by a validator to name a field below the one it validates."""
+
+    def __init__(self, field: str, msg: str) -> None:
+        self.field = field
+        super().__init__(msg)
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class TimeConfig(_Strict):
@@ -118,7 +127,9 @@ class BuildingsConfig(_Strict):
             ids = [b.id for b in self.explicit]
             dup = sorted({i for i in ids if ids.count(i) > 1})
             if dup:
-                raise ValueError(f"building ids must be unique; repeated: {dup}")
+                first = next(k for k, i in enumerate(ids) if i in dup and ids.index(i) < k)
+                raise _FieldError(f"explicit.{first}.id",
+                                  f"building ids must be unique; repeated: {dup}")
         return self
 
 
@@ -160,7 +171,7 @@ class DualsConfig(_Strict):
     @model_validator(mode="after")
     def _nu(self) -> DualsConfig:
         if self.nu_min > self.nu_max:
-            raise ValueError(f"nu_min ({self.nu_min}) must be <= nu_max ({self.nu_max})")
+            raise _FieldError("nu_min", f"nu_min ({self.nu_min}) must be <= nu_max ({self.nu_max})")
         return self
 
 
@@ -195,6 +206,15 @@ class OutputConfig(_Strict):
     flush_every: int = Field(100, ge=1, description="steps between flushes to disk")
     plots: bool = True
 
+    @field_validator("directory")
+    @classmethod
+    def _placeholders(cls, v: str) -> str:
+        try:
+            v.format(name="x")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"{v!r}: the only placeholder allowed is {{name}} ({exc!r})") from None
+        return v
+
 
 class ShardingConfig(_Strict):
     shards: int = Field(1, ge=1)
@@ -204,7 +224,7 @@ class ShardingConfig(_Strict):
 class Scenario(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     time: TimeConfig
     data: DataConfig = DataConfig()
     feeder: FeederConfig
@@ -225,10 +245,8 @@ class Scenario(_Strict):
     @model_validator(mode="after")
     def _shards(self) -> Scenario:
         if self.sharding.shards > self.n_buildings():
-            raise ValueError(
-                f"sharding.shards ({self.sharding.shards}) exceeds the number of buildings "
-                f"({self.n_buildings()})"
-            )
+            raise _FieldError("sharding.shards", f"{self.sharding.shards} exceeds the number "
+                              f"of buildings ({self.n_buildings()})")
         return self
 
 
@@ -240,14 +258,19 @@ def _set_path(raw: dict[str, Any], dotted: str, value: Any, source: str) -> None
     keys = dotted.split(".")
     node: Any = raw
     for i, key in enumerate(keys[:-1]):
-        if isinstance(node, list) and key.isdigit() and int(key) < len(node):
+        if isinstance(node, list):
+            if not (key.isdigit() and int(key) < len(node)):
+                raise ScenarioError(source, [(".".join(keys[: i + 1]),
+                                              f"no item {key} in a list of {len(node)}")])
             node = node[int(key)]
             continue
         if not isinstance(node, dict):
             raise ScenarioError(source, [(".".join(keys[: i + 1]), "cannot set inside a value")])
         node = node.setdefault(key, {})
     last = keys[-1]
-    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+    if isinstance(node, list):
+        if not (last.isdigit() and int(last) < len(node)):
+            raise ScenarioError(source, [(dotted, f"no item {last} in a list of {len(node)}")])
         node[int(last)] = value
     elif isinstance(node, dict):
         node[last] = value
@@ -255,13 +278,14 @@ def _set_path(raw: dict[str, Any], dotted: str, value: Any, source: str) -> None
         raise ScenarioError(source, [(dotted, "cannot set inside a value")])
 
 
-def parse_overrides(items: list[str] | None, source: str = "--set") -> list[tuple[str, Any]]:
+def parse_overrides(items: list[str] | None,
+                    source: str = "<command line>") -> list[tuple[str, Any]]:
     """``path=value`` strings; the value is read as YAML (``3``, ``0.5``, ``[1, 2]``, ``off``)."""
     out = []
     for item in items or []:
         path, sep, text = item.partition("=")
         if not sep or not path.strip():
-            raise ScenarioError(source, [("", f"{item!r} is not of the form path=value")])
+            raise ScenarioError(source, [("--set", f"{item!r} is not of the form path=value")])
         try:
             value = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError:
@@ -284,7 +308,8 @@ def scenario_from_dict(raw: Any, source: str = "<scenario>",
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"
-            errors.append((_loc(err["loc"]), msg))
+            below = getattr(err.get("ctx", {}).get("error"), "field", "")
+            errors.append((".".join(p for p in (_loc(err["loc"]), below) if p), msg))
         raise ScenarioError(source, errors) from None
 
 
