@@ -45,6 +45,7 @@ class Built:
     limit_kwh: float
     grid: Any  # cosim.grid.GridModel, or None when built without the feeder
     policies: dict[str, Any]  # loaded policies by class (controller kind "policy")
+    oracle: Any = None  # agents.oracle.OracleSchedule (controller kind "oracle")
 
     @property
     def n(self) -> int:
@@ -226,8 +227,18 @@ def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True) -
         if d.lambda_max > lam_hi + 1e-9:
             raise _fail(source, "duals.lambda_max", f"{d.lambda_max:g} exceeds the range the "
                         f"policies were trained on (lambda <= {lam_hi:g})")
+    oracle = None
+    if ctl.kind == "oracle":
+        from agents.oracle import OracleInfeasible, solve_oracle
+
+        try:
+            oracle = solve_oracle(params, setup.base_demand_kwh, setup.solar_w_per_kw,
+                                  setup.price_per_kwh, limit_kwh, setup.dt_h,
+                                  setup.initial_soc_fraction)
+        except OracleInfeasible as exc:
+            raise _fail(source, "constraint", f"infeasible for the oracle: {exc}") from None
     built = Built(sc, names, profiles, classes, setup, None, graph, duals, limit_kwh, grid,
-                  policies)
+                  policies, oracle)
     built.controller = controller_for(built, np.arange(len(names)))
     return built
 
@@ -240,4 +251,8 @@ def controller_for(built: Built, index: np.ndarray) -> Any:
     if ctl.kind == "rule":
         return RuleBasedPeakShaving(built.setup.params.select(index), ctl.rule_threshold_kwh,
                                     built.setup.dt_h)
+    if ctl.kind == "oracle":
+        from agents.oracle import OracleController
+
+        return OracleController(built.oracle, np.asarray(index))
     return PolicyLibrary(built.policies, [built.classes[i] for i in index])

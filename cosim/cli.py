@@ -119,6 +119,32 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cosim.scenario import ScenarioError
+    from cosim.study import load_study, run_study, study_from_args
+
+    try:
+        if args.sweep or args.variant:  # the target is a scenario file
+            study = study_from_args(args.target, args.sweep or [], args.variant or [],
+                                    name=Path(args.target).stem)
+        else:  # the target is a study file
+            study = load_study(args.target)
+        if args.engine:
+            study.engine = args.engine
+        out = Path(args.out or f"runs/study_{study.name}")
+        table = run_study(study, out, steps=args.steps, progress=not args.quiet)
+    except ScenarioError as exc:
+        for line in exc.lines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    print((out / "study.md").read_text())
+    print(f"{len(table)} runs -> {out}/study.csv, study.md, unmet_by_c.png, "
+          "lambda_trajectories.png, grid_vs_c.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cosim",
@@ -148,6 +174,18 @@ def build_parser() -> argparse.ArgumentParser:
                            help="mosaik co-simulation (default) or the plain-loop reference")
         else:
             p.add_argument("--steps", type=int, help="override time.steps")
+    study = sub.add_parser("study", help="run a grid of scenario variants, collect KPIs")
+    study.add_argument("target", help="a study file (see scenarios/studies/) or a scenario "
+                                      "file with --sweep/--variant")
+    study.add_argument("--sweep", action="append", metavar="PATH=V1,V2",
+                       help="swept field and its values (repeatable; every combination)")
+    study.add_argument("--variant", action="append", metavar="NAME:PATH=V[,PATH=V]",
+                       help="a variant crossed with the sweep (repeatable)")
+    study.add_argument("--out", help="study directory (default: runs/study_<name>)")
+    study.add_argument("--steps", type=int, help="override time.steps of every run")
+    study.add_argument("--engine", choices=("mosaik", "plain"), help="default: the study's")
+    study.add_argument("--quiet", action="store_true", help="no progress bar")
+    study.set_defaults(func=_study)
     train = sub.add_parser("train", help="train one policy per demand class from a recipe")
     train.add_argument("recipe", help="recipe YAML (see data/policies/recipe.yaml)")
     train.add_argument("--out", help="output directory (default: the recipe's directory)")

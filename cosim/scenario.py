@@ -134,7 +134,7 @@ class BuildingsConfig(_Strict):
 
 
 class ControllerConfig(_Strict):
-    kind: Literal["policy", "none", "rule"] = "policy"
+    kind: Literal["policy", "none", "rule", "oracle"] = "policy"
     policy_dir: str = "data/policies"
     rule_threshold_kwh: float | None = Field(None, ge=0)
 

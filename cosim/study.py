@@ -1,0 +1,332 @@
+"""``cosim study``: run a grid of scenario variants and collect their KPIs.
+
+A study file (YAML)::
+
+    name: paper_reproduction
+    scenario: ../paper_fig1d.yaml          # relative to the study file
+    engine: mosaik                         # or plain
+    set: {output.plots: false}             # overrides for every run
+    sweep:                                 # the grid (every combination)
+      constraint.fraction_of_peak: [0.2, 0.3, 0.4, 0.5]
+    variants:                              # crossed with the grid
+      consensus: {duals.mode: consensus}
+      independent: {duals.mode: independent}
+      none: {controller.kind: none}
+      oracle: {controller.kind: oracle}
+
+Every run goes to ``<out>/runs/<variant>__<key>=<value>.../`` (a normal run
+directory); the collected table to ``<out>/study.csv`` and ``study.md``; the
+figures to ``<out>/*.png``. A variant whose scenario is infeasible (the oracle
+with a limit no schedule meets) is recorded as such, not as a failure.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cosim.scenario import ScenarioError
+
+LAMBDA_AT_MAX_ATOL = 1e-9
+
+
+class StudyFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1)
+    scenario: str
+    engine: str = "mosaik"
+    set: dict[str, Any] = Field(default_factory=dict)
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"base": {}})
+
+
+@dataclass
+class Study:
+    name: str
+    scenario: Path
+    engine: str
+    common: list[tuple[str, Any]]
+    sweep: dict[str, list[Any]]
+    variants: dict[str, list[tuple[str, Any]]]
+    source: str = "<study>"
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    def grid(self) -> list[tuple[str, dict[str, Any], list[tuple[str, Any]]]]:
+        """(run id, sweep values, overrides) of every run."""
+        keys = list(self.sweep)
+        out = []
+        for values in itertools.product(*(self.sweep[k] for k in keys)) if keys else [()]:
+            point = dict(zip(keys, values, strict=True))
+            for name, overrides in self.variants.items():
+                tag = "__".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in point.items())
+                run_id = f"{name}__{tag}" if tag else name
+                out.append((run_id, {"variant": name, **point},
+                            [*self.common, *point.items(), *overrides]))
+        return out
+
+
+def load_study(path: str | Path) -> Study:
+    path = Path(path)
+    if not path.is_file():
+        raise ScenarioError(str(path), [("", "study file not found")])
+    try:
+        raw = yaml.safe_load(path.read_text())
+        spec = StudyFile.model_validate(raw)
+    except yaml.YAMLError as exc:
+        raise ScenarioError(str(path), [("", f"malformed YAML: {exc}".replace("\n", " "))]) \
+            from None
+    except ValidationError as exc:
+        raise ScenarioError(str(path), [(".".join(map(str, e["loc"])), e["msg"])
+                                        for e in exc.errors()]) from None
+    if spec.engine not in ("mosaik", "plain"):
+        raise ScenarioError(str(path), [("engine", "must be 'mosaik' or 'plain'")])
+    scenario = (path.parent / spec.scenario).resolve()
+    return Study(spec.name, scenario, spec.engine, list(spec.set.items()), spec.sweep,
+                 {k: list(v.items()) for k, v in spec.variants.items()}, str(path))
+
+
+def study_from_args(scenario: str, sweeps: list[str], variants: list[str],
+                    name: str = "study", engine: str = "mosaik") -> Study:
+    """``--sweep key=v1,v2`` and ``--variant name:key=value,key=value`` from the command line."""
+    sweep: dict[str, list[Any]] = {}
+    for item in sweeps:
+        key, sep, values = item.partition("=")
+        if not sep:
+            raise ScenarioError("--sweep", [("", f"{item!r} is not key=v1,v2,...")])
+        sweep[key.strip()] = [yaml.safe_load(v) for v in values.split(",")]
+    parsed: dict[str, list[tuple[str, Any]]] = {}
+    for item in variants:
+        label, sep, body = item.partition(":")
+        if not sep:
+            raise ScenarioError("--variant", [("", f"{item!r} is not name:key=value,...")])
+        pairs = []
+        for kv in filter(None, body.split(",")):
+            k, s2, v = kv.partition("=")
+            if not s2:
+                raise ScenarioError("--variant", [("", f"{kv!r} in {item!r} is not key=value")])
+            pairs.append((k.strip(), yaml.safe_load(v)))
+        parsed[label] = pairs
+    return Study(name, Path(scenario).resolve(), engine, [], sweep, parsed or {"base": []},
+                 scenario)
+
+
+def _slope(y: np.ndarray) -> float:
+    x = np.arange(len(y), dtype=float)
+    return float(np.polyfit(x, y, 1)[0]) if len(y) > 1 else 0.0
+
+
+def run_metrics(run_dir: Path, classes: list[str], lambda_max: float,
+                uses_duals: bool = True) -> dict[str, Any]:
+    """The study table's columns for one finished run.
+
+    ``uses_duals`` False (no control, rule, oracle): the multipliers are still
+    computed and recorded but steer nothing, so their columns are left empty.
+    """
+    from agents.fleet_kpis import cumulative_average_unmet_kwh
+
+    kpis = json.loads((run_dir / "kpis.json").read_text())
+    b = pd.read_parquet(run_dir / "buildings.parquet")
+    fleet, grid = kpis["fleet"], kpis["grid"]
+    steps = fleet["steps"]
+    third = max(2, steps // 3)
+    cu = cumulative_average_unmet_kwh(b).to_numpy()
+    backlog = b.groupby("time").backlog_kwh.sum().to_numpy()
+    first, last = _slope(cu[:third]), _slope(cu[-third:])
+    lam = b.pivot(index="time", columns="building", values="lambda")
+    names = list(dict.fromkeys(b.building))
+    lam = lam[names].to_numpy()
+    final = lam[-1]
+    at_max = lam >= lambda_max - LAMBDA_AT_MAX_ATOL
+    double = [i for i, c in enumerate(classes) if c == "double"]
+    mean_final = float(final.mean())
+    nan = float("nan")
+    duals = {
+        "lambda_mean_final": mean_final,
+        "lambda_spread_final": float(final.max() - final.min()),
+        "lambda_spread_rel": float((final.max() - final.min()) / mean_final)
+        if mean_final > 0 else nan,
+        "agents_at_lambda_max": int(at_max[-1].sum()),
+        "double_share_at_lambda_max": float(at_max[:, double].mean()) if double else nan,
+    }
+    if not uses_duals:
+        duals = dict.fromkeys(duals, nan)
+    return {
+        "cost": fleet["total_cost"],
+        "mean_district_grid_kwh": fleet["mean_district_grid_kwh"],
+        "limit_kwh": kpis["limit_kwh"],
+        "grid_over_limit": fleet["mean_district_grid_kwh"] / kpis["limit_kwh"],
+        "final_backlog_kwh": float(backlog[-1]),
+        "final_avg_unmet_kwh": fleet["final_avg_unmet_kwh"],
+        "unmet_slope_first_third": first,
+        "unmet_slope_last_third": last,
+        "unmet_slope_ratio": last / first if first > 0 else float("nan"),
+        "dropped_kwh": fleet["dropped_kwh"],
+        **duals,
+        "trafo_overload_hours": grid.get("trafo_overload_hours", float("nan")),
+        "line_overload_hours": grid.get("line_overload_hours", float("nan")),
+        "hours_outside_095_105_pu": grid.get("hours_outside_095_105_pu", float("nan")),
+        "hours_outside_090_110_pu": grid.get("hours_outside_090_110_pu", float("nan")),
+    }
+
+
+def run_study(study: Study, out: Path, *, steps: int | None = None,
+              progress: bool = True) -> pd.DataFrame:
+    """Run every variant; write the table and figures; return the table."""
+    from tqdm import tqdm
+
+    from cosim.run import execute, prepare_scenario
+
+    out = Path(out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    rows = []
+    grid = study.grid()
+    for run_id, point, overrides in tqdm(grid, desc=f"study {study.name}", unit="run",
+                                         disable=not progress):
+        row: dict[str, Any] = {"run": run_id, **point}
+        try:
+            sc, built = prepare_scenario(study.scenario, overrides, steps)
+        except ScenarioError as exc:
+            if "infeasible" not in str(exc):
+                raise
+            row.update(status="infeasible", note=exc.errors[0][1])
+            rows.append(row)
+            continue
+        outcome = execute(sc, built, out / "runs" / run_id, progress=False, force=True,
+                          engine=study.engine)
+        row.update(status="ok", run_dir=str(outcome.run_dir.relative_to(out)),
+                   **run_metrics(outcome.run_dir, built.classes, sc.duals.lambda_max,
+                                 uses_duals=sc.controller.kind == "policy"))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table = add_oracle_gap(table, list(study.sweep))
+    table.to_csv(out / "study.csv", index=False)
+    (out / "study.md").write_text(markdown_table(table))
+    study_figures(table, out)
+    return table
+
+
+def add_oracle_gap(table: pd.DataFrame, sweep_keys: list[str]) -> pd.DataFrame:
+    """``cost_gap_to_oracle``: (cost - oracle cost) / oracle cost at the same sweep point."""
+    if "cost" not in table or not (table["variant"] == "oracle").any():
+        return table
+    oracle = table[(table["variant"] == "oracle") & (table["status"] == "ok")]
+    gaps = []
+    for _, row in table.iterrows():
+        match = oracle
+        for k in sweep_keys:
+            match = match[match[k] == row[k]]
+        if row.get("status") != "ok" or match.empty:
+            gaps.append(float("nan"))
+        else:
+            ref = float(match["cost"].iloc[0])
+            gaps.append((row["cost"] - ref) / ref)
+    table = table.copy()
+    table["cost_gap_to_oracle"] = gaps
+    return table
+
+
+MD_COLUMNS = [
+    ("variant", "variant", "{}"), ("fraction_of_peak", "c", "{:g}"), ("status", "status", "{}"),
+    ("cost", "cost $", "{:,.0f}"), ("cost_gap_to_oracle", "gap to oracle", "{:+.1%}"),
+    ("mean_district_grid_kwh", "grid kWh/step", "{:.3f}"), ("limit_kwh", "c kWh/step", "{:.3f}"),
+    ("grid_over_limit", "grid/c", "{:.3f}"), ("final_backlog_kwh", "final backlog kWh", "{:.1f}"),
+    ("final_avg_unmet_kwh", "cum. avg unmet kWh", "{:.2f}"),
+    ("unmet_slope_ratio", "unmet slope last/first", "{:.3f}"),
+    ("dropped_kwh", "dropped kWh", "{:.1f}"), ("lambda_mean_final", "mean lambda", "{:.2f}"),
+    ("lambda_spread_final", "lambda spread", "{:.2f}"),
+    ("agents_at_lambda_max", "at lambda_max", "{}"),
+    ("double_share_at_lambda_max", "double agents' time at lambda_max", "{:.0%}"),
+    ("trafo_overload_hours", "trafo >100 % h", "{:g}"),
+    ("line_overload_hours", "line >100 % h", "{:g}"),
+    ("hours_outside_095_105_pu", "V outside 0.95-1.05 h", "{:g}"),
+    ("hours_outside_090_110_pu", "V outside 0.90-1.10 h", "{:g}"),
+]
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    df = table.rename(columns=lambda c: c.rsplit(".", 1)[-1])
+    cols = [(c, h, f) for c, h, f in MD_COLUMNS if c in df]
+    lines = ["| " + " | ".join(h for _, h, _ in cols) + " |",
+             "|" + "---|" * len(cols)]
+    for _, row in df.iterrows():
+        cells = []
+        for c, _, fmt in cols:
+            v = row[c]
+            if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
+                cells.append("")
+            else:
+                try:
+                    cells.append(fmt.format(v))
+                except (ValueError, TypeError):
+                    cells.append(str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def study_figures(table: pd.DataFrame, out: Path) -> None:
+    """Cumulative average unmet demand per c (one panel per variant), lambda
+    trajectories, and district grid energy against c."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from agents.fleet_kpis import cumulative_average_unmet_kwh
+
+    ok = table[table["status"] == "ok"]
+    if ok.empty:
+        return
+    key = next((c for c in table.columns if c.endswith("fraction_of_peak")), None)
+    variants = list(dict.fromkeys(ok["variant"]))
+    fig, axes = plt.subplots(1, len(variants), figsize=(4 * len(variants), 3.5), sharey=True,
+                             squeeze=False)
+    for ax, variant in zip(axes[0], variants, strict=True):
+        for _, row in ok[ok["variant"] == variant].iterrows():
+            b = pd.read_parquet(out / row["run_dir"] / "buildings.parquet")
+            cu = cumulative_average_unmet_kwh(b)
+            label = f"c={row[key]:g}" if key else row["run"]
+            ax.plot(cu.index, cu.to_numpy(), label=label)
+        ax.set(title=variant, xlabel="step")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("cumulative avg unmet [kWh/step]")
+    fig.tight_layout()
+    fig.savefig(out / "unmet_by_c.png", dpi=100)
+    plt.close(fig)
+
+    lam_runs = ok[ok["variant"].isin(["consensus", "independent", "averaging", "centralized"])]
+    if not lam_runs.empty:
+        fig, axes = plt.subplots(1, len(lam_runs), figsize=(4 * len(lam_runs), 3.2),
+                                 sharey=True, squeeze=False)
+        for ax, (_, row) in zip(axes[0], lam_runs.iterrows(), strict=True):
+            b = pd.read_parquet(out / row["run_dir"] / "buildings.parquet")
+            lam = b.pivot(index="time", columns="building", values="lambda")
+            for col in lam.columns:
+                ax.plot(lam.index, lam[col].to_numpy(), lw=0.5)
+            ax.set(title=f"{row['variant']} c={row[key]:g}" if key else row["run"],
+                   xlabel="step")
+        axes[0][0].set_ylabel("lambda")
+        fig.tight_layout()
+        fig.savefig(out / "lambda_trajectories.png", dpi=100)
+        plt.close(fig)
+
+    if key:
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for variant in variants:
+            part = ok[ok["variant"] == variant].sort_values("limit_kwh")
+            ax.plot(part["limit_kwh"], part["mean_district_grid_kwh"], "o-", label=variant)
+        lim = ok["limit_kwh"]
+        ax.plot([lim.min(), lim.max()], [lim.min(), lim.max()], "k--", lw=0.8, label="= c")
+        ax.set(xlabel="limit c [kWh/step]", ylabel="mean district grid [kWh/step]",
+               title="District grid energy against c")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "grid_vs_c.png", dpi=100)
+        plt.close(fig)
