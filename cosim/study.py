@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from cosim.scenario import ScenarioError
 
 LAMBDA_AT_MAX_ATOL = 1e-9
+NEAR_MAX = 0.9  # "near lambda_max": at least 90 % of it
 
 
 class StudyFile(BaseModel):
@@ -155,6 +156,8 @@ def run_metrics(run_dir: Path, classes: list[str], lambda_max: float,
         if mean_final > 0 else nan,
         "agents_at_lambda_max": int(at_max[-1].sum()),
         "double_share_at_lambda_max": float(at_max[:, double].mean()) if double else nan,
+        "double_share_near_lambda_max": float((lam[:, double] >= NEAR_MAX * lambda_max).mean())
+        if double else nan,
     }
     if not uses_duals:
         duals = dict.fromkeys(duals, nan)
@@ -242,8 +245,10 @@ MD_COLUMNS = [
     ("unmet_slope_ratio", "unmet slope last/first", "{:.3f}"),
     ("dropped_kwh", "dropped kWh", "{:.1f}"), ("lambda_mean_final", "mean lambda", "{:.2f}"),
     ("lambda_spread_final", "lambda spread", "{:.2f}"),
-    ("agents_at_lambda_max", "at lambda_max", "{}"),
+    ("lambda_spread_rel", "spread/mean", "{:.0%}"),
+    ("agents_at_lambda_max", "at lambda_max", "{:.0f}"),
     ("double_share_at_lambda_max", "double agents' time at lambda_max", "{:.0%}"),
+    ("double_share_near_lambda_max", "... >= 0.9 lambda_max", "{:.0%}"),
     ("trafo_overload_hours", "trafo >100 % h", "{:g}"),
     ("line_overload_hours", "line >100 % h", "{:g}"),
     ("hours_outside_095_105_pu", "V outside 0.95-1.05 h", "{:g}"),
@@ -286,35 +291,49 @@ def study_figures(table: pd.DataFrame, out: Path) -> None:
         return
     key = next((c for c in table.columns if c.endswith("fraction_of_peak")), None)
     variants = list(dict.fromkeys(ok["variant"]))
-    fig, axes = plt.subplots(1, len(variants), figsize=(4 * len(variants), 3.5), sharey=True,
+    ncols = min(4, len(variants))
+    nrows = -(-len(variants) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3.2 * nrows), sharey=True,
                              squeeze=False)
-    for ax, variant in zip(axes[0], variants, strict=True):
+    for ax, variant in zip(axes.flat, variants, strict=False):
         for _, row in ok[ok["variant"] == variant].iterrows():
             b = pd.read_parquet(out / row["run_dir"] / "buildings.parquet")
             cu = cumulative_average_unmet_kwh(b)
             label = f"c={row[key]:g}" if key else row["run"]
             ax.plot(cu.index, cu.to_numpy(), label=label)
-        ax.set(title=variant, xlabel="step")
+        ax.set(title=variant, xlabel="step", ylabel="cumulative avg unmet [kWh/step]")
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("cumulative avg unmet [kWh/step]")
+    for ax in list(axes.flat)[len(variants):]:
+        ax.axis("off")
     fig.tight_layout()
     fig.savefig(out / "unmet_by_c.png", dpi=100)
     plt.close(fig)
 
-    lam_runs = ok[ok["variant"].isin(["consensus", "independent", "averaging", "centralized"])]
-    if not lam_runs.empty:
-        fig, axes = plt.subplots(1, len(lam_runs), figsize=(4 * len(lam_runs), 3.2),
+    modes = [v for v in variants if v in ("consensus", "independent", "averaging",
+                                          "centralized")]
+    if modes:
+        points = sorted(ok[key].unique()) if key else [None]
+        fig, axes = plt.subplots(len(modes), len(points),
+                                 figsize=(3.6 * len(points), 2.6 * len(modes)),
                                  sharey=True, squeeze=False)
-        for ax, (_, row) in zip(axes[0], lam_runs.iterrows(), strict=True):
-            b = pd.read_parquet(out / row["run_dir"] / "buildings.parquet")
-            lam = b.pivot(index="time", columns="building", values="lambda")
-            for col in lam.columns:
-                ax.plot(lam.index, lam[col].to_numpy(), lw=0.5)
-            ax.set(title=f"{row['variant']} c={row[key]:g}" if key else row["run"],
-                   xlabel="step")
-        axes[0][0].set_ylabel("lambda")
+        for r, variant in enumerate(modes):
+            for c, point in enumerate(points):
+                ax = axes[r][c]
+                sel = ok[(ok["variant"] == variant) & ((ok[key] == point) if key else True)]
+                if sel.empty:
+                    ax.axis("off")
+                    continue
+                b = pd.read_parquet(out / sel["run_dir"].iloc[0] / "buildings.parquet")
+                lam = b.pivot(index="time", columns="building", values="lambda")
+                for col in lam.columns:
+                    ax.plot(lam.index, lam[col].to_numpy(), lw=0.4)
+                ax.set_title(f"{variant}, c={point:g}" if key else variant, fontsize=9)
+                if c == 0:
+                    ax.set_ylabel("lambda")
+                if r == len(modes) - 1:
+                    ax.set_xlabel("step")
         fig.tight_layout()
-        fig.savefig(out / "lambda_trajectories.png", dpi=100)
+        fig.savefig(out / "lambda_trajectories.png", dpi=90)
         plt.close(fig)
 
     if key:
