@@ -9,9 +9,9 @@ line holds the headline figures as key=value pairs.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
+from timing import best_of  # benchmarks/timing.py
 
 from agents.building import FleetParams, FleetState, step_fleet
 from agents.data import load_citylearn
@@ -27,14 +27,6 @@ def _fleet(n: int, seed: int = 0):
     actions = rng.random((n, 2))
     return params, FleetState.initial(params, 0.5), demand[0], solar[0], price[0], actions
 
-
-def _best_of(fn, repeats: int) -> float:
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def measure(n: int, repeats: int) -> tuple[float, float]:
@@ -52,7 +44,7 @@ def measure(n: int, repeats: int) -> tuple[float, float]:
     vectorised()
     one_by_one()
     loop_repeats = max(3, min(repeats, 20_000 // n))
-    return _best_of(vectorised, repeats), _best_of(one_by_one, loop_repeats)
+    return best_of(vectorised, repeats), best_of(one_by_one, loop_repeats)
 
 
 def main() -> None:

@@ -13,10 +13,9 @@ key=value pairs; growth = time(10,000) / time(1,000), 10 meaning linear.
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 
 import numpy as np
+from timing import best_of  # benchmarks/timing.py
 
 from agents.duals import DualConfig, DualDynamics
 from agents.faults import FaultModel
@@ -28,14 +27,6 @@ CASES = {
     "consensus_drops": (DualConfig(mode="consensus"), FaultModel(drop_probability=0.1)),
 }
 
-
-def _best_of(fn: Callable[[], object], repeats: int) -> float:
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def measure(case: str, n: int, repeats: int) -> tuple[float, float]:
@@ -49,8 +40,8 @@ def measure(case: str, n: int, repeats: int) -> tuple[float, float]:
     fast = DualDynamics(config, graph, limit, faults, seed=0)
     slow = DualDynamics(config, graph, limit, faults, seed=0)
     fast.update(grid, r2)  # warm-up
-    vec = _best_of(lambda: fast.update(grid, r2), repeats)
-    loop = _best_of(lambda: slow.reference_update(grid, r2), max(2, min(repeats, 2000 // n)))
+    vec = best_of(lambda: fast.update(grid, r2), repeats)
+    loop = best_of(lambda: slow.reference_update(grid, r2), max(2, min(repeats, 2000 // n)))
     return vec, loop
 
 

@@ -9,8 +9,6 @@ overhead.
 
 from __future__ import annotations
 
-import numpy as np
-
 from agents.runner import run_plain
 from cosim.build import Built
 from cosim.results import BUILDING_VALUE_COLUMNS, RunWriter
@@ -28,7 +26,3 @@ def run_plain_into(built: Built, writer: RunWriter, *, progress: bool = False) -
             writer.add_grid(t, built.grid.solve(t, p_kw[t]))
         writer.step_done(t)
 
-
-def grid_results_for(built: Built, p_kw: np.ndarray) -> list:
-    """Power flow of every step for building loads ``p_kw`` (T, N)."""
-    return [built.grid.solve(t, p_kw[t]) for t in range(p_kw.shape[0])]
