@@ -66,11 +66,7 @@ def run_world(built: Built, writer: RunWriter, *, scenario_path: Path | None = N
         _wire(world, built, writer, sharded_cmd, scenario_path)
         world.run(until=sc.time.steps, print_progress=progress, lazy_stepping=False)
     finally:
-        if not getattr(world, "_shutdown_done", False):
-            try:
-                world.shutdown()
-            except Exception:  # noqa: BLE001 - already shut down by run()
-                pass
+        world.shutdown()  # idempotent: run() already shut down after a normal end
 
 
 def _wire(world: mosaik.World, built: Built, writer: RunWriter, sharded_cmd: bool,
