@@ -35,6 +35,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from cosim.results import recorded_bus_loads  # noqa: E402
 from cosim.run import execute, prepare_scenario  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,13 +57,9 @@ def run_timeseries_seconds(run_dir: Path, steps: int) -> float:
 
     net = pp.from_json(str(run_dir / "feeder.json"))
     buses = pd.read_parquet(run_dir / "buses.parquet")
-    grid = pd.read_parquet(run_dir / "grid.parquet").set_index("time")
     buses = buses[buses.time < steps]
-    p = buses.pivot(index="time", columns="bus", values="p_mw")
-    q = buses.pivot(index="time", columns="bus", values="q_mvar")
-    for bus in net.ext_grid.bus:  # res_bus at the slack includes the external grid
-        p[bus] = p[bus] + grid.loc[p.index, "ext_grid_p_mw"]
-        q[bus] = q[bus] + grid.loc[q.index, "ext_grid_q_mvar"]
+    p, q = recorded_bus_loads(run_dir, net.ext_grid.bus)
+    p, q = p.iloc[:steps], q.iloc[:steps]
     ts_net = copy.deepcopy(net)
     ts_net.load["in_service"] = False
     ts_net.sgen["in_service"] = False

@@ -212,3 +212,24 @@ def read_table(run_dir: str | Path, table: str) -> pd.DataFrame:
 
 def write_json(path: Path, obj: Any) -> None:
     _write_json(Path(path), obj)
+
+
+def recorded_bus_loads(run_dir: str | Path, slack_buses: Sequence[int]
+                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Net consumption per step and bus (time x bus, MW and Mvar) as the run recorded it.
+
+    ``buses.p_mw``/``q_mvar`` are pandapower's ``res_bus``, which at the slack bus
+    includes the external grid's supply; that is taken out again (from
+    ``grid.parquet``), so the frames are the loads to put on ``feeder.json``'s buses
+    (its own loads and generators switched off) to recompute the run's power flow.
+    """
+    slack = [int(b) for b in slack_buses]
+    if len(slack) != 1:
+        raise RunDirError(f"{run_dir}: need exactly one external grid, got buses {slack}")
+    buses = read_table(run_dir, "buses")
+    grid = read_table(run_dir, "grid").set_index("time")
+    p = buses.pivot(index="time", columns="bus", values="p_mw")
+    q = buses.pivot(index="time", columns="bus", values="q_mvar")
+    p[slack[0]] += grid.loc[p.index, "ext_grid_p_mw"]
+    q[slack[0]] += grid.loc[q.index, "ext_grid_q_mvar"]
+    return p, q

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from agents.runner import run_plain
-from cosim.results import TABLES, read_status
+from cosim.results import TABLES, read_status, recorded_bus_loads
 from cosim.run import execute, prepare_scenario
 
 SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "paper_fig1d.yaml"
@@ -64,23 +64,14 @@ def test_grid_results_equal_pandapower_recomputed_from_files(mosaik_run: Path):
     net = pp.from_json(str(mosaik_run / "feeder.json"))
     buses = pd.read_parquet(mosaik_run / "buses.parquet")
     lines = pd.read_parquet(mosaik_run / "lines.parquet")
-    grid = pd.read_parquet(mosaik_run / "grid.parquet")
+    p_mw, q_mvar = recorded_bus_loads(mosaik_run, net.ext_grid.bus)
     net.load["in_service"] = False
     net.sgen["in_service"] = False
-    slack = set(net.ext_grid.bus.tolist())
     for t in (0, STEPS // 2, STEPS - 1):
         step = buses[buses.time == t].set_index("bus")
-        extra = net.load.index.max() + 1
-        rows = []
-        for bus, row in step.iterrows():
-            p, q = row.p_mw, row.q_mvar
-            if bus in slack:  # res_bus at the slack bus includes the external grid
-                g = grid[grid.time == t].iloc[0]
-                p, q = p + g.ext_grid_p_mw, q + g.ext_grid_q_mvar
-            rows.append((bus, p, q))
         trial = copy.deepcopy(net)
-        for k, (bus, p, q) in enumerate(rows):
-            pp.create_load(trial, bus, p_mw=p, q_mvar=q, index=extra + k)
+        for bus in p_mw.columns:
+            pp.create_load(trial, int(bus), p_mw=p_mw.at[t, bus], q_mvar=q_mvar.at[t, bus])
         pp.runpp(trial)
         np.testing.assert_allclose(trial.res_bus.loc[step.index, "vm_pu"].to_numpy(),
                                    step["vm_pu"].to_numpy(), atol=VM_ATOL_PU, rtol=0)
