@@ -57,7 +57,8 @@ def grid_batch(run_dir: Path) -> BatchGridResult | None:
         return _wide(frame, key, value)[1] if len(frame) else np.zeros((steps, 0))
 
     return BatchGridResult(
-        bus_vm_pu=vm, bus_va_degree=np.where(np.isfinite(vm), 0.0, np.nan), bus_p_mw=p,
+        bus_vm_pu=vm, bus_va_degree=np.full_like(vm, np.nan),  # angles are not recorded
+        bus_p_mw=p,
         bus_q_mvar=q,
         line_loading_percent=wide_or_empty(lines, "line", "loading_percent"),
         line_i_ka=wide_or_empty(lines, "line", "i_ka"),
