@@ -22,7 +22,7 @@ from agents.faults import FaultModel
 from agents.graphs import GraphError, make_graph
 from agents.policy import PolicyFileError, PolicyLibrary, load_policy
 from agents.runner import FleetSetup, district_limit_kwh
-from cosim.scenario import Scenario, ScenarioError
+from cosim.scenario import Scenario, ScenarioError, ScenarioInfeasible
 
 
 def resolve_path(path: str, base: Path | None = None) -> Path:
@@ -236,7 +236,8 @@ def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True) -
                                   setup.price_per_kwh, limit_kwh, setup.dt_h,
                                   setup.initial_soc_fraction)
         except OracleInfeasible as exc:
-            raise _fail(source, "constraint", f"infeasible for the oracle: {exc}") from None
+            raise ScenarioInfeasible(
+                source, [("constraint", f"infeasible for the oracle: {exc}")]) from None
     built = Built(sc, names, profiles, classes, setup, None, graph, duals, limit_kwh, grid,
                   policies, oracle)
     built.controller = controller_for(built, np.arange(len(names)))

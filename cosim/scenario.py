@@ -48,6 +48,10 @@ class _FieldError(ValueError):
         super().__init__(msg)
 
 
+class ScenarioInfeasible(ScenarioError):
+    """The scenario is valid, but no schedule meets its constraint (the oracle's LP)."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 

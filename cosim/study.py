@@ -33,7 +33,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cosim.scenario import ScenarioError
+from cosim.scenario import ScenarioError, ScenarioInfeasible
 
 LAMBDA_AT_MAX_ATOL = 1e-9
 NEAR_MAX = 0.9  # "near lambda_max": at least 90 % of it
@@ -196,9 +196,7 @@ def run_study(study: Study, out: Path, *, steps: int | None = None,
         row: dict[str, Any] = {"run": run_id, **point}
         try:
             sc, built = prepare_scenario(study.scenario, overrides, steps)
-        except ScenarioError as exc:
-            if "infeasible" not in str(exc):
-                raise
+        except ScenarioInfeasible as exc:
             row.update(status="infeasible", note=exc.errors[0][1])
             rows.append(row)
             continue
