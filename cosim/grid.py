@@ -15,10 +15,11 @@ import numpy as np
 
 from cosim.scenario import Scenario, ScenarioError
 from grid_models.background import BackgroundProfiles, background_profiles
-from grid_models.errors import GridModelError
+from grid_models.errors import GridModelError, IslandedBusError, SupplyError
 from grid_models.feeders import load_feeder
-from grid_models.placement import bus_injections, place_buildings
+from grid_models.placement import MAX_LISTED_BUILDINGS, bus_injections, place_buildings
 from grid_models.powerflow import GridResult, PowerFlow, make_powerflow
+from grid_models.topology import check_supply
 
 HOURS_PER_YEAR = 8760
 #: CityLearn 2022 row 0 is "Month 7, Hour 24" (the last hour of 31 July, 0-based
@@ -77,14 +78,44 @@ def _background(net: Any, sc: Scenario, source: str) -> BackgroundProfiles:
     )
 
 
+def _islanded_errors(exc: IslandedBusError, rows: list[tuple]) -> list[tuple[str, str]]:
+    """(field, message) per building on a bus that is not energised (the first few)."""
+    explicit: list[tuple[str, str]] = []
+    generated: list[str] = []
+    for pos, bus, reason in zip(exc.positions, exc.buses, exc.reasons, strict=True):
+        path, building_id = rows[pos][0], rows[pos][1]
+        text = f"building {building_id} is on bus {bus}, which is not energised ({reason})"
+        if path.startswith("buildings.explicit"):
+            explicit.append((f"{path}.bus", text))
+        else:
+            generated.append(text)
+    errors = explicit[:MAX_LISTED_BUILDINGS]
+    if len(explicit) > MAX_LISTED_BUILDINGS:
+        errors.append(("buildings.explicit", f"and {len(explicit) - MAX_LISTED_BUILDINGS} more "
+                       "buildings on buses that are not energised"))
+    if generated:
+        more = len(generated) - MAX_LISTED_BUILDINGS
+        errors.append(("buildings.generate.buses", "; ".join(generated[:MAX_LISTED_BUILDINGS])
+                       + (f"; and {more} more" if more > 0 else "")))
+    return errors
+
+
 def build_grid(sc: Scenario, rows: list[tuple], source: str) -> GridModel:
-    """``rows``: (field path, id, profile, scale, class, battery, pv, bus) per building."""
+    """``rows``: (field path, id, profile, scale, class, battery, pv, bus) per building.
+
+    Refuses (as :class:`ScenarioError` naming the field) a feeder without an in-service
+    external grid (``feeder.source``) and buildings on buses that are not energised.
+    """
     try:
         feeder = load_feeder(sc.feeder.source)
     except GridModelError as exc:
         raise ScenarioError(source, [("feeder.source", str(exc))]) from None
     except (OSError, ValueError) as exc:
         raise ScenarioError(source, [("feeder.source", f"cannot load feeder: {exc}")]) from None
+    try:
+        check_supply(feeder)
+    except SupplyError as exc:
+        raise ScenarioError(source, [("feeder.source", str(exc))]) from None
     explicit = [r[7] for r in rows]
     try:
         if all(b is None for b in explicit):
@@ -95,6 +126,8 @@ def build_grid(sc: Scenario, rows: list[tuple], source: str) -> GridModel:
                                           "or for none (automatic placement)")])
         else:
             buses = place_buildings(feeder, len(rows), buses=explicit)
+    except IslandedBusError as exc:
+        raise ScenarioError(source, _islanded_errors(exc, rows)) from None
     except GridModelError as exc:
         valid = set(feeder.bus.index.tolist())
         bad = next((r for r in rows if r[7] is not None and r[7] not in valid), rows[0])
@@ -102,7 +135,8 @@ def build_grid(sc: Scenario, rows: list[tuple], source: str) -> GridModel:
             "buildings.generate.buses"
         raise ScenarioError(source, [(field, str(exc))]) from None
     try:
-        pf = make_powerflow(feeder, sc.feeder.backend)
+        # a step with non-finite inputs is an unknown step in the KPIs, not a crash mid-run
+        pf = make_powerflow(feeder, sc.feeder.backend, nonfinite="unknown")
     except GridModelError as exc:
         raise ScenarioError(source, [("feeder.backend", str(exc))]) from None
     background = _background(feeder, sc, source)

@@ -1,7 +1,10 @@
 """KPIs (``kpis.json``), plots (``plots/*.png``) and the printed summary of a run.
 
 Everything here is computed from the files of the run directory, so a reviewer
-gets the same numbers from the files alone.
+gets the same numbers from the files alone. ``kpis.json`` is strict JSON: a value
+that is not a finite number (an extreme over no known step) is ``null``. Grid hours
+are lower bounds when some steps are unknown (see :mod:`grid_models.kpis`); the
+summary prints them as "at least X (unknown for Y steps)".
 """
 
 from __future__ import annotations
@@ -17,13 +20,15 @@ import pandas as pd
 from agents.fleet_kpis import FLEET_KPI_UNITS, cumulative_average_unmet_kwh, district_grid_kwh
 from agents.fleet_kpis import fleet_kpis as compute_fleet_kpis
 from agents.graphs import graph_from_json
-from cosim.results import read_table, write_json
+from cosim.results import json_safe, read_table, write_json
+from grid_models.kpis import HOURS_KEYS, UNKNOWN_SUFFIX, hours_text
 from grid_models.kpis import grid_kpis as compute_grid_kpis
 from grid_models.powerflow import BatchGridResult
 
 GRID_KPI_UNITS = {
     "steps": "1",
     "nonconverged_steps": "steps",
+    "unknown_steps": "steps",
     "trafo_overload_hours": "h",
     "line_overload_hours": "h",
     "max_trafo_loading_percent": "%",
@@ -33,7 +38,13 @@ GRID_KPI_UNITS = {
     "min_vm_pu": "pu",
     "max_vm_pu": "pu",
     "losses_mwh": "MWh",
+    **{key + UNKNOWN_SUFFIX: "steps" for key in HOURS_KEYS},
 }
+
+
+def strict_json(obj: Any) -> str:
+    """Strict JSON text of ``obj`` (see :func:`json_safe`); raises on anything left over."""
+    return json.dumps(json_safe(obj), indent=2, allow_nan=False)
 
 
 def _wide(frame: pd.DataFrame, key: str, value: str) -> tuple[np.ndarray, np.ndarray]:
@@ -76,22 +87,26 @@ def compute_kpis(run_dir: Path, limit_kwh: float, dt_h: float, lambda_max: float
     fleet = compute_fleet_kpis(buildings, limit_kwh, dt_h, lambda_max=lambda_max)
     batch = grid_batch(run_dir)
     grid = compute_grid_kpis(batch, dt_h) if batch is not None else {}
-    return {
+    return json_safe({
         "scenario": scenario_name,
         "limit_kwh": float(limit_kwh),
         "fleet": fleet,
         "grid": grid,
         "units": {"fleet": FLEET_KPI_UNITS, "grid": {k: GRID_KPI_UNITS[k] for k in grid}},
         **(extra or {}),
-    }
+    })
 
 
 def write_report(run_dir: Path, built: Any, *, plots: bool = True,
-                 wall_s: float | None = None) -> dict[str, Any]:
+                 wall_s: float | None = None, steps_run: int | None = None) -> dict[str, Any]:
+    """KPIs, plots; ``wall_s`` is the time of the ``steps_run`` steps this process ran
+    (fewer than the scenario's after ``--resume``)."""
     sc = built.scenario
-    extra = {"wall_s": wall_s, "steps_per_s": sc.time.steps / wall_s} if wall_s else {}
+    steps_run = sc.time.steps if steps_run is None else steps_run
+    extra = {"wall_s": wall_s, "steps_per_s": steps_run / wall_s} if wall_s else {}
     kpis = compute_kpis(run_dir, built.limit_kwh, sc.time.step_h, sc.duals.lambda_max, sc.name,
                         extra)
+    strict_json(kpis)  # fails here, not in a reader, if anything non-finite is left
     write_json(run_dir / "kpis.json", kpis)
     if plots:
         write_plots(run_dir, kpis)
@@ -99,7 +114,7 @@ def write_report(run_dir: Path, built: Any, *, plots: bool = True,
 
 
 def write_plots(run_dir: Path, kpis: dict[str, Any]) -> list[Path]:
-    """The plots of DESIGN.md §8 into ``run_dir/plots``."""
+    """The plots of docs/equations.md into ``run_dir/plots``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -181,7 +196,8 @@ def write_plots(run_dir: Path, kpis: dict[str, Any]) -> list[Path]:
         graph, names = graph_from_json(comm.read_text())
         fig, ax = plt.subplots(figsize=(5, 5))
         pos = nx.spring_layout(graph, seed=0)
-        final = dict(zip(names, kpis["fleet"]["final_lambda"], strict=False))
+        final = {name: np.nan if value is None else value  # null in kpis.json
+                 for name, value in zip(names, kpis["fleet"]["final_lambda"], strict=False)}
         colors = [final.get(names[n], 0.0) if isinstance(n, int) else final.get(n, 0.0)
                   for n in graph.nodes]
         nx.draw_networkx(graph, pos, ax=ax, node_color=colors, cmap="viridis",
@@ -194,14 +210,27 @@ def write_plots(run_dir: Path, kpis: dict[str, Any]) -> list[Path]:
 
 
 def summary_table(kpis: dict[str, Any]) -> str:
-    """The KPI table printed at the end of ``cosim run``."""
+    """The KPI table printed at the end of ``cosim run``.
+
+    Grid hours with unknown steps read "at least X (unknown for Y steps)"; a value
+    that is not known at all (null in ``kpis.json``) reads "unknown".
+    """
     rows = []
     units = kpis["units"]
     for section in ("fleet", "grid"):
-        for key, value in kpis[section].items():
+        values = kpis[section]
+        for key, value in values.items():
+            if section == "grid" and key.endswith(UNKNOWN_SUFFIX) and \
+                    key[: -len(UNKNOWN_SUFFIX)] in values:
+                continue  # folded into its hours row
             if key == "final_lambda":
-                value = "[" + ", ".join(f"{v:.2f}" for v in value[:10]) + \
+                value = "[" + ", ".join("unknown" if v is None else f"{v:.2f}"
+                                        for v in value[:10]) + \
                     (", ..." if len(value) > 10 else "") + "]"
+            elif section == "grid" and key in HOURS_KEYS and value is not None:
+                value = hours_text(values, key)
+            elif value is None:
+                value = "unknown"
             elif isinstance(value, float):
                 value = f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.1f}"
             rows.append((section, key, str(value), units[section].get(key, "")))

@@ -17,8 +17,31 @@ class FeederError(GridModelError):
     """An unknown or unreadable feeder source."""
 
 
+class SupplyError(FeederError):
+    """A feeder without an in-service external grid (nothing would be energised)."""
+
+
+class FeederFileError(FeederError):
+    """A feeder JSON file refused before pandapower reads it (size, syntax, unsafe objects)."""
+
+
 class PlacementError(GridModelError):
     """An invalid building placement (unknown bus, wrong count, ...)."""
+
+
+class IslandedBusError(PlacementError):
+    """Buildings placed on buses that no in-service path connects to the external grid.
+
+    ``positions`` are the offending buildings' positions in the placement, ``buses``
+    their buses and ``reasons`` one short explanation per building (same order).
+    """
+
+    def __init__(self, message: str, positions: list[int], buses: list[int],
+                 reasons: list[str]) -> None:
+        super().__init__(message)
+        self.positions = positions
+        self.buses = buses
+        self.reasons = reasons
 
 
 class BackgroundError(GridModelError):

@@ -8,6 +8,12 @@ Sources are strings:
   (``cigre_lv``, ``kerber_dorfnetz``, ``kerber_landnetz``, ...);
 * a path to a pandapower JSON file (``str`` ending in ``.json`` or a ``Path``).
 
+A JSON file is screened before pandapower reads it (:func:`screen_feeder_json`):
+pandapower's decoder imports the module a ``_module`` field names, so a crafted file
+could make it run any importable module. Only the (module, class) pairs pandapower
+writes for a net (:data:`ALLOWED_OBJECTS`) pass; the size is bounded
+(:data:`MAX_FEEDER_JSON_BYTES`).
+
 SimBench grids are cached twice: as pandapower JSON plus their relative profiles
 (parquet) under :func:`feeder_cache_dir` (first load ~3 s, reload ~1 s), and in
 process (a deep copy is returned each time, so callers may modify their net).
@@ -19,13 +25,14 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import os
 import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from grid_models.errors import FeederError, format_choices
+from grid_models.errors import FeederError, FeederFileError, format_choices
 
 if TYPE_CHECKING:
     from pandapower.auxiliary import pandapowerNet
@@ -57,6 +64,39 @@ TESTED_SIMBENCH_CODES = (
 )
 
 _PROFILE_KEYS = ("load", "renewables", "powerplants", "storage")
+
+#: Largest feeder JSON file read (bytes); SimBench's largest grids are a few MB.
+MAX_FEEDER_JSON_BYTES = 200 * 1024 * 1024
+#: Deepest nesting of JSON objects/arrays (and JSON text inside strings) accepted.
+MAX_FEEDER_JSON_DEPTH = 64
+
+_NUMPY_SCALARS = frozenset({
+    "bool_", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float16", "float32", "float64", "complex64", "complex128", "str_",
+})
+_PANDAS_INDEXES = frozenset({
+    "Index", "RangeIndex", "MultiIndex", "CategoricalIndex", "DatetimeIndex",
+    "TimedeltaIndex", "PeriodIndex", "IntervalIndex",
+})
+_TABLE_KEYS = frozenset({
+    "orient", "dtype", "typ", "index_name", "index_names", "column_name", "column_names",
+    "is_multiindex", "is_multicolumn",
+})
+#: ``_module`` -> the ``_class`` names allowed with it in a feeder JSON file: what
+#: pandapower's ``to_json`` writes for a net (the net itself, pandas tables, numpy
+#: arrays and scalars, the standard containers). Anything else is refused before
+#: pandapower's decoder would import it.
+ALLOWED_OBJECTS: dict[str, frozenset[str]] = {
+    "pandapower.auxiliary": frozenset({"pandapowerNet"}),
+    "pandas": frozenset({"DataFrame", "Series"}) | _PANDAS_INDEXES,
+    "pandas.core.frame": frozenset({"DataFrame"}),
+    "pandas.core.series": frozenset({"Series"}),
+    "numpy": frozenset({"array"}) | _NUMPY_SCALARS,
+    "builtins": frozenset({"complex", "tuple", "set", "frozenset", "list", "dict"}),
+    "collections": frozenset({"OrderedDict", "deque"}),
+}
+#: Classes whose ``_object`` is JSON text that pandas parses (never a file path).
+_TABLE_CLASSES = frozenset({"DataFrame", "Series"})
 
 
 def feeder_cache_dir() -> Path:
@@ -127,15 +167,141 @@ def save_feeder_json(net: pandapowerNet, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def _load_json(path: Path) -> pandapowerNet:
+def screen_feeder_json(text: str, path: str | os.PathLike[str] = "<string>") -> None:
+    """Refuse JSON that pandapower's decoder must not see; return None when it is safe.
+
+    Every object with a ``_module`` or ``_class`` key must be an allowed pair of
+    :data:`ALLOWED_OBJECTS` with only the keys pandapower writes; JSON text inside
+    strings (pandas tables are stored that way, and pandapower decodes it with the
+    same hooks) is parsed and screened too; duplicate keys are refused (so no parser
+    can read a different object than the one screened here).
+
+    Raises:
+        FeederFileError: naming ``path`` and the offending module/class or problem.
+    """
+    try:
+        doc = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except _DuplicateKey as exc:
+        raise FeederFileError(f"{path}: refused feeder JSON: duplicate key {exc.key!r}") from None
+    except (ValueError, RecursionError) as exc:
+        raise FeederFileError(f"cannot read pandapower JSON file {path}: not valid JSON "
+                              f"({_json_reason(exc)})") from None
+    _screen(doc, Path(path), 0)
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _json_reason(exc: BaseException) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno}, column {exc.colno}"
+    return "nested too deeply" if isinstance(exc, RecursionError) else type(exc).__name__
+
+
+def _screen(node: object, path: Path, depth: int) -> None:
+    if depth > MAX_FEEDER_JSON_DEPTH:
+        raise FeederFileError(f"{path}: refused feeder JSON: nested deeper than "
+                              f"{MAX_FEEDER_JSON_DEPTH} levels")
+    if isinstance(node, dict):
+        if "_module" in node or "_class" in node:
+            _screen_object(node, path)
+        for value in node.values():
+            _screen(value, path, depth + 1)
+    elif isinstance(node, list):
+        for value in node:
+            _screen(value, path, depth + 1)
+    elif isinstance(node, str) and node.lstrip()[:1] in ("{", "["):
+        try:
+            inner = json.loads(node, object_pairs_hook=_no_duplicate_keys)
+        except _DuplicateKey as exc:
+            raise FeederFileError(f"{path}: refused feeder JSON: duplicate key {exc.key!r} "
+                                  "in embedded JSON") from None
+        except (ValueError, RecursionError):
+            return  # plain text that pandapower does not decode either (tables are checked)
+        _screen(inner, path, depth + 1)
+
+
+def _screen_object(node: dict, path: Path) -> None:
+    module, cls = node.get("_module"), node.get("_class")
+    if not isinstance(module, str) or not isinstance(cls, str):
+        raise FeederFileError(f"{path}: refused feeder JSON: object with _module={module!r}, "
+                              f"_class={cls!r} (both must be given as strings)")
+    allowed = ALLOWED_OBJECTS.get(module)
+    if allowed is None:
+        raise FeederFileError(
+            f"{path}: refused feeder JSON: module {module!r} (class {cls!r}) is not allowed; "
+            f"a feeder file may only name {', '.join(sorted(ALLOWED_OBJECTS))}"
+        )
+    if cls not in allowed:
+        raise FeederFileError(f"{path}: refused feeder JSON: class {cls!r} of module {module!r} "
+                              f"is not allowed (allowed: {', '.join(sorted(allowed))})")
+    extra = set(node) - {"_module", "_class", "_object"}
+    if cls in _TABLE_CLASSES:
+        extra -= _TABLE_KEYS
+        obj = node.get("_object")
+        if isinstance(obj, str) and obj.lstrip()[:1] not in ("{", "["):
+            raise FeederFileError(f"{path}: refused feeder JSON: a {cls} whose data is not JSON "
+                                  "text (pandas would read it as a file name)")
+        if isinstance(obj, str):
+            try:
+                json.loads(obj, object_pairs_hook=_no_duplicate_keys)
+            except (ValueError, RecursionError):
+                raise FeederFileError(f"{path}: refused feeder JSON: a {cls} holds invalid "
+                                      "JSON text") from None
+    if extra:
+        raise FeederFileError(f"{path}: refused feeder JSON: unexpected keys {sorted(extra)} "
+                              f"in a {module}.{cls} object")
+
+
+def read_feeder_json(path: str | os.PathLike[str]) -> pandapowerNet:
+    """Read a pandapower JSON file after screening it (see :func:`screen_feeder_json`).
+
+    Raises:
+        FeederError: missing file, not a regular file, too large, not JSON, refused
+            content, or a file pandapower cannot read. The message names the file.
+    """
     import pandapower as pp
 
-    if not path.is_file():
+    path = Path(path)
+    if not path.exists():
         raise FeederError(f"feeder JSON file not found: {path}")
+    if not path.is_file():
+        raise FeederFileError(f"{path}: not a regular file")
     try:
-        return pp.from_json(str(path))
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_FEEDER_JSON_BYTES + 1)
+    except OSError as exc:
+        raise FeederFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if len(raw) > MAX_FEEDER_JSON_BYTES:
+        raise FeederFileError(f"{path}: larger than {MAX_FEEDER_JSON_BYTES // 2**20} MiB; "
+                              "refused as a feeder JSON file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FeederFileError(f"cannot read pandapower JSON file {path}: not UTF-8 text") from None
+    screen_feeder_json(text, path)
+    try:
+        # the screened text itself, never the file again (it could change in between)
+        return pp.from_json_string(text)
     except Exception as exc:  # pandapower raises many types for a bad file
-        raise FeederError(f"cannot read pandapower JSON file {path}: {exc}") from exc
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise FeederError(f"cannot read pandapower JSON file {path}: {reason}") from None
+
+
+def _load_json(path: Path) -> pandapowerNet:
+    return read_feeder_json(path)
 
 
 def _pandapower_network(name: str) -> pandapowerNet:
@@ -194,10 +360,9 @@ def _simbench_cached(code: str) -> pandapowerNet:
 
 
 def _read_cached(json_path: Path, profiles_dir: Path) -> pandapowerNet:
-    import pandapower as pp
     import pandas as pd
 
-    net = pp.from_json(str(json_path))
+    net = read_feeder_json(json_path)  # the cache directory may be shared: screened too
     net["profiles"] = {
         key: pd.read_parquet(profiles_dir / f"{key}.parquet")
         for key in _PROFILE_KEYS

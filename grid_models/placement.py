@@ -3,8 +3,9 @@
 Automatic placement (deterministic by seed) spreads the buildings over the feeder's
 load buses: the load buses are shuffled once with ``numpy.random.default_rng(seed)``
 and building ``i`` goes to bus ``perm[i % n_load_buses]``, so every load bus gets a
-building before any gets a second one. Explicit placement takes a list of bus indices
-and checks it.
+building before any gets a second one. Only energised buses (connected to an in-service
+external grid, :mod:`grid_models.topology`) are candidates. Explicit placement takes a
+list of bus indices and checks it: unknown, out-of-service and islanded buses are errors.
 
 :func:`bus_injections` sums the buildings' kW per bus into the per-bus MW arrays that
 :meth:`grid_models.powerflow.PowerFlow.solve` takes; its ``scale`` multiplies every
@@ -19,22 +20,26 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from grid_models.errors import PlacementError, format_choices
+from grid_models.errors import IslandedBusError, PlacementError, format_choices
+from grid_models.topology import check_supply, supplied_buses, unsupplied_reasons
 
 if TYPE_CHECKING:
     from pandapower.auxiliary import pandapowerNet
 
 
+#: At most this many islanded buildings are spelled out in one error message.
+MAX_LISTED_BUILDINGS = 10
+
+
 def load_buses(net: pandapowerNet) -> np.ndarray:
-    """Sorted in-service buses that hold at least one in-service load of the feeder."""
+    """Sorted energised buses that hold at least one in-service load of the feeder."""
     from grid_models.backends._base import INJECTION_LOAD_PREFIX
 
     load = net.load
     own = ~load["name"].astype(str).str.startswith(INJECTION_LOAD_PREFIX)
     active = load["in_service"].astype(bool) & own
     buses = np.unique(load.loc[active, "bus"].to_numpy(dtype=np.int64))
-    in_service = net.bus.index[net.bus["in_service"].astype(bool)].to_numpy()
-    return buses[np.isin(buses, in_service)]
+    return buses[np.isin(buses, supplied_buses(net))]
 
 
 def place_buildings(
@@ -49,11 +54,14 @@ def place_buildings(
         net: the feeder.
         n_buildings: number of buildings N (>= 1).
         seed: seed of the automatic placement (ignored when ``buses`` is given).
-        buses: explicit placement, N in-service bus indices (repeats allowed).
+        buses: explicit placement, N energised bus indices (repeats allowed).
 
     Raises:
+        SupplyError: the feeder has no in-service external grid.
+        IslandedBusError: explicit buses that are in service but not energised (its
+            ``positions`` name the buildings).
         PlacementError: wrong count, unknown or out-of-service bus (the message lists the
-            valid buses), or a feeder without load buses for automatic placement.
+            valid buses), or a feeder without energised load buses for automatic placement.
     """
     if isinstance(n_buildings, bool) or not isinstance(n_buildings, (int, np.integer)):
         raise PlacementError(f"n_buildings must be an integer, got {n_buildings!r}")
@@ -70,17 +78,40 @@ def place_buildings(
         valid_set = set(valid.tolist())
         unknown = [b for b in chosen.tolist() if not _is_int(b) or int(b) not in valid_set]
         if unknown:
+            energised = supplied_buses(net)
+            listed = energised if len(energised) else valid
             raise PlacementError(
                 f"unknown or out-of-service bus(es) {sorted(set(map(str, unknown)))} in buses; "
-                f"valid buses: [{format_choices(valid.tolist(), limit=200)}] "
+                f"valid buses: [{format_choices(listed.tolist(), limit=200)}] "
                 f"(load buses: [{format_choices(load_buses(net).tolist(), limit=200)}])"
             )
-        return chosen.astype(np.int64)
+        chosen = chosen.astype(np.int64)
+        _check_energised(net, chosen)
+        return chosen
+    check_supply(net)
     candidates = load_buses(net)
     if len(candidates) == 0:
-        raise PlacementError("the feeder has no in-service load buses; pass buses= explicitly")
+        raise PlacementError("the feeder has no energised load buses; pass buses= explicitly")
     perm = np.random.default_rng(seed).permutation(candidates)
     return perm[np.arange(n_buildings) % len(perm)].astype(np.int64)
+
+
+def _check_energised(net: pandapowerNet, chosen: np.ndarray) -> None:
+    """Raise :class:`IslandedBusError` for buildings on buses that are not energised."""
+    check_supply(net)
+    islanded = np.flatnonzero(~np.isin(chosen, supplied_buses(net)))
+    if not len(islanded):
+        return
+    buses = [int(chosen[i]) for i in islanded]
+    reasons = unsupplied_reasons(net, buses)
+    listed = [f"building {int(i)} on bus {b} ({r})"
+              for i, b, r in zip(islanded[:MAX_LISTED_BUILDINGS], buses, reasons, strict=False)]
+    more = (f" and {len(islanded) - MAX_LISTED_BUILDINGS} more"
+            if len(islanded) > MAX_LISTED_BUILDINGS else "")
+    raise IslandedBusError(
+        f"{len(islanded)} building(s) on buses that are not energised: {'; '.join(listed)}{more}",
+        positions=islanded.tolist(), buses=buses, reasons=reasons,
+    )
 
 
 def _is_int(value: object) -> bool:

@@ -24,6 +24,13 @@ if TYPE_CHECKING:
 
 #: The recycle keys of pandapower 3.5's ``runpp``; only bus P/Q change between our steps.
 RECYCLE = {"bus_pq": True, "trafo": False, "gen": False}
+#: Numerical failures inside ``runpp`` that mean "no solution for this step" (besides
+#: pandapower's own ``LoadflowNotConverged``): the step is NaN, the run goes on.
+NUMERICAL_FAILURES: tuple[type[BaseException], ...] = (
+    np.linalg.LinAlgError,
+    FloatingPointError,
+    ZeroDivisionError,
+)
 
 
 class PandapowerPowerFlow(PowerFlowBase):
@@ -33,6 +40,8 @@ class PandapowerPowerFlow(PowerFlowBase):
         net: the feeder (copied).
         tuned: warm start + recycle (see the module docstring); False: ``runpp`` defaults.
         trafo_model: pandapower's transformer model, ``"t"`` (pandapower's default) or ``"pi"``.
+        nonfinite: ``"raise"`` or ``"unknown"``, see
+            :data:`grid_models.backends._base.NONFINITE_MODES`.
         **runpp_options: further keyword arguments for ``pandapower.runpp``
             (e.g. ``max_iteration``, ``tolerance_mva``).
     """
@@ -45,11 +54,12 @@ class PandapowerPowerFlow(PowerFlowBase):
         *,
         tuned: bool = True,
         trafo_model: str = "t",
+        nonfinite: str = "raise",
         **runpp_options: Any,
     ) -> None:
         if trafo_model not in ("t", "pi"):
             raise BackendError(f"trafo_model must be 't' or 'pi', got {trafo_model!r}")
-        super().__init__(net)
+        super().__init__(net, nonfinite)
         self.tuned = tuned
         self._runpp_options = {"trafo_model": trafo_model, **runpp_options}
         self._warm = False
@@ -65,6 +75,27 @@ class PandapowerPowerFlow(PowerFlowBase):
         """Drop the warm start and the recycled internal model (next step starts afresh)."""
         self._warm = False
         self._net["_ppc"] = None
+
+    def warm_start_state(self) -> dict[str, np.ndarray]:
+        """The bus results the next ``init="results"`` step starts from (every column)."""
+        if not (self.tuned and self._warm):
+            return {}
+        res = self._net.res_bus
+        return {f"res_bus_{c}": res[c].to_numpy(dtype=float).copy() for c in res.columns}
+
+    def set_warm_start_state(self, state: dict[str, np.ndarray]) -> None:
+        """Start the next step from saved bus results (equal, bit for bit, to never stopping)."""
+        import pandas as pd
+
+        self.reset()
+        if not state:
+            return
+        cols = {k.removeprefix("res_bus_"): np.asarray(v, dtype=float) for k, v in state.items()}
+        n = len(self._net.bus.index)
+        if any(v.shape != (n,) for v in cols.values()):
+            raise ValueError(f"warm-start state is not for this feeder's {n} buses")
+        self._net.res_bus = pd.DataFrame(cols, index=self._net.bus.index)
+        self._warm = True
 
     def _write_inputs(
         self,
@@ -94,7 +125,7 @@ class PandapowerPowerFlow(PowerFlowBase):
                 pp.runpp(self._net, init="results", recycle=dict(RECYCLE), **self._runpp_options)
             else:
                 pp.runpp(self._net, init="auto", recycle=dict(RECYCLE), **self._runpp_options)
-        except LoadflowNotConverged:
+        except NUMERICAL_FAILURES + (LoadflowNotConverged,):
             self.reset()
             return False
         converged = bool(self._net["converged"])

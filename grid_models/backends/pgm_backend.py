@@ -40,6 +40,8 @@ class PgmPowerFlow(PowerFlowBase):
             deterministic timing), 0 all cores, n > 1 that many threads.
         error_tolerance: Newton-Raphson tolerance on the voltage update (pu).
         max_iterations: Newton-Raphson iteration limit.
+        nonfinite: ``"raise"`` or ``"unknown"``, see
+            :data:`grid_models.backends._base.NONFINITE_MODES`.
     """
 
     backend = "power-grid-model"
@@ -51,10 +53,11 @@ class PgmPowerFlow(PowerFlowBase):
         threads: int = -1,
         error_tolerance: float = 1e-8,
         max_iterations: int = 20,
+        nonfinite: str = "raise",
     ) -> None:
         from power_grid_model import CalculationMethod, PowerGridModel
 
-        super().__init__(net)
+        super().__init__(net, nonfinite)
         self.model_data = pandapower_to_pgm(self._net)
         self._model = PowerGridModel(
             self.model_data.input_data, system_frequency=self.model_data.system_frequency
