@@ -19,6 +19,10 @@ SOLAR_COLUMN = "Solar Generation [W/kW]"
 PRICE_COLUMN = "Electricity Pricing [$/kWh]"
 CARBON_COLUMN = "kg_CO2/kWh"
 HOURS_PER_STEP = 1.0  # the CityLearn 2022 files are hourly
+#: Plausible values; anything outside is refused with the file, column and row.
+MAX_DEMAND_KWH_PER_STEP = 1_000.0  # one building in one hour (the extract's peak is ~10)
+MIN_PRICE_PER_KWH = 0.0
+MIN_SOLAR_W_PER_KW = 0.0
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CITYLEARN_DIR = REPO_ROOT / "data" / "citylearn_2022"
@@ -113,10 +117,23 @@ def _read_column(path: Path, column: str) -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
         raise DataError(
-            f"{path}: column {column!r} has {bad.size} missing or non-numeric value(s), "
-            f"first at data row {int(bad[0]) + 1}"
+            f"{path}: column {column!r} has {bad.size} missing, non-numeric or non-finite "
+            f"value(s), first at data row {int(bad[0]) + 1}"
         )
     return values
+
+
+def _check_range(path: Path, column: str, values: np.ndarray, low: float,
+                 high: float = np.inf) -> None:
+    """Refuse values outside ``[low, high]``, naming the first (data rows count from 1)."""
+    bad = np.flatnonzero((values < low) | (values > high))
+    if bad.size:
+        row = int(bad[0])
+        bounds = f">= {low:g}" if np.isinf(high) else f"within [{low:g}, {high:g}]"
+        raise DataError(
+            f"{path}: column {column!r} has {bad.size} value(s) that are not {bounds}, "
+            f"first at data row {row + 1}: {values[row]:g}"
+        )
 
 
 def _read_schema(path: Path) -> dict:
@@ -152,6 +169,7 @@ def _load_cached(directory: Path) -> CityLearnData:
     schema_path = directory / "schema.json"
     schema = _read_schema(schema_path)
     price = _read_column(directory / "pricing.csv", PRICE_COLUMN)
+    _check_range(directory / "pricing.csv", PRICE_COLUMN, price, MIN_PRICE_PER_KWH)
     carbon = _read_column(directory / "carbon_intensity.csv", CARBON_COLUMN)
     n_steps = price.shape[0]
     buildings: dict[str, BuildingData] = {}
@@ -167,8 +185,8 @@ def _load_cached(directory: Path) -> CityLearnData:
                 f"{csv_path}: {demand.shape[0]} rows, but pricing.csv has {n_steps}; "
                 "all profiles must cover the same hours"
             )
-        if (demand < 0).any():
-            raise DataError(f"{csv_path}: column {DEMAND_COLUMN!r} has negative values")
+        _check_range(csv_path, DEMAND_COLUMN, demand, 0.0, MAX_DEMAND_KWH_PER_STEP)
+        _check_range(csv_path, SOLAR_COLUMN, solar, MIN_SOLAR_W_PER_KW)
         battery = BatteryParams(
             capacity_kwh=_attribute(schema_path, name, spec, "electrical_storage", "capacity"),
             power_kw=_attribute(schema_path, name, spec, "electrical_storage", "nominal_power"),

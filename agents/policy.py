@@ -176,8 +176,33 @@ def load_policy(json_path: str | Path) -> Policy:
         biases.append(b)
     if low.shape != (sizes[-1],) or high.shape != (sizes[-1],):
         raise PolicyFileError(f"{json_path}: action bounds do not match {sizes[-1]} outputs")
+    _check_values(json_path, weights_path, weights, biases, scales, low, high)
     return Policy(str(meta.get("name", json_path.stem)), tuple(weights), tuple(biases),
                   activation, scales, low, high, meta)
+
+
+def _check_values(json_path: Path, weights_path: Path, weights: list[np.ndarray],
+                  biases: list[np.ndarray], scales: ObservationScales, low: np.ndarray,
+                  high: np.ndarray) -> None:
+    """Finite weights, finite observation scales > 0, finite action bounds with low <= high."""
+    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        for kind, arr in (("weight", w), ("bias", b)):
+            bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+            if bad:
+                raise PolicyFileError(f"{weights_path}: layer{i}.{kind} holds {bad} non-finite "
+                                      "value(s) (NaN or inf); the policy cannot be used")
+    for name, value in scales.to_dict().items():
+        if not (np.isfinite(value) and value > 0):
+            raise PolicyFileError(f"{json_path}: observation.scales.{name} must be a finite "
+                                  f"number > 0 (a divisor), got {value}")
+    for name, arr in (("low", low), ("high", high)):
+        if not np.isfinite(arr).all():
+            raise PolicyFileError(f"{json_path}: action.{name} must be finite, got {arr.tolist()}")
+    swapped = np.flatnonzero(low > high)
+    if swapped.size:
+        k = int(swapped[0])
+        raise PolicyFileError(f"{json_path}: action bounds swapped for output {k}: low "
+                              f"{float(low[k]):g} > high {float(high[k]):g}; need low <= high")
 
 
 class PolicyLibrary:

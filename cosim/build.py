@@ -1,12 +1,15 @@
 """From a validated ``Scenario`` to the domain objects a run needs.
 
 Everything that needs data to check (feeder, buses, profiles, hours, policy
-files, graph connectivity) is checked here and reported as ``ScenarioError``
-with the field path, before any run directory is created.
+files, graph connectivity) is checked here, before any run directory is
+created. The checks collect their problems (``cosim.scenario.Problems``); a check
+whose input failed an earlier one is skipped, and ``build`` raises one
+``ScenarioError`` listing every ``(field path, message)``.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +23,10 @@ from agents.data import REPO_ROOT, CityLearnData, DataError, load_citylearn
 from agents.duals import DualConfig, DualDynamics
 from agents.faults import FaultModel
 from agents.graphs import GraphError, make_graph
-from agents.policy import PolicyFileError, PolicyLibrary, load_policy
-from agents.runner import FleetSetup, district_limit_kwh
-from cosim.scenario import Scenario, ScenarioError, ScenarioInfeasible
+from agents.policy import Policy, PolicyFileError, PolicyLibrary, load_policy
+from agents.runner import FleetSetup, district_peak_kwh
+from cosim.limits import MAX_GRAPH_EDGES
+from cosim.scenario import Problems, Scenario, ScenarioInfeasible
 
 
 def resolve_path(path: str, base: Path | None = None) -> Path:
@@ -46,200 +50,325 @@ class Built:
     grid: Any  # cosim.grid.GridModel, or None when built without the feeder
     policies: dict[str, Any]  # loaded policies by class (controller kind "policy")
     oracle: Any = None  # agents.oracle.OracleSchedule (controller kind "oracle")
+    limit_basis: str = ""  # how limit_kwh was obtained, for people
 
     @property
     def n(self) -> int:
         return len(self.names)
 
 
-def _fail(source: str, path: str, msg: str) -> ScenarioError:
-    return ScenarioError(source, [(path, msg)])
+@dataclass(frozen=True)
+class Row:
+    """One building as the scenario gives it (``path``: its field path)."""
+
+    path: str
+    id: str
+    profile: str | None  # None: the data are missing, the profiles unknown
+    scale: float
+    policy_class: str | None
+    battery: Any
+    pv_kw: float | None
+    bus: int | None
+
+    def as_tuple(self) -> tuple:
+        """(field path, id, profile, scale, class, battery, pv, bus), as cosim.grid takes it."""
+        return (self.path, self.id, self.profile, self.scale, self.policy_class, self.battery,
+                self.pv_kw, self.bus)
 
 
-def _buildings(sc: Scenario, data: CityLearnData, source: str):
-    """ids, profiles, demand scales, battery/PV overrides, explicit buses (or None)."""
+def _rows(sc: Scenario, data: CityLearnData | None) -> list[Row]:
     b = sc.buildings
-    rows = []
     if b.explicit is not None:
-        for i, spec in enumerate(b.explicit):
-            rows.append((f"buildings.explicit.{i}", spec.id, spec.profile, spec.demand_scale,
-                         spec.policy_class, spec.battery, spec.pv_kw, spec.bus))
-    else:
-        g = b.generate
-        profiles = g.profiles or data.names
-        width = len(str(g.count))
-        for i in range(g.count):
-            bus = g.buses[i % len(g.buses)] if g.buses else None
-            rows.append(("buildings.generate", f"B{i + 1:0{width}d}", profiles[i % len(profiles)],
-                         g.demand_scales[i % len(g.demand_scales)], None, g.battery, g.pv_kw, bus))
-        if g.buses and len(g.buses) != g.count:
-            raise _fail(source, "buildings.generate.buses",
-                        f"give one bus per building ({g.count}), got {len(g.buses)}")
-    for path, _id, profile, *_ in rows:
-        if profile not in data.buildings:
-            field = f"{path}.profile" if path.startswith("buildings.explicit") else (
-                "buildings.generate.profiles")
-            raise _fail(source, field, f"unknown CityLearn building {profile!r}; valid: "
-                        f"{', '.join(data.names)}")
-    return rows
+        return [Row(f"buildings.explicit.{i}", s.id, s.profile, s.demand_scale, s.policy_class,
+                    s.battery, s.pv_kw, s.bus) for i, s in enumerate(b.explicit)]
+    g = b.generate
+    profiles = g.profiles or (data.names if data is not None else [None])
+    width = len(str(g.count))
+    return [Row("buildings.generate", f"B{i + 1:0{width}d}", profiles[i % len(profiles)],
+                g.demand_scales[i % len(g.demand_scales)], None, g.battery, g.pv_kw,
+                g.buses[i] if g.buses else None) for i in range(g.count)]
 
 
-def _policy_class(sc: Scenario, path: str, explicit: str | None, scale: float,
-                  source: str) -> str:
-    if explicit is not None:
-        return explicit
-    for key, cls in sc.buildings.class_for_scale.items():
+def _load_data(sc: Scenario, problems: Problems) -> CityLearnData | None:
+    try:
+        return load_citylearn(resolve_path(sc.data.path))
+    except DataError as exc:
+        problems.add("data.path", str(exc))
+        return None
+
+
+def _check_time(sc: Scenario, data: CityLearnData, problems: Problems) -> bool:
+    ok = True
+    if sc.time.step_h != data.hours_per_step:
+        problems.add("time.step_h", f"the CityLearn data are hourly; step_h must be "
+                     f"{data.hours_per_step:g}, got {sc.time.step_h:g}")
+        ok = False
+    last = sc.time.start + sc.time.steps
+    if last > data.n_steps:
+        problems.add("time.steps", f"start {sc.time.start} + steps {sc.time.steps} = {last} "
+                     f"exceeds the {data.n_steps} hours the data hold")
+        ok = False
+    horizon = sc.constraint.peak_horizon_steps
+    if horizon is not None and sc.time.start + horizon > data.n_steps:
+        problems.add("constraint.peak_horizon_steps", f"start {sc.time.start} + "
+                     f"{horizon} steps exceeds the {data.n_steps} hours the data hold")
+        ok = False
+    return ok
+
+
+def _check_profiles(rows: list[Row], data: CityLearnData, problems: Problems) -> bool:
+    valid = ", ".join(data.names)
+    bad_generated = False
+    ok = True
+    for row in rows:
+        if row.profile in data.buildings:
+            continue
+        ok = False
+        if row.path.startswith("buildings.explicit"):
+            problems.add(f"{row.path}.profile", f"unknown CityLearn building {row.profile!r}; "
+                         f"valid: {valid}")
+        elif not bad_generated:
+            bad_generated = True
+            problems.add("buildings.generate.profiles", f"unknown CityLearn building "
+                         f"{row.profile!r}; valid: {valid}")
+    return ok
+
+
+def _fleet_params(sc: Scenario, rows: list[Row], data: CityLearnData) -> FleetParams:
+    bl = sc.buildings
+    base = FleetParams.from_buildings([data.building(r.profile) for r in rows],
+                                      demand_scale=np.array([r.scale for r in rows], dtype=float),
+                                      backlog_cap_kwh=bl.backlog_cap_kwh, export_pv=bl.export_pv)
+    cap, power = base.capacity_kwh.copy(), base.power_kw.copy()
+    eta, pv = base.eta_charge.copy(), base.pv_kw.copy()
+    for i, row in enumerate(rows):
+        if row.battery.capacity_kwh is not None:
+            cap[i] = row.battery.capacity_kwh
+        if row.battery.power_kw is not None:
+            power[i] = row.battery.power_kw
+        if row.battery.efficiency is not None:
+            eta[i] = row.battery.efficiency ** 0.5
+        if row.pv_kw is not None:
+            pv[i] = row.pv_kw
+    return FleetParams(cap, power, eta, eta.copy(), pv, base.demand_scale,
+                       base.backlog_cap_kwh, base.export_pv)
+
+
+def _class_field(row: Row) -> str:
+    return f"{row.path}.policy_class" if row.path.startswith("buildings.explicit") else \
+        "buildings.class_for_scale"
+
+
+def _classes(sc: Scenario, rows: list[Row], problems: Problems) -> list[str] | None:
+    by_scale = {float(k): v for k, v in sc.buildings.class_for_scale.items()}
+    classes, missing = [], set()
+    for row in rows:
+        cls = row.policy_class or by_scale.get(row.scale)
+        if cls is None and row.scale not in missing:
+            missing.add(row.scale)
+            problems.add(_class_field(row), f"no policy class for demand scale {row.scale:g}; set "
+                         f"policy_class or add it to buildings.class_for_scale "
+                         f"({sc.buildings.class_for_scale})")
+        classes.append(cls)
+    return None if missing else classes
+
+
+def _policies(sc: Scenario, rows: list[Row], classes: list[str],
+              problems: Problems) -> dict[str, Policy] | None:
+    ctl = sc.controller
+    policy_dir = resolve_path(ctl.policy_dir)
+    if not policy_dir.is_dir():
+        problems.add("controller.policy_dir", f"{policy_dir}: directory not found")
+        return None
+    available = sorted(p.stem for p in policy_dir.glob("*.json"))
+    if not available:
+        problems.add("controller.policy_dir", f"{policy_dir}: no policy files (<class>.json) "
+                     "in this directory")
+        return None
+    policies: dict[str, Policy] = {}
+    ok = True
+    for cls in sorted(set(classes)):
+        path = policy_dir / f"{cls}.json"
+        if not path.is_file():
+            ok = False
+            problems.add(_class_field(rows[classes.index(cls)]), f"unknown policy class "
+                         f"{cls!r}: {path} not found (available in {ctl.policy_dir}: "
+                         f"{', '.join(available)})")
+            continue
         try:
-            if float(key) == scale:
-                return cls
-        except ValueError:
-            raise _fail(source, f"buildings.class_for_scale.{key}",
-                        "keys must be demand scales (numbers)") from None
-    raise _fail(source, path, f"no policy class for demand scale {scale:g}; set policy_class "
-                f"or add it to buildings.class_for_scale ({sc.buildings.class_for_scale})")
+            policies[cls] = load_policy(path)
+        except PolicyFileError as exc:
+            ok = False
+            problems.add("controller.policy_dir", str(exc))
+    return policies if ok else None
+
+
+def _check_lambda_range(sc: Scenario, policies: dict[str, Policy], problems: Problems) -> None:
+    ranges = {}
+    for cls, p in policies.items():
+        try:
+            ranges[cls] = float(p.metadata["multipliers"]["lambda_range"][1])
+            if not np.isfinite(ranges[cls]) or ranges[cls] <= 0:
+                raise ValueError(ranges[cls])
+        except (KeyError, IndexError, TypeError, ValueError):
+            problems.add("controller.policy_dir", f"policy {cls!r} does not say the lambda "
+                         "range it was trained on (multipliers.lambda_range, finite and > 0)")
+            return
+    lam_hi = min(ranges.values())
+    if sc.duals.lambda_max > lam_hi + 1e-9:
+        problems.add("duals.lambda_max", f"{sc.duals.lambda_max:g} exceeds the range the "
+                     f"policies were trained on (lambda <= {lam_hi:g})")
+
+
+def _grid(sc: Scenario, rows: list[Row], problems: Problems) -> Any:
+    from cosim.grid import build_grid
+
+    with problems.collect():
+        return build_grid(sc, [r.as_tuple() for r in rows], problems.source)
+    return None
+
+
+def _limit(sc: Scenario, setup: FleetSetup, data: CityLearnData,
+           profiles: list[str]) -> tuple[float, str]:
+    """c in kWh per step and how it was obtained (the peak over the declared horizon)."""
+    c = sc.constraint
+    if c.limit_kw is not None:
+        return float(c.limit_kw) * setup.dt_h, f"constraint.limit_kw = {c.limit_kw:g} kW"
+    horizon = c.peak_horizon_steps or sc.time.steps
+    if horizon == setup.n_steps:
+        base = setup.base_demand_kwh
+    else:
+        base, _, _ = data.window(profiles, sc.time.start, horizon)
+    peak = district_peak_kwh(base, setup.params.demand_scale)
+    last = sc.time.start + horizon - 1
+    return c.fraction_of_peak * peak, (
+        f"{c.fraction_of_peak:g} x the district's peak demand {peak:.3f} kWh per step over "
+        f"the {horizon} declared steps, data rows {sc.time.start}..{last}")
+
+
+def _graph(sc: Scenario, n: int, grid: Any, problems: Problems) -> nx.Graph | None:
+    com = sc.communication
+    params = dict(com.params)
+    if com.topology == "feeder":
+        if grid is None:
+            return None  # the feeder's own problem is reported (or built without it)
+        same_bus_pairs = sum(k * (k - 1) // 2 for k in Counter(grid.building_bus.tolist())
+                             .values())
+        if same_bus_pairs > MAX_GRAPH_EDGES:
+            problems.add("communication.topology", f"the feeder graph joins buildings on one "
+                         f"bus: {same_bus_pairs:,} edges, more than the {MAX_GRAPH_EDGES:,} "
+                         "allowed; spread the buildings over more buses or use small_world")
+            return None
+        params.update(net=grid.net, building_buses=grid.building_bus)
+    try:
+        return make_graph(com.topology, n, seed=sc.seed,
+                          allow_disconnected=com.allow_disconnected, **params)
+    except GraphError as exc:
+        problems.add("communication.topology", str(exc))
+    except (TypeError, ValueError) as exc:
+        problems.add("communication.params", f"invalid parameter for topology "
+                     f"{com.topology!r}: {exc}")
+    return None
+
+
+def _faults(sc: Scenario, names: list[str], problems: Problems) -> FaultModel | None:
+    com = sc.communication
+    index = {name: i for i, name in enumerate(names)}
+    silent, ok = [], True
+    for k, s in enumerate(com.faults.silent):
+        if s.agent not in index:
+            ok = False
+            problems.add(f"communication.faults.silent.{k}.agent",
+                         f"unknown building id {s.agent!r}")
+            continue
+        silent.append((index[s.agent], s.start, s.end))
+    if not ok:
+        return None
+    return FaultModel(com.faults.drop_probability, com.faults.delay_steps, tuple(silent))
+
+
+def _dual_config(sc: Scenario, problems: Problems) -> DualConfig | None:
+    d = sc.duals
+    try:
+        return DualConfig(mode=d.mode, alpha=d.alpha, beta=d.beta, eta=d.eta, rounds=d.rounds,
+                          lambda_max=d.lambda_max, nu_min=d.nu_min, nu_max=d.nu_max,
+                          v1_window=d.v1_window)
+    except ValueError as exc:
+        problems.add("duals", str(exc))
+        return None
+
+
+def _duals(sc: Scenario, config: DualConfig, graph: nx.Graph, limit_kwh: float,
+           faults: FaultModel, problems: Problems) -> DualDynamics | None:
+    try:
+        return DualDynamics(config, graph, limit_kwh,
+                            faults=None if faults.is_trivial else faults, seed=sc.seed)
+    except GraphError as exc:
+        problems.add("communication.topology", str(exc))
+    except ValueError as exc:
+        problems.add("duals", str(exc))
+    return None
+
+
+def _oracle(sc: Scenario, setup: FleetSetup, limit_kwh: float, source: str) -> Any:
+    from agents.oracle import OracleInfeasible, solve_oracle
+
+    try:
+        return solve_oracle(setup.params, setup.base_demand_kwh, setup.solar_w_per_kw,
+                            setup.price_per_kwh, limit_kwh, setup.dt_h,
+                            setup.initial_soc_fraction)
+    except OracleInfeasible as exc:
+        raise ScenarioInfeasible(source, [("constraint", f"infeasible for the oracle: {exc}")]) \
+            from None
 
 
 def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True) -> Built:
-    """Check everything against the data and build the run's objects."""
-    try:
-        data = load_citylearn(resolve_path(sc.data.path))
-    except DataError as exc:
-        raise _fail(source, "data.path", str(exc)) from None
-    if sc.time.step_h != data.hours_per_step:
-        raise _fail(source, "time.step_h", f"the CityLearn data are hourly; step_h must be "
-                    f"{data.hours_per_step:g}, got {sc.time.step_h:g}")
-    last = sc.time.start + sc.time.steps
-    if last > data.n_steps:
-        raise _fail(source, "time.steps", f"start {sc.time.start} + steps {sc.time.steps} = "
-                    f"{last} exceeds the {data.n_steps} hours the data hold")
+    """Check everything against the data and build the run's objects.
 
-    rows = _buildings(sc, data, source)
-    names = [r[1] for r in rows]
-    profiles = [r[2] for r in rows]
-    scales = np.array([r[3] for r in rows], dtype=float)
-    bl = sc.buildings
-    chosen = [data.building(p) for p in profiles]
-    base = FleetParams.from_buildings(chosen, demand_scale=scales,
-                                      backlog_cap_kwh=bl.backlog_cap_kwh, export_pv=bl.export_pv)
-    cap = base.capacity_kwh.copy()
-    power = base.power_kw.copy()
-    eta = base.eta_charge.copy()
-    pv = base.pv_kw.copy()
-    for i, row in enumerate(rows):
-        battery, pv_kw = row[5], row[6]
-        if battery.capacity_kwh is not None:
-            cap[i] = battery.capacity_kwh
-        if battery.power_kw is not None:
-            power[i] = battery.power_kw
-        if battery.efficiency is not None:
-            eta[i] = battery.efficiency ** 0.5
-        if pv_kw is not None:
-            pv[i] = pv_kw
-    params = FleetParams(cap, power, eta, eta.copy(), pv, base.demand_scale,
-                         base.backlog_cap_kwh, base.export_pv)
+    Raises one ``ScenarioError`` with every problem found; checks that need a
+    piece that failed are skipped (an unknown profile leaves the fleet unbuilt,
+    so its constraint is not computed, but the policies and the graph are checked).
+    """
+    problems = Problems(source)
+    data = _load_data(sc, problems)
+    rows = _rows(sc, data)
+    names = [r.id for r in rows]
+    fleet_ok = data is not None and _check_time(sc, data, problems)
+    fleet_ok = data is not None and _check_profiles(rows, data, problems) and fleet_ok
+    classes = _classes(sc, rows, problems)
+    policies = None
+    if sc.controller.kind == "policy" and classes is not None:
+        policies = _policies(sc, rows, classes, problems)
+    grid = _grid(sc, rows, problems) if with_grid else None
+    grid_ok = grid is not None or not with_grid
 
-    class_fields = [f"{r[0]}.policy_class" if r[0].startswith("buildings.explicit") else
-                    "buildings.class_for_scale" for r in rows]
-    classes = [_policy_class(sc, f, r[4], r[3], source) for f, r in zip(class_fields, rows,
-                                                                          strict=True)]
+    setup = limit_kwh = None
+    limit_basis = ""
+    if fleet_ok and grid_ok:
+        params = _fleet_params(sc, rows, data)
+        profiles = [r.profile for r in rows]
+        demand, solar, price = data.window(profiles, sc.time.start, sc.time.steps)
+        buses = grid.building_bus if grid is not None else np.full(len(rows), -1, np.int64)
+        setup = FleetSetup(names, params, buses, demand, solar, price,
+                           start_hour=sc.time.start, dt_h=data.hours_per_step,
+                           initial_soc_fraction=sc.buildings.initial_soc_fraction)
+        limit_kwh, limit_basis = _limit(sc, setup, data, profiles)
 
-    grid = None
-    buses = np.full(len(rows), -1, dtype=np.int64)
-    if with_grid:
-        from cosim.grid import build_grid
+    # without the feeder (a cmd-mode shard: buildings and controller only) a 'feeder'
+    # graph cannot be built, and none is needed: the duals run in the main process
+    graph = _graph(sc, len(names), grid, problems)
+    faults = _faults(sc, names, problems)
+    config = _dual_config(sc, problems)
+    duals = None
+    if graph is not None and faults is not None and config is not None and limit_kwh is not None:
+        duals = _duals(sc, config, graph, limit_kwh, faults, problems)
+    if policies is not None:
+        _check_lambda_range(sc, policies, problems)
+    problems.raise_if_any()
 
-        grid = build_grid(sc, rows, source)
-        buses = grid.building_bus
-    demand, solar, price = data.window(profiles, sc.time.start, sc.time.steps)
-    setup = FleetSetup(names, params, buses, demand, solar, price, start_hour=sc.time.start,
-                       dt_h=data.hours_per_step, initial_soc_fraction=bl.initial_soc_fraction)
-
-    c = sc.constraint
-    if c.fraction_of_peak is not None:
-        limit_kwh = district_limit_kwh(setup, c.fraction_of_peak)
-    else:
-        limit_kwh = float(c.limit_kw) * setup.dt_h
-
-    ctl = sc.controller
-    policies: dict[str, Any] = {}
-    if ctl.kind == "policy":
-        policy_dir = resolve_path(ctl.policy_dir)
-        if not policy_dir.is_dir():
-            raise _fail(source, "controller.policy_dir", f"{policy_dir}: directory not found")
-        available = sorted(p.stem for p in policy_dir.glob("*.json"))
-        if not available:
-            raise _fail(source, "controller.policy_dir", f"{policy_dir}: no policy files "
-                        "(<class>.json) in this directory")
-        for cls in sorted(set(classes)):
-            path = policy_dir / f"{cls}.json"
-            field = class_fields[classes.index(cls)]
-            if not path.is_file():
-                raise _fail(source, field, f"unknown policy class {cls!r}: {path} not found "
-                            f"(available in {ctl.policy_dir}: {available or 'none'})")
-            try:
-                policies[cls] = load_policy(path)
-            except PolicyFileError as exc:
-                raise _fail(source, "controller.policy_dir", str(exc)) from None
-
-    com = sc.communication
-    params_graph = dict(com.params)
-    if com.topology == "feeder":
-        if grid is None:
-            raise _fail(source, "communication.topology", "'feeder' needs the feeder")
-        params_graph.update(net=grid.net, building_buses=buses)
-    try:
-        graph = make_graph(com.topology, len(names), seed=sc.seed,
-                           allow_disconnected=com.allow_disconnected, **params_graph)
-    except GraphError as exc:
-        raise _fail(source, "communication.topology", str(exc)) from None
-    except (TypeError, ValueError) as exc:
-        raise _fail(source, "communication.params", f"invalid parameter for topology "
-                    f"{com.topology!r}: {exc}") from None
-    silent = []
-    for k, s in enumerate(com.faults.silent):
-        if s.agent not in names:
-            raise _fail(source, f"communication.faults.silent.{k}.agent",
-                        f"unknown building id {s.agent!r}")
-        if s.end < s.start:
-            raise _fail(source, f"communication.faults.silent.{k}.end", "end must be >= start")
-        silent.append((names.index(s.agent), s.start, s.end))
-    faults = FaultModel(com.faults.drop_probability, com.faults.delay_steps, tuple(silent))
-    d = sc.duals
-    try:
-        config = DualConfig(mode=d.mode, alpha=d.alpha, beta=d.beta, eta=d.eta, rounds=d.rounds,
-                            lambda_max=d.lambda_max, nu_min=d.nu_min, nu_max=d.nu_max,
-                            v1_window=d.v1_window)
-        duals = DualDynamics(config, graph, limit_kwh,
-                             faults=None if faults.is_trivial else faults, seed=sc.seed)
-    except GraphError as exc:
-        raise _fail(source, "communication.topology", str(exc)) from None
-    except ValueError as exc:
-        raise _fail(source, "duals", str(exc)) from None
-    if ctl.kind == "policy":
-        ranges = {}
-        for cls, p in policies.items():
-            try:
-                ranges[cls] = float(p.metadata["multipliers"]["lambda_range"][1])
-            except (KeyError, IndexError, TypeError, ValueError):
-                raise _fail(source, "controller.policy_dir", f"policy {cls!r} does not say the "
-                            "lambda range it was trained on (multipliers.lambda_range)") from None
-        lam_hi = min(ranges.values())
-        if d.lambda_max > lam_hi + 1e-9:
-            raise _fail(source, "duals.lambda_max", f"{d.lambda_max:g} exceeds the range the "
-                        f"policies were trained on (lambda <= {lam_hi:g})")
-    oracle = None
-    if ctl.kind == "oracle":
-        from agents.oracle import OracleInfeasible, solve_oracle
-
-        try:
-            oracle = solve_oracle(params, setup.base_demand_kwh, setup.solar_w_per_kw,
-                                  setup.price_per_kwh, limit_kwh, setup.dt_h,
-                                  setup.initial_soc_fraction)
-        except OracleInfeasible as exc:
-            raise ScenarioInfeasible(
-                source, [("constraint", f"infeasible for the oracle: {exc}")]) from None
-    built = Built(sc, names, profiles, classes, setup, None, graph, duals, limit_kwh, grid,
-                  policies, oracle)
+    oracle = _oracle(sc, setup, limit_kwh, source) if sc.controller.kind == "oracle" else None
+    built = Built(sc, names, [r.profile for r in rows], classes, setup, None, graph, duals,
+                  limit_kwh, grid, policies or {}, oracle, limit_basis)
     built.controller = controller_for(built, np.arange(len(names)))
     return built
 

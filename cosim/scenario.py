@@ -1,19 +1,28 @@
 """Scenario files: a strict pydantic schema, one loader, errors that name the field.
 
-A scenario is YAML. Unknown keys are rejected everywhere. ``load_scenario``
-returns a validated ``Scenario`` with every default filled in; the checks that
-need data (does the feeder exist, is the bus in it, are there enough hours, is
-the policy file there) run when the scenario is built (``cosim.build``), and
-raise the same ``ScenarioError`` naming the field.
+A scenario is YAML, read by a bounded reader (``cosim.safe_yaml``: no duplicate
+keys, no alias bombs). Unknown keys are rejected everywhere and types are strict
+(``steps: true`` or ``steps: 24.5`` are errors, not coerced; a float field takes
+an integer). Every count, window and free-form mapping has an upper bound
+(``cosim.limits``). ``load_scenario`` returns a validated ``Scenario`` with every
+default filled in, or raises one ``ScenarioError`` listing every problem of the
+schema; the checks that need data (does the feeder exist, is the bus in it, are
+there enough hours, is the policy file there) run when the scenario is built
+(``cosim.build``) and are collected the same way.
 """
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -24,6 +33,43 @@ from pydantic import (
 
 from agents.duals import DUAL_MODES
 from agents.graphs import TOPOLOGIES
+from cosim.limits import (
+    ID_PATTERN,
+    ID_RULE,
+    MAX_BUILDING_STEPS,
+    MAX_BUILDINGS,
+    MAX_DELAY_STEPS,
+    MAX_DEMAND_SCALE,
+    MAX_DUAL_ROUNDS,
+    MAX_FLEET_SCALE,
+    MAX_FLUSH_EVERY,
+    MAX_GRAPH_EDGES,
+    MAX_ID_CHARS,
+    MAX_LIST_ITEMS,
+    MAX_ORACLE_BUILDING_STEPS,
+    MAX_PARAMS,
+    MAX_REPORTED_ERRORS,
+    MAX_SCENARIO_FILE_BYTES,
+    MAX_SEED,
+    MAX_SHARDS,
+    MAX_SILENT_INTERVALS,
+    MAX_TEXT_CHARS,
+    MAX_TIME_STEPS,
+    MAX_V1_WINDOW,
+)
+from cosim.safe_yaml import YamlProblems, read_yaml
+
+MAX_BUS_ID = 2**31 - 1
+#: communication.params accepted per topology, with their type (float also takes int).
+TOPOLOGY_PARAMS: dict[str, dict[str, type]] = {
+    "complete": {}, "ring": {}, "line": {}, "star": {},
+    "two_clusters": {"split": int},
+    "random_geometric": {"radius": float},
+    "small_world": {"k": int, "p": float},
+    "feeder": {"max_hops": int},
+}
+_SHOWN_INPUT_CHARS = 60  # longest wrong input echoed in a message
+_NO_INPUT_SHOWN = {"missing", "extra_forbidden", "value_error", "assertion_error"}
 
 
 class ScenarioError(ValueError):
@@ -35,48 +81,112 @@ class ScenarioError(ValueError):
         super().__init__("\n".join(self.lines()))
 
     def lines(self) -> list[str]:
-        """One line per problem (a message's own line breaks become spaces)."""
-        return [f"{self.source}: {path}: {msg}" if path else f"{self.source}: {msg}"
-                for path, msg in ((p, " ".join(str(m).splitlines())) for p, m in self.errors)]
-
-
-class _FieldError(ValueError):
-    """Raised by a validator to name a field below the one it validates."""
-
-    def __init__(self, field: str, msg: str) -> None:
-        self.field = field
-        super().__init__(msg)
+        """One line per problem (a message's own line breaks become spaces), at most
+        ``MAX_REPORTED_ERRORS`` and a last one counting the rest."""
+        shown = [f"{self.source}: {path}: {msg}" if path else f"{self.source}: {msg}"
+                 for path, msg in ((p, " ".join(str(m).splitlines()))
+                                   for p, m in self.errors[:MAX_REPORTED_ERRORS])]
+        rest = len(self.errors) - MAX_REPORTED_ERRORS
+        if rest > 0:
+            shown.append(f"{self.source}: {rest} more problem(s) not shown")
+        return shown
 
 
 class ScenarioInfeasible(ScenarioError):
     """The scenario is valid, but no schedule meets its constraint (the oracle's LP)."""
 
 
+class Problems:
+    """Collects ``(field path, message)`` pairs; ``raise_if_any`` raises them as one error."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.errors: list[tuple[str, str]] = []
+
+    def add(self, path: str, msg: str) -> None:
+        self.errors.append((path, msg))
+
+    def __bool__(self) -> bool:
+        return bool(self.errors)
+
+    def __len__(self) -> int:
+        return len(self.errors)
+
+    @contextmanager
+    def collect(self) -> Iterator[None]:
+        """Record a ``ScenarioError`` raised inside instead of letting it through."""
+        try:
+            yield
+        except ScenarioError as exc:
+            self.errors.extend(exc.errors)
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise ScenarioError(self.source, list(self.errors))
+
+
+class _FieldErrors(ValueError):
+    """Raised by a validator to name fields below the one it validates."""
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(m for _, m in errors))
+
+
+class _FieldError(_FieldErrors):
+    def __init__(self, field: str, msg: str) -> None:
+        super().__init__([(field, msg)])
+
+
+def _check_id(value: str) -> str:
+    if not re.fullmatch(ID_PATTERN, value):
+        raise ValueError(f"{value!r} is not a valid id: {ID_RULE} (mosaik entity ids and file "
+                         "names are made from it)")
+    return value
+
+
+def _check_text(value: str) -> str:
+    bad = next((c for c in value if ord(c) < 0x20 or ord(c) == 0x7F), None)
+    if bad is not None:
+        raise ValueError(f"control character {bad!r} in the text; give printable characters")
+    return value
+
+
+Id = Annotated[str, AfterValidator(_check_id)]
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS),
+                 AfterValidator(_check_text)]
+Count = Annotated[int, Field(ge=1, le=MAX_BUILDINGS)]
+BusId = Annotated[int, Field(ge=0, le=MAX_BUS_ID)]
+Step = Annotated[int, Field(ge=0, le=MAX_TIME_STEPS)]
+DemandScale = Annotated[float, Field(gt=0, le=MAX_DEMAND_SCALE)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class TimeConfig(_Strict):
-    start: int = Field(0, ge=0, description="data row (hour of the CityLearn year) of step 0")
-    steps: int = Field(ge=1)
-    step_h: float = Field(1.0, gt=0, description="step length in hours")
+    start: Step = Field(0, description="data row (hour of the CityLearn year) of step 0")
+    steps: int = Field(ge=1, le=MAX_TIME_STEPS)
+    step_h: float = Field(1.0, gt=0, le=24, description="step length in hours")
 
 
 class DataConfig(_Strict):
     source: Literal["citylearn_2022"] = "citylearn_2022"
-    path: str = "data/citylearn_2022"
+    path: Text = "data/citylearn_2022"
 
 
 class BackgroundConfig(_Strict):
     mode: Literal["simbench", "nominal", "off"] = "off"
-    scale: float = Field(1.0, ge=0)
+    scale: float = Field(1.0, ge=0, le=MAX_FLEET_SCALE)
 
 
 class FeederConfig(_Strict):
-    source: str = Field(description="simbench:CODE, pandapower:NAME or a pandapower JSON path")
+    source: Text = Field(description="simbench:CODE, pandapower:NAME or a pandapower JSON path")
     backend: Literal["pandapower", "power-grid-model"] = "power-grid-model"
     background: BackgroundConfig = BackgroundConfig()
-    fleet_scale: float = Field(1.0, gt=0, description="multiplies the fleet's feeder load")
+    fleet_scale: float = Field(1.0, gt=0, le=MAX_FLEET_SCALE,
+                               description="multiplies the fleet's feeder load")
     power_factor: float = Field(0.95, gt=0, le=1)
 
 
@@ -87,83 +197,108 @@ class BatteryConfig(_Strict):
 
 
 class BuildingSpec(_Strict):
-    id: str = Field(min_length=1)
-    profile: str = Field(description="CityLearn building name, e.g. Building_1")
-    demand_scale: float = Field(1.0, gt=0)
-    policy_class: str | None = None
-    bus: int | None = None
+    id: Id
+    profile: Text = Field(description="CityLearn building name, e.g. Building_1")
+    demand_scale: DemandScale = 1.0
+    policy_class: Id | None = None
+    bus: BusId | None = None
     battery: BatteryConfig = BatteryConfig()
     pv_kw: float | None = Field(None, ge=0)
 
 
 class GeneratorConfig(_Strict):
-    count: int = Field(ge=1)
-    profiles: list[str] | None = Field(None, min_length=1, description="cycled; default all")
-    demand_scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+    count: Count
+    profiles: list[Text] | None = Field(None, min_length=1, max_length=MAX_LIST_ITEMS,
+                                        description="cycled; default all")
+    demand_scales: list[DemandScale] = Field(default_factory=lambda: [1.0], min_length=1,
+                                             max_length=MAX_LIST_ITEMS)
     battery: BatteryConfig = BatteryConfig()
     pv_kw: float | None = Field(None, ge=0)
-    buses: list[int] | None = Field(None, min_length=1, description="explicit; default: placed")
+    buses: list[BusId] | None = Field(None, min_length=1, max_length=MAX_BUILDINGS,
+                                      description="one per building; default: placed")
 
-    @field_validator("demand_scales")
-    @classmethod
-    def _positive(cls, v: list[float]) -> list[float]:
-        if any(s <= 0 for s in v):
-            raise ValueError("every demand scale must be > 0")
-        return v
+    @model_validator(mode="after")
+    def _one_bus_each(self) -> GeneratorConfig:
+        if self.buses is not None and len(self.buses) != self.count:
+            raise _FieldError("buses", f"give one bus per building ({self.count}), "
+                              f"got {len(self.buses)}")
+        return self
 
 
 class BuildingsConfig(_Strict):
-    explicit: list[BuildingSpec] | None = Field(None, min_length=1)
+    explicit: list[BuildingSpec] | None = Field(None, min_length=1, max_length=MAX_BUILDINGS)
     generate: GeneratorConfig | None = None
     backlog_cap_kwh: float = Field(24.0, gt=0)
     export_pv: bool = True
     initial_soc_fraction: float = Field(0.0, ge=0, le=1)
-    class_for_scale: dict[str, str] = Field(
-        default_factory=lambda: {"1.0": "normal", "2.0": "double"},
+    class_for_scale: dict[str, Id] = Field(
+        default_factory=lambda: {"1.0": "normal", "2.0": "double"}, max_length=MAX_LIST_ITEMS,
         description="policy class of a building by its demand scale",
     )
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> BuildingsConfig:
+    def _consistent(self) -> BuildingsConfig:
+        errors = []
         if (self.explicit is None) == (self.generate is None):
-            raise ValueError("give exactly one of 'explicit' or 'generate'")
+            errors.append(("", "give exactly one of 'explicit' or 'generate'"))
         if self.explicit is not None:
             ids = [b.id for b in self.explicit]
-            dup = sorted({i for i in ids if ids.count(i) > 1})
-            if dup:
-                first = next(k for k, i in enumerate(ids) if i in dup and ids.index(i) < k)
-                raise _FieldError(f"explicit.{first}.id",
-                                  f"building ids must be unique; repeated: {dup}")
+            seen: set[str] = set()
+            for k, i in enumerate(ids):
+                if i in seen:
+                    errors.append((f"explicit.{k}.id", f"building ids must be unique; {i!r} "
+                                   f"is given before (item {ids.index(i)})"))
+                seen.add(i)
+        for key in self.class_for_scale:
+            if not _is_number(key):
+                errors.append((f"class_for_scale.{key}", "keys must be demand scales written "
+                               "as quoted numbers, e.g. '2.0': double"))
+        if errors:
+            raise _FieldErrors(errors)
         return self
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 class ControllerConfig(_Strict):
     kind: Literal["policy", "none", "rule", "oracle"] = "policy"
-    policy_dir: str = "data/policies"
+    policy_dir: Text = "data/policies"
     rule_threshold_kwh: float | None = Field(None, ge=0)
 
 
 class ConstraintConfig(_Strict):
-    fraction_of_peak: float | None = Field(None, gt=0)
+    fraction_of_peak: float | None = Field(None, gt=0, le=1_000)
     limit_kw: float | None = Field(None, gt=0)
+    peak_horizon_steps: int | None = Field(
+        None, ge=1, le=MAX_TIME_STEPS,
+        description="steps from time.start over which the peak is taken (default: time.steps; "
+                    "--steps sets it to the declared steps so that c does not move)")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ConstraintConfig:
         if (self.fraction_of_peak is None) == (self.limit_kw is None):
             raise ValueError("give exactly one of 'fraction_of_peak' or 'limit_kw'")
+        if self.limit_kw is not None and self.peak_horizon_steps is not None:
+            raise _FieldError("peak_horizon_steps", "only used with fraction_of_peak "
+                              "(limit_kw needs no peak)")
         return self
 
 
 class DualsConfig(_Strict):
-    mode: str = "consensus"
+    mode: str = Field("consensus", max_length=MAX_TEXT_CHARS)
     alpha: float = Field(0.1, ge=0)
     beta: float = Field(0.1, ge=0)
     eta: float = Field(1.0, ge=0)
-    rounds: int = Field(3, ge=1)
+    rounds: int = Field(3, ge=1, le=MAX_DUAL_ROUNDS)
     lambda_max: float = Field(15.0, gt=0)
     nu_min: float = -20.0
     nu_max: float = 20.0
-    v1_window: int = Field(1, ge=1)
+    v1_window: int = Field(1, ge=1, le=MAX_V1_WINDOW)
 
     @field_validator("mode")
     @classmethod
@@ -174,26 +309,41 @@ class DualsConfig(_Strict):
 
     @model_validator(mode="after")
     def _nu(self) -> DualsConfig:
-        if self.nu_min > self.nu_max:
-            raise _FieldError("nu_min", f"nu_min ({self.nu_min}) must be <= nu_max ({self.nu_max})")
+        errors = []
+        if self.nu_min > 0:
+            errors.append(("nu_min", f"must be <= 0 (nu starts at 0), got {self.nu_min:g}"))
+        if self.nu_max < 0:
+            errors.append(("nu_max", f"must be >= 0 (nu starts at 0), got {self.nu_max:g}"))
+        if not errors and self.nu_min >= self.nu_max:
+            errors.append(("nu_min", f"nu_min ({self.nu_min:g}) must be < nu_max "
+                           f"({self.nu_max:g})"))
+        if errors:
+            raise _FieldErrors(errors)
         return self
 
 
 class SilentConfig(_Strict):
-    agent: str
-    start: int = Field(ge=0)
-    end: int = Field(ge=0)
+    agent: Id
+    start: Step
+    end: Step
+
+    @model_validator(mode="after")
+    def _order(self) -> SilentConfig:
+        if self.end < self.start:
+            raise _FieldError("end", f"end ({self.end}) must be >= start ({self.start})")
+        return self
 
 
 class FaultsConfig(_Strict):
     drop_probability: float = Field(0.0, ge=0, le=1)
-    delay_steps: int = Field(0, ge=0)
-    silent: list[SilentConfig] = Field(default_factory=list)
+    delay_steps: int = Field(0, ge=0, le=MAX_DELAY_STEPS)
+    silent: list[SilentConfig] = Field(default_factory=list, max_length=MAX_SILENT_INTERVALS)
 
 
 class CommunicationConfig(_Strict):
-    topology: str = "complete"
-    params: dict[str, Any] = Field(default_factory=dict)
+    topology: str = Field("complete", max_length=MAX_TEXT_CHARS)
+    params: dict[str, Any] = Field(default_factory=dict, max_length=MAX_PARAMS,
+                                   description="scalar parameters of the topology")
     allow_disconnected: bool = False
     faults: FaultsConfig = FaultsConfig()
 
@@ -204,10 +354,41 @@ class CommunicationConfig(_Strict):
             raise ValueError(f"unknown topology {v!r}; valid: {', '.join(TOPOLOGIES)}")
         return v
 
+    @model_validator(mode="after")
+    def _params(self) -> CommunicationConfig:
+        accepted = TOPOLOGY_PARAMS[self.topology]
+        errors = [(f"params.{key}", _param_problem(self.topology, accepted, key, value))
+                  for key, value in self.params.items()]
+        errors = [(f, m) for f, m in errors if m]
+        if errors:
+            raise _FieldErrors(errors)
+        return self
+
+
+def _param_problem(topology: str, accepted: dict[str, type], key: str, value: Any) -> str:
+    """Why ``key: value`` is not a parameter of ``topology`` ("" if it is)."""
+    if key not in accepted:
+        names = ", ".join(accepted) or "none"
+        return f"unknown parameter for topology {topology!r}; accepted: {names}"
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return f"must be a single value (a number), got a {type(value).__name__}"
+    kind = accepted[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+        noun = "an integer" if kind is int else "a number"
+        return f"must be {noun}, got {_shown(value)}"
+    if not math.isfinite(value) or value <= 0:
+        return f"must be > 0, got {value!r}"
+    if kind is int and value > MAX_BUILDINGS:
+        return f"must be <= {MAX_BUILDINGS:,}, got {value!r}"
+    return ""
+
 
 class OutputConfig(_Strict):
-    directory: str = "runs/{name}"
-    flush_every: int = Field(100, ge=1, description="steps between flushes to disk")
+    directory: Text = "runs/{name}"
+    flush_every: int = Field(100, ge=1, le=MAX_FLUSH_EVERY,
+                             description="steps between flushes to disk")
     plots: bool = True
 
     @field_validator("directory")
@@ -221,14 +402,16 @@ class OutputConfig(_Strict):
 
 
 class ShardingConfig(_Strict):
-    shards: int = Field(1, ge=1)
+    shards: int = Field(1, ge=1, le=MAX_SHARDS)
     mode: Literal["inprocess", "cmd"] = "inprocess"
 
 
 class Scenario(_Strict):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    description: str = ""
-    seed: int = Field(0, ge=0)
+    name: str = Field(min_length=1, max_length=2 * MAX_ID_CHARS,
+                      pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                      description="letters, digits, '_', '-', '.'; starts with a letter or digit")
+    description: str = Field("", max_length=MAX_TEXT_CHARS)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     time: TimeConfig
     data: DataConfig = DataConfig()
     feeder: FeederConfig
@@ -246,12 +429,79 @@ class Scenario(_Strict):
             return len(b.explicit)
         return b.generate.count  # type: ignore[union-attr]
 
+    def buildings_field(self) -> str:
+        return "buildings.explicit" if self.buildings.explicit is not None else \
+            "buildings.generate.count"
+
     @model_validator(mode="after")
-    def _shards(self) -> Scenario:
-        if self.sharding.shards > self.n_buildings():
-            raise _FieldError("sharding.shards", f"{self.sharding.shards} exceeds the number "
-                              f"of buildings ({self.n_buildings()})")
+    def _sizes(self) -> Scenario:
+        errors = [e for check in (_shard_problems, _window_problems, _size_problems,
+                                  _graph_problems) for e in check(self)]
+        if errors:
+            raise _FieldErrors(errors)
         return self
+
+
+def _shard_problems(sc: Scenario) -> list[tuple[str, str]]:
+    if sc.sharding.shards > sc.n_buildings():
+        return [("sharding.shards", f"{sc.sharding.shards} exceeds the number of buildings "
+                 f"({sc.n_buildings()})")]
+    return []
+
+
+def _window_problems(sc: Scenario) -> list[tuple[str, str]]:
+    if sc.duals.v1_window > sc.time.steps:
+        return [("duals.v1_window", f"{sc.duals.v1_window} exceeds the run's {sc.time.steps} "
+                 "steps; give 1..time.steps")]
+    return []
+
+
+def _size_problems(sc: Scenario) -> list[tuple[str, str]]:
+    n = sc.n_buildings()
+    steps = max(sc.time.steps, sc.constraint.peak_horizon_steps or 0)
+    errors = []
+    if n * steps > MAX_BUILDING_STEPS:
+        errors.append((sc.buildings_field(), f"{n:,} buildings x {steps:,} steps = "
+                       f"{n * steps:,} building-steps, more than the {MAX_BUILDING_STEPS:,} "
+                       "allowed; use fewer buildings or fewer steps"))
+    elif sc.controller.kind == "oracle" and n * sc.time.steps > MAX_ORACLE_BUILDING_STEPS:
+        errors.append(("controller.kind", f"the oracle's linear program for {n:,} buildings x "
+                       f"{sc.time.steps:,} steps exceeds {MAX_ORACLE_BUILDING_STEPS:,} "
+                       "building-steps; shorten the run (--steps) or use fewer buildings"))
+    return errors
+
+
+def graph_edges_estimate(topology: str, n: int, params: dict[str, Any]) -> float:
+    """About how many edges ``make_graph(topology, n, **params)`` makes (feeder: 0, known
+    only once the buildings are placed)."""
+    pairs = n * (n - 1) / 2
+    if topology == "complete":
+        return pairs
+    if topology == "two_clusters":
+        split = int(params.get("split") or n // 2)
+        return split * (split - 1) / 2 + (n - split) * (n - split - 1) / 2 + 1
+    if topology == "small_world":
+        return n * min(int(params.get("k") or 4), max(n - 1, 0)) / 2
+    if topology == "random_geometric":
+        radius = params.get("radius")
+        if radius is None:
+            radius = min(1.5, math.sqrt(3.0 * math.log(max(n, 2)) / (math.pi * max(n, 1))))
+        return pairs * min(1.0, math.pi * float(radius) ** 2)
+    return 0.0 if topology == "feeder" else float(n)
+
+
+def _graph_problems(sc: Scenario) -> list[tuple[str, str]]:
+    com = sc.communication
+    edges = graph_edges_estimate(com.topology, sc.n_buildings(), com.params)
+    if edges > MAX_GRAPH_EDGES:
+        field = "communication.params" if com.params else "communication.topology"
+        return [(field, f"the {com.topology} graph of {sc.n_buildings():,} agents has about "
+                 f"{edges:,.0f} edges, more than the {MAX_GRAPH_EDGES:,} allowed; use a sparse "
+                 "topology (small_world, feeder, ring)")]
+    return []
+
+
+# --- loading ---------------------------------------------------------------------------------
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -291,48 +541,140 @@ def parse_overrides(items: list[str] | None,
         if not sep or not path.strip():
             raise ScenarioError(source, [("--set", f"{item!r} is not of the form path=value")])
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = read_yaml(text) if text.strip() else ""
+        except YamlProblems as exc:
+            raise ScenarioError(source, [(path.strip(), f"--set value: {m}")
+                                         for _, m in exc.errors]) from None
         except yaml.YAMLError:
             value = text
         out.append((path.strip(), value))
     return out
 
 
+def _valid_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys accepted where ``loc`` (the unknown key's path) points."""
+    model: Any = Scenario
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        info = model.model_fields.get(part)
+        model = _model_of(info.annotation) if info else None
+    return list(model.model_fields) if model is not None else []
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _message(err: dict[str, Any]) -> str:
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        valid = _valid_keys(tuple(err["loc"]))
+        return "unknown key" + (f"; valid: {', '.join(valid)}" if valid else "")
+    msg = re.sub(r"a valid dictionary or instance of \w+", "a mapping of fields", msg)
+    value = err.get("input")
+    if err["type"] not in _NO_INPUT_SHOWN and isinstance(value, (bool, int, float, str)):
+        shown = _shown(value)
+        if len(shown) <= _SHOWN_INPUT_CHARS:
+            msg = f"{msg}, got {shown}"
+    return msg
+
+
+def _shown(value: Any) -> str:
+    """A scalar as the scenario file would spell it."""
+    return str(value).lower() if isinstance(value, bool) else repr(value)
+
+
+def _pydantic_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    errors = []
+    for err in exc.errors():
+        where = _loc(err["loc"])
+        inner = err.get("ctx", {}).get("error")
+        if isinstance(inner, _FieldErrors):
+            errors.extend((".".join(p for p in (where, below) if p), msg)
+                          for below, msg in inner.errors)
+        else:
+            errors.append((where, _message(err)))
+    return errors
+
+
+def _shorten(raw: dict[str, Any], steps: int) -> None:
+    """``--steps``: run ``steps`` steps, but keep c from the declared horizon."""
+    time_, constraint = raw.get("time"), raw.get("constraint")
+    declared = time_.get("steps") if isinstance(time_, dict) else None
+    if (isinstance(constraint, dict) and constraint.get("fraction_of_peak") is not None
+            and constraint.get("peak_horizon_steps") is None
+            and isinstance(declared, int) and not isinstance(declared, bool)
+            and declared != steps):
+        constraint["peak_horizon_steps"] = declared
+    _set_path(raw, "time.steps", steps, "<--steps>")
+
+
 def scenario_from_dict(raw: Any, source: str = "<scenario>",
-                       overrides: list[tuple[str, Any]] | None = None) -> Scenario:
+                       overrides: list[tuple[str, Any]] | None = None,
+                       steps: int | None = None,
+                       earlier: list[tuple[str, str]] | None = None) -> Scenario:
+    """Validate ``raw`` after applying ``overrides`` and ``steps`` (``--steps``: the run is
+    shortened, the constraint's peak still taken over the declared steps).
+
+    ``earlier``: problems already found in the file (duplicate keys), reported
+    together with the schema's.
+    """
+    errors = list(earlier or [])
     if not isinstance(raw, dict):
-        raise ScenarioError(source, [("", "a scenario must be a mapping of fields")])
+        raise ScenarioError(source, [*errors, ("", "a scenario must be a mapping of fields")])
     for path, value in overrides or []:
         _set_path(raw, path, value, source)
+    if steps is not None:
+        _shorten(raw, steps)
     try:
-        return Scenario.model_validate(raw)
+        scenario = Scenario.model_validate(raw)
     except ValidationError as exc:
-        errors = []
-        for err in exc.errors():
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key"
-            below = getattr(err.get("ctx", {}).get("error"), "field", "")
-            errors.append((".".join(p for p in (_loc(err["loc"]), below) if p), msg))
-        raise ScenarioError(source, errors) from None
+        errors.extend(_pydantic_errors(exc))
+    if errors:
+        raise ScenarioError(source, errors)
+    return scenario
 
 
-def load_scenario(path: str | Path, overrides: list[tuple[str, Any]] | None = None) -> Scenario:
-    """Read and validate a scenario file (plus ``--set`` overrides)."""
+def read_scenario_file(path: str | Path, max_bytes: int = MAX_SCENARIO_FILE_BYTES,
+                       duplicates: list[tuple[str, str]] | None = None) -> Any:
+    """The YAML value of a scenario file, read with the bounded reader (``duplicates``:
+    see ``cosim.safe_yaml.read_yaml``)."""
     path = Path(path)
     source = str(path)
     if not path.is_file():
         raise ScenarioError(source, [("", "scenario file not found")])
+    with open(path, "rb") as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ScenarioError(source, [("", f"larger than {max_bytes:,} bytes; a scenario file "
+                                      "is a few KB (use buildings.generate for large fleets)")])
     try:
-        raw = yaml.safe_load(path.read_text())
+        return read_yaml(data.decode("utf-8"), duplicates)
+    except UnicodeDecodeError:
+        raise ScenarioError(source, [("", "not a text file (UTF-8)")]) from None
+    except YamlProblems as exc:
+        raise ScenarioError(source, exc.errors) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "cannot parse"
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split()) or "cannot parse"
         raise ScenarioError(source, [("", f"malformed YAML{where}: {problem}")]) from None
-    except UnicodeDecodeError:
-        raise ScenarioError(source, [("", "not a text file")]) from None
-    return scenario_from_dict(raw, source, overrides)
+
+
+def load_scenario(path: str | Path, overrides: list[tuple[str, Any]] | None = None,
+                  steps: int | None = None, *,
+                  max_bytes: int = MAX_SCENARIO_FILE_BYTES) -> Scenario:
+    """Read and validate a scenario file (plus ``--set`` overrides and ``--steps``)."""
+    duplicates: list[tuple[str, str]] = []
+    raw = read_scenario_file(path, max_bytes, duplicates)
+    return scenario_from_dict(raw, str(path), overrides, steps, duplicates)
 
 
 def resolved_yaml(scenario: Scenario) -> str:

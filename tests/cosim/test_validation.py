@@ -1,0 +1,137 @@
+"""Validation: the constraint does not move with --steps, the bounded YAML reader, strictness."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cosim.cli import main
+from cosim.limits import MAX_YAML_ALIASES, MAX_YAML_DEPTH
+from cosim.run import prepare_scenario
+from cosim.safe_yaml import YamlProblems, read_yaml
+from cosim.scenario import (
+    ScenarioError,
+    graph_edges_estimate,
+    load_scenario,
+    parse_overrides,
+    resolved_yaml,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIO = ROOT / "scenarios" / "paper_fig1d.yaml"
+LIMIT_RE = re.compile(r"limit (\d+\.\d+) kWh per step \(([^)]*)\)")
+
+
+def _validate_limit(capsys, *args: str) -> tuple[str, str]:
+    assert main(["validate", str(SCENARIO), *args]) == 0
+    found = LIMIT_RE.search(capsys.readouterr().out)
+    assert found is not None
+    return found.group(1), found.group(2)
+
+
+def test_steps_do_not_change_the_limit(capsys):
+    full, basis_full = _validate_limit(capsys)
+    short, basis_short = _validate_limit(capsys, "--steps", "100")
+    assert full == short == "8.146"
+    assert basis_full == basis_short
+    assert "over the 3000 declared steps, data rows 0..2999" in basis_short
+
+
+def test_steps_record_the_declared_horizon():
+    sc, built = prepare_scenario(SCENARIO, steps=100)
+    assert sc.time.steps == 100 and sc.constraint.peak_horizon_steps == 3000
+    full_sc, full = prepare_scenario(SCENARIO)
+    assert full_sc.constraint.peak_horizon_steps is None
+    assert built.limit_kwh == full.limit_kwh
+    resolved = yaml.safe_load(resolved_yaml(sc))
+    assert resolved["time"]["steps"] == 100
+    assert resolved["constraint"]["peak_horizon_steps"] == 3000
+
+
+def test_resolved_scenario_reloads_to_the_same_limit(tmp_path: Path):
+    sc, built = prepare_scenario(SCENARIO, steps=48)
+    path = tmp_path / "scenario.yaml"
+    path.write_text(resolved_yaml(sc))
+    again, rebuilt = prepare_scenario(path)
+    assert again == sc and rebuilt.limit_kwh == built.limit_kwh
+
+
+def test_a_set_override_of_steps_redefines_the_horizon():
+    sc, built = prepare_scenario(SCENARIO, parse_overrides(["time.steps=100"]))
+    _, short = prepare_scenario(SCENARIO, steps=100)
+    assert sc.constraint.peak_horizon_steps is None
+    assert built.limit_kwh < short.limit_kwh  # the peak of 100 hours, not of 3000
+
+
+def test_limit_kw_needs_no_horizon():
+    sc, built = prepare_scenario(SCENARIO, parse_overrides(
+        ["constraint={limit_kw: 5.0}"]), steps=24)
+    assert sc.constraint.peak_horizon_steps is None
+    assert built.limit_kwh == 5.0 and "limit_kw" in built.limit_basis
+
+
+def test_run_prints_the_limit(tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", str(SCENARIO), "--steps", "24", "--engine", "plain", "--quiet",
+                 "--set", "output.plots=false", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "limit 8.146 kWh per step (0.27 x the district's peak demand" in printed
+
+
+# --- the bounded YAML reader ------------------------------------------------------------------
+
+
+def test_plain_yaml_reads_as_safe_load():
+    text = SCENARIO.read_text()
+    assert read_yaml(text) == yaml.safe_load(text)
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("a: 1\nb: 2\na: 3\n", "duplicate key 'a' at line 3"),
+    ("a: &x [*x]\n", "recursive alias"),
+    ("a: &x 1\nb: [" + ", ".join(["*x"] * (MAX_YAML_ALIASES + 1)) + "]\n", "alias uses"),
+    ("a: " + "[" * (MAX_YAML_DEPTH + 1) + "]" * (MAX_YAML_DEPTH + 1), "levels deep"),
+    ("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+        f"{c}: &{c} [" + ", ".join([f"*{p}"] * 10) + "]\n"
+        for p, c in zip("abcdef", "bcdefg", strict=True)), "aliases are expanded"),
+])
+def test_reader_refuses(text: str, fragment: str):
+    with pytest.raises(YamlProblems, match=re.escape(fragment)):
+        read_yaml(text)
+
+
+def test_reader_collects_every_duplicate_and_keeps_going():
+    found: list[tuple[str, str]] = []
+    value = read_yaml("a: {x: 1, x: 2}\nb: 1\nb: 2\n", duplicates=found)
+    assert value == {"a": {"x": 2}, "b": 2}
+    assert [path for path, _ in found] == ["b", "a.x"]
+
+
+def test_merge_keys_are_not_duplicates():
+    assert read_yaml("base: &b {x: 1, y: 2}\nc: {<<: *b, x: 3}\n")["c"] == {"x": 3, "y": 2}
+
+
+def test_set_values_are_read_with_the_bounded_reader():
+    assert parse_overrides(["a.b=[1, 2]", "c=off", "d=x: y: z"]) == [
+        ("a.b", [1, 2]), ("c", False), ("d", "x: y: z")]
+    with pytest.raises(ScenarioError, match="recursive alias"):
+        parse_overrides(["a=&x [*x]"])
+
+
+def test_load_scenario_max_bytes(tmp_path: Path):
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO.read_text())
+    assert load_scenario(path).name == "paper_fig1d"
+    with pytest.raises(ScenarioError, match="larger than 100 bytes"):
+        load_scenario(path, max_bytes=100)
+
+
+def test_graph_edge_estimates():
+    assert graph_edges_estimate("complete", 1000, {}) == 1000 * 999 / 2
+    assert graph_edges_estimate("two_clusters", 7, {}) == 3 + 6 + 1
+    assert graph_edges_estimate("small_world", 1000, {"k": 6}) == 3000
+    assert graph_edges_estimate("ring", 10, {}) == 10
+    assert graph_edges_estimate("random_geometric", 100, {"radius": 2.0}) == 100 * 99 / 2
