@@ -1,4 +1,4 @@
-"""Building dynamics of DESIGN.md §3, vectorised over N buildings.
+"""Building dynamics of docs/equations.md, vectorised over N buildings.
 
 One call of :func:`step_fleet` steps the whole fleet with numpy. Energies are
 kWh per step, powers kW, ``dt_h`` is the step length in hours. Pure domain

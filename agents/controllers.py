@@ -1,7 +1,7 @@
 """Controllers that act for a whole fleet in one call.
 
 Every controller has ``act(obs: FleetObservation) -> np.ndarray`` of shape (N, 2):
-column 0 is ``u_grid``, column 1 ``u_batt`` (DESIGN.md §3), both in [0, 1].
+column 0 is ``u_grid``, column 1 ``u_batt`` (docs/equations.md), both in [0, 1].
 Trained policies (``agents.policy.PolicyLibrary``) follow the same interface.
 """
 

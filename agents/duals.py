@@ -1,4 +1,4 @@
-"""Dual dynamics at execution (DESIGN.md §5), vectorised over all agents.
+"""Dual dynamics at execution (docs/equations.md), vectorised over all agents.
 
 One :meth:`DualDynamics.update` applies one step for every agent with numpy and
 scipy.sparse; no Python loop runs over agents or edges. With c the district
@@ -73,7 +73,7 @@ def _finite(name: str, value: float) -> float:
 
 @dataclass(frozen=True)
 class DualConfig:
-    """Step sizes and bounds of the dual dynamics (DESIGN.md §5)."""
+    """Step sizes and bounds of the dual dynamics (docs/equations.md)."""
 
     mode: str = "consensus"
     alpha: float = 0.1  # step of lambda
@@ -265,6 +265,45 @@ class DualDynamics:
         self._v1_hist[self._v1_count % w] = grid_kwh
         self._v1_count += 1
         return self._v1_hist[: min(self._v1_count, w)].mean(axis=0)
+
+    # --- snapshots (resume) -------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """Everything the next updates depend on, as named arrays (no pickled objects).
+
+        ``restore(snapshot())`` on a DualDynamics built from the same config, graph,
+        limit, faults and seed continues bit for bit, message-fault RNG included.
+        """
+        snap = {
+            "lam": self._lam.copy(), "mu": self._mu.copy(), "nu": self._nu.copy(),
+            "step": np.array(self._step, dtype=np.int64), "v1": self._v1.copy(),
+            "v1_hist": self._v1_hist.copy(), "v1_count": np.array(self._v1_count, dtype=np.int64),
+        }
+        if self._channel is not None:
+            snap.update({f"channel_{k}": v for k, v in self._channel.snapshot().items()})
+        return snap
+
+    def restore(self, snap: dict[str, np.ndarray]) -> None:
+        """Set the state saved by :meth:`snapshot`; shapes are checked."""
+        for key, ref in (("lam", self._lam), ("mu", self._mu), ("nu", self._nu),
+                         ("v1", self._v1), ("v1_hist", self._v1_hist)):
+            arr = np.asarray(snap[key], dtype=np.float64)
+            if arr.shape != ref.shape:
+                raise ValueError(f"dual snapshot {key!r}: shape {arr.shape}, expected {ref.shape}")
+        self._lam = np.array(snap["lam"], dtype=np.float64)
+        self._mu = np.array(snap["mu"], dtype=np.float64)
+        self._nu = np.array(snap["nu"], dtype=np.float64)
+        self._v1 = np.array(snap["v1"], dtype=np.float64)
+        self._v1_hist = np.array(snap["v1_hist"], dtype=np.float64)
+        self._step = int(snap["step"])
+        self._v1_count = int(snap["v1_count"])
+        has_channel = any(k.startswith("channel_") for k in snap)
+        if (self._channel is not None) != has_channel:
+            raise ValueError("dual snapshot: message-fault channel state does not match the "
+                             "fault model")
+        if self._channel is not None:
+            self._channel.restore({k.removeprefix("channel_"): v for k, v in snap.items()
+                                   if k.startswith("channel_")})
 
     # --- the step -----------------------------------------------------------------------------
 

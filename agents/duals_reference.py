@@ -56,7 +56,7 @@ def _v1(dyn: DualDynamics, grid: list[float]) -> list[float]:
 
 
 def reference_update(dyn: DualDynamics, grid_kwh: np.ndarray, r2_kwh: np.ndarray) -> DualState:
-    """One step of DESIGN.md §5, agent by agent."""
+    """One step of docs/equations.md, agent by agent."""
     cfg, n, g = dyn.config, dyn.n, dyn.graph
     grid = [float(x) for x in dyn._vector("grid_kwh", grid_kwh)]
     r2 = [float(x) for x in dyn._vector("r2_kwh", r2_kwh)]

@@ -1,4 +1,4 @@
-"""Gymnasium environment for training state-augmented building policies (DESIGN.md §4)."""
+"""Gymnasium environment for training state-augmented building policies (docs/equations.md)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ multipliers held fixed: sweeps over lambda at several fixed nu (grid energy
 should fall as lambda rises) and a sweep over nu at lambda = 0 (served energy
 should rise with nu).
 
-Under the Lagrangian of DESIGN.md §4 a kWh bought from the grid earns
+Under the Lagrangian of docs/equations.md a kWh bought from the grid earns
 ``nu - lambda - price``: at nu = 0 nothing rewards serving demand, so a
 well-trained policy buys (almost) nothing whatever lambda is. The lambda-response
 that coordination relies on is visible where serving pays, nu > 0; the headline

@@ -1,4 +1,4 @@
-"""Communication faults between agents (DESIGN.md §5).
+"""Communication faults between agents (docs/equations.md).
 
 Messages travel only along the communication graph's edges, one message per
 directed edge ``i -> j`` (both ways for every edge) per exchange. A consensus
@@ -21,6 +21,7 @@ drop.
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -118,6 +119,25 @@ class MessageChannel:
         """Forget messages in flight; every receiver holds ``initial`` of its sender."""
         self.received = np.asarray(initial, dtype=np.float64)[self.src].copy()
         self.pending.clear()
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """Messages held and in flight, and the RNG's state (as JSON text, not a pickle)."""
+        m = self.n_messages
+        sent = np.array([s for s, _ in self.pending]).reshape(len(self.pending), m)
+        ok = np.array([d for _, d in self.pending], dtype=bool).reshape(len(self.pending), m)
+        return {"received": self.received.copy(), "pending_sent": sent, "pending_ok": ok,
+                "rng_state": np.array(json.dumps(self.rng.bit_generator.state))}
+
+    def restore(self, snap: dict[str, np.ndarray]) -> None:
+        received = np.asarray(snap["received"], dtype=np.float64)
+        if received.shape != (self.n_messages,):
+            raise ValueError(f"channel snapshot: {received.shape[0]} messages, "
+                             f"expected {self.n_messages}")
+        self.received = received.copy()
+        self.pending = deque(
+            (np.array(s, dtype=np.float64), np.array(d, dtype=bool))
+            for s, d in zip(snap["pending_sent"], snap["pending_ok"], strict=True))
+        self.rng.bit_generator.state = json.loads(str(snap["rng_state"]))
 
     def exchange(self, values: np.ndarray, step: int) -> np.ndarray:
         """Every agent sends ``values[agent]``; returns ``received`` after delivery."""

@@ -1,4 +1,4 @@
-"""Fleet KPIs of DESIGN.md §8 from a results table (``buildings.parquet``).
+"""Fleet KPIs of docs/equations.md from a results table (``buildings.parquet``).
 
 Definitions, with G_t = sum_i grid_kwh_i,t the district's grid energy of step t
 and T the number of steps:

@@ -1,4 +1,4 @@
-"""Communication graphs of the agents (DESIGN.md §5).
+"""Communication graphs of the agents (docs/equations.md).
 
 Every graph has nodes ``0..n-1`` (agent index = building's position in the
 fleet) and no self-loops. ``make_graph`` builds one by name; consensus needs a

@@ -1,7 +1,7 @@
 """The perfect-foresight optimum: a linear program over the whole run (scipy HiGHS).
 
 With every profile known in advance, the minimum-cost schedule of the fleet
-under the building dynamics of DESIGN.md §3 and the district constraint:
+under the building dynamics of docs/equations.md and the district constraint:
 
     minimise    sum_t sum_i price_t * g_it
     subject to  b_it = b_i,t-1 + d_it - g_it - x_it              (backlog; nothing dropped)
@@ -168,3 +168,9 @@ class OracleController:
         actions[:, 1] = np.divide(x, rest, out=np.zeros(obs.n), where=rest > 0)
         self.t += 1
         return np.clip(actions, 0.0, 1.0)
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        return {"t": np.array(self.t, dtype=np.int64)}
+
+    def restore(self, snap: dict[str, np.ndarray]) -> None:
+        self.t = int(snap["t"])

@@ -8,7 +8,7 @@ studies. One step, for the whole fleet at once::
     state, r = step_fleet(params, state, d[t], s[t], p[t], u_grid, u_batt)
     duals.update(r.grid_kwh, r.served_kwh - r.demand_kwh)
 
-The result is the results contract's ``buildings.parquet`` table (DESIGN.md §7):
+The result is the results contract's ``buildings.parquet`` table (docs/results_contract.md):
 long format, one row per building per step, columns ``RESULT_COLUMNS``.
 ``backlog_kwh`` and ``soc_kwh`` are the states at the END of the step;
 ``lambda``, ``mu`` and ``nu`` the values the agent used in the step (before the
@@ -141,7 +141,7 @@ def district_limit_kwh(setup: FleetSetup, fraction: float, steps: int | None = N
     """c = ``fraction`` x the peak over the run of the district's aggregated demand.
 
     The aggregated demand of a step is ``sum_i demand_scale_i * base_demand_i`` (kWh
-    per step, DESIGN.md §5; the paper uses 27 % of the peak). ``steps`` limits
+    per step, docs/equations.md; the paper uses 27 % of the peak). ``steps`` limits
     the run to its first steps (default: all of the setup's).
     """
     fraction = float(fraction)
@@ -150,7 +150,13 @@ def district_limit_kwh(setup: FleetSetup, fraction: float, steps: int | None = N
     steps = setup.n_steps if steps is None else int(steps)
     if not 1 <= steps <= setup.n_steps:
         raise ValueError(f"steps must lie in 1..{setup.n_steps}, got {steps}")
-    return fraction * float(setup.demand_kwh()[:steps].sum(axis=1).max())
+    return fraction * district_peak_kwh(setup.base_demand_kwh[:steps], setup.params.demand_scale)
+
+
+def district_peak_kwh(base_demand_kwh: np.ndarray, demand_scale: np.ndarray) -> float:
+    """The peak over the rows of ``base_demand_kwh`` (T, N) of the district's demand
+    ``sum_i demand_scale_i * base_demand_i``, kWh per step."""
+    return float((np.asarray(base_demand_kwh) * demand_scale).sum(axis=1).max())
 
 
 def _actions(controller: Controller, actions: object, n: int) -> np.ndarray:
@@ -162,6 +168,74 @@ def _actions(controller: Controller, actions: object, n: int) -> np.ndarray:
             f"(u_grid, u_batt); got shape {arr.shape}"
         )
     return arr
+
+
+class FleetLoop:
+    """One step of a fleet at a time: observation, controller, building model, duals.
+
+    The state between steps (building states, duals, a stateful controller's
+    position) can be saved with :meth:`snapshot` and set with :meth:`restore`,
+    so that a run continues from a saved step exactly as if never stopped.
+    """
+
+    def __init__(self, setup: FleetSetup, controller: Controller,
+                 duals: DualDynamics | None) -> None:
+        if duals is not None and duals.n != setup.n:
+            raise ValueError(f"duals are for {duals.n} agents, the fleet has {setup.n} buildings")
+        self.setup, self.controller, self.duals = setup, controller, duals
+        self.state = FleetState.initial(setup.params, setup.initial_soc_fraction)
+        self.t = 0
+
+    def step(self) -> dict[str, np.ndarray]:
+        """Step ``self.t``; the results-contract values of every building (columns 3:)."""
+        setup, t, n = self.setup, self.t, self.setup.n
+        if self.duals is not None:
+            current = self.duals.state
+            lam, mu, nu = current.lam, current.mu, current.nu
+        else:
+            lam = mu = nu = np.zeros(n)
+        demand_t, solar_t, price_t = (setup.base_demand_kwh[t], setup.solar_w_per_kw[t],
+                                      setup.price_per_kwh[t])
+        obs = fleet_observation(setup.params, self.state, demand_t, solar_t, price_t,
+                                setup.hour_of_day(t), lam, nu, setup.dt_h)
+        act = _actions(self.controller, self.controller.act(obs), n)
+        self.state, r = step_fleet(setup.params, self.state, demand_t, solar_t, price_t,
+                                   act[:, 0], act[:, 1], setup.dt_h)
+        values = {
+            "demand_kwh": r.demand_kwh, "backlog_kwh": r.backlog_kwh, "grid_kwh": r.grid_kwh,
+            "battery_kwh": r.battery_kwh, "unmet_kwh": r.unmet_kwh, "dropped_kwh": r.dropped_kwh,
+            "soc_kwh": r.soc_kwh, "pv_kwh": r.pv_kwh, "export_kwh": r.export_kwh,
+            "price": r.price_per_kwh, "cost": r.cost, "lambda": lam, "mu": mu, "nu": nu,
+        }
+        if self.duals is not None:
+            self.duals.update(r.grid_kwh, r.served_kwh - r.demand_kwh)
+        self.t += 1
+        return values
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """The state before step ``self.t`` as named arrays (see :meth:`restore`)."""
+        snap = {"t": np.array(self.t, dtype=np.int64),
+                "backlog_kwh": self.state.backlog_kwh.copy(), "soc_kwh": self.state.soc_kwh.copy()}
+        if self.duals is not None:
+            snap.update({f"duals_{k}": v for k, v in self.duals.snapshot().items()})
+        if hasattr(self.controller, "snapshot"):
+            snap.update({f"controller_{k}": v for k, v in self.controller.snapshot().items()})
+        return snap
+
+    def restore(self, snap: dict[str, np.ndarray]) -> None:
+        n = self.setup.n
+        backlog = np.array(snap["backlog_kwh"], dtype=np.float64)
+        soc = np.array(snap["soc_kwh"], dtype=np.float64)
+        if backlog.shape != (n,) or soc.shape != (n,):
+            raise ValueError(f"fleet snapshot for {backlog.shape[0]} buildings, the fleet has {n}")
+        self.state = FleetState(backlog, soc)
+        self.t = int(snap["t"])
+        if self.duals is not None:
+            self.duals.restore({k.removeprefix("duals_"): v for k, v in snap.items()
+                                if k.startswith("duals_")})
+        if hasattr(self.controller, "restore"):
+            self.controller.restore({k.removeprefix("controller_"): v for k, v in snap.items()
+                                     if k.startswith("controller_")})
 
 
 def run_plain(
@@ -176,44 +250,20 @@ def run_plain(
     The duals start from their current state (a fresh ``DualDynamics`` is all
     zeros) and are updated in place; with ``duals=None`` lambda = mu = nu = 0.
     """
-    n, params, dt_h = setup.n, setup.params, setup.dt_h
+    n = setup.n
     steps = setup.n_steps if steps is None else int(steps)
     if not 1 <= steps <= setup.n_steps:
         raise ValueError(f"steps must lie in 1..{setup.n_steps}, got {steps}")
-    if duals is not None and duals.n != n:
-        raise ValueError(f"duals are for {duals.n} agents, the fleet has {n} buildings")
-
+    loop = FleetLoop(setup, controller, duals)
     cols = {name: np.empty((steps, n)) for name in RESULT_COLUMNS[3:]}
-    state = FleetState.initial(params, setup.initial_soc_fraction)
-    zeros = np.zeros(n)
-    lam, mu, nu = zeros, zeros, zeros
     iterator = range(steps)
     if progress:
         from tqdm import tqdm
 
         iterator = tqdm(iterator, desc="plain run", unit="step")
     for t in iterator:
-        if duals is not None:
-            current = duals.state
-            lam, mu, nu = current.lam, current.mu, current.nu
-        demand_t, solar_t, price_t = (setup.base_demand_kwh[t], setup.solar_w_per_kw[t],
-                                      setup.price_per_kwh[t])
-        obs = fleet_observation(params, state, demand_t, solar_t, price_t,
-                                setup.hour_of_day(t), lam, nu, dt_h)
-        act = _actions(controller, controller.act(obs), n)
-        state, r = step_fleet(params, state, demand_t, solar_t, price_t, act[:, 0], act[:, 1],
-                              dt_h)
-        for name, value in (
-            ("demand_kwh", r.demand_kwh), ("backlog_kwh", r.backlog_kwh),
-            ("grid_kwh", r.grid_kwh), ("battery_kwh", r.battery_kwh),
-            ("unmet_kwh", r.unmet_kwh), ("dropped_kwh", r.dropped_kwh),
-            ("soc_kwh", r.soc_kwh), ("pv_kwh", r.pv_kwh), ("export_kwh", r.export_kwh),
-            ("price", r.price_per_kwh), ("cost", r.cost), ("lambda", lam), ("mu", mu),
-            ("nu", nu),
-        ):
+        for name, value in loop.step().items():
             cols[name][t] = value
-        if duals is not None:
-            duals.update(r.grid_kwh, r.served_kwh - r.demand_kwh)
 
     frame = {
         "time": np.repeat(np.arange(steps, dtype=np.int64), n),

@@ -1,4 +1,4 @@
-"""Time one dual update (DESIGN.md §5) for growing fleets, vectorised vs agent by agent.
+"""Time one dual update (docs/equations.md) for growing fleets, vectorised vs agent by agent.
 
     python benchmarks/duals.py [--sizes 10 1000 10000] [--repeats 200]
 

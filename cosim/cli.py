@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+from pathlib import Path
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -11,6 +13,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     args.scenario = str(DEMO_SCENARIO)
     args.engine = "mosaik"
+    if args.out is None and not args.force:
+        args.out = str(_fresh_demo_dir())
     code = _run(args)
     if code == 0:
         print("\nThe demo ran the paper's Fig. 1d scenario (scenarios/paper_fig1d.yaml). "
@@ -19,6 +23,16 @@ def _demo(args: argparse.Namespace) -> int:
               "kpis.json in the run directory. Try: cosim run scenarios/paper_fig1d.yaml "
               "--set duals.mode=independent --out runs/independent")
     return code
+
+
+def _fresh_demo_dir() -> Path:
+    """``runs/paper_fig1d``, or the first ``runs/paper_fig1d_N`` not there yet (no deletion)."""
+    base = Path("runs") / "paper_fig1d"
+    candidate, k = base, 2
+    while candidate.exists():
+        candidate = base.with_name(f"{base.name}_{k}")
+        k += 1
+    return candidate
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -60,58 +74,111 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scenario_or_exit(args: argparse.Namespace):
-    """Load, override and build a scenario; on error print one line per problem, exit 2."""
+def _scenario_or_exit(args: argparse.Namespace, *, announce_limit: bool = True):
+    """Load, override and build a scenario; on error print one line per problem, exit 2.
+
+    ``announce_limit``: print the constraint c and how it was obtained.
+    """
     from cosim.run import prepare_scenario
     from cosim.scenario import ScenarioError, parse_overrides
 
     try:
         overrides = parse_overrides(args.set, str(args.scenario))
-        return prepare_scenario(args.scenario, overrides, getattr(args, "steps", None))
+        sc, built = prepare_scenario(args.scenario, overrides, getattr(args, "steps", None))
     except ScenarioError as exc:
         for line in exc.lines():
             print(f"error: {line}", file=sys.stderr)
         raise SystemExit(2) from None
+    if announce_limit:
+        print(_limit_text(built))
+    return sc, built
+
+
+def _limit_text(built) -> str:
+    return f"limit {built.limit_kwh:.3f} kWh per step ({built.limit_basis})"
 
 
 def _validate(args: argparse.Namespace) -> int:
-    sc, built = _scenario_or_exit(args)
+    sc, built = _scenario_or_exit(args, announce_limit=False)
     grid = built.grid
     feeder = (f"{sc.feeder.source} ({len(grid.powerflow.bus_ids)} buses, backend "
               f"{sc.feeder.backend})") if grid else sc.feeder.source
     print(f"{args.scenario}: valid. {built.n} buildings, {sc.time.steps} steps, feeder "
           f"{feeder}, controller {sc.controller.kind}, duals {sc.duals.mode}, "
-          f"limit {built.limit_kwh:.3f} kWh per step")
+          f"{_limit_text(built)}")
     return 0
+
+
+def _on_sigterm(signum: int, _frame: object) -> None:
+    """SIGTERM, handled like Ctrl-C: the run stops after its current step, writes the whole
+    steps it holds and says failed with the reason (a second SIGTERM stops at once)."""
+    from cosim.results import request_stop
+
+    request_stop(f"terminated by signal {signal.Signals(signum).name}")
 
 
 def _run(args: argparse.Namespace) -> int:
     from cosim.report import summary_table
-    from cosim.results import RunDirError
-    from cosim.run import execute, run_directory
+    from cosim.results import RunStopped, RunWriteError, clear_stop
+    from cosim.run import execute, resume, run_directory
+    from cosim.rundir import RunDirError
 
-    sc, built = _scenario_or_exit(args)
-    out = run_directory(sc, args.out)
-    print(f"scenario {sc.name}: {built.n} buildings, {sc.time.steps} steps, "
-          f"controller {sc.controller.kind}, duals {sc.duals.mode} -> {out}")
+    notes: list[str] = []
+    if args.resume is not None:
+        if args.scenario is not None or args.set or args.steps is not None or args.force:
+            print("error: --resume RUN_DIR continues a run with its own scenario.yaml; give "
+                  "no scenario, --set, --steps or --force with it", file=sys.stderr)
+            return 2
+        out = Path(args.resume)
+        print(f"resuming {out}")
+    else:
+        if args.scenario is None:
+            print("error: cosim run: give a scenario file, or --resume RUN_DIR",
+                  file=sys.stderr)
+            return 2
+        sc, built = _scenario_or_exit(args)
+        try:
+            out = run_directory(sc, args.out, source=str(args.scenario))
+        except RunDirError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"scenario {sc.name}: {built.n} buildings, {sc.time.steps} steps, "
+              f"controller {sc.controller.kind}, duals {sc.duals.mode} -> {out}")
+    clear_stop()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        outcome = execute(sc, built, out, progress=not args.quiet, force=args.force,
-                          engine=args.engine)
+        if args.resume is not None:
+            outcome = resume(out, progress=not args.quiet, notes=notes)
+            sc = outcome.scenario
+        else:
+            outcome = execute(sc, built, out, progress=not args.quiet, force=args.force,
+                              engine=args.engine, notes=notes)
     except RunDirError as exc:
+        _print_notes(notes)
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RunWriteError as exc:
+        _print_notes(notes)
+        print(f"error: {exc} (status.json says failed; {_resume_hint(out)})", file=sys.stderr)
+        return 1
     except OSError as exc:
-        if (out / "status.json").is_file():
-            raise  # the run started: status.json says failed; keep the traceback
-        print(f"error: {out}: cannot create the run directory: {exc}", file=sys.stderr)
+        _print_notes(notes)
+        print(f"error: {out}: cannot create the run directory: {exc.strerror or exc}",
+              file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"interrupted; results flushed so far are in {out}/.parts "
-              f"(status.json says failed)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        _print_notes(notes)
+        what = str(exc) or "interrupted"
+        print(f"{what}; whole steps flushed so far are in {out} (status.json says failed); "
+              f"{_resume_hint(out)}", file=sys.stderr)
+        return 143 if isinstance(exc, RunStopped) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        clear_stop()
+    _print_notes(notes)
     print(summary_table(outcome.kpis))
     print(f"\n{outcome.steps} steps in {outcome.wall_s:.1f} s "
-          f"({outcome.steps / outcome.wall_s:.0f} steps/s)")
+          f"({outcome.steps / max(outcome.wall_s, 1e-9):.0f} steps/s)")
     print(f"run directory: {outcome.run_dir}")
     print(f"  KPIs:  {outcome.run_dir / 'kpis.json'}")
     if sc.output.plots:
@@ -119,9 +186,20 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_notes(notes: list[str]) -> None:
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    notes.clear()
+
+
+def _resume_hint(out: Path) -> str:
+    return f"continue with: cosim run --resume {out}"
+
+
 def _study(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from cosim.rundir import RunDirError, check_output_path
     from cosim.scenario import ScenarioError
     from cosim.study import load_study, run_study, study_from_args
 
@@ -133,11 +211,19 @@ def _study(args: argparse.Namespace) -> int:
             study = load_study(args.target)
         if args.engine:
             study.engine = args.engine
-        out = Path(args.out or f"runs/study_{study.name}")
-        table = run_study(study, out, steps=args.steps, progress=not args.quiet)
+        if args.out is not None:
+            out = check_output_path(args.out, explicit=True, what="--out")
+        else:
+            out = Path("runs") / f"study_{study.name}"
+            check_output_path(out, explicit=False, what=f"{args.target}: name")
+        table = run_study(study, out, steps=args.steps, progress=not args.quiet,
+                          force=args.force)
     except ScenarioError as exc:
         for line in exc.lines():
             print(f"error: {line}", file=sys.stderr)
+        return 2
+    except RunDirError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     print((out / "study.md").read_text())
     print(f"{len(table)} runs -> {out}/study.csv, study.md, unmet_by_c.png, "
@@ -156,11 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, help="override time.steps")
     demo.add_argument("--set", action="append", metavar="PATH=VALUE", help="override a field")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
-    demo.set_defaults(func=_demo, force=False)
+    demo.add_argument("--force", action="store_true",
+                      help="replace the earlier demo run in --out (default: a new folder)")
+    demo.set_defaults(func=_demo, resume=None)
     for name, func, text in (("run", _run, "run a scenario through mosaik"),
                              ("validate", _validate, "check a scenario without running it")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("scenario", help="scenario YAML (see scenarios/)")
+        p.add_argument("scenario", nargs="?" if name == "run" else None,
+                       help="scenario YAML (see scenarios/)")
         p.add_argument("--set", action="append", metavar="PATH=VALUE",
                        help="override a field, e.g. --set duals.mode=independent (repeatable)")
         p.set_defaults(func=func)
@@ -168,7 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out", help="run directory (default: output.directory)")
             p.add_argument("--steps", type=int, help="override time.steps")
             p.add_argument("--force", action="store_true",
-                           help="replace a non-empty directory that is not a run directory")
+                           help="replace an earlier run that cosim made in --out (never "
+                                "anything else), or clear a stale lock")
+            p.add_argument("--resume", metavar="RUN_DIR",
+                           help="continue an interrupted run from its last checkpoint")
             p.add_argument("--quiet", action="store_true", help="no progress bar")
             p.add_argument("--engine", choices=("mosaik", "plain"), default="mosaik",
                            help="mosaik co-simulation (default) or the plain-loop reference")
@@ -184,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--out", help="study directory (default: runs/study_<name>)")
     study.add_argument("--steps", type=int, help="override time.steps of every run")
     study.add_argument("--engine", choices=("mosaik", "plain"), help="default: the study's")
+    study.add_argument("--force", action="store_true",
+                       help="replace runs of this study whose scenario changed (never "
+                            "anything cosim did not make)")
     study.add_argument("--quiet", action="store_true", help="no progress bar")
     study.set_defaults(func=_study)
     train = sub.add_parser("train", help="train one policy per demand class from a recipe")

@@ -1,28 +1,49 @@
 """The plain-loop engine: the same domain objects as the mosaik run, no mosaik.
 
-Buildings, controller and duals run through ``agents.runner.run_plain``; the
-feeder's power flow is then solved step by step with the same ``GridModel``
-(the fleet does not react to the grid, so the order does not change a number).
-It is the reference for the co-simulation's wiring and the yardstick of its
-overhead.
+One step: ``agents.runner.FleetLoop`` (observation, controller, building model,
+duals), then the feeder's power flow with the same ``GridModel``, then the
+writer. It is the reference for the co-simulation's wiring and the yardstick of
+its overhead. At every checkpoint of the writer the fleet's state is saved, so
+that ``--resume`` continues exactly.
 """
 
 from __future__ import annotations
 
-from agents.runner import run_plain
 from cosim.build import Built
-from cosim.results import BUILDING_VALUE_COLUMNS, RunWriter
+from cosim.checkpoint import load_arrays, save_arrays
+from cosim.results import RunWriter
+
+FLEET_COMPONENT = "fleet"
+GRID_COMPONENT = "grid"
 
 
-def run_plain_into(built: Built, writer: RunWriter, *, progress: bool = False) -> None:
+def run_plain_into(built: Built, writer: RunWriter, *, progress: bool = False,
+                   start_step: int = 0) -> None:
+    from agents.runner import FleetLoop
+
     setup = built.setup
-    frame = run_plain(setup, built.controller, built.duals, progress=progress)
-    steps, n = setup.n_steps, setup.n
-    cols = {c: frame[c].to_numpy().reshape(steps, n) for c in BUILDING_VALUE_COLUMNS}
-    p_kw = (cols["grid_kwh"] - cols["export_kwh"]) / setup.dt_h
-    for t in range(steps):
-        writer.add_buildings(t, {c: v[t] for c, v in cols.items()})
-        if built.grid is not None:
-            writer.add_grid(t, built.grid.solve(t, p_kw[t]))
-        writer.step_done(t)
+    loop = FleetLoop(setup, built.controller, built.duals)
+    grid = built.grid
+    if start_step:
+        loop.restore(load_arrays(writer.run_dir, start_step, FLEET_COMPONENT))
+        if grid is not None:
+            grid.powerflow.set_warm_start_state(
+                load_arrays(writer.run_dir, start_step, GRID_COMPONENT))
+    steps = range(start_step, setup.n_steps)
+    if progress:
+        from tqdm import tqdm
 
+        steps = tqdm(steps, desc="plain run", unit="step", initial=start_step,
+                     total=setup.n_steps)
+    for t in steps:
+        values = loop.step()
+        writer.add_buildings(t, values)
+        if grid is not None:
+            p_kw = (values["grid_kwh"] - values["export_kwh"]) / setup.dt_h
+            writer.add_grid(t, grid.solve(t, p_kw))
+        writer.step_done(t)
+        if writer.steps_done % writer.flush_every == 0 and writer.steps_done < setup.n_steps:
+            save_arrays(writer.run_dir, writer.steps_done, FLEET_COMPONENT, loop.snapshot())
+            if grid is not None:
+                save_arrays(writer.run_dir, writer.steps_done, GRID_COMPONENT,
+                            grid.powerflow.warm_start_state())

@@ -1,11 +1,17 @@
-"""The run directory of DESIGN.md §7: streamed while the run goes, finalised at the end.
+"""The run directory of docs/results_contract.md: streamed while the run goes, finalised at the end.
 
 While a run goes, every ``flush`` writes one complete Parquet file per table
 under ``<run>/.parts/<table>/part-NNNNN.parquet`` (written to a temporary name,
 then renamed), so a run killed half-way keeps readable results up to its last
-flush. ``status.json`` says ``running``, ``complete`` or ``failed``. On success
-the parts of each table are joined into ``<run>/<table>.parquet`` and the parts
-removed. ``read_table`` reads a table either way.
+flush. A flush writes every table's part to a temporary name first and renames
+them only when all are written, so no table runs ahead of another; a reader
+takes only the part numbers every table holds. ``status.json`` is the run's
+marker (format, run id, see ``cosim.rundir``) and says ``running`` (with pid,
+host and a heartbeat time refreshed every few seconds), ``complete`` or
+``failed`` (with the reason). Each regular flush is also a checkpoint for
+``--resume`` (``cosim.checkpoint``). On success the parts of each table are
+joined into ``<run>/<table>.parquet`` and the parts and checkpoints removed.
+``read_table`` reads a table either way.
 
 Tables (units in the column names):
     buildings  time, building, bus, demand_kwh, backlog_kwh, grid_kwh, battery_kwh,
@@ -19,9 +25,14 @@ Tables (units in the column names):
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
+import re
 import shutil
+import socket
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,75 +44,190 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from agents.runner import RESULT_COLUMNS
+from cosim.checkpoint import KEEP_CHECKPOINTS, STATE_DIR, load_arrays, prune, save_arrays
+from cosim.rundir import (
+    STATUS_FILE,
+    RunDirError,
+    holder_alive,
+    new_marker,
+    process_start_ticks,
+    read_marker,
+)
 
 BUILDING_COLUMNS = RESULT_COLUMNS
 BUILDING_VALUE_COLUMNS = RESULT_COLUMNS[3:]
 TABLES = ("buildings", "buses", "lines", "trafos", "grid")
+GRID_TABLES = TABLES[1:]
 PARTS_DIR = ".parts"
-STATUS_FILE = "status.json"
+HEARTBEAT_S = 5.0
+_PROCESS_START_TICKS = process_start_ticks(os.getpid())
+_PART = re.compile(r"^part-(\d{5})\.parquet$")
+
+__all__ = ["BUILDING_COLUMNS", "BUILDING_VALUE_COLUMNS", "PARTS_DIR", "STATUS_FILE", "TABLES",
+           "RunDirError", "RunStopped", "RunWriteError", "RunWriter", "read_status",
+           "read_table", "recorded_bus_loads", "request_stop", "write_json"]
 
 
-class RunDirError(ValueError):
-    """A run directory cannot be used or read."""
+class RunWriteError(RuntimeError):
+    """Results could not be written (disk full, permissions, ...); the run stopped."""
+
+
+class RunStopped(KeyboardInterrupt):
+    """A stop was requested (SIGTERM); raised at the end of a whole step."""
+
+
+_STOP = threading.Event()
+_STOP_REASON: list[str] = []
+
+
+def request_stop(reason: str) -> None:
+    """Ask the running engine to stop after the step it is in (e.g. from a signal handler).
+
+    Safe in a signal handler: it only sets a flag. A second request while the first
+    is pending raises at once, wherever the program is.
+    """
+    if _STOP.is_set():
+        raise RunStopped(reason)
+    _STOP_REASON[:] = [reason]
+    _STOP.set()
+
+
+def clear_stop() -> None:
+    _STOP.clear()
+    _STOP_REASON.clear()
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, inf; numpy scalars too) as ``None``,
+    numpy scalars and arrays as plain Python values: what strict JSON can hold."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [json_safe(v) for v in obj.tolist()]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    return obj
 
 
 def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    text = json.dumps(json_safe(obj), indent=2, allow_nan=False)
+    tmp.write_text(text + "\n")
     os.replace(tmp, path)
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return None if not np.isfinite(o) else float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o)}")
+def _part_indices(run_dir: Path, table: str) -> set[int]:
+    folder = Path(run_dir) / PARTS_DIR / table
+    if not folder.is_dir():
+        return set()
+    return {int(m.group(1)) for m in (_PART.match(p.name) for p in folder.iterdir()) if m}
 
 
-def prepare_run_dir(path: Path, force: bool = False) -> Path:
-    """Create ``path`` for a new run; an earlier run there is replaced, anything else refused."""
-    path = Path(path)
-    if path.exists():
-        if not path.is_dir():
-            raise RunDirError(f"{path}: exists and is not a directory")
-        if any(path.iterdir()):
-            if not (path / STATUS_FILE).is_file() and not force:
-                raise RunDirError(f"{path}: exists, is not empty and is not a run directory; "
-                                  "choose another --out or pass --force")
-            shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def complete_parts(run_dir: Path, tables: Sequence[str]) -> int:
+    """How many parts (0, 1, ... without a gap) every one of ``tables`` holds."""
+    count = None
+    for table in tables:
+        have = _part_indices(run_dir, table)
+        k = 0
+        while k in have:
+            k += 1
+        count = k if count is None else min(count, k)
+    return count or 0
+
+
+def expected_tables(run_dir: Path) -> list[str]:
+    """The tables a run writes (from ``status.json``; older runs: those with parts)."""
+    status = read_marker(run_dir, "run") or {}
+    tables = status.get("tables")
+    if isinstance(tables, list) and tables and all(t in TABLES for t in tables):
+        return list(tables)
+    return [t for t in TABLES if _part_indices(run_dir, t)]
 
 
 class RunWriter:
-    """Buffers per-step results and flushes them as Parquet parts."""
+    """Buffers per-step results and flushes them as Parquet parts.
+
+    ``start_step``/``next_part`` continue a run from a checkpoint (``--resume``).
+    """
 
     def __init__(self, run_dir: Path, building_ids: Sequence[str], building_bus: np.ndarray,
                  bus_ids: np.ndarray | None, line_ids: np.ndarray | None,
-                 trafo_ids: np.ndarray | None, total_steps: int, flush_every: int = 100) -> None:
+                 trafo_ids: np.ndarray | None, total_steps: int, flush_every: int = 100, *,
+                 marker: dict[str, Any] | None = None, start_step: int = 0, next_part: int = 0,
+                 engine: str = "", history: list[dict[str, Any]] | None = None,
+                 heartbeat_s: float = HEARTBEAT_S) -> None:
         self.run_dir = Path(run_dir)
         self.building_ids = np.asarray(list(building_ids), dtype=object)
         self.building_bus = np.asarray(building_bus, dtype=np.int64)
         self.bus_ids, self.line_ids, self.trafo_ids = bus_ids, line_ids, trafo_ids
         self.total_steps = int(total_steps)
         self.flush_every = int(flush_every)
+        self.tables = ["buildings", *(GRID_TABLES if bus_ids is not None else ())]
+        self.marker = dict(marker) if marker else new_marker("run")
+        self.engine = engine
+        self.history = list(history or [])
         self._buf: dict[str, list[tuple[int, Any]]] = {"buildings": [], "grid": []}
-        self._part = 0
-        self.steps_done = 0
+        self._part = int(next_part)
+        self.steps_done = int(start_step)
         self.started = time.time()
-        for table in TABLES:
+        self.state = "running"
+        self._status_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+        for table in self.tables:
             (self.run_dir / PARTS_DIR / table).mkdir(parents=True, exist_ok=True)
         self.set_status("running")
+        if heartbeat_s > 0:
+            self._heartbeat = threading.Thread(target=self._beat, args=(heartbeat_s,),
+                                               name="cosim-heartbeat", daemon=True)
+            self._heartbeat.start()
 
-    def set_status(self, state: str, **extra: Any) -> None:
-        _write_json(self.run_dir / STATUS_FILE, {
-            "state": state, "steps_done": self.steps_done, "steps": self.total_steps,
-            "started_unix": round(self.started, 3), "updated_unix": round(time.time(), 3),
-            **extra,
-        })
+    # --- status ---------------------------------------------------------------------------
+
+    def set_status(self, state: str, *, best_effort: bool = False, **extra: Any) -> None:
+        """Write ``status.json``; ``best_effort``: a write error is swallowed (failure paths)."""
+        self.state = state
+        now = round(time.time(), 3)
+        content = {
+            **self.marker, "kind": "run", "state": state, "steps_done": self.steps_done,
+            "steps": self.total_steps, "engine": self.engine, "tables": self.tables,
+            "checkpoint_every": self.flush_every, "pid": os.getpid(),
+            "host": socket.gethostname(), "start_ticks": _PROCESS_START_TICKS,
+            "started_unix": round(self.started, 3),
+            "heartbeat_unix": now, "updated_unix": now, "resumes": self.history, **extra,
+        }
+        try:
+            with self._status_lock:
+                _write_json(self.run_dir / STATUS_FILE, content)
+                self._last_status = content
+        except OSError:
+            if not best_effort:
+                raise
+
+    def _beat(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            with contextlib.suppress(OSError, AttributeError):
+                with self._status_lock:
+                    content = {**self._last_status, "heartbeat_unix": round(time.time(), 3)}
+                    if content.get("state") != "running":
+                        return
+                    _write_json(self.run_dir / STATUS_FILE, content)
+                    self._last_status = content
+
+    def close(self) -> None:
+        """Stop the heartbeat (the status is left as it is)."""
+        self._stop.set()
+        if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
+            self._heartbeat.join(timeout=2 * HEARTBEAT_S)
+
+    # --- buffering ------------------------------------------------------------------------
 
     def add_buildings(self, t: int, values: dict[str, np.ndarray]) -> None:
         self._buf["buildings"].append((t, values))
@@ -113,6 +239,8 @@ class RunWriter:
         self.steps_done = t + 1
         if self.steps_done % self.flush_every == 0:
             self.flush()
+        if _STOP.is_set():
+            raise RunStopped(_STOP_REASON[0] if _STOP_REASON else "stop requested")
 
     def _building_frame(self) -> pd.DataFrame | None:
         rows = self._buf["buildings"]
@@ -159,41 +287,147 @@ class RunWriter:
             }),
         }
 
-    def flush(self) -> None:
+    # --- writing --------------------------------------------------------------------------
+
+    def _write_parts(self) -> None:
+        """One part per table for the buffered steps: all written, then all renamed."""
         frames: dict[str, pd.DataFrame] = {}
         b = self._building_frame()
         if b is not None:
             frames["buildings"] = b
         frames.update(self._grid_frames())
-        for table, frame in frames.items():
-            target = self.run_dir / PARTS_DIR / table / f"part-{self._part:05d}.parquet"
-            tmp = target.with_name(target.name + ".tmp")
-            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+        if not frames:
+            return
+        missing = [t for t in self.tables if t not in frames]
+        if missing:
+            raise RuntimeError(f"flush without results for {missing} (steps "
+                               f"{self._buf['buildings'][0][0]}..)")
+        staged: list[tuple[Path, Path]] = []
+        try:
+            for table in self.tables:
+                target = self.run_dir / PARTS_DIR / table / f"part-{self._part:05d}.parquet"
+                tmp = target.with_name(target.name + ".tmp")
+                staged.append((tmp, target))
+                pq.write_table(pa.Table.from_pandas(frames[table], preserve_index=False), tmp)
+        except OSError as exc:
+            for tmp, _ in staged:
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
+            raise RunWriteError(f"{self.run_dir}: cannot write results of steps "
+                                f"{self._buf['buildings'][0][0]}..{self.steps_done - 1}: "
+                                f"{exc.strerror or exc}") from exc
+        for tmp, target in staged:
             os.replace(tmp, target)
-        if frames:
-            self._part += 1
+        self._part += 1
+
+    def flush(self) -> None:
+        """Write the buffered steps; at a multiple of ``flush_every`` also a checkpoint."""
+        self._write_parts()
         self._buf = {"buildings": [], "grid": []}
-        self.set_status("running")
+        try:
+            if self.steps_done % self.flush_every == 0 and self.steps_done > 0:
+                save_arrays(self.run_dir, self.steps_done, "writer", {
+                    "steps_done": np.array(self.steps_done, dtype=np.int64),
+                    "next_part": np.array(self._part, dtype=np.int64)})
+                prune(self.run_dir, self.steps_done - (KEEP_CHECKPOINTS - 1) * self.flush_every)
+            self.set_status("running")
+        except OSError as exc:
+            raise RunWriteError(f"{self.run_dir}: cannot write the run's state at step "
+                                f"{self.steps_done}: {exc.strerror or exc}") from exc
+
+    def flush_whole_steps(self) -> str | None:
+        """After a failure: write the buffered steps every table holds; never raises.
+
+        Returns None, or the reason the results could not be written.
+        """
+        done = self.steps_done
+        self._buf = {k: [(t, v) for t, v in rows if t < done] for k, rows in self._buf.items()}
+        if self.bus_ids is not None:  # a step counts once both its tables' rows are there
+            grid_times = {t for t, _ in self._buf["grid"]}
+            self._buf["buildings"] = [(t, v) for t, v in self._buf["buildings"]
+                                      if t in grid_times]
+        try:
+            self._write_parts()
+        except (RunWriteError, RuntimeError, OSError) as exc:
+            return str(exc)
+        finally:
+            self._buf = {"buildings": [], "grid": []}
+        return None
+
+    def fail(self, reason: str) -> str | None:
+        """Flush whole steps, mark the run failed (best effort), stop the heartbeat."""
+        problem = self.flush_whole_steps()
+        self.set_status("failed", best_effort=True, error=reason)
+        self.close()
+        return problem
 
     def finalize(self) -> None:
         """Flush, then join each table's parts into ``<table>.parquet``."""
         self.flush()
-        for table in TABLES:
-            parts = sorted((self.run_dir / PARTS_DIR / table).glob("part-*.parquet"))
-            if not parts:
-                continue
-            joined = pa.concat_tables([pq.read_table(p) for p in parts])
-            tmp = self.run_dir / f"{table}.parquet.tmp"
-            pq.write_table(joined, tmp)
-            os.replace(tmp, self.run_dir / f"{table}.parquet")
+        try:
+            for table in self.tables:
+                parts = sorted((self.run_dir / PARTS_DIR / table).glob("part-*.parquet"))
+                if not parts:
+                    continue
+                joined = pa.concat_tables([pq.read_table(p) for p in parts])
+                tmp = self.run_dir / f"{table}.parquet.tmp"
+                pq.write_table(joined, tmp)
+                os.replace(tmp, self.run_dir / f"{table}.parquet")
+        except OSError as exc:
+            raise RunWriteError(f"{self.run_dir}: cannot join the results: "
+                                f"{exc.strerror or exc}") from exc
         shutil.rmtree(self.run_dir / PARTS_DIR, ignore_errors=True)
+        shutil.rmtree(self.run_dir / STATE_DIR, ignore_errors=True)
+
+
+def resume_point(run_dir: Path, components: Sequence[str]) -> tuple[int, int]:
+    """(steps done, next part) of the newest checkpoint whose parts are all on disk.
+
+    ``(0, 0)`` when there is none (the run starts again from step 0).
+    """
+    from cosim.checkpoint import complete_checkpoints
+
+    run_dir = Path(run_dir)
+    have = complete_parts(run_dir, expected_tables(run_dir))
+    for k in reversed(complete_checkpoints(run_dir, ["writer", *components])):
+        saved = load_arrays(run_dir, k, "writer")
+        if int(saved["steps_done"]) == k and int(saved["next_part"]) <= have:
+            return k, int(saved["next_part"])
+    return 0, 0
+
+
+def truncate_parts(run_dir: Path, next_part: int, steps_done: int) -> None:
+    """Drop what lies beyond a checkpoint: later parts, ``.tmp`` leftovers, later states."""
+    root = Path(run_dir) / PARTS_DIR
+    if root.is_dir():
+        for folder in root.iterdir():
+            if not folder.is_dir() or folder.is_symlink():
+                continue
+            for p in folder.iterdir():
+                m = _PART.match(p.name)
+                if p.name.endswith(".tmp") or (m and int(m.group(1)) >= next_part):
+                    p.unlink()
+    prune(run_dir, 0 if steps_done == 0 else steps_done, keep_until=steps_done)
 
 
 def read_status(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / STATUS_FILE
-    if not path.is_file():
-        raise RunDirError(f"{run_dir}: no {STATUS_FILE}; not a run directory")
-    return json.loads(path.read_text())
+    """The run's ``status.json``; a file without cosim's run marker is refused."""
+    status = read_marker(run_dir, "run")
+    if status is None:
+        raise RunDirError(f"{run_dir}: no {STATUS_FILE} with a cosim run marker; not a run "
+                          "directory made by cosim")
+    return status
+
+
+def run_state(run_dir: str | Path) -> str:
+    """``complete``, ``failed``, ``running`` (its process is alive), ``dead`` (status says
+    running but its process is gone: killed) or ``unknown`` (running on another host)."""
+    status = read_status(run_dir)
+    state = str(status.get("state"))
+    if state != "running":
+        return state
+    alive = holder_alive(status)
+    return "running" if alive else ("unknown" if alive is None else "dead")
 
 
 def read_table(run_dir: str | Path, table: str) -> pd.DataFrame:
@@ -204,10 +438,13 @@ def read_table(run_dir: str | Path, table: str) -> pd.DataFrame:
     final = run_dir / f"{table}.parquet"
     if final.is_file():
         return pd.read_parquet(final)
-    parts = sorted((run_dir / PARTS_DIR / table).glob("part-*.parquet"))
-    if not parts:
+    tables = expected_tables(run_dir)
+    count = complete_parts(run_dir, tables if table in tables else [table])
+    if count == 0:
         raise RunDirError(f"{run_dir}: no {table} results")
-    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    folder = run_dir / PARTS_DIR / table
+    return pd.concat([pd.read_parquet(folder / f"part-{k:05d}.parquet") for k in range(count)],
+                     ignore_index=True)
 
 
 def write_json(path: Path, obj: Any) -> None:

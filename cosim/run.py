@@ -1,11 +1,13 @@
-"""``cosim run``: scenario file in, run directory out (DESIGN.md §7).
+"""``cosim run``: scenario file in, run directory out (docs/results_contract.md).
 
 Order of work: validate and build everything (errors name the field, nothing is
 written yet); create the run directory and write ``scenario.yaml``,
 ``feeder.json`` and ``comm_graph.json``; run mosaik while the Collector streams
 results; join the parts, compute ``kpis.json`` and the plots; mark the run
-``complete`` in ``status.json``. A failure after the directory exists marks it
-``failed`` and keeps whatever was flushed.
+``complete`` in ``status.json``. A failure after the directory exists (an
+exception, Ctrl-C, SIGTERM, a full disk) writes the whole steps still buffered,
+marks it ``failed`` with the reason and keeps whatever was flushed; ``resume``
+continues such a run from its newest checkpoint.
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from agents.graphs import graph_to_json
-from cosim.build import Built, build, resolve_path
-from cosim.results import RunWriter, prepare_run_dir
+from cosim.build import Built, build
+from cosim.limits import MAX_RESOLVED_SCENARIO_BYTES
+from cosim.results import RunWriteError, RunWriter, resume_point, truncate_parts
+from cosim.rundir import DirLock, RunDirError, check_output_path, claim_directory, read_marker
 from cosim.scenario import Scenario, load_scenario, resolved_yaml
+
+ENGINES = ("mosaik", "plain")
 
 
 @dataclass
@@ -26,62 +32,155 @@ class RunOutcome:
     run_dir: Path
     kpis: dict[str, Any]
     wall_s: float
-    steps: int
+    steps: int  # steps run by this call (fewer than the scenario's after --resume)
+    scenario: Scenario | None = None
 
 
-def run_directory(sc: Scenario, out: str | Path | None) -> Path:
+def run_directory(sc: Scenario, out: str | Path | None, source: str = "<scenario>") -> Path:
+    """Where a run goes: ``--out`` (explicit) or the scenario's ``output.directory``.
+
+    Dangerous places are refused (``cosim.rundir.check_output_path``); a relative
+    ``output.directory`` may not leave the working directory.
+    """
     if out is not None:
-        return Path(out)
-    return resolve_path(sc.output.directory.format(name=sc.name), base=Path.cwd())
+        return check_output_path(out, explicit=True, what="--out")
+    return check_output_path(sc.output.directory.format(name=sc.name), explicit=False,
+                             what=f"{source}: output.directory")
 
 
 def prepare_scenario(path: str | Path, overrides: list[tuple[str, Any]] | None = None,
                      steps: int | None = None) -> tuple[Scenario, Built]:
-    if steps is not None:
-        overrides = [*(overrides or []), ("time.steps", steps)]
-    sc = load_scenario(path, overrides)
+    """Load, override and build a scenario. ``steps`` (``--steps``) changes the run's
+    length, not its constraint: a peak-based c is still taken over the steps the
+    scenario declares (recorded as ``constraint.peak_horizon_steps``)."""
+    sc = load_scenario(path, overrides, steps)
     return sc, build(sc, str(path))
 
 
-def execute(sc: Scenario, built: Built, run_dir: Path, *, progress: bool = True,
-            force: bool = False, engine: str = "mosaik") -> RunOutcome:
-    """Run a built scenario into ``run_dir`` (``engine``: "mosaik" or "plain")."""
-    from cosim.report import write_report
+def checkpoint_components(built: Built, engine: str) -> list[str]:
+    """The state files an engine saves with each checkpoint (``cosim.checkpoint``)."""
+    grid = ["grid"] if built.grid is not None else []
+    if engine == "plain":
+        return ["fleet", *grid]
+    from cosim.world import shard_bounds
 
-    run_dir = prepare_run_dir(run_dir, force=force)
-    scenario_file = run_dir / "scenario.yaml"
-    scenario_file.write_text(resolved_yaml(sc))
+    shards = shard_bounds(built.n, built.scenario.sharding.shards)
+    return ["duals", *(f"agents-{start:06d}" for start, _ in shards), *grid]
+
+
+def _writer(sc: Scenario, built: Built, run_dir: Path, **kwargs: Any) -> RunWriter:
     grid = built.grid
-    if grid is not None:
-        from grid_models.feeders import save_feeder_json
-
-        save_feeder_json(grid.net, run_dir / "feeder.json")
-    (run_dir / "comm_graph.json").write_text(graph_to_json(built.graph, built.names))
-    writer = RunWriter(
+    return RunWriter(
         run_dir, built.names, built.setup.bus,
         grid.powerflow.bus_ids if grid else None, grid.powerflow.line_ids if grid else None,
         grid.powerflow.trafo_ids if grid else None, sc.time.steps, sc.output.flush_every,
+        **kwargs,
     )
+
+
+def execute(sc: Scenario, built: Built, run_dir: Path, *, progress: bool = True,
+            force: bool = False, engine: str = "mosaik",
+            notes: list[str] | None = None) -> RunOutcome:
+    """Run a built scenario into a new ``run_dir`` (``engine``: "mosaik" or "plain").
+
+    The directory is locked for the run; an earlier run there is replaced only
+    with ``force`` (``cosim.rundir.claim_directory``).
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
+    lock = claim_directory(run_dir, "run", force=force, notes=notes)
+    try:
+        run_dir = Path(run_dir)
+        writer = _writer(sc, built, run_dir, engine=engine)
+        try:
+            scenario_file = run_dir / "scenario.yaml"
+            scenario_file.write_text(resolved_yaml(sc))
+            if built.grid is not None:
+                from grid_models.feeders import save_feeder_json
+
+                save_feeder_json(built.grid.net, run_dir / "feeder.json")
+            (run_dir / "comm_graph.json").write_text(graph_to_json(built.graph, built.names))
+        except OSError as exc:
+            writer.fail(f"cannot write the run's set-up files: {exc}")
+            raise RunWriteError(f"{run_dir}: cannot write the run's set-up files: "
+                                f"{exc.strerror or exc}") from exc
+        return _run_engine(sc, built, writer, engine, progress, start_step=0)
+    finally:
+        lock.release()
+
+
+def resume(run_dir: str | Path, *, progress: bool = True,
+           notes: list[str] | None = None) -> RunOutcome:
+    """Continue an interrupted run from its newest checkpoint (``cosim run --resume``).
+
+    The run's own ``scenario.yaml`` (the resolved scenario) is built again; the
+    fleet, duals and controller state saved with the checkpoint are set, the
+    results after it dropped, and the run goes on with the engine it started
+    with. The tables then equal those of an uninterrupted run, bit for bit.
+    """
+    run_dir = Path(run_dir)
+    status = read_marker(run_dir, "run")
+    if status is None:
+        raise RunDirError(f"{run_dir}: not a run directory made by cosim (no run marker in "
+                          "status.json); nothing to resume")
+    if status.get("state") == "complete":
+        raise RunDirError(f"{run_dir}: the run is complete; nothing to resume")
+    lock = DirLock.acquire(run_dir, clear_stale=True, notes=notes)
+    try:
+        scenario_file = run_dir / "scenario.yaml"
+        sc = load_scenario(scenario_file, max_bytes=MAX_RESOLVED_SCENARIO_BYTES)
+        built = build(sc, str(scenario_file))
+        engine = status.get("engine") or "mosaik"
+        if engine not in ENGINES:
+            raise RunDirError(f"{run_dir}: status.json names an unknown engine {engine!r}")
+        start, next_part = resume_point(run_dir, checkpoint_components(built, engine))
+        truncate_parts(run_dir, next_part, start)
+        history = [*status.get("resumes", []),
+                   {"from_step": start, "at_unix": round(time.time(), 3),
+                    "previous_state": status.get("state")}]
+        marker = {k: status[k] for k in ("format", "run_id", "created_unix") if k in status}
+        writer = _writer(sc, built, run_dir, engine=engine, marker=marker, start_step=start,
+                         next_part=next_part, history=history)
+        if notes is not None:
+            notes.append(f"resuming {run_dir} at step {start} of {sc.time.steps}")
+        return _run_engine(sc, built, writer, engine, progress, start_step=start)
+    finally:
+        lock.release()
+
+
+def _run_engine(sc: Scenario, built: Built, writer: RunWriter, engine: str, progress: bool,
+                start_step: int) -> RunOutcome:
+    from cosim.report import write_report
+
+    run_dir = writer.run_dir
     t0 = time.perf_counter()
     try:
         if engine == "mosaik":
             from cosim.world import run_world
 
-            run_world(built, writer, scenario_path=scenario_file, progress=progress)
-        elif engine == "plain":
+            run_world(built, writer, scenario_path=run_dir / "scenario.yaml", progress=progress,
+                      start_step=start_step)
+        else:
             from cosim.plain import run_plain_into
 
-            run_plain_into(built, writer, progress=progress)
-        else:
-            raise ValueError(f"unknown engine {engine!r}; valid: mosaik, plain")
+            run_plain_into(built, writer, progress=progress, start_step=start_step)
         wall = time.perf_counter() - t0
         if writer.steps_done != sc.time.steps:
             raise RuntimeError(f"the run stopped after {writer.steps_done} of "
                                f"{sc.time.steps} steps")
         writer.finalize()
-        kpis = write_report(run_dir, built, plots=sc.output.plots, wall_s=wall)
+        kpis = write_report(run_dir, built, plots=sc.output.plots, wall_s=wall,
+                            steps_run=sc.time.steps - start_step)
     except BaseException as exc:
-        writer.set_status("failed", error=f"{type(exc).__name__}: {exc}")
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, KeyboardInterrupt):
+            reason = f"interrupted ({reason})"
+        problem = writer.fail(f"{type(exc).__name__}: {reason}")
+        if isinstance(exc, OSError):
+            raise RunWriteError(f"{run_dir}: cannot write: {exc.strerror or exc}") from exc
+        if problem is not None and not isinstance(exc, RunWriteError):
+            raise RunWriteError(problem) from exc
         raise
-    writer.set_status("complete", wall_s=round(wall, 3), engine=engine)
-    return RunOutcome(run_dir, kpis, wall, sc.time.steps)
+    writer.set_status("complete", wall_s=round(wall, 3))
+    writer.close()
+    return RunOutcome(run_dir, kpis, wall, sc.time.steps - start_step, sc)

@@ -18,12 +18,24 @@ Every run goes to ``<out>/runs/<variant>__<key>=<value>.../`` (a normal run
 directory); the collected table to ``<out>/study.csv`` and ``study.md``; the
 figures to ``<out>/*.png``. A variant whose scenario is infeasible (the oracle
 with a limit no schedule meets) is recorded as such, not as a failure.
+
+Safety and resuming: the study folder carries a marker (``study.json``) and a
+lock while the study runs; a folder cosim did not make as a study is refused.
+Run names are single, safe path components (variant names are checked; swept
+values are sanitised), so nothing is written or deleted outside
+``<out>/runs/``. Run again into the same folder, a study **skips** every run that
+is complete with an unchanged resolved scenario, **resumes** an interrupted
+one from its checkpoint, and replaces a run whose scenario changed only with
+``--force``. ``study.csv`` is rewritten as each run finishes, so an interrupted
+study keeps what it finished.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,15 +45,29 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cosim.limits import MAX_SCENARIO_FILE_BYTES
+from cosim.rundir import (
+    STUDY_MARKER,
+    DirLock,
+    RunDirError,
+    new_marker,
+    read_marker,
+    refuse_foreign,
+)
+from cosim.safe_yaml import YamlProblems, read_yaml
 from cosim.scenario import ScenarioError, ScenarioInfeasible
 
 LAMBDA_AT_MAX_ATOL = 1e-9
+#: a variant name: letters, digits, then also _ . = + - (no path separators, not . or ..)
+VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,63}$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.=+-]")
+MAX_RUN_NAME = 200
 NEAR_MAX = 0.9  # "near lambda_max": at least 90 % of it
 
 
 class StudyFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     scenario: str
     engine: str = "mosaik"
     set: dict[str, Any] = Field(default_factory=dict)
@@ -61,26 +87,63 @@ class Study:
     runs: list[dict[str, Any]] = field(default_factory=list)
 
     def grid(self) -> list[tuple[str, dict[str, Any], list[tuple[str, Any]]]]:
-        """(run id, sweep values, overrides) of every run."""
+        """(run id, sweep values, overrides) of every run; run ids are safe folder names."""
+        bad = [n for n in self.variants if not VARIANT_NAME.match(str(n)) or ".." in str(n)]
+        if bad:
+            raise ScenarioError(self.source, [(f"variants.{bad[0]}", "a variant name is 1-64 "
+                                               "letters, digits, _ . = + - starting with a "
+                                               "letter or digit (no /, no ..)")])
         keys = list(self.sweep)
         out = []
+        seen: dict[str, str] = {}
         for values in itertools.product(*(self.sweep[k] for k in keys)) if keys else [()]:
             point = dict(zip(keys, values, strict=True))
             for name, overrides in self.variants.items():
-                tag = "__".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in point.items())
+                tag = "__".join(f"{_safe(k.rsplit('.', 1)[-1])}={_safe(v)}"
+                                for k, v in point.items())
                 run_id = f"{name}__{tag}" if tag else name
+                if len(run_id) > MAX_RUN_NAME:
+                    raise ScenarioError(self.source, [("sweep", f"run name {run_id[:40]!r}... "
+                                                       f"is longer than {MAX_RUN_NAME}")])
+                label = f"{name} {point}"
+                if run_id in seen:
+                    raise ScenarioError(self.source, [("sweep", f"{seen[run_id]} and {label} "
+                                                       f"both make the run name {run_id!r}")])
+                seen[run_id] = label
                 out.append((run_id, {"variant": name, **point},
                             [*self.common, *point.items(), *overrides]))
         return out
+
+
+def _value(text: str, source: str) -> Any:
+    """A command-line value read as YAML (``3``, ``0.5``, ``off``), bounded and strict."""
+    try:
+        return read_yaml(text)
+    except YamlProblems as exc:
+        raise ScenarioError(source, exc.errors) from None
+    except yaml.YAMLError:
+        return text
+
+
+def _safe(value: Any) -> str:
+    """A swept key or value as part of a folder name: unsafe characters become ``_``."""
+    text = _UNSAFE.sub("_", str(value)).replace("..", "_")
+    return text or "_"
 
 
 def load_study(path: str | Path) -> Study:
     path = Path(path)
     if not path.is_file():
         raise ScenarioError(str(path), [("", "study file not found")])
+    if path.stat().st_size > MAX_SCENARIO_FILE_BYTES:
+        raise ScenarioError(str(path), [("", f"larger than {MAX_SCENARIO_FILE_BYTES} bytes")])
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_yaml(path.read_text())
         spec = StudyFile.model_validate(raw)
+    except YamlProblems as exc:
+        raise ScenarioError(str(path), exc.errors) from None
+    except UnicodeDecodeError:
+        raise ScenarioError(str(path), [("", "not a text file")]) from None
     except yaml.YAMLError as exc:
         raise ScenarioError(str(path), [("", f"malformed YAML: {exc}".replace("\n", " "))]) \
             from None
@@ -102,7 +165,7 @@ def study_from_args(scenario: str, sweeps: list[str], variants: list[str],
         key, sep, values = item.partition("=")
         if not sep:
             raise ScenarioError("--sweep", [("", f"{item!r} is not key=v1,v2,...")])
-        sweep[key.strip()] = [yaml.safe_load(v) for v in values.split(",")]
+        sweep[key.strip()] = [_value(v, "--sweep") for v in values.split(",")]
     parsed: dict[str, list[tuple[str, Any]]] = {}
     for item in variants:
         label, sep, body = item.partition(":")
@@ -113,10 +176,10 @@ def study_from_args(scenario: str, sweeps: list[str], variants: list[str],
             k, s2, v = kv.partition("=")
             if not s2:
                 raise ScenarioError("--variant", [("", f"{kv!r} in {item!r} is not key=value")])
-            pairs.append((k.strip(), yaml.safe_load(v)))
+            pairs.append((k.strip(), _value(v, "--variant")))
         parsed[label] = pairs
-    return Study(name, Path(scenario).resolve(), engine, [], sweep, parsed or {"base": []},
-                 scenario)
+    return Study(_safe(name)[:64], Path(scenario).resolve(), engine, [], sweep,
+                 parsed or {"base": []}, scenario)
 
 
 def _slope(y: np.ndarray) -> float:
@@ -177,40 +240,123 @@ def run_metrics(run_dir: Path, classes: list[str], lambda_max: float,
         "line_overload_hours": grid.get("line_overload_hours", float("nan")),
         "hours_outside_095_105_pu": grid.get("hours_outside_095_105_pu", float("nan")),
         "hours_outside_090_110_pu": grid.get("hours_outside_090_110_pu", float("nan")),
+        # the hours above are lower bounds when some power flows gave no answer
+        "grid_unknown_steps": grid.get("unknown_steps", float("nan")),
     }
 
 
+def claim_study_dir(out: Path, study: Study, *, force: bool) -> DirLock:
+    """Take the study folder: new, empty, or a study cosim made (continued); lock it."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out}: exists and is not a directory")
+    refuse_foreign(out, "study")  # before the lock: a user's folder is not even touched
+    out.mkdir(parents=True, exist_ok=True)
+    lock = DirLock.acquire(out, clear_stale=force)
+    try:
+        refuse_foreign(out, "study")
+        marker = read_marker(out, "study")
+        if marker is None:
+            marker = new_marker("study")
+        _write_study_marker(out, {**marker, "kind": "study", "name": study.name,
+                                  "scenario": str(study.scenario), "state": "running"})
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _write_study_marker(out: Path, content: dict[str, Any]) -> None:
+    from cosim.results import write_json
+
+    write_json(out / STUDY_MARKER, content)
+
+
+def _write_csv(table: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _existing_run(run_dir: Path, resolved: str) -> str:
+    """``new``, ``complete`` or ``incomplete`` (same scenario), ``changed`` or ``foreign``."""
+    if not run_dir.exists() and not run_dir.is_symlink():
+        return "new"
+    status = read_marker(run_dir, "run")
+    if status is None or run_dir.is_symlink():
+        return "foreign"
+    try:
+        same = (run_dir / "scenario.yaml").read_text() == resolved
+    except OSError:
+        same = False
+    if not same:
+        return "changed"
+    return "complete" if status.get("state") == "complete" else "incomplete"
+
+
 def run_study(study: Study, out: Path, *, steps: int | None = None,
-              progress: bool = True) -> pd.DataFrame:
-    """Run every variant; write the table and figures; return the table."""
+              progress: bool = True, force: bool = False) -> pd.DataFrame:
+    """Run every variant; write the table and figures; return the table.
+
+    Continues a study already in ``out`` (see the module docstring); ``force``
+    replaces runs whose resolved scenario changed.
+    """
     from tqdm import tqdm
 
-    from cosim.run import execute, prepare_scenario
+    from cosim.run import execute, prepare_scenario, resume
+    from cosim.scenario import resolved_yaml
 
     out = Path(out)
-    (out / "runs").mkdir(parents=True, exist_ok=True)
-    rows = []
-    grid = study.grid()
-    for run_id, point, overrides in tqdm(grid, desc=f"study {study.name}", unit="run",
-                                         disable=not progress):
-        row: dict[str, Any] = {"run": run_id, **point}
-        try:
-            sc, built = prepare_scenario(study.scenario, overrides, steps)
-        except ScenarioInfeasible as exc:
-            row.update(status="infeasible", note=exc.errors[0][1])
+    grid = study.grid()  # checks the run names before anything is written
+    lock = claim_study_dir(out, study, force=force)
+    try:
+        runs_root = out / "runs"
+        runs_root.mkdir(exist_ok=True)
+        rows: list[dict[str, Any]] = []
+        for run_id, point, overrides in tqdm(grid, desc=f"study {study.name}", unit="run",
+                                             disable=not progress):
+            row: dict[str, Any] = {"run": run_id, **point}
+            try:
+                sc, built = prepare_scenario(study.scenario, overrides, steps)
+            except ScenarioInfeasible as exc:
+                row.update(status="infeasible", note=exc.errors[0][1])
+                rows.append(row)
+                _write_csv(pd.DataFrame(rows), out / "study.csv")
+                continue
+            run_dir = runs_root / run_id
+            if run_dir.resolve().parent != runs_root.resolve():
+                raise RunDirError(f"{run_dir}: run folder outside {runs_root}")
+            state = _existing_run(run_dir, resolved_yaml(sc))
+            if state == "foreign":
+                raise RunDirError(f"{run_dir}: exists and is not a run made by cosim; "
+                                  "nothing was touched")
+            if state == "changed" and not force:
+                raise RunDirError(f"{run_dir}: holds a run of a different scenario (the study "
+                                  "changed); pass --force to replace the changed runs, or "
+                                  "choose another --out")
+            if state == "complete":
+                row["reused"] = True
+            elif state == "incomplete":
+                resume(run_dir, progress=False)
+                row["reused"] = False
+            else:
+                execute(sc, built, run_dir, progress=False, force=state == "changed",
+                        engine=study.engine)
+                row["reused"] = False
+            row.update(status="ok", run_dir=str(run_dir.relative_to(out)),
+                       **run_metrics(run_dir, built.classes, sc.duals.lambda_max,
+                                     uses_duals=sc.controller.kind == "policy"))
             rows.append(row)
-            continue
-        outcome = execute(sc, built, out / "runs" / run_id, progress=False, force=True,
-                          engine=study.engine)
-        row.update(status="ok", run_dir=str(outcome.run_dir.relative_to(out)),
-                   **run_metrics(outcome.run_dir, built.classes, sc.duals.lambda_max,
-                                 uses_duals=sc.controller.kind == "policy"))
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    table = add_oracle_gap(table, list(study.sweep))
-    table.to_csv(out / "study.csv", index=False)
-    (out / "study.md").write_text(markdown_table(table))
-    study_figures(table, out)
+            _write_csv(pd.DataFrame(rows), out / "study.csv")
+        table = pd.DataFrame(rows)
+        table = add_oracle_gap(table, list(study.sweep))
+        _write_csv(table, out / "study.csv")
+        (out / "study.md").write_text(markdown_table(table))
+        study_figures(table, out)
+        marker = read_marker(out, "study") or new_marker("study")
+        _write_study_marker(out, {**marker, "state": "complete", "runs": len(table)})
+    finally:
+        lock.release()
     return table
 
 
@@ -251,6 +397,7 @@ MD_COLUMNS = [
     ("line_overload_hours", "line >100 % h", "{:g}"),
     ("hours_outside_095_105_pu", "V outside 0.95-1.05 h", "{:g}"),
     ("hours_outside_090_110_pu", "V outside 0.90-1.10 h", "{:g}"),
+    ("grid_unknown_steps", "unknown grid steps (hours are lower bounds)", "{:g}"),
 ]
 
 

@@ -18,13 +18,15 @@ class Collector(mosaik_api_v3.Simulator):
         self.progress = None
 
     def init(self, sid: str, time_resolution: float = 1.0, writer: RunWriter | None = None,
-             names: list[str] | None = None, progress: Any = None) -> dict:
+             names: list[str] | None = None, progress: Any = None,
+             start_step: int = 0) -> dict:
         if writer is None or names is None:
             raise ValueError("Collector needs writer= (a cosim.results.RunWriter) and names=")
         self.writer = writer
         self.position = {n: i for i, n in enumerate(names)}
         self.n = len(names)
         self.progress = progress
+        self.start_step = int(start_step)  # the run's step at mosaik time 0 (--resume)
         return self.meta
 
     def create(self, num: int, model: str) -> list[dict]:
@@ -32,6 +34,7 @@ class Collector(mosaik_api_v3.Simulator):
 
     def step(self, time: int, inputs: dict, max_advance: int) -> int:
         attrs = inputs.get("Monitor", {})
+        mosaik_time, time = time, self.start_step + time
         building = {c: np.full(self.n, np.nan) for c in BUILDING_VALUE_COLUMNS}
         grid: dict[str, Any] = {}
         for attr, sources in attrs.items():
@@ -59,7 +62,7 @@ class Collector(mosaik_api_v3.Simulator):
         self.writer.step_done(time)
         if self.progress is not None:
             self.progress(time)
-        return time + 1
+        return mosaik_time + 1
 
     def get_data(self, outputs: dict) -> dict:
         return {}

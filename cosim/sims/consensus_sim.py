@@ -11,7 +11,10 @@ from typing import Any
 import mosaik_api_v3
 import numpy as np
 
+from cosim.sims.checkpoints import Checkpoints
 from cosim.sims.meta import meta
+
+DUALS_COMPONENT = "duals"
 
 
 class ConsensusSim(mosaik_api_v3.Simulator):
@@ -20,11 +23,17 @@ class ConsensusSim(mosaik_api_v3.Simulator):
         self.eids: list[str] = []
         self.index: dict[str, int] = {}
 
-    def init(self, sid: str, time_resolution: float = 1.0, built: Any = None) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, built: Any = None,
+             run_dir: str | None = None, start_step: int = 0,
+             checkpoint_every: int = 0) -> dict:
         if built is None:
             raise ValueError("ConsensusSim needs built= (a cosim.build.Built)")
         self.built = built
         self.duals = built.duals
+        self.checkpoints = Checkpoints(run_dir, start_step, checkpoint_every,
+                                       built.scenario.time.steps)
+        if start_step:
+            self.duals.restore(self.checkpoints.load(DUALS_COMPONENT))
         return self.meta
 
     def create(self, num: int, model: str, index: int = 0) -> list[dict]:
@@ -45,6 +54,7 @@ class ConsensusSim(mosaik_api_v3.Simulator):
             grid[i] = float(next(iter(attrs["grid_kwh"].values())))
             r2[i] = float(next(iter(attrs["r2_kwh"].values())))
         self.duals.update(grid, r2)
+        self.checkpoints.after_step(time, DUALS_COMPONENT, self.duals.snapshot)
         return time + 1
 
     def get_data(self, outputs: dict) -> dict:

@@ -17,13 +17,15 @@ class ProfileSim(mosaik_api_v3.Simulator):
         super().__init__(meta("ProfileSim"))
         self.entities: dict[str, tuple[str, int]] = {}
 
-    def init(self, sid: str, time_resolution: float = 1.0, built: Any = None) -> dict:
+    def init(self, sid: str, time_resolution: float = 1.0, built: Any = None,
+             start_step: int = 0) -> dict:
         if built is None:
             raise ValueError("ProfileSim needs built= (a cosim.build.Built)")
         self.built = built
         self.setup = built.setup
         self.background = built.grid.background if built.grid is not None else None
-        self.t = 0
+        self.start_step = int(start_step)  # the run's step at mosaik time 0 (--resume)
+        self.t = self.start_step
         return self.meta
 
     def create(self, num: int, model: str, index: int | None = None) -> list[dict]:
@@ -40,7 +42,7 @@ class ProfileSim(mosaik_api_v3.Simulator):
         return out
 
     def step(self, time: int, inputs: dict, max_advance: int) -> int:
-        self.t = time
+        self.t = self.start_step + time
         return time + 1
 
     def get_data(self, outputs: dict) -> dict:

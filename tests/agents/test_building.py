@@ -1,4 +1,4 @@
-"""Building dynamics (DESIGN.md §3): balance, bounds, limits, fleet == single."""
+"""Building dynamics (docs/equations.md): balance, bounds, limits, fleet == single."""
 
 from __future__ import annotations
 

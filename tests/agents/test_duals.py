@@ -1,4 +1,4 @@
-"""Dual dynamics of DESIGN.md §5: modes, closed forms, agreement, vectorised == loop."""
+"""Dual dynamics of docs/equations.md: modes, closed forms, agreement, vectorised == loop."""
 
 from __future__ import annotations
 

@@ -107,6 +107,20 @@ def test_sharded_cmd_run_equals_in_process(mosaik_run: Path, tmp_path: Path):
                                       check_exact=True)
 
 
+@pytest.mark.slow
+def test_cmd_shards_run_the_feeder_topology(tmp_path: Path):
+    """A shard builds without the feeder; a 'feeder' communication graph must not stop it
+    (the duals, which need the graph, run in the main process)."""
+    feeder = [("communication.topology", "feeder")]
+    whole = _run(tmp_path, "whole", feeder)
+    sharded = _run(tmp_path, "sharded", [*feeder, ("sharding.shards", 2),
+                                         ("sharding.mode", "cmd")])
+    for t in TABLES:
+        pd.testing.assert_frame_equal(pd.read_parquet(whole / f"{t}.parquet"),
+                                      pd.read_parquet(sharded / f"{t}.parquet"),
+                                      check_exact=True)
+
+
 def test_plain_engine_writes_the_same_run(mosaik_run: Path, tmp_path: Path):
     plain = _run(tmp_path, "plain", engine="plain")
     for t in TABLES:

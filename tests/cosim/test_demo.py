@@ -18,3 +18,14 @@ def test_cli_demo_runs_paper_fig1d(tmp_path: Path, capsys):
     for plot in ("district_grid", "lambda", "unmet", "trafo_duration", "voltage_envelope",
                  "comm_graph"):
         assert (out / "plots" / f"{plot}.png").is_file(), plot
+
+
+def test_demo_again_never_overwrites_the_earlier_one(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["demo", "--steps", "24", "--quiet", "--set", "output.plots=false"]
+    assert main(args) == 0
+    first = read_status(tmp_path / "runs" / "paper_fig1d")["run_id"]
+    assert main(args) == 0
+    assert read_status(tmp_path / "runs" / "paper_fig1d")["run_id"] == first
+    assert read_status(tmp_path / "runs" / "paper_fig1d_2")["state"] == "complete"
+    capsys.readouterr()

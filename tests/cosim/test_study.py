@@ -41,3 +41,108 @@ def test_study_runs_grid_and_writes_table(tmp_path: Path, capsys):
     for name in ("study.md", "unmet_by_c.png", "lambda_trajectories.png", "grid_vs_c.png"):
         assert (out / name).is_file(), name
     assert "gap to oracle" in capsys.readouterr().out
+
+
+# --- safety and resuming --------------------------------------------------------------------
+
+SCENARIO = ROOT / "scenarios" / "paper_fig1d.yaml"
+METRIC_RTOL = 0.0  # a skipped run's row is read from the same files: identical
+
+
+def _main(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code) if exc.code is not None else 0
+
+
+def _study(out: Path, *extra: str, sweep: str = "constraint.fraction_of_peak=0.4,0.6") -> int:
+    return _main(["study", str(SCENARIO), "--steps", "48", "--engine", "plain", "--quiet",
+                  "--out", str(out), "--sweep", sweep,
+                  "--variant", "cons:duals.mode=consensus,output.plots=false",
+                  "--variant", "none:controller.kind=none,output.plots=false", *extra])
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "..", "/abs"])
+def test_variant_names_that_are_paths_are_refused(name: str, tmp_path: Path, capsys):
+    out = tmp_path / "study"
+    rc = _main(["study", str(SCENARIO), "--steps", "24", "--engine", "plain", "--quiet",
+                "--out", str(out), "--variant", f"{name}:duals.mode=consensus"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and "variant name" in err, err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_swept_values_become_safe_folder_names(tmp_path: Path):
+    out = tmp_path / "study"
+    assert _main(["study", str(SCENARIO), "--steps", "24", "--engine", "plain", "--quiet",
+                  "--out", str(out), "--sweep", "output.directory=../../x/y,/abs/z",
+                  "--variant", "none:controller.kind=none,output.plots=false"]) == 0
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert runs == ["none__directory=____x_y", "none__directory=_abs_z"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study"]
+
+
+def test_a_study_never_takes_a_folder_it_did_not_make(tmp_path: Path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "study.json").write_text('{"state": "complete"}')
+    (out / "notes.txt").write_text("mine")
+    assert _study(out, "--force") == 2
+    assert "is not a study directory made by cosim" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "study.json"]
+
+
+@pytest.mark.slow
+def test_an_interrupted_study_keeps_its_rows_and_resumes(tmp_path: Path, monkeypatch, capsys):
+    import cosim.run as run_module
+
+    ref = tmp_path / "ref"
+    assert _study(ref) == 0
+    expected = pd.read_csv(ref / "study.csv")
+
+    out = tmp_path / "study"
+    real_execute = run_module.execute
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("stopped for the test")
+        return real_execute(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "execute", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _study(out)
+    partial = pd.read_csv(out / "study.csv")
+    assert list(partial["run"]) == list(expected["run"][:2])
+    monkeypatch.setattr(run_module, "execute", real_execute)
+    capsys.readouterr()
+    assert _study(out) == 0
+    table = pd.read_csv(out / "study.csv")
+    assert list(table["reused"]) == [True, True, False, False]
+    for col in ("cost", "mean_district_grid_kwh", "final_avg_unmet_kwh", "dropped_kwh"):
+        pd.testing.assert_series_equal(table[col], expected[col], rtol=METRIC_RTOL)
+    # the same study once more: every run skipped
+    assert _study(out) == 0
+    assert pd.read_csv(out / "study.csv")["reused"].all()
+
+
+@pytest.mark.slow
+def test_a_changed_study_replaces_runs_only_with_force(tmp_path: Path, capsys):
+    out = tmp_path / "study"
+    assert _study(out, sweep="constraint.fraction_of_peak=0.4") == 0
+    capsys.readouterr()
+    rc = _main(["study", str(SCENARIO), "--steps", "36", "--engine", "plain", "--quiet",
+                "--out", str(out), "--sweep", "constraint.fraction_of_peak=0.4",
+                "--variant", "cons:duals.mode=consensus,output.plots=false",
+                "--variant", "none:controller.kind=none,output.plots=false"])
+    assert rc == 2
+    assert "--force" in capsys.readouterr().err
+    assert _main(["study", str(SCENARIO), "--steps", "36", "--engine", "plain", "--quiet",
+                  "--out", str(out), "--sweep", "constraint.fraction_of_peak=0.4",
+                  "--variant", "cons:duals.mode=consensus,output.plots=false",
+                  "--variant", "none:controller.kind=none,output.plots=false",
+                  "--force"]) == 0
+    table = pd.read_csv(out / "study.csv")
+    assert not table["reused"].any()

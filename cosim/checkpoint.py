@@ -1,0 +1,71 @@
+"""Saved state for ``cosim run --resume`` (``<run>/.state/step-NNNNNNNN/``).
+
+Every flush of the results (every ``output.flush_every`` steps) is a checkpoint
+``k`` (the number of steps done). Each stateful part of the run saves what the
+next step depends on into ``step-k/<component>.npz``: the writer (which part
+files hold steps ``0..k-1``), the fleet (backlog, battery, a stateful
+controller's position), the duals (multipliers, V1 window, messages in flight,
+the message-fault RNG state). A checkpoint counts only when every component the
+engine needs is there; the two newest complete ones are kept.
+
+Files are numpy ``.npz`` read with ``allow_pickle=False`` (plain arrays; the RNG
+state is JSON text), written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+STATE_DIR = ".state"
+_STEP_DIR = re.compile(r"^step-(\d{8})$")
+KEEP_CHECKPOINTS = 2
+
+
+def step_dir(run_dir: Path, steps_done: int) -> Path:
+    return Path(run_dir) / STATE_DIR / f"step-{steps_done:08d}"
+
+
+def save_arrays(run_dir: Path, steps_done: int, component: str,
+                arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``component``'s state of checkpoint ``steps_done`` atomically."""
+    directory = step_dir(run_dir, steps_done)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{component}.npz"
+    tmp = directory / f".{component}.npz.tmp"
+    with open(tmp, "wb") as f:
+        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+    os.replace(tmp, target)
+    return target
+
+
+def load_arrays(run_dir: Path, steps_done: int, component: str) -> dict[str, np.ndarray]:
+    path = step_dir(run_dir, steps_done) / f"{component}.npz"
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def checkpoints(run_dir: Path) -> list[int]:
+    """Step counts of the checkpoint folders present, ascending."""
+    root = Path(run_dir) / STATE_DIR
+    if not root.is_dir():
+        return []
+    found = (_STEP_DIR.match(p.name) for p in root.iterdir() if p.is_dir())
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def complete_checkpoints(run_dir: Path, components: list[str]) -> list[int]:
+    """Checkpoints holding every one of ``components``, ascending."""
+    return [k for k in checkpoints(run_dir)
+            if all((step_dir(run_dir, k) / f"{c}.npz").is_file() for c in components)]
+
+
+def prune(run_dir: Path, keep_from: int, keep_until: int | None = None) -> None:
+    """Remove checkpoint folders older than ``keep_from`` (and newer than ``keep_until``)."""
+    for k in checkpoints(run_dir):
+        if k < keep_from or (keep_until is not None and k > keep_until):
+            shutil.rmtree(step_dir(run_dir, k), ignore_errors=True)

@@ -1,0 +1,296 @@
+"""Run and study directories: what cosim created, what it may replace, one run at a time.
+
+Rules (the user's data outlive any run):
+
+- A directory is replaced only if cosim created it, which a **marker** written at
+  creation proves (``status.json`` of a run, ``study.json`` of a study: a
+  ``format`` field and a random ``run_id``), and only when asked (``--force``).
+  A file that merely happens to be called ``status.json`` is no marker.
+- Paths that would put a run over something larger are refused: an empty path,
+  the working directory or any of its parents, the home directory and ``/``. A
+  relative ``output.directory`` from a scenario file may not leave the working
+  directory (an explicit ``--out`` may).
+- Deleting never follows a symbolic link: a link is removed, not its target,
+  and a run directory that is itself a link is never emptied.
+- One run per directory: ``.lock`` is created atomically (``O_CREAT|O_EXCL``)
+  and holds the pid, the host and the process start time of its holder. A
+  second run is refused with a line naming the holder; a lock whose holder is
+  dead (a stale lock) is reported and cleared only with ``--force`` (or by
+  ``--resume``, which continues exactly that dead run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+RUN_FORMAT = "fleetcosim-run/1"
+STUDY_FORMAT = "fleetcosim-study/1"
+STATUS_FILE = "status.json"
+STUDY_MARKER = "study.json"
+LOCK_FILE = ".lock"
+MARKERS = {"run": (STATUS_FILE, RUN_FORMAT), "study": (STUDY_MARKER, STUDY_FORMAT)}
+
+
+class RunDirError(ValueError):
+    """A run (or study) directory cannot be used, replaced or read."""
+
+
+# --- markers ---------------------------------------------------------------------------------
+
+
+def new_marker(kind: str) -> dict[str, Any]:
+    """The identifying fields of a directory cosim creates (``kind``: run or study)."""
+    _, fmt = MARKERS[kind]
+    return {"format": fmt, "run_id": uuid.uuid4().hex, "created_unix": round(time.time(), 3)}
+
+
+def read_marker(directory: str | Path, kind: str = "run") -> dict[str, Any] | None:
+    """The marker file's content if ``directory`` is a ``kind`` directory cosim made, else None."""
+    name, fmt = MARKERS[kind]
+    path = Path(directory) / name
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(content, dict) or content.get("format") != fmt:
+        return None
+    if not isinstance(content.get("run_id"), str) or len(content["run_id"]) != 32:
+        return None
+    return content
+
+
+# --- where a run may go ----------------------------------------------------------------------
+
+
+def check_output_path(path: str | Path, *, explicit: bool, what: str) -> Path:
+    """Refuse output paths that would put a run over something larger; return the path.
+
+    ``what`` names the source in messages (``--out`` or ``FILE: output.directory``).
+    ``explicit``: the path was typed on the command line (it may leave the working
+    directory); otherwise a relative path must stay inside it.
+    """
+    text = str(path)
+    if not text.strip():
+        raise RunDirError(f"{what}: an empty path cannot be a run directory; name a new folder")
+    p = Path(text).expanduser()
+    resolved = p.resolve()
+    cwd = Path.cwd().resolve()
+    home = Path.home().resolve()
+    if resolved == Path(resolved.anchor):
+        raise RunDirError(f"{what}: {text!r} is the file system's root; name a new folder")
+    if resolved == cwd or resolved in cwd.parents:
+        raise RunDirError(f"{what}: {text!r} is the working directory or one of its parents; "
+                          "name a new folder such as runs/NAME")
+    if resolved == home:
+        raise RunDirError(f"{what}: {text!r} is the home directory; name a new folder")
+    if not explicit and not p.is_absolute() and not resolved.is_relative_to(cwd):
+        raise RunDirError(f"{what}: {text!r} leaves the working directory ({cwd}); give the "
+                          "path with --out if you mean it")
+    return p
+
+
+# --- one run per directory ----------------------------------------------------------------
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks (Linux ``/proc``), to tell a reused pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    try:
+        return int(fields[19])  # field 22 of proc(5), counted after the command name
+    except (IndexError, ValueError):
+        return None
+
+
+def _process_state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def holder_alive(holder: dict[str, Any]) -> bool | None:
+    """True if the lock's holder runs, False if it is gone, None if that cannot be told
+    (another host)."""
+    if holder.get("host") != socket.gethostname():
+        return None
+    try:
+        pid = int(holder["pid"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if _process_state(pid) == "Z":  # exited, not yet reaped
+        return False
+    ticks = holder.get("start_ticks")
+    return not (ticks is not None and process_start_ticks(pid) not in (None, ticks))
+
+
+def describe_holder(holder: dict[str, Any]) -> str:
+    since = holder.get("started_unix")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if since else "?"
+    return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')} since {when}"
+
+
+def _read_holder(path: Path) -> dict[str, Any]:
+    for _ in range(20):  # a holder writes its lock right after creating it
+        try:
+            content = json.loads(path.read_text())
+            if isinstance(content, dict):
+                return content
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    return {"pid": "?", "host": "?"}
+
+
+class DirLock:
+    """An exclusive lock on a run directory (``<dir>/.lock``)."""
+
+    def __init__(self, path: Path, info: dict[str, Any]) -> None:
+        self.path = path
+        self.info = info
+
+    @classmethod
+    def acquire(cls, directory: Path, *, clear_stale: bool, notes: list[str] | None = None
+                ) -> DirLock:
+        path = Path(directory) / LOCK_FILE
+        pid = os.getpid()
+        info = {"pid": pid, "host": socket.gethostname(), "started_unix": round(time.time(), 3),
+                "start_ticks": process_start_ticks(pid)}
+        for _ in range(3):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = _read_holder(path)
+                if not holder:
+                    continue  # released meanwhile: try again
+                alive = holder_alive(holder)
+                who = describe_holder(holder)
+                if alive is True:
+                    raise RunDirError(f"{directory}: another cosim run is using this directory "
+                                      f"({who}); wait for it or choose another --out") from None
+                if alive is None:
+                    raise RunDirError(f"{directory}: locked by a run on another host ({who}); "
+                                      "if it is gone, remove "
+                                      f"{path} by hand") from None
+                if not clear_stale:
+                    raise RunDirError(f"{directory}: stale lock of a run that is no longer "
+                                      f"running ({who}); pass --force to clear it") from None
+                _remove_stale(path, holder)
+                if notes is not None:
+                    notes.append(f"cleared the stale lock of {who} (not running)")
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(info, f)
+            return cls(path, info)
+        raise RunDirError(f"{directory}: could not take the lock {path}; another run keeps "
+                          "taking it")
+
+    def release(self) -> None:
+        """Remove the lock if it is still ours."""
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(self.path.read_text()).get("pid") == self.info["pid"]:
+                self.path.unlink()
+
+
+def _remove_stale(path: Path, holder: dict[str, Any]) -> None:
+    """Move the stale lock aside atomically, check it was the stale one, then delete it."""
+    aside = path.with_name(f"{LOCK_FILE}.stale-{os.getpid()}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return
+    moved = _read_holder(aside)
+    if moved.get("pid") != holder.get("pid") or moved.get("started_unix") != holder.get(
+            "started_unix"):
+        with contextlib.suppress(FileExistsError):  # a live lock: put it back
+            os.link(aside, path)
+    aside.unlink(missing_ok=True)
+
+
+# --- creating and replacing ----------------------------------------------------------------
+
+
+def clear_contents(directory: Path, keep: set[str]) -> None:
+    """Delete what is inside ``directory`` except ``keep``; links are removed, never followed."""
+    for entry in Path(directory).iterdir():
+        if entry.name in keep:
+            continue
+        if entry.is_symlink() or not entry.is_dir():
+            entry.unlink()
+        else:
+            shutil.rmtree(entry)
+
+
+def refuse_foreign(path: Path, kind: str) -> None:
+    """Raise if ``path`` holds anything and is not a ``kind`` directory cosim made."""
+    if not path.is_dir():
+        return
+    if any(e.name != LOCK_FILE for e in path.iterdir()) and read_marker(path, kind) is None:
+        raise RunDirError(f"{path}: exists, is not empty and is not a {kind} directory made by "
+                          f"cosim (no {kind} marker in {MARKERS[kind][0]}); nothing was "
+                          "touched; choose another --out")
+
+
+def _refuse_earlier(path: Path, kind: str) -> None:
+    """Raise if ``path`` holds an earlier ``kind`` (replacing it needs ``--force``)."""
+    marker = read_marker(path, kind) if path.is_dir() else None
+    if marker is None:
+        return
+    state = marker.get("state", "")
+    hint = " or --resume to continue it" if kind == "run" and state not in (
+        "complete", "") else ""
+    raise RunDirError(f"{path}: holds an earlier {kind} ({state or 'made by cosim'}, id "
+                      f"{marker['run_id'][:8]}); pass --force to replace it{hint}, or choose "
+                      "another --out")
+
+
+def claim_directory(directory: str | Path, kind: str, *, force: bool,
+                    notes: list[str] | None = None) -> DirLock:
+    """Create ``directory`` for a new ``kind`` (run or study) and lock it.
+
+    An empty or missing directory is taken. One that holds an earlier ``kind``
+    cosim made is emptied only with ``force``; anything else is refused. The
+    caller writes the new marker and releases the lock when done.
+    """
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{path}: exists and is not a directory")
+    refuse_foreign(path, kind)  # before the lock: a user's folder is not even touched
+    if not force:
+        _refuse_earlier(path, kind)
+    path.mkdir(parents=True, exist_ok=True)
+    lock = DirLock.acquire(path, clear_stale=force, notes=notes)
+    try:
+        if any(e.name != LOCK_FILE for e in path.iterdir()):
+            refuse_foreign(path, kind)
+            if not force:
+                _refuse_earlier(path, kind)
+            if path.is_symlink():
+                raise RunDirError(f"{path}: is a symbolic link; cosim does not delete through "
+                                  "links; choose another --out")
+            clear_contents(path, keep={LOCK_FILE})
+    except BaseException:
+        lock.release()
+        raise
+    return lock
