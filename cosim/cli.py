@@ -122,6 +122,7 @@ def _run(args: argparse.Namespace) -> int:
     from cosim.results import RunStopped, RunWriteError, clear_stop
     from cosim.run import execute, resume, run_directory
     from cosim.rundir import RunDirError
+    from cosim.scenario import ScenarioError
 
     notes: list[str] = []
     if args.resume is not None:
@@ -156,6 +157,11 @@ def _run(args: argparse.Namespace) -> int:
     except RunDirError as exc:
         _print_notes(notes)
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ScenarioError as exc:  # --resume: the run's scenario.yaml no longer builds
+        _print_notes(notes)
+        for line in exc.lines():
+            print(f"error: {line}", file=sys.stderr)
         return 2
     except RunWriteError as exc:
         _print_notes(notes)
@@ -199,10 +205,14 @@ def _resume_hint(out: Path) -> str:
 def _study(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from cosim.results import RunWriteError, clear_stop
     from cosim.rundir import RunDirError, check_output_path
     from cosim.scenario import ScenarioError
     from cosim.study import load_study, run_study, study_from_args
 
+    out = None
+    clear_stop()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if args.sweep or args.variant:  # the target is a scenario file
             study = study_from_args(args.target, args.sweep or [], args.variant or [],
@@ -225,6 +235,17 @@ def _study(args: argparse.Namespace) -> int:
     except RunDirError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RunWriteError as exc:
+        print(f"error: {exc}; run the same command again to continue the study",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:
+        print(f"{str(exc) or 'interrupted'}; the finished runs are kept (study.csv in {out}); "
+              "run the same command again to continue the study", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        clear_stop()
     print((out / "study.md").read_text())
     print(f"{len(table)} runs -> {out}/study.csv, study.md, unmet_by_c.png, "
           "lambda_trajectories.png, grid_vs_c.png")

@@ -112,8 +112,8 @@ def test_an_interrupted_study_keeps_its_rows_and_resumes(tmp_path: Path, monkeyp
         return real_execute(*args, **kwargs)
 
     monkeypatch.setattr(run_module, "execute", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        _study(out)
+    assert _study(out) == 130
+    assert "run the same command again" in capsys.readouterr().err
     partial = pd.read_csv(out / "study.csv")
     assert list(partial["run"]) == list(expected["run"][:2])
     monkeypatch.setattr(run_module, "execute", real_execute)
