@@ -7,9 +7,10 @@ from collections.abc import Sequence
 import gymnasium as gym
 import numpy as np
 
-from agents.building import FleetParams, FleetState, step_fleet
+from agents.building import FleetParams, FleetState
 from agents.data import CityLearnData, load_citylearn
-from agents.observation import OBS_DIM, ObservationScales, fleet_observation, observation_matrix
+from agents.observation import OBS_DIM, ObservationScales, observation_matrix
+from agents.runner import NO_BUS, FleetLoop, FleetSetup
 
 ENV_ID = "fleetcosim/StateAugmentedBuilding-v0"
 
@@ -104,13 +105,7 @@ class BuildingEnv(gym.Env):
         self._t = 0
 
     def _observe(self) -> np.ndarray:
-        row = self._start + self._t
-        b = self.data.building(self.building_names[self._building])
-        obs = fleet_observation(
-            self._params[self._building], self._state, b.demand_kwh[row:row + 1],
-            b.solar_w_per_kw[row:row + 1], self.data.price_per_kwh[row], row % 24,
-            self.lam, self.nu, self.dt_h,
-        )
+        obs = self._loop.observe((self.lam, 0.0, self.nu))
         return observation_matrix(obs, self.scales)[0]
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -126,29 +121,30 @@ class BuildingEnv(gym.Env):
             self.nu = float(options.get("nu", self.nu))
         cap = float(params.backlog_cap_kwh[0])
         backlog0 = rng.uniform(0.0, 0.5 * cap) if np.isfinite(cap) else rng.uniform(0.0, 10.0)
-        self._state = FleetState(np.array([backlog0]),
-                                 params.capacity_kwh * rng.uniform(0.0, 1.0))
+        name = self.building_names[self._building]
+        # one row more than the episode: the observation after its last step
+        demand, solar, price = self.data.window([name], self._start, self.episode_steps + 1)
+        setup = FleetSetup([name], params, NO_BUS, demand, solar, price,
+                           start_hour=self._start, dt_h=self.dt_h)
+        self._loop = FleetLoop(setup, None, None)  # the learner acts; multipliers held fixed
+        self._loop.state = FleetState(np.array([backlog0]),
+                                      params.capacity_kwh * rng.uniform(0.0, 1.0))
         self._t = 0
         return self._observe(), {"building": self.building_names[self._building],
                                  "start": self._start, "lambda": self.lam, "nu": self.nu}
 
     def step(self, action):
-        action = np.asarray(action, dtype=np.float64).reshape(2)
-        row = self._start + self._t
-        b = self.data.building(self.building_names[self._building])
-        self._state, r = step_fleet(
-            self._params[self._building], self._state, b.demand_kwh[row:row + 1],
-            b.solar_w_per_kw[row:row + 1], self.data.price_per_kwh[row],
-            action[0], action[1], self.dt_h,
-        )
-        g = float(r.grid_kwh[0])
-        r0 = -float(r.cost[0])
-        r2 = float(r.served_kwh[0] - r.demand_kwh[0])
+        action = np.asarray(action, dtype=np.float64).reshape(1, 2)
+        v = self._loop.step((self.lam, 0.0, self.nu), actions=action)
+        g = float(v["grid_kwh"][0])
+        r0 = -float(v["cost"][0])
+        served = float(v["grid_kwh"][0] + v["battery_kwh"][0])
+        r2 = float(v["r2_kwh"][0])
         reward = r0 + self.lam * (self.limit_per_agent_kwh - g) + self.nu * r2
         self._t += 1
         truncated = self._t >= self.episode_steps
-        info = {"grid_kwh": g, "served_kwh": float(r.served_kwh[0]), "cost": -r0,
-                "dropped_kwh": float(r.dropped_kwh[0])}
+        info = {"grid_kwh": g, "served_kwh": served, "cost": -r0,
+                "dropped_kwh": float(v["dropped_kwh"][0])}
         return self._observe(), float(reward), False, truncated, info
 
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.building import FleetParams, FleetState, step_fleet
+from agents.building import FleetParams
 from agents.data import CityLearnData
-from agents.observation import fleet_observation
+from agents.runner import NO_BUS, FleetLoop, FleetSetup
 
 RESPONSE_NU = 10.0  # nu of the headline lambda-response (mid of the positive range)
 LAMBDA_SWEEP_NUS = (0.0, 5.0, 10.0, 20.0)
@@ -69,18 +69,16 @@ def fixed_multiplier_run(
     params = FleetParams.from_buildings([data.building(b) for b in buildings],
                                         demand_scale=demand_scale,
                                         backlog_cap_kwh=backlog_cap_kwh)
-    state = FleetState.initial(params, 0.5)
     demand, solar, price = data.window(list(buildings), start, steps)
+    setup = FleetSetup(list(buildings), params, NO_BUS, demand, solar, price, start_hour=start,
+                       dt_h=data.hours_per_step, initial_soc_fraction=0.5)
+    loop = FleetLoop(setup, controller, None)  # the fleet engine, multipliers held fixed
     grid = served = new = 0.0
-    for t in range(steps):
-        obs = fleet_observation(params, state, demand[t], solar[t], price[t], (start + t) % 24,
-                                lam, nu, data.hours_per_step)
-        a = controller.act(obs)
-        state, r = step_fleet(params, state, demand[t], solar[t], price[t], a[:, 0], a[:, 1],
-                              data.hours_per_step)
-        grid += r.grid_kwh.mean()
-        served += r.served_kwh.mean()
-        new += r.demand_kwh.mean()
+    for _ in range(steps):
+        v = loop.step((lam, 0.0, nu))
+        grid += v["grid_kwh"].mean()
+        served += (v["grid_kwh"] + v["battery_kwh"]).mean()
+        new += v["demand_kwh"].mean()
     return {"grid_kwh": grid / steps, "served_kwh": served / steps, "demand_kwh": new / steps}
 
 

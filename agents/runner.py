@@ -27,14 +27,11 @@ from agents.building import FleetParams, FleetState, step_fleet
 from agents.controllers import Controller
 from agents.data import CityLearnData, load_citylearn
 from agents.duals import DualDynamics
-from agents.observation import fleet_observation
+from agents.observation import FleetObservation, fleet_observation
+from agents.records import RESULT_COLUMNS, VALUE_COLUMNS
 
-RESULT_COLUMNS = (
-    "time", "building", "bus", "demand_kwh", "backlog_kwh", "grid_kwh", "battery_kwh",
-    "unmet_kwh", "dropped_kwh", "soc_kwh", "pv_kwh", "export_kwh", "price", "cost",
-    "lambda", "mu", "nu",
-)
 NO_BUS = -1
+Multipliers = tuple[np.ndarray | float, np.ndarray | float, np.ndarray | float]
 
 
 @dataclass(frozen=True)
@@ -104,6 +101,16 @@ class FleetSetup:
     def n_steps(self) -> int:
         return int(self.base_demand_kwh.shape[0])
 
+    def select(self, index: np.ndarray | Sequence[int]) -> FleetSetup:
+        """The buildings ``index`` (a shard) with their own data; same hours and price."""
+        idx = np.asarray(index, dtype=np.int64)
+        soc = self.initial_soc_fraction
+        soc = soc if np.ndim(soc) == 0 else np.asarray(soc)[idx]
+        return FleetSetup([self.names[i] for i in idx], self.params.select(idx), self.bus[idx],
+                          self.base_demand_kwh[:, idx], self.solar_w_per_kw[:, idx],
+                          self.price_per_kwh, start_hour=self.start_hour, dt_h=self.dt_h,
+                          initial_soc_fraction=soc)
+
     def hour_of_day(self, t: int) -> float:
         return float((self.start_hour + t * self.dt_h) % 24)
 
@@ -171,14 +178,18 @@ def _actions(controller: Controller, actions: object, n: int) -> np.ndarray:
 
 
 class FleetLoop:
-    """One step of a fleet at a time: observation, controller, building model, duals.
+    """The fleet engine: one step of a fleet at a time (observation, controller, building
+    model, duals). The plain loop, the mosaik fleet simulator, the gym env and the
+    evaluator all step a fleet through it.
 
-    The state between steps (building states, duals, a stateful controller's
-    position) can be saved with :meth:`snapshot` and set with :meth:`restore`,
-    so that a run continues from a saved step exactly as if never stopped.
+    Without ``duals`` the multipliers come from outside (``step(multipliers=...)``, as
+    the mosaik fleet simulator gets them from the duals simulator) or are zero. The
+    state between steps (building states, duals, a stateful controller's position)
+    can be saved with :meth:`snapshot` and set with :meth:`restore`, so that a run
+    continues from a saved step exactly as if never stopped.
     """
 
-    def __init__(self, setup: FleetSetup, controller: Controller,
+    def __init__(self, setup: FleetSetup, controller: Controller | None,
                  duals: DualDynamics | None) -> None:
         if duals is not None and duals.n != setup.n:
             raise ValueError(f"duals are for {duals.n} agents, the fleet has {setup.n} buildings")
@@ -186,19 +197,55 @@ class FleetLoop:
         self.state = FleetState.initial(setup.params, setup.initial_soc_fraction)
         self.t = 0
 
-    def step(self) -> dict[str, np.ndarray]:
-        """Step ``self.t``; the results-contract values of every building (columns 3:)."""
-        setup, t, n = self.setup, self.t, self.setup.n
+    def _multipliers(self, multipliers: Multipliers | None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if multipliers is not None:
+            lam, mu, nu = (np.broadcast_to(np.asarray(m, dtype=np.float64), (self.setup.n,))
+                           for m in multipliers)
+            return lam, mu, nu
         if self.duals is not None:
             current = self.duals.state
-            lam, mu, nu = current.lam, current.mu, current.nu
-        else:
-            lam = mu = nu = np.zeros(n)
+            return current.lam, current.mu, current.nu
+        zeros = np.zeros(self.setup.n)
+        return zeros, zeros, zeros
+
+    def observe(self, multipliers: Multipliers | None = None,
+                extra_demand_kwh: np.ndarray | None = None) -> FleetObservation:
+        """What the controller sees at step ``self.t`` (see :meth:`step` for the arguments)."""
+        setup, t = self.setup, self.t
+        lam, _, nu = self._multipliers(multipliers)
+        demand_t = setup.base_demand_kwh[t]
+        if extra_demand_kwh is not None:
+            demand_t = demand_t + np.asarray(extra_demand_kwh) / setup.params.demand_scale
+        return fleet_observation(setup.params, self.state, demand_t, setup.solar_w_per_kw[t],
+                                 setup.price_per_kwh[t], setup.hour_of_day(t), lam, nu,
+                                 setup.dt_h)
+
+    def step(self, multipliers: Multipliers | None = None,
+             extra_demand_kwh: np.ndarray | None = None,
+             actions: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Step ``self.t``; the record values of every building (``VALUE_COLUMNS``) plus
+        ``r2_kwh`` (served - demand, the duals' input) and ``p_kw`` (net feeder load).
+
+        ``multipliers`` (lambda, mu, nu; arrays or scalars) replace the duals' (mosaik:
+        from the duals simulator; evaluation and training: held fixed) and leave the
+        duals untouched; ``extra_demand_kwh`` adds demand of the step to some buildings
+        (a third-party simulator attached to one building), after the demand scale;
+        ``actions`` (N, 2) replace the controller's (the gym env: the learner acts).
+        """
+        setup, t, n = self.setup, self.t, self.setup.n
+        lam, mu, nu = self._multipliers(multipliers)
         demand_t, solar_t, price_t = (setup.base_demand_kwh[t], setup.solar_w_per_kw[t],
                                       setup.price_per_kwh[t])
-        obs = fleet_observation(setup.params, self.state, demand_t, solar_t, price_t,
-                                setup.hour_of_day(t), lam, nu, setup.dt_h)
-        act = _actions(self.controller, self.controller.act(obs), n)
+        if extra_demand_kwh is not None:
+            demand_t = demand_t + np.asarray(extra_demand_kwh) / setup.params.demand_scale
+        if actions is None:
+            if self.controller is None:
+                raise ValueError("this FleetLoop has no controller; pass actions=")
+            obs = fleet_observation(setup.params, self.state, demand_t, solar_t, price_t,
+                                    setup.hour_of_day(t), lam, nu, setup.dt_h)
+            actions = self.controller.act(obs)
+        act = _actions(self.controller, actions, n)
         self.state, r = step_fleet(setup.params, self.state, demand_t, solar_t, price_t,
                                    act[:, 0], act[:, 1], setup.dt_h)
         values = {
@@ -206,9 +253,10 @@ class FleetLoop:
             "battery_kwh": r.battery_kwh, "unmet_kwh": r.unmet_kwh, "dropped_kwh": r.dropped_kwh,
             "soc_kwh": r.soc_kwh, "pv_kwh": r.pv_kwh, "export_kwh": r.export_kwh,
             "price": r.price_per_kwh, "cost": r.cost, "lambda": lam, "mu": mu, "nu": nu,
+            "r2_kwh": r.served_kwh - r.demand_kwh, "p_kw": r.net_load_kw(setup.dt_h),
         }
-        if self.duals is not None:
-            self.duals.update(r.grid_kwh, r.served_kwh - r.demand_kwh)
+        if self.duals is not None and multipliers is None:
+            self.duals.update(r.grid_kwh, values["r2_kwh"])
         self.t += 1
         return values
 
@@ -218,7 +266,7 @@ class FleetLoop:
                 "backlog_kwh": self.state.backlog_kwh.copy(), "soc_kwh": self.state.soc_kwh.copy()}
         if self.duals is not None:
             snap.update({f"duals_{k}": v for k, v in self.duals.snapshot().items()})
-        if hasattr(self.controller, "snapshot"):
+        if self.controller is not None and hasattr(self.controller, "snapshot"):
             snap.update({f"controller_{k}": v for k, v in self.controller.snapshot().items()})
         return snap
 
@@ -233,7 +281,7 @@ class FleetLoop:
         if self.duals is not None:
             self.duals.restore({k.removeprefix("duals_"): v for k, v in snap.items()
                                 if k.startswith("duals_")})
-        if hasattr(self.controller, "restore"):
+        if self.controller is not None and hasattr(self.controller, "restore"):
             self.controller.restore({k.removeprefix("controller_"): v for k, v in snap.items()
                                      if k.startswith("controller_")})
 
@@ -255,20 +303,21 @@ def run_plain(
     if not 1 <= steps <= setup.n_steps:
         raise ValueError(f"steps must lie in 1..{setup.n_steps}, got {steps}")
     loop = FleetLoop(setup, controller, duals)
-    cols = {name: np.empty((steps, n)) for name in RESULT_COLUMNS[3:]}
+    cols = {name: np.empty((steps, n)) for name in VALUE_COLUMNS}
     iterator = range(steps)
     if progress:
         from tqdm import tqdm
 
         iterator = tqdm(iterator, desc="plain run", unit="step")
     for t in iterator:
-        for name, value in loop.step().items():
-            cols[name][t] = value
+        values = loop.step()
+        for name in VALUE_COLUMNS:
+            cols[name][t] = values[name]
 
     frame = {
         "time": np.repeat(np.arange(steps, dtype=np.int64), n),
         "building": np.tile(np.asarray(setup.names, dtype=object), steps),
         "bus": np.tile(setup.bus, steps),
     }
-    frame.update({name: cols[name].reshape(-1) for name in RESULT_COLUMNS[3:]})
+    frame.update({name: cols[name].reshape(-1) for name in VALUE_COLUMNS})
     return pd.DataFrame(frame, columns=list(RESULT_COLUMNS))

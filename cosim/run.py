@@ -13,6 +13,7 @@ continues such a run from its newest checkpoint.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,12 +81,17 @@ def _writer(sc: Scenario, built: Built, run_dir: Path, **kwargs: Any) -> RunWrit
 
 def execute(sc: Scenario, built: Built, run_dir: Path, *, progress: bool = True,
             force: bool = False, engine: str = "mosaik",
-            notes: list[str] | None = None) -> RunOutcome:
+            notes: list[str] | None = None, extend: Callable[..., None] | None = None,
+            extra_sims: dict[str, dict[str, Any]] | None = None) -> RunOutcome:
     """Run a built scenario into a new ``run_dir`` (``engine``: "mosaik" or "plain").
 
     The directory is locked for the run; an earlier run there is replaced only
-    with ``force`` (``cosim.rundir.claim_directory``).
+    with ``force`` (``cosim.rundir.claim_directory``). With the mosaik engine,
+    ``extend(handles)`` may add simulators of one's own (their sim_config entries in
+    ``extra_sims``) and connect them, e.g. to one building (``cosim.world.Handles``).
     """
+    if (extend is not None or extra_sims) and engine != "mosaik":
+        raise ValueError("extend/extra_sims need the mosaik engine")
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
     lock = claim_directory(run_dir, "run", force=force, notes=notes)
@@ -104,7 +110,8 @@ def execute(sc: Scenario, built: Built, run_dir: Path, *, progress: bool = True,
             writer.fail(f"cannot write the run's set-up files: {exc}")
             raise RunWriteError(f"{run_dir}: cannot write the run's set-up files: "
                                 f"{exc.strerror or exc}") from exc
-        return _run_engine(sc, built, writer, engine, progress, start_step=0)
+        return _run_engine(sc, built, writer, engine, progress, start_step=0, extend=extend,
+                           extra_sims=extra_sims)
     finally:
         lock.release()
 
@@ -149,7 +156,8 @@ def resume(run_dir: str | Path, *, progress: bool = True,
 
 
 def _run_engine(sc: Scenario, built: Built, writer: RunWriter, engine: str, progress: bool,
-                start_step: int) -> RunOutcome:
+                start_step: int, extend: Callable[..., None] | None = None,
+                extra_sims: dict[str, dict[str, Any]] | None = None) -> RunOutcome:
     from cosim.report import write_report
 
     run_dir = writer.run_dir
@@ -159,7 +167,7 @@ def _run_engine(sc: Scenario, built: Built, writer: RunWriter, engine: str, prog
             from cosim.world import run_world
 
             run_world(built, writer, scenario_path=run_dir / "scenario.yaml", progress=progress,
-                      start_step=start_step)
+                      start_step=start_step, extend=extend, extra_sims=extra_sims)
         else:
             from cosim.plain import run_plain_into
 

@@ -1,21 +1,26 @@
 """The mosaik World of a scenario (docs/architecture.md).
 
-    ProfileSim.Building    --exogenous------------------> BuildingAgentSim.Agent
-    BuildingAgentSim.Agent --grid_kwh, r2_kwh-------------> ConsensusSim.Agent
-    ConsensusSim.Agent     --lambda, mu, nu (time-shifted)-> BuildingAgentSim.Agent
-    BuildingAgentSim.Agent --p_kw-------------------------> GridSim.Grid
-    ProfileSim.Background  --background loads------------> GridSim.Grid
-    BuildingAgentSim.Agent, GridSim.Grid -----------------> Collector.Monitor -> run directory
+    FleetSim.Fleet (one per shard) --grid_kwh, r2_kwh (arrays)------> ConsensusSim.Duals
+    ConsensusSim.Duals --lambda, mu, nu (arrays, time-shifted)------> FleetSim.Fleet
+    FleetSim.Fleet --p_kw (array)-----------------------------------> GridSim.Grid
+    FleetSim.Fleet --record (arrays)--, GridSim.Grid --result-------> Collector.Monitor
+                                                                       -> run directory
 
-One simulator instance each (entities inside), except that the buildings may be
-split over several BuildingAgentSim shards, in-process or each its own process
-started by mosaik's "cmd" mode on loopback.
+Entities are fleet-level and carry numpy arrays (lists between processes): one
+``Fleet`` entity per shard, not one per building, so mosaik routes a handful of
+connections per step whatever the fleet's size. Exogenous data are read inside
+the fleet simulator and the feeder's background inside the grid simulator. The
+shards run in-process or each in its own process started by mosaik's "cmd" mode
+on loopback. Third-party simulators attach to one building through a
+``FleetSim.Building`` entity (``run_world(extend=...)``, ``Handles.building``).
 """
 
 from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +32,7 @@ from cosim.results import RunWriter
 from cosim.sims.meta import MULTIPLIERS
 
 SIM_MODULES = {
-    "ProfileSim": "cosim.sims.profile_sim:ProfileSim",
-    "BuildingAgentSim": "cosim.sims.building_sim:BuildingAgentSim",
+    "FleetSim": "cosim.sims.building_sim:FleetSim",
     "ConsensusSim": "cosim.sims.consensus_sim:ConsensusSim",
     "GridSim": "cosim.sims.grid_sim:GridSim",
     "Collector": "cosim.sims.collector:Collector",
@@ -43,7 +47,7 @@ def _quiet_logging() -> None:
 
 
 def shard_command(executable: str = sys.executable) -> str:
-    """The "cmd" of a BuildingAgentSim shard process, for mosaik's CmdStarter.
+    """The "cmd" of a FleetSim shard process, for mosaik's CmdStarter.
 
     ``-I`` (isolated mode) keeps the working directory (and PYTHON* variables and the
     user's site-packages) off the shard's ``sys.path``: a shard imports only the
@@ -69,63 +73,88 @@ def shard_bounds(n: int, shards: int) -> list[tuple[int, int]]:
 
 
 def run_world(built: Built, writer: RunWriter, *, scenario_path: Path | None = None,
-              progress: bool = True, start_step: int = 0) -> None:
+              progress: bool = True, start_step: int = 0,
+              extend: Callable[[Handles], None] | None = None,
+              extra_sims: dict[str, dict[str, Any]] | None = None) -> None:
     """Build the World, run the steps from ``start_step`` to the end, shut it down.
 
     mosaik's time 0 is the run's step ``start_step``: after ``--resume`` every
     simulator adds it to mosaik's time and starts from the state saved with
-    that checkpoint in the run directory.
+    that checkpoint in the run directory. ``extend`` may add simulators of its own
+    and connect them (e.g. to one building: ``handles.building("B3")``); their mosaik
+    sim_config entries come in ``extra_sims``.
     """
     sc = built.scenario
     _quiet_logging()
     sim_config: dict[str, Any] = {name: {"python": path} for name, path in SIM_MODULES.items()}
+    clash = sorted(set(extra_sims or {}) & set(sim_config))
+    if clash:
+        raise ValueError(f"extra simulators may not reuse the names {clash}")
+    sim_config.update(extra_sims or {})
     sharded_cmd = sc.sharding.mode == "cmd"
     if sharded_cmd:
         if scenario_path is None:
             raise ValueError("cmd-mode shards need the resolved scenario file")
-        sim_config["BuildingAgentShard"] = {"cmd": shard_command(), **SHARD_STARTER}
+        sim_config["FleetShard"] = {"cmd": shard_command(), **SHARD_STARTER}
     world = mosaik.World(sim_config, time_resolution=3600.0 * sc.time.step_h,
                          skip_greetings=True, configure_logging=False, cache=False)
     try:
         ckpt = {"run_dir": str(writer.run_dir), "start_step": int(start_step),
                 "checkpoint_every": int(writer.flush_every)}
-        _wire(world, built, writer, sharded_cmd, scenario_path, ckpt)
+        handles = _wire(world, built, writer, sharded_cmd, scenario_path, ckpt)
+        if extend is not None:
+            extend(handles)
         world.run(until=sc.time.steps - start_step, print_progress=progress,
                   lazy_stepping=False)
     finally:
         world.shutdown()  # idempotent: run() already shut down after a normal end
 
 
+@dataclass
+class Handles:
+    """The World's entities, for a caller that adds its own simulators (``extend=``)."""
+
+    world: mosaik.World
+    fleet_sims: list[tuple[int, int, Any]]  # (first index, count, FleetSim model factory)
+    names: list[str]
+
+    def building(self, building_id: str) -> Any:
+        """A ``Building`` entity of the shard that holds ``building_id``: connect a
+        third-party simulator to its ``extra_demand_kwh`` input or read its outputs."""
+        if building_id not in self.names:
+            raise ValueError(f"unknown building {building_id!r}")
+        i = self.names.index(building_id)
+        for start, count, sim in self.fleet_sims:
+            if start <= i < start + count:
+                return sim.Building.create(1, building=building_id)[0]
+        raise ValueError(f"building {building_id!r} is in no shard")
+
+
 def _wire(world: mosaik.World, built: Built, writer: RunWriter, sharded_cmd: bool,
-          scenario_path: Path | None, ckpt: dict[str, Any]) -> None:
-    n = built.n
+          scenario_path: Path | None, ckpt: dict[str, Any]) -> Handles:
     start_step = ckpt["start_step"]
-    profile = world.start("ProfileSim", built=built, start_step=start_step)
-    exo = profile.Building.create(n, index=0)
-    agents: list[Any] = []
-    for start, count in shard_bounds(n, built.scenario.sharding.shards):
-        if sharded_cmd:
-            sim = world.start("BuildingAgentShard", scenario_path=str(scenario_path), **ckpt)
-        else:
-            sim = world.start("BuildingAgentSim", built=built, **ckpt)
-        agents.extend(sim.Agent.create(count, index=start))
-    consensus_sim = world.start("ConsensusSim", built=built, **ckpt)
-    consensus = consensus_sim.Agent.create(n, index=0)
+    duals = world.start("ConsensusSim", built=built, lists=sharded_cmd,
+                        **ckpt).Duals.create(1)[0]
     multipliers = built.duals.state  # restored by ConsensusSim's init on --resume
+    initial = {"lambda": multipliers.lam, "mu": multipliers.mu, "nu": multipliers.nu}
+    initial = {k: v.tolist() if sharded_cmd else v for k, v in initial.items()}
     collector = world.start("Collector", writer=writer, names=built.names,
                             start_step=start_step).Monitor.create(1)[0]
     grid = None
     if built.grid is not None:
         grid = world.start("GridSim", built=built, **ckpt).Grid.create(1)[0]
-        background = profile.Background.create(1)[0]
-        world.connect(background, grid, "background")
         world.connect(grid, collector, "result")
-    initial = {"lambda": multipliers.lam, "mu": multipliers.mu, "nu": multipliers.nu}
-    for i, (e, a, c) in enumerate(zip(exo, agents, consensus, strict=True)):
-        world.connect(e, a, "exogenous")
-        world.connect(a, c, "grid_kwh", "r2_kwh")
-        world.connect(c, a, *MULTIPLIERS, time_shifted=True,
-                      initial_data={m: float(initial[m][i]) for m in MULTIPLIERS})
-        world.connect(a, collector, "record")
+    handles = Handles(world, [], built.names)
+    for start, count in shard_bounds(built.n, built.scenario.sharding.shards):
+        if sharded_cmd:
+            sim = world.start("FleetShard", scenario_path=str(scenario_path), **ckpt)
+        else:
+            sim = world.start("FleetSim", built=built, **ckpt)
+        fleet = sim.Fleet.create(1, index=start, count=count)[0]
+        handles.fleet_sims.append((start, count, sim))
+        world.connect(fleet, duals, "grid_kwh", "r2_kwh")
+        world.connect(duals, fleet, *MULTIPLIERS, time_shifted=True, initial_data=initial)
+        world.connect(fleet, collector, "record")
         if grid is not None:
-            world.connect(a, grid, "p_kw")
+            world.connect(fleet, grid, "p_kw")
+    return handles

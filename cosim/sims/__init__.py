@@ -2,7 +2,7 @@
 
 Each can be started in anyone's own mosaik scenario, for example::
 
-    world = mosaik.World({"Agents": {"python": "cosim.sims.building_sim:BuildingAgentSim"}})
+    world = mosaik.World({"Fleet": {"python": "cosim.sims.building_sim:FleetSim"}})
 
 Their META (models, attributes, units) comes from one table, ``cosim.sims.meta``.
 """

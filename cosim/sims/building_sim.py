@@ -1,10 +1,10 @@
-"""BuildingAgentSim: building dynamics plus controller for many buildings at once.
+"""FleetSim: a shard of the fleet (buildings plus controller) as one mosaik entity.
 
-One ``step`` stacks the inputs of all its entities, asks the controller once
-(one forward pass per policy class) and steps the fleet with
-``agents.building.step_fleet``. In-process it receives the built run; started
-as its own process (mosaik "cmd" mode, a shard of the fleet) it builds the
-fleet from the resolved scenario file::
+One ``step`` runs ``agents.runner.FleetLoop`` (the fleet engine) for all the
+shard's buildings: one forward pass per policy class, exogenous data read from
+the built setup, multipliers as arrays from the duals simulator. In-process it
+receives the built run; started as its own process (mosaik "cmd" mode) it builds
+its slice from the resolved scenario file::
 
     python -m cosim.sims.building_sim HOST:PORT --remote
 
@@ -26,12 +26,11 @@ from typing import Any
 import mosaik_api_v3
 import numpy as np
 
-from agents.building import FleetState, step_fleet
-from agents.observation import fleet_observation
+from agents.records import VALUE_COLUMNS
 from cosim.sims.checkpoints import Checkpoints
-from cosim.sims.meta import BUILDING_RESULTS, EXOGENOUS, MULTIPLIERS, meta
+from cosim.sims.meta import MULTIPLIERS, meta
 
-RECORD = BUILDING_RESULTS + MULTIPLIERS
+RECORD = VALUE_COLUMNS
 
 #: Largest scenario file a shard reads (a resolved scenario is a few kB to a few MB).
 MAX_SHARD_SCENARIO_BYTES = 16 * 2**20
@@ -106,103 +105,111 @@ def bind_refusal(address: str, remote: bool, allow_remote_bind: bool) -> str | N
             f"127.0.0.1 and use an SSH tunnel, or pass {ALLOW_REMOTE_BIND} to accept the risk")
 
 
-def _single(values: dict[str, Any]) -> float:
-    if len(values) != 1:
-        raise ValueError(f"expected one source per input, got {list(values)}")
-    return float(next(iter(values.values())))
+def fleet_eid(start: int) -> str:
+    """The entity id of the shard whose first building has index ``start``."""
+    return f"Fleet-{start:06d}"
 
 
-class BuildingAgentSim(mosaik_api_v3.Simulator):
+def shard_start(full_id: str) -> int:
+    """The first building index of a shard from its full entity id (``Sim-0.Fleet-000123``)."""
+    return int(full_id.rsplit("Fleet-", 1)[1])
+
+
+def as_wire(values: np.ndarray, remote: bool) -> Any:
+    """Arrays travel as they are in-process and as lists over mosaik's socket (JSON)."""
+    return values.tolist() if remote else values
+
+
+class FleetSim(mosaik_api_v3.Simulator):
+    """A shard of the fleet as one mosaik entity that moves arrays (``Fleet``).
+
+    Steps ``agents.runner.FleetLoop`` (the one fleet engine) for its buildings, with
+    the exogenous data read inside and the multipliers from the duals simulator.
+    ``Building`` entities expose single buildings to third-party simulators.
+    """
+
     def __init__(self) -> None:
-        super().__init__(meta("BuildingAgentSim"))
-        self.eids: list[str] = []
-        self.index: list[int] = []
+        super().__init__(meta("FleetSim"))
+        self.start = -1
+        self.count = 0
+        self.attached: dict[str, int] = {}  # Building entity id -> position in the shard
 
     def init(self, sid: str, time_resolution: float = 1.0, built: Any = None,
              scenario_path: str | None = None, run_dir: str | None = None,
              start_step: int = 0, checkpoint_every: int = 0) -> dict:
+        self.remote = built is None  # a cmd-mode or connected shard: lists on the wire
         if built is None:
             if scenario_path is None:
-                raise ValueError("BuildingAgentSim needs built= or scenario_path=")
+                raise ValueError("FleetSim needs built= or scenario_path=")
             built = load_shard_scenario(scenario_path)
         self.built = built
-        self.outputs: dict[str, dict[str, float]] = {}
         self.checkpoints = Checkpoints(run_dir, start_step, checkpoint_every,
                                        built.scenario.time.steps)
+        self.values: dict[str, np.ndarray] = {}
         return self.meta
 
-    def create(self, num: int, model: str, index: int = 0) -> list[dict]:
-        start = int(index)
-        out = []
-        for i in range(start, start + num):
-            eid = self.built.names[i]
-            self.eids.append(eid)
-            self.index.append(i)
-            out.append({"eid": eid, "type": model})
-        return out
+    def create(self, num: int, model: str, index: int = 0, count: int | None = None,
+               building: str | None = None) -> list[dict]:
+        if model == "Building":
+            if self.start < 0:
+                raise ValueError("create the shard's Fleet entity before its Buildings")
+            names = self.built.names[self.start:self.start + self.count]
+            if building not in names:
+                raise ValueError(f"building {building!r} is not in this shard "
+                                 f"({names[0]}..{names[-1]})")
+            self.attached[building] = names.index(building)
+            return [{"eid": building, "type": model}]
+        if num != 1 or self.start >= 0:
+            raise ValueError("a FleetSim holds one Fleet entity (one shard)")
+        self.start = int(index)
+        self.count = int(count) if count is not None else self.built.n - self.start
+        return [{"eid": fleet_eid(self.start), "type": model}]
 
     def setup_done(self) -> None:
+        from agents.runner import FleetLoop
         from cosim.build import controller_for
 
-        idx = np.asarray(self.index)
-        self.params = self.built.setup.params.select(idx)
-        self.controller = controller_for(self.built, idx)
-        self.state = FleetState.initial(self.params, self.built.setup.initial_soc_fraction)
-        self.dt_h = self.built.setup.dt_h
-        self.component = f"agents-{self.index[0]:06d}"  # one state file per shard
-        if self.checkpoints.start_step:
-            self._restore(self.checkpoints.load(self.component))
-
-    def _snapshot(self) -> dict[str, np.ndarray]:
-        snap = {"backlog_kwh": self.state.backlog_kwh.copy(), "soc_kwh": self.state.soc_kwh.copy()}
-        if hasattr(self.controller, "snapshot"):
-            snap.update({f"controller_{k}": v for k, v in self.controller.snapshot().items()})
-        return snap
-
-    def _restore(self, snap: dict[str, np.ndarray]) -> None:
-        backlog = np.array(snap["backlog_kwh"], dtype=np.float64)
-        if backlog.shape != (len(self.eids),):
-            raise ValueError(f"{self.component}: saved state of {backlog.shape[0]} buildings, "
-                             f"this shard has {len(self.eids)}")
-        self.state = FleetState(backlog, np.array(snap["soc_kwh"], dtype=np.float64))
-        if hasattr(self.controller, "restore"):
-            self.controller.restore({k.removeprefix("controller_"): v for k, v in snap.items()
-                                     if k.startswith("controller_")})
-
-    def _column(self, inputs: dict, attr: str) -> np.ndarray:
-        values = []
-        for e in self.eids:
-            given = inputs[e]
-            if attr in given:
-                values.append(_single(given[attr]))
-            else:  # the bundled 'exogenous' dict of ProfileSim
-                values.append(float(next(iter(given["exogenous"].values()))[attr]))
-        return np.array(values)
+        idx = np.arange(self.start, self.start + self.count)
+        self.loop = FleetLoop(self.built.setup.select(idx), controller_for(self.built, idx),
+                              duals=None)
+        self.component = f"agents-{self.start:06d}"  # one state file per shard
+        start = self.checkpoints.start_step
+        if start:
+            self.loop.restore(self.checkpoints.load(self.component))
+        self.loop.t = start
 
     def step(self, time: int, inputs: dict, max_advance: int) -> int:
-        cols = {a: self._column(inputs, a) for a in EXOGENOUS + ("lambda", "mu", "nu")}
-        hour = cols["hour_of_day"][0]
-        obs = fleet_observation(self.params, self.state, cols["base_demand_kwh"],
-                                cols["solar_w_per_kw"], cols["price_per_kwh"], hour,
-                                cols["lambda"], cols["nu"], self.dt_h)
-        act = np.asarray(self.controller.act(obs), dtype=np.float64)
-        self.state, r = step_fleet(self.params, self.state, cols["base_demand_kwh"],
-                                   cols["solar_w_per_kw"], cols["price_per_kwh"],
-                                   act[:, 0], act[:, 1], self.dt_h)
-        values = {name: getattr(r, name if name != "price" else "price_per_kwh")
-                  for name in BUILDING_RESULTS}
-        values["r2_kwh"] = r.served_kwh - r.demand_kwh
-        values["p_kw"] = r.net_load_kw(self.dt_h)
-        values["lambda"], values["mu"], values["nu"] = cols["lambda"], cols["mu"], cols["nu"]
-        self.outputs = {e: {k: float(v[j]) for k, v in values.items()}
-                        for j, e in enumerate(self.eids)}
-        for out in self.outputs.values():
-            out["record"] = {k: out[k] for k in RECORD}
-        self.checkpoints.after_step(time, self.component, self._snapshot)
+        fleet = inputs.get(fleet_eid(self.start), {})
+        part = slice(self.start, self.start + self.count)
+        multipliers = tuple(np.asarray(next(iter(fleet[m].values())), dtype=np.float64)[part]
+                            for m in MULTIPLIERS)
+        extra = None
+        for eid, attrs in inputs.items():
+            if eid in self.attached and "extra_demand_kwh" in attrs:
+                if extra is None:
+                    extra = np.zeros(self.count)
+                extra[self.attached[eid]] += sum(float(v) for v in
+                                                 attrs["extra_demand_kwh"].values())
+        self.values = self.loop.step(multipliers, extra)
+        self.checkpoints.after_step(time, self.component, self.loop.snapshot)
         return time + 1
 
     def get_data(self, outputs: dict) -> dict:
-        return {eid: {a: self.outputs[eid][a] for a in attrs} for eid, attrs in outputs.items()}
+        data: dict[str, dict[str, Any]] = {}
+        for eid, attrs in outputs.items():
+            if eid in self.attached:
+                j = self.attached[eid]
+                data[eid] = {a: float(self.values[a][j]) for a in attrs}
+                continue
+            out: dict[str, Any] = {}
+            for a in attrs:
+                if a == "record":
+                    out[a] = {"index": self.start,
+                              **{c: as_wire(self.values[c], self.remote) for c in RECORD}}
+                else:
+                    out[a] = as_wire(self.values[a], self.remote)
+            data[eid] = out
+        return data
 
     def configure(self, args: dict) -> None:
         """Command-line arguments (parsed by mosaik_api_v3), checked before any bind."""
@@ -222,7 +229,7 @@ def main() -> int:
 
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
-    return mosaik_api_v3.start_simulation(BuildingAgentSim(), "fleetcosim BuildingAgentSim",
+    return mosaik_api_v3.start_simulation(FleetSim(), "fleetcosim FleetSim",
                                           extra_options=_EXTRA_OPTIONS, configure_logging=False)
 
 

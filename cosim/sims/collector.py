@@ -1,15 +1,18 @@
-"""Collector: receives every building's and the grid's outputs, streams them to disk."""
+"""Collector: receives every fleet shard's record and the grid's result, streams them to disk.
+
+It is the one place where the results of a step meet (shards may be other
+processes); one connection per shard and one from the grid, each carrying arrays.
+"""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import mosaik_api_v3
 import numpy as np
 
 from cosim.results import BUILDING_VALUE_COLUMNS, RunWriter
-from cosim.sims.meta import GRID_RESULTS, meta
+from cosim.sims.meta import meta
 
 
 class Collector(mosaik_api_v3.Simulator):
@@ -23,7 +26,6 @@ class Collector(mosaik_api_v3.Simulator):
         if writer is None or names is None:
             raise ValueError("Collector needs writer= (a cosim.results.RunWriter) and names=")
         self.writer = writer
-        self.position = {n: i for i, n in enumerate(names)}
         self.n = len(names)
         self.progress = progress
         self.start_step = int(start_step)  # the run's step at mosaik time 0 (--resume)
@@ -34,35 +36,24 @@ class Collector(mosaik_api_v3.Simulator):
 
     def step(self, time: int, inputs: dict, max_advance: int) -> int:
         attrs = inputs.get("Monitor", {})
-        mosaik_time, time = time, self.start_step + time
-        building = {c: np.full(self.n, np.nan) for c in BUILDING_VALUE_COLUMNS}
-        grid: dict[str, Any] = {}
-        for attr, sources in attrs.items():
-            if attr == "result":  # GridSim's whole GridResult
-                self.writer.add_grid(time, next(iter(sources.values())))
-                continue
-            if attr in GRID_RESULTS:
-                grid[attr] = next(iter(sources.values()))
-                continue
-            if attr == "record":  # one dict per building with all its results
-                for src, record in sources.items():
-                    j = self.position[src.rsplit(".", 1)[1]]
-                    for col, value in record.items():
-                        if col in building:
-                            building[col][j] = value
-                continue
-            if attr not in building:
-                continue
-            col = building[attr]
-            for src, value in sources.items():
-                col[self.position[src.rsplit(".", 1)[1]]] = value
-        self.writer.add_buildings(time, building)
-        if grid:
-            self.writer.add_grid(time, SimpleNamespace(**grid))
-        self.writer.step_done(time)
+        t = self.start_step + time
+        building = {c: np.empty(self.n) for c in BUILDING_VALUE_COLUMNS}
+        filled = 0
+        for record in attrs.get("record", {}).values():
+            start = int(record["index"])
+            for col in BUILDING_VALUE_COLUMNS:
+                values = np.asarray(record[col], dtype=np.float64)
+                building[col][start:start + values.shape[0]] = values
+            filled += values.shape[0]
+        if filled != self.n:
+            raise RuntimeError(f"step {t}: records of {filled} of {self.n} buildings arrived")
+        self.writer.add_buildings(t, building)
+        for result in attrs.get("result", {}).values():  # GridSim's whole GridResult
+            self.writer.add_grid(t, result)
+        self.writer.step_done(t)
         if self.progress is not None:
-            self.progress(time)
-        return mosaik_time + 1
+            self.progress(t)
+        return time + 1
 
     def get_data(self, outputs: dict) -> dict:
         return {}

@@ -1,5 +1,7 @@
 """One table declares every simulator's models and attributes (with units in the names).
 
+The building columns come from the one record schema, ``agents.records``.
+
 ``meta(sim)`` builds the mosaik META dict of a simulator from it, so attributes
 are declared once (the habit of mosaik-pandapower-2's ``MODEL_TO_ELEMENT_SPECS``).
 """
@@ -8,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from agents.records import MULTIPLIER_COLUMNS, VALUE_COLUMNS
 
 API_VERSION = "3.0"
 
@@ -22,13 +26,10 @@ class ModelSpec:
     doc: str = ""
 
 
-EXOGENOUS = ("base_demand_kwh", "solar_w_per_kw", "price_per_kwh", "hour_of_day")
-MULTIPLIERS = ("lambda", "mu", "nu")
-BUILDING_RESULTS = (
-    "demand_kwh", "backlog_kwh", "grid_kwh", "battery_kwh", "unmet_kwh", "dropped_kwh",
-    "soc_kwh", "pv_kwh", "export_kwh", "price", "cost",
-)
-BACKGROUND = ("load_p_mw", "load_q_mvar", "sgen_p_mw", "sgen_q_mvar")
+MULTIPLIERS = MULTIPLIER_COLUMNS
+BUILDING_RESULTS = tuple(c for c in VALUE_COLUMNS if c not in MULTIPLIER_COLUMNS)
+#: a fleet shard's outputs to the duals and the grid (arrays over its buildings)
+FLEET_FLOWS = ("grid_kwh", "r2_kwh", "p_kw")
 GRID_RESULTS = (
     "bus_vm_pu", "bus_p_mw", "bus_q_mvar", "line_loading_percent", "line_i_ka",
     "trafo_loading_percent", "trafo_p_hv_mw", "losses_mw", "ext_grid_p_mw", "ext_grid_q_mvar",
@@ -43,30 +44,32 @@ class SimSpec:
 
 
 SIMULATORS: dict[str, SimSpec] = {
-    "ProfileSim": SimSpec(models={
-        "Building": ModelSpec(params=("index",), outputs=EXOGENOUS + ("exogenous",),
-                              doc="exogenous data of one building ('exogenous': all as a dict)"),
-        "Background": ModelSpec(outputs=BACKGROUND + ("background",),
-                                doc="the feeder's other customers (arrays per load/sgen; "
-                                    "'background': all four as a dict)"),
-    }),
-    "BuildingAgentSim": SimSpec(models={
-        "Agent": ModelSpec(
-            params=("index",), inputs=EXOGENOUS + ("exogenous",) + MULTIPLIERS,
-            outputs=BUILDING_RESULTS + MULTIPLIERS + ("r2_kwh", "p_kw", "record"),
-            doc="building dynamics and its controller; lambda/mu/nu are echoed as used; "
-                "'record' is a dict of all results (one transfer instead of fourteen)",
+    "FleetSim": SimSpec(models={
+        "Fleet": ModelSpec(
+            params=("index", "count"), inputs=MULTIPLIERS,
+            outputs=FLEET_FLOWS + ("record",),
+            doc="a shard of the fleet (buildings + controller, exogenous data read inside); "
+                "every attribute is an array over the shard's buildings; 'record' holds the "
+                "results-contract columns (agents.records) and the shard's first index",
+        ),
+        "Building": ModelSpec(
+            params=("building",), inputs=("extra_demand_kwh",),
+            outputs=VALUE_COLUMNS + ("p_kw", "r2_kwh"),
+            doc="one building of a shard, for third-party simulators: 'extra_demand_kwh' adds "
+                "demand to its step (after the demand scale); outputs are its values of the "
+                "step (floats)",
         ),
     }),
     "ConsensusSim": SimSpec(models={
-        "Agent": ModelSpec(params=("index",), inputs=("grid_kwh", "r2_kwh"),
-                           outputs=MULTIPLIERS, doc="dual variables of one agent"),
+        "Duals": ModelSpec(inputs=("grid_kwh", "r2_kwh"), outputs=MULTIPLIERS,
+                           doc="the communication graph and the dual dynamics of the whole "
+                               "fleet; inputs from every shard, multipliers as arrays"),
     }),
     "GridSim": SimSpec(models={
-        "Grid": ModelSpec(inputs=("p_kw", "background") + BACKGROUND,
-                          outputs=GRID_RESULTS + ("result",),
-                          doc="AC power flow of the feeder; p_kw from each building; "
-                              "'result': the step's GridResult (in-process only)"),
+        "Grid": ModelSpec(inputs=("p_kw",), outputs=GRID_RESULTS + ("result",),
+                          doc="AC power flow of the feeder; p_kw arrays from every shard, the "
+                              "feeder's background read inside; 'result': the step's "
+                              "GridResult (in-process only)"),
     }),
     "Collector": SimSpec(models={
         "Monitor": ModelSpec(any_inputs=True, doc="streams results to the run directory"),

@@ -21,7 +21,7 @@ from cosim.results import read_status
 from cosim.sims import building_sim
 from cosim.sims.building_sim import (
     ALLOW_REMOTE_BIND,
-    BuildingAgentSim,
+    FleetSim,
     ShardScenarioError,
     bind_refusal,
     load_shard_scenario,
@@ -152,7 +152,7 @@ def test_remote_shard_binds_loopback_unless_allowed(address, remote, allow, refu
 
 
 def test_remote_shard_refusal_and_warning(capsys):
-    sim = BuildingAgentSim()
+    sim = FleetSim()
     with pytest.raises(SystemExit) as exc:
         sim.configure({"HOST:PORT": "0.0.0.0:5678", "--remote": True,
                        ALLOW_REMOTE_BIND: False})
@@ -212,7 +212,7 @@ def test_shard_scenario_that_does_not_build_is_not_detailed(tmp_path):
     path = tmp_path / "scenario.yaml"
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ShardScenarioError) as err:
-        BuildingAgentSim().init("Shard0", scenario_path=str(path))
+        FleetSim().init("Shard0", scenario_path=str(path))
     message = str(err.value)
     assert str(path) in message and SECRET not in message
     assert "does not build" in message or "not a valid scenario" in message
