@@ -20,6 +20,11 @@ and T the number of steps:
 
 "At the last step" means the values the agents used in the run's last step, the
 last ones the table holds (the dual update after the last step is not recorded).
+
+:class:`FleetKpiStream` gives the same numbers, bit for bit, from a table read in
+pieces of whole steps (only :data:`FLEET_KPI_COLUMNS`), so a table larger than memory
+never has to be loaded: per-step sums are pandas' group sums of each step's rows, and
+the totals are numpy's pairwise sums reproduced block by block (:class:`PairwiseSum`).
 """
 
 from __future__ import annotations
@@ -50,40 +55,51 @@ FLEET_KPI_UNITS = {
 }
 
 
+#: The columns of the results table that the fleet KPIs read.
+FLEET_KPI_COLUMNS = ("time", "building", "grid_kwh", "unmet_kwh", "cost", "dropped_kwh", "lambda")
+
+
 def district_grid_kwh(df: pd.DataFrame) -> pd.Series:
     """G_t, the district's grid energy per step, indexed by ``time``."""
     return df.groupby("time", sort=True)["grid_kwh"].sum()
 
 
+def _unmet_per_step(df: pd.DataFrame) -> pd.Series:
+    return df.groupby("time", sort=True)["unmet_kwh"].sum()
+
+
+def _cumulative_average(per_step: pd.Series) -> pd.Series:
+    return per_step.cumsum() / np.arange(1, len(per_step) + 1)
+
+
 def cumulative_average_unmet_kwh(df: pd.DataFrame) -> pd.Series:
     """(1/t) sum_{tau <= t} sum_i unmet_i,tau per step t (t counted from 1)."""
-    unmet = df.groupby("time", sort=True)["unmet_kwh"].sum()
-    return unmet.cumsum() / np.arange(1, len(unmet) + 1)
+    return _cumulative_average(_unmet_per_step(df))
 
 
-def fleet_kpis(
-    df: pd.DataFrame, limit_kwh: float, dt_h: float, lambda_max: float = 15.0
-) -> dict[str, Any]:
-    """The fleet KPIs named in ``FLEET_KPI_UNITS`` (plain Python values, JSON-ready)."""
-    if df.empty:
+def _check(rows: int, dt_h: float) -> None:
+    if rows == 0:
         raise ValueError("fleet_kpis: the results table is empty")
     if not dt_h > 0:
         raise ValueError(f"fleet_kpis: dt_h must be > 0, got {dt_h}")
-    grid = district_grid_kwh(df).to_numpy()
+
+
+def _kpi_values(grid: np.ndarray, final_avg_unmet: float, total_cost: float, dropped: float,
+                n_buildings: int, lam: np.ndarray, limit_kwh: float, dt_h: float,
+                lambda_max: float) -> dict[str, Any]:
+    """The KPI dict from per-step G_t, totals and the last step's lambdas."""
     steps = int(grid.shape[0])
     mean_grid = float(grid.mean())
     peak = float(grid.max())
-    last = df[df["time"] == df["time"].max()]
-    lam = last["lambda"].to_numpy(dtype=np.float64)
     return {
-        "n_buildings": int(df["building"].nunique()),
+        "n_buildings": int(n_buildings),
         "steps": steps,
-        "total_cost": float(df["cost"].sum()),
+        "total_cost": float(total_cost),
         "mean_district_grid_kwh": mean_grid,
         "limit_kwh": float(limit_kwh),
         "steps_over_limit": int((grid > limit_kwh).sum()),
-        "final_avg_unmet_kwh": float(cumulative_average_unmet_kwh(df).iloc[-1]),
-        "dropped_kwh": float(df["dropped_kwh"].sum()),
+        "final_avg_unmet_kwh": float(final_avg_unmet),
+        "dropped_kwh": float(dropped),
         "peak_district_import_kwh": peak,
         "peak_district_import_kw": peak / dt_h,
         "peak_to_average": peak / mean_grid if mean_grid > 0 else None,
@@ -92,3 +108,169 @@ def fleet_kpis(
         "final_lambda": [float(x) for x in lam],
         "agents_at_lambda_max": int((lam >= lambda_max - LAMBDA_MAX_ATOL).sum()),
     }
+
+
+def fleet_kpis(
+    df: pd.DataFrame, limit_kwh: float, dt_h: float, lambda_max: float = 15.0
+) -> dict[str, Any]:
+    """The fleet KPIs named in ``FLEET_KPI_UNITS`` (plain Python values, JSON-ready)."""
+    _check(len(df), dt_h)
+    last = df[df["time"] == df["time"].max()]
+    return _kpi_values(
+        district_grid_kwh(df).to_numpy(), cumulative_average_unmet_kwh(df).iloc[-1],
+        df["cost"].sum(), df["dropped_kwh"].sum(), df["building"].nunique(),
+        last["lambda"].to_numpy(dtype=np.float64), limit_kwh, dt_h, lambda_max)
+
+
+# --- the same from a table read in pieces ----------------------------------------------------
+
+#: Values summed at once by :class:`PairwiseSum` (at least numpy's block of 128).
+PAIRWISE_BLOCK = 1 << 22
+
+
+def _pairwise_split(n: int) -> int:
+    """Where numpy's pairwise summation splits ``n`` > 128 values (``numpy/_core/src/umath/
+    loops_utils.h.src``: ``n2 = n / 2; n2 -= n2 % 8``)."""
+    half = n // 2
+    return half - half % 8
+
+
+def _pairwise_blocks(n: int, block: int) -> list[int]:
+    if n <= block:
+        return [n]
+    half = _pairwise_split(n)
+    return _pairwise_blocks(half, block) + _pairwise_blocks(n - half, block)
+
+
+def _pairwise_combine(n: int, block: int, sums: Any) -> float:
+    if n <= block:
+        return next(sums)
+    half = _pairwise_split(n)
+    left = _pairwise_combine(half, block, sums)
+    return left + _pairwise_combine(n - half, block, sums)
+
+
+def _nansum(values: np.ndarray) -> float:
+    """``pd.Series(values).sum()``: NaN counted as 0, the rest summed by numpy."""
+    nan = np.isnan(values)
+    if nan.any():
+        values = np.where(nan, 0.0, values)
+    return values.sum()
+
+
+class PairwiseSum:
+    """The sum of ``n`` float64 values that arrive in pieces, equal to ``np.sum`` (and
+    pandas' ``Series.sum``, NaN as 0) of all of them at once, bit for bit.
+
+    numpy sums a contiguous array pairwise: more than 128 values are split in two at
+    :func:`_pairwise_split` and the halves' sums added. Splitting the same way down to
+    blocks of at most ``block`` values, summing each block with numpy and adding the
+    block sums along the same tree gives the very same number while holding one block.
+    ``tests/cosim/test_streamed_results.py`` checks it against ``np.sum``.
+    """
+
+    def __init__(self, n: int, block: int | None = None) -> None:
+        block = PAIRWISE_BLOCK if block is None else block
+        if block < 128:
+            raise ValueError(f"PairwiseSum: block must be >= 128, got {block}")
+        self.n, self.block = int(n), int(block)
+        self._sizes = _pairwise_blocks(self.n, self.block)
+        self._sums: list[float] = []
+        self._pending: list[np.ndarray] = []
+        self._pending_n = 0
+        self._seen = 0
+
+    def add(self, values: Any) -> None:
+        x = np.asarray(values, dtype=np.float64).ravel()
+        self._seen += x.size
+        if self._seen > self.n:
+            raise ValueError(f"PairwiseSum: more than the {self.n} values announced")
+        if x.size:
+            self._pending.append(x)
+            self._pending_n += x.size
+        while len(self._sums) < len(self._sizes) and \
+                self._pending_n >= self._sizes[len(self._sums)]:
+            size = self._sizes[len(self._sums)]
+            buf = self._pending[0] if len(self._pending) == 1 else (
+                np.concatenate(self._pending) if self._pending else np.zeros(0))
+            self._sums.append(_nansum(np.ascontiguousarray(buf[:size])))
+            rest = buf[size:]
+            self._pending = [rest] if rest.size else []
+            self._pending_n = int(rest.size)
+
+    def result(self) -> float:
+        if self._seen != self.n or len(self._sums) != len(self._sizes):
+            raise ValueError(f"PairwiseSum: got {self._seen} of {self.n} values")
+        return _pairwise_combine(self.n, self.block, iter(self._sums))
+
+
+class StepTotals:
+    """G_t and the unmet energy per step, from pieces of whole steps in time order."""
+
+    def __init__(self) -> None:
+        self._grid: list[pd.Series] = []
+        self._unmet: list[pd.Series] = []
+
+    def add(self, chunk: pd.DataFrame) -> None:
+        """``chunk``: every row of its steps (columns ``time``, ``grid_kwh``, ``unmet_kwh``)."""
+        self._grid.append(district_grid_kwh(chunk))
+        self._unmet.append(_unmet_per_step(chunk))
+
+    @staticmethod
+    def _joined(pieces: list[pd.Series]) -> pd.Series:
+        if len(pieces) != 1:
+            pieces[:] = [pd.concat(pieces)]
+        series = pieces[0]
+        if not series.index.is_monotonic_increasing or not series.index.is_unique:
+            raise ValueError("StepTotals: pieces must hold whole steps, in time order")
+        return series
+
+    def district_grid_kwh(self) -> pd.Series:
+        """As :func:`district_grid_kwh` of the whole table."""
+        return self._joined(self._grid)
+
+    def cumulative_average_unmet_kwh(self) -> pd.Series:
+        """As :func:`cumulative_average_unmet_kwh` of the whole table."""
+        return _cumulative_average(self._joined(self._unmet))
+
+
+class FleetKpiStream:
+    """:func:`fleet_kpis` of a table of ``n_rows`` rows fed in pieces of whole steps.
+
+    Each piece needs the columns :data:`FLEET_KPI_COLUMNS`; memory holds one piece, a
+    few numbers per step, the building ids and the last step's lambdas.
+    """
+
+    def __init__(self, n_rows: int, *, block: int | None = None) -> None:
+        self.steps = StepTotals()
+        self._rows = 0
+        self._cost = PairwiseSum(n_rows, block)
+        self._dropped = PairwiseSum(n_rows, block)
+        self._buildings: set[Any] = set()
+        self._last_time: Any = None
+        self._last_lambda: list[np.ndarray] = []
+
+    def add(self, chunk: pd.DataFrame) -> None:
+        if chunk.empty:
+            return
+        self._rows += len(chunk)
+        self.steps.add(chunk)
+        self._cost.add(chunk["cost"].to_numpy(dtype=np.float64))
+        self._dropped.add(chunk["dropped_kwh"].to_numpy(dtype=np.float64))
+        self._buildings.update(chunk["building"].dropna().unique())
+        t = chunk["time"].max()
+        lam = chunk.loc[chunk["time"] == t, "lambda"].to_numpy(dtype=np.float64)
+        if self._last_time is None or t > self._last_time:
+            self._last_time, self._last_lambda = t, [lam]
+        elif t == self._last_time:
+            self._last_lambda.append(lam)
+
+    def kpis(self, limit_kwh: float, dt_h: float, lambda_max: float = 15.0) -> dict[str, Any]:
+        """As :func:`fleet_kpis` of the whole table."""
+        _check(self._rows, dt_h)
+        lam = np.concatenate(self._last_lambda)
+        return _kpi_values(
+            self.steps.district_grid_kwh().to_numpy(),
+            self.steps.cumulative_average_unmet_kwh().iloc[-1],
+            self._cost.result(), self._dropped.result(), len(self._buildings), lam,
+            limit_kwh, dt_h, lambda_max)

@@ -23,6 +23,21 @@ Usage::
     python benchmarks/powerflow.py [--grid 1-LV-rural1--0-sw] [--steps 96] [--repeats 3]
 
 The last line holds the headline figures as ``key=value`` pairs.
+
+Per step or batched, as a run solves it (``--scenarios``)::
+
+    python benchmarks/powerflow.py --scenarios scenarios/paper_fig1d.yaml \
+        scenarios/mv_rural_1000.yaml [--scenario-steps 500] [--repeats 3]
+
+builds each scenario's :class:`grid_models.grid_model.GridModel` exactly as ``cosim run``
+does (``cosim.grid.build_grid``: feeder, placement, backend, background on the data's
+calendar, power factor, fleet scale; ``time.steps`` set to ``--scenario-steps``) and
+solves the same building loads (seeded, -1..4 kW per building and step) four ways:
+``GridModel.solve`` step by step (``step``), ``GridModel.solve_batch`` over all steps
+(``batch``) and in windows of the scenario's ``output.flush_every`` steps
+(``batch_flush``, what a run that batches per flush does), and the pandapower backend
+step by step (``pp_step``, warm-started, the reference). Times include the injections,
+the background and the typed results. The last line holds ``key=value`` pairs.
 """
 
 from __future__ import annotations
@@ -134,6 +149,93 @@ def _run_timeseries(net, bg: BackgroundProfiles) -> Callable[[], dict[str, np.nd
     return run
 
 
+def _scenario_grid(path: str, steps: int, backend: str | None = None):
+    """The scenario's GridModel, built as cosim builds it (no data, policies or graph)."""
+    from cosim.grid import build_grid
+    from cosim.scenario import load_scenario
+
+    overrides: list[tuple[str, object]] = [("time.steps", steps)]
+    if backend is not None:
+        overrides.append(("feeder.backend", backend))
+    sc = load_scenario(path, overrides)
+    b = sc.buildings
+    if b.explicit is not None:
+        rows = [(f"buildings.explicit.{i}", s.id, None, 1.0, None, None, None, s.bus)
+                for i, s in enumerate(b.explicit)]
+    else:
+        rows = [("buildings.generate", f"B{i}", None, 1.0, None, None, None,
+                 b.generate.buses[i] if b.generate.buses else None)
+                for i in range(b.generate.count)]
+    return sc, build_grid(sc, rows, path)
+
+
+def _time_scenario(path: str, steps: int, repeats: int) -> tuple:
+    """ms per step of the four ways for one scenario, and their differences to ``step``."""
+    from grid_models.powerflow import BatchGridResult
+
+    sc, gm = _scenario_grid(path, steps)
+    _, gm_pp = _scenario_grid(path, steps, backend="pandapower")
+    flush = sc.output.flush_every
+    p_kw = np.random.default_rng(0).uniform(-1.0, 4.0, (steps, gm.n_buildings))
+
+    def step(model=gm) -> BatchGridResult:
+        return BatchGridResult.from_results([model.solve(t, p_kw[t]) for t in range(steps)])
+
+    def batch() -> BatchGridResult:
+        return gm.solve_batch(0, p_kw)
+
+    def batch_flush() -> BatchGridResult:
+        return BatchGridResult.concatenate([
+            gm.solve_batch(t, p_kw[t:t + flush]) for t in range(0, steps, flush)])
+
+    def pp_step() -> BatchGridResult:
+        gm_pp.set_warm_start_state({})  # every repeat from the same cold start
+        return step(gm_pp)
+
+    ways = {"step": step, "batch": batch, "batch_flush": batch_flush, "pp_step": pp_step}
+    ms, out = {}, {}
+    for way, run in ways.items():
+        run()  # warm-up (numba, model set-up), not timed
+        ms[way], out[way] = _median_ms_per_step(run, steps, repeats)
+    ref = out["step"]
+    dvm = {w: float(np.nanmax(np.abs(out[w].bus_vm_pu - ref.bus_vm_pu))) for w in ways}
+    dload = {w: float(np.nanmax(np.abs(out[w].line_loading_percent
+                                       - ref.line_loading_percent))) for w in ways}
+    return (Path(path).stem, sc.feeder.source, sc.feeder.backend, gm.n_buildings,
+            len(gm.bus_ids), flush, ms, dvm, dload)
+
+
+def scenario_main(args: argparse.Namespace) -> int:
+    """Per-step vs batched GridModel solves of each scenario's feeder (see the docstring)."""
+    steps, repeats = args.scenario_steps, args.repeats
+    rows = [_time_scenario(path, steps, repeats) for path in args.scenarios]
+    headline: dict[str, object] = {"steps": steps, "repeats": repeats}
+    print(f"GridModel per step vs batched, {steps} hourly steps from each scenario's start, "
+          f"median of {repeats} runs, warm-up excluded; machine: "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print(f"{'scenario':<16} {'feeder':<28} {'N':>5} {'buses':>5} {'way':<12} {'ms/step':>9} "
+          f"{'vs step':>8} {'max|dvm| pu':>12} {'max|dload| %':>13}")
+    for name, source, backend, n, n_bus, flush, ms, dvm, dload in rows:
+        labels = {"step": f"{backend} GridModel.solve per step",
+                  "batch": f"{backend} solve_batch, all {steps} steps",
+                  "batch_flush": f"{backend} solve_batch per flush_every={flush}",
+                  "pp_step": "pandapower GridModel.solve per step (warm start)"}
+        for way in ("step", "batch", "batch_flush", "pp_step"):
+            print(f"{name:<16} {source:<28} {n:>5} {n_bus:>5} {way:<12} {ms[way]:>9.4f} "
+                  f"{ms['step'] / ms[way]:>7.1f}x {dvm[way]:>12.1e} {dload[way]:>13.1e}  "
+                  f"{labels[way]}")
+        key = name.replace("-", "_")
+        headline.update({f"{key}_ms_step": f"{ms['step']:.4f}",
+                         f"{key}_ms_batch": f"{ms['batch']:.4f}",
+                         f"{key}_ms_batch_flush": f"{ms['batch_flush']:.4f}",
+                         f"{key}_ms_pp_step": f"{ms['pp_step']:.3f}",
+                         f"{key}_batch_speedup": f"{ms['step'] / ms['batch']:.1f}",
+                         f"{key}_batch_flush_speedup": f"{ms['step'] / ms['batch_flush']:.1f}",
+                         f"{key}_max_dvm_batch_vs_step": f"{dvm['batch']:.1e}"})
+    print(" ".join(f"{k}={v}" for k, v in headline.items()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--grid", default="1-LV-rural1--0-sw",
@@ -144,10 +246,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=-1,
                         help="power-grid-model batch threading (-1 sequential, 0 all cores)")
+    parser.add_argument("--scenarios", nargs="+", metavar="YAML",
+                        help="instead: GridModel per step vs batched for these scenarios")
+    parser.add_argument("--scenario-steps", type=int, default=500,
+                        help="steps per scenario with --scenarios")
     args = parser.parse_args(argv)
     logging.getLogger("pandapower").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    if args.scenarios:
+        return scenario_main(args)
 
     net = load_feeder(_source(args.grid))
     mode = "simbench" if "profiles" in net else "nominal"

@@ -1,81 +1,29 @@
-"""The feeder side of a scenario: net, building placement, background, power flow.
+"""The feeder side of a scenario: a Scenario mapped onto :mod:`grid_models.grid_model`.
 
-``GridModel.solve(t, p_kw)`` turns the buildings' net consumption of step ``t``
-into bus injections (with the scenario's power factor and fleet scale), applies
-the background of step ``t`` and solves one AC power flow.
+The grid model itself (calendar mapping, background stitching, injections, per-step and
+batched power flow) is :class:`grid_models.grid_model.GridModel`; this module only maps a
+:class:`~cosim.scenario.Scenario` to its parameters and turns grid_models' errors into
+:class:`~cosim.scenario.ScenarioError` naming the scenario field. ``GridModel``,
+``hour_of_year``, ``CITYLEARN_ROW0_HOUR_OF_YEAR`` and ``HOURS_PER_YEAR`` are re-exported
+from here for compatibility.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
-
 from cosim.scenario import Scenario, ScenarioError
-from grid_models.background import BackgroundProfiles, background_profiles
-from grid_models.errors import GridModelError, IslandedBusError, SupplyError
+from grid_models.errors import BackgroundError, GridModelError, IslandedBusError, SupplyError
 from grid_models.feeders import load_feeder
-from grid_models.placement import MAX_LISTED_BUILDINGS, bus_injections, place_buildings
-from grid_models.powerflow import GridResult, PowerFlow, make_powerflow
+from grid_models.grid_model import (
+    CITYLEARN_ROW0_HOUR_OF_YEAR,
+    HOURS_PER_YEAR,
+    GridModel,
+    hour_of_year,
+)
+from grid_models.placement import MAX_LISTED_BUILDINGS, place_buildings
 from grid_models.topology import check_supply
 
-HOURS_PER_YEAR = 8760
-#: CityLearn 2022 row 0 is "Month 7, Hour 24" (the last hour of 31 July, 0-based
-#: hour-of-year 5087 of a non-leap year); background profiles follow the same hours.
-CITYLEARN_ROW0_HOUR_OF_YEAR = 212 * 24 - 1
-
-
-def hour_of_year(row: int) -> int:
-    return (CITYLEARN_ROW0_HOUR_OF_YEAR + row) % HOURS_PER_YEAR
-
-
-@dataclass
-class GridModel:
-    net: Any  # the PowerFlow's own pandapower net (feeder + injection loads)
-    powerflow: PowerFlow
-    building_bus: np.ndarray
-    background: BackgroundProfiles
-    q_per_p: float  # tan(phi) of the buildings' power factor
-    fleet_scale: float
-
-    def injections(self, p_kw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        p = np.asarray(p_kw, dtype=float)
-        return bus_injections(self.building_bus, p, p * self.q_per_p,
-                              bus_ids=self.powerflow.bus_ids, scale=self.fleet_scale)
-
-    def solve(self, t: int, p_kw: np.ndarray) -> GridResult:
-        """Power flow of step ``t`` (position in the run) for building loads ``p_kw``."""
-        p_mw, q_mvar = self.injections(p_kw)
-        self.background.apply(self.powerflow, t)
-        return self.powerflow.solve(p_mw, q_mvar, step=t)
-
-
-def _background(net: Any, sc: Scenario, source: str) -> BackgroundProfiles:
-    bg = sc.feeder.background
-    start, steps, dt_h = sc.time.start, sc.time.steps, sc.time.step_h
-    try:
-        if bg.mode != "simbench":
-            return background_profiles(net, steps, dt_h=dt_h, mode=bg.mode, scale=bg.scale)
-        pieces = []
-        t = 0
-        while t < steps:  # the run may wrap around the end of the year
-            h0 = hour_of_year(start + t)
-            n = min(steps - t, HOURS_PER_YEAR - h0)
-            pieces.append(background_profiles(net, n, start=h0, dt_h=dt_h, mode="simbench",
-                                              scale=bg.scale))
-            t += n
-    except GridModelError as exc:
-        raise ScenarioError(source, [("feeder.background.mode", str(exc))]) from None
-    if len(pieces) == 1:
-        return pieces[0]
-    first = pieces[0]
-    return BackgroundProfiles(
-        *(np.concatenate([getattr(p, f) for p in pieces])
-          for f in ("load_p_mw", "load_q_mvar", "sgen_p_mw", "sgen_q_mvar")),
-        first.load_ids, first.sgen_ids, first.dt_h, first.start, first.mode,
-    )
+__all__ = ["CITYLEARN_ROW0_HOUR_OF_YEAR", "HOURS_PER_YEAR", "GridModel", "build_grid",
+           "hour_of_year"]
 
 
 def _islanded_errors(exc: IslandedBusError, rows: list[tuple]) -> list[tuple[str, str]]:
@@ -136,13 +84,14 @@ def build_grid(sc: Scenario, rows: list[tuple], source: str) -> GridModel:
         raise ScenarioError(source, [(field, str(exc))]) from None
     try:
         # a step with non-finite inputs is an unknown step in the KPIs, not a crash mid-run
-        pf = make_powerflow(feeder, sc.feeder.backend, nonfinite="unknown")
+        return GridModel.build(
+            feeder, building_bus=buses, n_steps=sc.time.steps, backend=sc.feeder.backend,
+            start_row=sc.time.start, dt_h=sc.time.step_h,
+            background_mode=sc.feeder.background.mode,
+            background_scale=sc.feeder.background.scale,
+            power_factor=sc.feeder.power_factor, fleet_scale=sc.feeder.fleet_scale,
+            nonfinite="unknown")
+    except BackgroundError as exc:
+        raise ScenarioError(source, [("feeder.background.mode", str(exc))]) from None
     except GridModelError as exc:
         raise ScenarioError(source, [("feeder.backend", str(exc))]) from None
-    background = _background(feeder, sc, source)
-    if not np.array_equal(background.load_ids, pf.load_ids):
-        raise ScenarioError(source, [("feeder.source", "background loads do not match the "
-                                      "power flow's load table")])
-    q_per_p = math.tan(math.acos(sc.feeder.power_factor))
-    return GridModel(pf.net, pf, np.asarray(buses, dtype=np.int64), background, q_per_p,
-                     sc.feeder.fleet_scale)

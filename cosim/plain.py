@@ -1,8 +1,9 @@
 """The plain-loop engine: the same domain objects as the mosaik run, no mosaik.
 
 One step: ``agents.runner.FleetLoop`` (observation, controller, building model,
-duals), then the feeder's power flow with the same ``GridModel``, then the
-writer. It is the reference for the co-simulation's wiring and the yardstick of
+duals), then the feeder's power flow with the same ``GridModel`` through a
+``GridFeed`` (per step, or batched up to each flush), then the writer. It is the
+reference for the co-simulation's wiring and the yardstick of
 its overhead. At every checkpoint of the writer the fleet's state is saved, so
 that ``--resume`` continues exactly.
 """
@@ -18,12 +19,14 @@ GRID_COMPONENT = "grid"
 
 
 def run_plain_into(built: Built, writer: RunWriter, *, progress: bool = False,
-                   start_step: int = 0) -> None:
+                   start_step: int = 0, grid_solve: str = "batch") -> None:
     from agents.runner import FleetLoop
+    from grid_models.grid_model import GridFeed
 
     setup = built.setup
     loop = FleetLoop(setup, built.controller, built.duals)
     grid = built.grid
+    feed = GridFeed(grid, grid_solve, writer.flush_every, setup.n_steps) if grid else None
     if start_step:
         loop.restore(load_arrays(writer.run_dir, start_step, FLEET_COMPONENT))
         if grid is not None:
@@ -38,9 +41,9 @@ def run_plain_into(built: Built, writer: RunWriter, *, progress: bool = False,
     for t in steps:
         values = loop.step()
         writer.add_buildings(t, values)
-        if grid is not None:
-            p_kw = (values["grid_kwh"] - values["export_kwh"]) / setup.dt_h
-            writer.add_grid(t, grid.solve(t, p_kw))
+        if feed is not None:
+            for step, result in feed.add(t, values["p_kw"]):
+                writer.add_grid(step, result)
         writer.step_done(t)
         if writer.steps_done % writer.flush_every == 0 and writer.steps_done < setup.n_steps:
             save_arrays(writer.run_dir, writer.steps_done, FLEET_COMPONENT, loop.snapshot())

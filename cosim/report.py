@@ -5,11 +5,21 @@ gets the same numbers from the files alone. ``kpis.json`` is strict JSON: a valu
 that is not a finite number (an extreme over no known step) is ``null``. Grid hours
 are lower bounds when some steps are unknown (see :mod:`grid_models.kpis`); the
 summary prints them as "at least X (unknown for Y steps)".
+
+Tables are never loaded whole: the buildings table is read once, in pieces of whole
+steps and only the columns the KPIs and plots use (:data:`REPORT_BUILDING_COLUMNS`),
+into per-step sums, running totals and the last step's multipliers; the grid tables
+are read column by column into (step x element) arrays of the values used
+(:data:`KPI_GRID_FIELDS`). The numbers equal those of the whole tables read with
+pandas, bit for bit (``tests/cosim/test_streamed_results.py``).
 """
 
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +27,9 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
-from agents.fleet_kpis import FLEET_KPI_UNITS, cumulative_average_unmet_kwh, district_grid_kwh
-from agents.fleet_kpis import fleet_kpis as compute_fleet_kpis
+from agents.fleet_kpis import FLEET_KPI_COLUMNS, FLEET_KPI_UNITS, FleetKpiStream, StepTotals
 from agents.graphs import graph_from_json
-from cosim.results import json_safe, read_table, write_json
+from cosim.results import TableScan, json_safe, read_table, write_json
 from grid_models.kpis import HOURS_KEYS, UNKNOWN_SUFFIX, hours_text
 from grid_models.kpis import grid_kpis as compute_grid_kpis
 from grid_models.powerflow import BatchGridResult
@@ -41,52 +50,160 @@ GRID_KPI_UNITS = {
     **{key + UNKNOWN_SUFFIX: "steps" for key in HOURS_KEYS},
 }
 
+#: Array fields of :class:`BatchGridResult` -> (table, element column, value column).
+GRID_FIELDS = {
+    "bus_vm_pu": ("buses", "bus", "vm_pu"),
+    "bus_p_mw": ("buses", "bus", "p_mw"),
+    "bus_q_mvar": ("buses", "bus", "q_mvar"),
+    "line_loading_percent": ("lines", "line", "loading_percent"),
+    "line_i_ka": ("lines", "line", "i_ka"),
+    "trafo_loading_percent": ("trafos", "trafo", "loading_percent"),
+    "trafo_p_hv_mw": ("trafos", "trafo", "p_hv_mw"),
+}
+#: What the grid KPIs read (besides the whole, one-row-per-step ``grid`` table).
+KPI_GRID_FIELDS = ("bus_vm_pu", "line_loading_percent", "trafo_loading_percent")
+#: What the grid plots draw.
+PLOT_GRID_FIELDS = ("bus_vm_pu", "trafo_loading_percent")
+#: What the plots draw from the buildings table.
+PLOT_BUILDING_COLUMNS = ("time", "building", "grid_kwh", "unmet_kwh", "lambda")
+#: What the report (KPIs and plots) reads from the buildings table.
+REPORT_BUILDING_COLUMNS = FLEET_KPI_COLUMNS
+#: Up to this many agents the lambda plot draws one line each, else a band.
+LAMBDA_LINES_MAX = 20
+
 
 def strict_json(obj: Any) -> str:
     """Strict JSON text of ``obj`` (see :func:`json_safe`); raises on anything left over."""
     return json.dumps(json_safe(obj), indent=2, allow_nan=False)
 
 
-def _wide(frame: pd.DataFrame, key: str, value: str) -> tuple[np.ndarray, np.ndarray]:
-    wide = frame.pivot(index="time", columns=key, values=value).sort_index()
-    return wide.columns.to_numpy(), wide.to_numpy(dtype=float)
+def _wide(run_dir: Path, table: str, key: str, values: Sequence[str]
+          ) -> dict[str, np.ndarray] | None:
+    """``values`` of an element table as (time x element) arrays, rows in time order and
+    columns in element order (what ``pivot(index="time", columns=key)`` gives; NaN where
+    a row is missing), read in pieces and only these columns. None: the table is empty."""
+    scan = TableScan(run_dir, table, ["time", key, *values])
+    times = np.zeros(0, dtype=np.int64)
+    keys = np.zeros(0, dtype=np.int64)
+    for frame in scan.batches(["time", key]):
+        times = np.union1d(times, frame["time"].to_numpy())
+        keys = np.union1d(keys, frame[key].to_numpy())
+    if times.size == 0:
+        return None
+    wide = {v: np.full((times.size, keys.size), np.nan) for v in values}
+    for frame in scan.batches():
+        rows = np.searchsorted(times, frame["time"].to_numpy())
+        cols = np.searchsorted(keys, frame[key].to_numpy())
+        for v in values:
+            wide[v][rows, cols] = frame[v].to_numpy(dtype=float)
+    return wide
 
 
-def grid_batch(run_dir: Path) -> BatchGridResult | None:
-    """The run's power-flow results, rebuilt from its Parquet tables."""
+def grid_batch(run_dir: Path, fields: Sequence[str] | None = None) -> BatchGridResult | None:
+    """The run's power-flow results, rebuilt from its Parquet tables.
+
+    ``fields``: the array fields of :class:`BatchGridResult` to read (None: all); the
+    others are (steps x 0) arrays, and only the columns asked for are read. None when
+    the run has no grid results.
+    """
     try:
         g = read_table(run_dir, "grid").sort_values("time")
     except ValueError:
         return None
-    buses, lines, trafos = (read_table(run_dir, t) for t in ("buses", "lines", "trafos"))
-    _, vm = _wide(buses, "bus", "vm_pu")
-    _, p = _wide(buses, "bus", "p_mw")
-    _, q = _wide(buses, "bus", "q_mvar")
+    fields = tuple(GRID_FIELDS) if fields is None else tuple(fields)
+    unknown = [f for f in fields if f not in GRID_FIELDS]
+    if unknown:
+        raise ValueError(f"grid_batch: unknown fields {unknown}; valid: {list(GRID_FIELDS)}")
     steps = len(g)
-
-    def wide_or_empty(frame: pd.DataFrame, key: str, value: str) -> np.ndarray:
-        return _wide(frame, key, value)[1] if len(frame) else np.zeros((steps, 0))
-
+    arrays = {name: np.zeros((steps, 0)) for name in GRID_FIELDS}
+    for table in dict.fromkeys(GRID_FIELDS[f][0] for f in fields):
+        key = next(GRID_FIELDS[f][1] for f in fields if GRID_FIELDS[f][0] == table)
+        asked = {GRID_FIELDS[f][2]: f for f in fields if GRID_FIELDS[f][0] == table}
+        wide = _wide(run_dir, table, key, list(asked))
+        if wide is not None:
+            arrays.update({asked[v]: wide[v] for v in asked})
+    vm = arrays["bus_vm_pu"]
     return BatchGridResult(
-        bus_vm_pu=vm, bus_va_degree=np.full_like(vm, np.nan),  # angles are not recorded
-        bus_p_mw=p,
-        bus_q_mvar=q,
-        line_loading_percent=wide_or_empty(lines, "line", "loading_percent"),
-        line_i_ka=wide_or_empty(lines, "line", "i_ka"),
-        trafo_loading_percent=wide_or_empty(trafos, "trafo", "loading_percent"),
-        trafo_p_hv_mw=wide_or_empty(trafos, "trafo", "p_hv_mw"),
+        **arrays,
+        bus_va_degree=np.full_like(vm, np.nan),  # angles are not recorded
         losses_mw=g["losses_mw"].to_numpy(), ext_grid_p_mw=g["ext_grid_p_mw"].to_numpy(),
         ext_grid_q_mvar=g["ext_grid_q_mvar"].to_numpy(), converged=g["converged"].to_numpy(),
         steps=g["time"].to_numpy(),
     )
 
 
-def compute_kpis(run_dir: Path, limit_kwh: float, dt_h: float, lambda_max: float,
-                 scenario_name: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    buildings = read_table(run_dir, "buildings")
-    fleet = compute_fleet_kpis(buildings, limit_kwh, dt_h, lambda_max=lambda_max)
-    batch = grid_batch(run_dir)
-    grid = compute_grid_kpis(batch, dt_h) if batch is not None else {}
+class LambdaTracks:
+    """What the lambda plot draws, from pieces of whole steps of the buildings table:
+    each agent's lambda per step (up to :data:`LAMBDA_LINES_MAX` agents), else the
+    minimum, median and maximum over the agents per step."""
+
+    def __init__(self) -> None:
+        self._pieces: list[pd.DataFrame] = []
+        self._names: set[Any] = set()
+
+    def add(self, chunk: pd.DataFrame) -> None:
+        lam = chunk.pivot(index="time", columns="building", values="lambda")
+        self._names.update(lam.columns)
+        if len(self._names) > LAMBDA_LINES_MAX:
+            self._pieces = [self._band(p) for p in self._pieces]
+            lam = self._band(lam)
+        self._pieces.append(lam)
+
+    @staticmethod
+    def _band(lam: pd.DataFrame) -> pd.DataFrame:
+        if list(lam.columns) == ["min", "median", "max"] and lam.columns.name == "band":
+            return lam
+        q = np.nanpercentile(lam.to_numpy(), [0, 50, 100], axis=1)
+        return pd.DataFrame(q.T, index=lam.index,
+                            columns=pd.Index(["min", "median", "max"], name="band"))
+
+    @property
+    def per_agent(self) -> bool:
+        return len(self._names) <= LAMBDA_LINES_MAX
+
+    def frame(self) -> pd.DataFrame:
+        """Per agent (columns in sorted order, as ``pivot``) or the band (min/median/max)."""
+        if not self._pieces:
+            return pd.DataFrame()
+        if len(self._pieces) > 1:
+            self._pieces = [pd.concat(self._pieces, sort=self.per_agent)]
+        return self._pieces[0]
+
+
+@dataclass
+class ReportData:
+    """What :func:`compute_kpis` and :func:`write_plots` take from the run's tables."""
+
+    steps: StepTotals
+    fleet: FleetKpiStream | None
+    lam: LambdaTracks | None
+    grid: BatchGridResult | None
+
+
+def read_report_data(run_dir: Path, *, kpis: bool = True, plots: bool = True) -> ReportData:
+    """One pass over the buildings table (only the columns used) and the grid arrays used."""
+    columns = REPORT_BUILDING_COLUMNS if kpis else PLOT_BUILDING_COLUMNS
+    scan = TableScan(run_dir, "buildings", columns)
+    fleet = FleetKpiStream(scan.num_rows) if kpis else None
+    steps = fleet.steps if fleet is not None else StepTotals()
+    lam = LambdaTracks() if plots else None
+    for chunk in scan.steps():
+        if fleet is not None:
+            fleet.add(chunk)
+        else:
+            steps.add(chunk)
+        if lam is not None:
+            lam.add(chunk)
+    fields = KPI_GRID_FIELDS if kpis else PLOT_GRID_FIELDS
+    return ReportData(steps=steps, fleet=fleet, lam=lam, grid=grid_batch(run_dir, fields))
+
+
+def _kpis(data: ReportData, limit_kwh: float, dt_h: float, lambda_max: float,
+          scenario_name: str, extra: dict[str, Any] | None) -> dict[str, Any]:
+    if data.fleet is None:
+        raise ValueError("the report data were read without the KPI columns")
+    fleet = data.fleet.kpis(limit_kwh, dt_h, lambda_max=lambda_max)
+    grid = compute_grid_kpis(data.grid, dt_h) if data.grid is not None else {}
     return json_safe({
         "scenario": scenario_name,
         "limit_kwh": float(limit_kwh),
@@ -97,6 +214,12 @@ def compute_kpis(run_dir: Path, limit_kwh: float, dt_h: float, lambda_max: float
     })
 
 
+def compute_kpis(run_dir: Path, limit_kwh: float, dt_h: float, lambda_max: float,
+                 scenario_name: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    data = read_report_data(run_dir, kpis=True, plots=False)
+    return _kpis(data, limit_kwh, dt_h, lambda_max, scenario_name, extra)
+
+
 def write_report(run_dir: Path, built: Any, *, plots: bool = True,
                  wall_s: float | None = None, steps_run: int | None = None) -> dict[str, Any]:
     """KPIs, plots; ``wall_s`` is the time of the ``steps_run`` steps this process ran
@@ -104,25 +227,31 @@ def write_report(run_dir: Path, built: Any, *, plots: bool = True,
     sc = built.scenario
     steps_run = sc.time.steps if steps_run is None else steps_run
     extra = {"wall_s": wall_s, "steps_per_s": steps_run / wall_s} if wall_s else {}
-    kpis = compute_kpis(run_dir, built.limit_kwh, sc.time.step_h, sc.duals.lambda_max, sc.name,
-                        extra)
+    data = read_report_data(run_dir, kpis=True, plots=plots)
+    kpis = _kpis(data, built.limit_kwh, sc.time.step_h, sc.duals.lambda_max, sc.name, extra)
     strict_json(kpis)  # fails here, not in a reader, if anything non-finite is left
     write_json(run_dir / "kpis.json", kpis)
     if plots:
-        write_plots(run_dir, kpis)
+        write_plots(run_dir, kpis, data)
     return kpis
 
 
-def write_plots(run_dir: Path, kpis: dict[str, Any]) -> list[Path]:
-    """The plots of docs/equations.md into ``run_dir/plots``."""
+def write_plots(run_dir: Path, kpis: dict[str, Any], data: ReportData | None = None
+                ) -> list[Path]:
+    """The plots of docs/equations.md into ``run_dir/plots``.
+
+    ``data``: what :func:`read_report_data` read (with ``plots=True``); without it the
+    plots read only what they draw (:data:`PLOT_BUILDING_COLUMNS`, :data:`PLOT_GRID_FIELDS`).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if data is None or data.lam is None:
+        data = read_report_data(run_dir, kpis=False, plots=True)
     out = run_dir / "plots"
     out.mkdir(exist_ok=True)
-    b = read_table(run_dir, "buildings")
     limit = kpis["limit_kwh"]
     paths = []
 
@@ -132,7 +261,7 @@ def write_plots(run_dir: Path, kpis: dict[str, Any]) -> list[Path]:
         plt.close(fig)
         paths.append(out / name)
 
-    g = district_grid_kwh(b)
+    g = data.steps.district_grid_kwh()
     fig, ax = plt.subplots(figsize=(10, 3.5))
     ax.plot(g.index, g.to_numpy(), lw=0.6, label="district grid energy")
     window = min(168, max(1, len(g) // 10))
@@ -143,28 +272,29 @@ def write_plots(run_dir: Path, kpis: dict[str, Any]) -> list[Path]:
     ax.legend(loc="upper right")
     save(fig, "district_grid.png")
 
-    lam = b.pivot(index="time", columns="building", values="lambda")
+    assert data.lam is not None
+    lam = data.lam.frame()
     fig, ax = plt.subplots(figsize=(10, 3.5))
-    if lam.shape[1] <= 20:
+    if data.lam.per_agent:
         for col in lam.columns:
             ax.plot(lam.index, lam[col].to_numpy(), lw=0.8, label=str(col))
         ax.legend(ncol=min(7, lam.shape[1]), fontsize=7, loc="upper right")
     else:
-        q = np.nanpercentile(lam.to_numpy(), [0, 50, 100], axis=1)
-        ax.fill_between(lam.index, q[0], q[2], alpha=0.3, label="min-max over agents")
-        ax.plot(lam.index, q[1], label="median")
+        ax.fill_between(lam.index, lam["min"].to_numpy(), lam["max"].to_numpy(), alpha=0.3,
+                        label="min-max over agents")
+        ax.plot(lam.index, lam["median"].to_numpy(), label="median")
         ax.legend()
     ax.set(xlabel="step", ylabel="lambda", title="Global multiplier per agent")
     save(fig, "lambda.png")
 
-    cu = cumulative_average_unmet_kwh(b)
+    cu = data.steps.cumulative_average_unmet_kwh()
     fig, ax = plt.subplots(figsize=(10, 3.5))
     ax.plot(cu.index, cu.to_numpy())
     ax.set(xlabel="step", ylabel="kWh per step",
            title="Cumulative average unmet demand (1/t) sum unmet")
     save(fig, "unmet.png")
 
-    batch = grid_batch(run_dir)
+    batch = data.grid
     if batch is not None:
         tl = batch.trafo_loading_percent
         fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -180,7 +310,8 @@ def write_plots(run_dir: Path, kpis: dict[str, Any]) -> list[Path]:
 
         vm = batch.bus_vm_pu
         fig, ax = plt.subplots(figsize=(10, 3.5))
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: unknown steps
             ax.fill_between(batch.steps, np.nanmin(vm, axis=1), np.nanmax(vm, axis=1),
                             alpha=0.5, label="min-max over buses")
         for y in (0.95, 1.05):

@@ -34,7 +34,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +172,7 @@ class RunWriter:
         self.tables = ["buildings", *(GRID_TABLES if bus_ids is not None else ())]
         self.marker = dict(marker) if marker else new_marker("run")
         self.engine = engine
+        self.grid_solve = ""  # "batch" or "per_step", set by the engine (status.json)
         self.history = list(history or [])
         self._buf: dict[str, list[tuple[int, Any]]] = {"buildings": [], "grid": []}
         self._part = int(next_part)
@@ -198,6 +199,7 @@ class RunWriter:
         content = {
             **self.marker, "kind": "run", "state": state, "steps_done": self.steps_done,
             "steps": self.total_steps, "engine": self.engine, "tables": self.tables,
+            "grid_solve": self.grid_solve,
             "checkpoint_every": self.flush_every, "pid": os.getpid(),
             "host": socket.gethostname(), "start_ticks": _PROCESS_START_TICKS,
             "started_unix": round(self.started, 3),
@@ -362,20 +364,35 @@ class RunWriter:
         return problem
 
     def finalize(self) -> None:
-        """Flush, then join each table's parts into ``<table>.parquet``."""
+        """Flush, then append each table's parts, one part at a time, to ``<table>.parquet``.
+
+        Every table is written under ``<table>.parquet.tmp`` (one row group per part,
+        see :func:`write_joined`) and renamed only when all are complete, so a run killed
+        here keeps its parts and never leaves a half-written file under a final name. The
+        parts and checkpoints are removed after the renames.
+        """
         self.flush()
+        staged: list[tuple[Path, Path]] = []
         try:
             for table in self.tables:
                 parts = sorted((self.run_dir / PARTS_DIR / table).glob("part-*.parquet"))
                 if not parts:
                     continue
-                joined = pa.concat_tables([pq.read_table(p) for p in parts])
-                tmp = self.run_dir / f"{table}.parquet.tmp"
-                pq.write_table(joined, tmp)
-                os.replace(tmp, self.run_dir / f"{table}.parquet")
-        except OSError as exc:
-            raise RunWriteError(f"{self.run_dir}: cannot join the results: "
-                                f"{exc.strerror or exc}") from exc
+                target = self.run_dir / f"{table}.parquet"
+                tmp = target.with_name(target.name + ".tmp")
+                staged.append((tmp, target))
+                write_joined(parts, tmp)
+            for tmp, target in staged:
+                os.replace(tmp, target)
+            _fsync(self.run_dir, directory=True)
+        except BaseException as exc:
+            for tmp, _ in staged:
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise RunWriteError(f"{self.run_dir}: cannot join the results: "
+                                    f"{exc.strerror or exc}") from exc
+            raise
         shutil.rmtree(self.run_dir / PARTS_DIR, ignore_errors=True)
         shutil.rmtree(self.run_dir / STATE_DIR, ignore_errors=True)
 
@@ -397,7 +414,10 @@ def resume_point(run_dir: Path, components: Sequence[str]) -> tuple[int, int]:
 
 
 def truncate_parts(run_dir: Path, next_part: int, steps_done: int) -> None:
-    """Drop what lies beyond a checkpoint: later parts, ``.tmp`` leftovers, later states."""
+    """Drop what lies beyond a checkpoint: later parts, ``.tmp`` leftovers (of parts and of
+    a finalize that was killed), later states."""
+    for table in TABLES:
+        (Path(run_dir) / f"{table}.parquet.tmp").unlink(missing_ok=True)
     root = Path(run_dir) / PARTS_DIR
     if root.is_dir():
         for folder in root.iterdir():
@@ -430,21 +450,173 @@ def run_state(run_dir: str | Path) -> str:
     return "running" if alive else ("unknown" if alive is None else "dead")
 
 
-def read_table(run_dir: str | Path, table: str) -> pd.DataFrame:
-    """A table of a run, complete or (from its flushed parts) interrupted."""
+#: Rows per piece when a table is read in pieces (:class:`TableScan`).
+SCAN_BATCH_ROWS = 1 << 20
+
+
+def _fsync(path: Path, *, directory: bool = False) -> None:
+    """Push ``path`` (a file, or a directory's entries) to disk; a directory that cannot
+    be synced (some file systems) is let be."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        if directory:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
+
+
+def _plain_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with dictionary-typed columns as their value type (the contract's types)."""
+    return pa.schema([pa.field(f.name, f.type.value_type, f.nullable, f.metadata)
+                      if pa.types.is_dictionary(f.type) else f for f in schema],
+                     metadata=schema.metadata)
+
+
+def write_joined(parts: Sequence[Path], path: Path) -> int:
+    """Append the Parquet files ``parts``, in order, to a new Parquet file ``path``.
+
+    One part is in memory at a time and becomes one row group (``ParquetWriter``); the
+    schema, its pandas metadata included, is the first part's, so ``pd.read_parquet``
+    gives what joining the parts in memory gave. The file is synced before this returns.
+    Returns the number of rows written.
+    """
+    writer: pq.ParquetWriter | None = None
+    schema: pa.Schema | None = None
+    rows = 0
+    try:
+        for part in parts:
+            table = pq.read_table(part)
+            if writer is None or schema is None:
+                schema = _plain_schema(table.schema)
+                writer = pq.ParquetWriter(path, schema)
+            if not table.schema.equals(schema, check_metadata=False):
+                table = table.cast(schema)
+            if table.num_rows:
+                writer.write_table(table, row_group_size=table.num_rows)
+            rows += table.num_rows
+            del table
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is not None:
+        _fsync(path)
+    return rows
+
+
+def table_files(run_dir: str | Path, table: str) -> list[Path]:
+    """The files that hold a table: ``[<table>.parquet]`` for a complete run, else the
+    parts 0..k-1 that every table of the run holds."""
     if table not in TABLES:
         raise RunDirError(f"unknown table {table!r}; valid: {', '.join(TABLES)}")
     run_dir = Path(run_dir)
     final = run_dir / f"{table}.parquet"
     if final.is_file():
-        return pd.read_parquet(final)
+        return [final]
     tables = expected_tables(run_dir)
     count = complete_parts(run_dir, tables if table in tables else [table])
     if count == 0:
         raise RunDirError(f"{run_dir}: no {table} results")
     folder = run_dir / PARTS_DIR / table
-    return pd.concat([pd.read_parquet(folder / f"part-{k:05d}.parquet") for k in range(count)],
-                     ignore_index=True)
+    return [folder / f"part-{k:05d}.parquet" for k in range(count)]
+
+
+def _checked_columns(path: Path, table: str, columns: Sequence[str] | None) -> list[str] | None:
+    if columns is None:
+        return None
+    columns = list(columns)
+    have = pq.read_schema(path).names
+    unknown = [c for c in columns if c not in have]
+    if unknown:
+        raise RunDirError(f"{table} has no column {', '.join(map(repr, unknown))}; "
+                          f"valid: {', '.join(have)}")
+    return columns
+
+
+def read_table(run_dir: str | Path, table: str,
+               columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """A table of a run, complete or (from its flushed parts) interrupted.
+
+    ``columns``: read only these (in this order); None reads all.
+    """
+    files = table_files(run_dir, table)
+    columns = _checked_columns(files[0], table, columns)
+    if files[0].parent == Path(run_dir):
+        return pd.read_parquet(files[0], columns=columns)
+    return pd.concat([pd.read_parquet(f, columns=columns) for f in files], ignore_index=True)
+
+
+class TableScan:
+    """A table of a run read in pieces, for reductions over tables larger than memory.
+
+    The files are fixed when the scan is made (:func:`table_files`: the final file, or
+    the parts every table holds), so a table that grows meanwhile is read as it was.
+    ``columns``: read only these (None: all). ``batches()`` yields the rows in file
+    order in pieces of at most ``batch_rows`` rows; ``steps()`` yields them in pieces of
+    whole steps (every row of a ``time`` in one piece; rows are ordered by time).
+    """
+
+    def __init__(self, run_dir: str | Path, table: str, columns: Sequence[str] | None = None,
+                 *, batch_rows: int | None = None) -> None:
+        self.table = table
+        self.files = table_files(run_dir, table)
+        self.columns = _checked_columns(self.files[0], table, columns)
+        self.batch_rows = max(1, int(SCAN_BATCH_ROWS if batch_rows is None else batch_rows))
+
+    @property
+    def num_rows(self) -> int:
+        return sum(pq.read_metadata(f).num_rows for f in self.files)
+
+    def batches(self, columns: Sequence[str] | None = None) -> Iterator[pd.DataFrame]:
+        """The rows in file order; ``columns`` (default: the scan's) picks the columns."""
+        cols = self.columns if columns is None else _checked_columns(
+            self.files[0], self.table, columns)
+        for path in self.files:
+            # a row group at a time (a part of the run: what its writer held in memory);
+            # larger ones in batches. iter_batches over a whole file holds far more.
+            with pq.ParquetFile(path, pre_buffer=False) as pf:
+                for i in range(pf.num_row_groups):
+                    if pf.metadata.row_group(i).num_rows <= self.batch_rows:
+                        yield pf.read_row_group(i, columns=cols).to_pandas()
+                        continue
+                    for batch in pf.iter_batches(batch_size=self.batch_rows, row_groups=[i],
+                                                 columns=cols, use_threads=False):
+                        yield batch.to_pandas()
+
+    def steps(self) -> Iterator[pd.DataFrame]:
+        """The rows in pieces of whole steps, in time order (``time`` is always read)."""
+        cols = self.columns
+        if cols is not None and "time" not in cols:
+            cols = ["time", *cols]
+        carry: pd.DataFrame | None = None
+        last = None
+        for frame in self.batches(cols):
+            if frame.empty:
+                continue
+            times = frame["time"].to_numpy()
+            if (last is not None and times[0] < last) or bool((np.diff(times) < 0).any()):
+                raise RunDirError(f"{self.table}: rows are not ordered by time")
+            last = times[-1]
+            cut = int(np.searchsorted(times, last, side="left"))
+            if cut == 0:  # the whole piece is one step
+                if carry is not None and carry["time"].iat[0] == last:
+                    carry = pd.concat([carry, frame], ignore_index=True)
+                    continue
+                if carry is not None:
+                    yield carry
+                carry = frame
+                continue
+            head = frame.iloc[:cut]
+            yield head if carry is None else pd.concat([carry, head], ignore_index=True)
+            carry = frame.iloc[cut:].reset_index(drop=True)
+        if carry is not None:
+            yield carry
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -69,6 +69,16 @@ def checkpoint_components(built: Built, engine: str) -> list[str]:
     return ["duals", *(f"agents-{start:06d}" for start, _ in shards), *grid]
 
 
+def grid_solve_mode(built: Built, extend: Callable[..., None] | None) -> str:
+    """``batch`` when nothing reads the grid's results within the run, else ``per_step``.
+
+    Today only the writer reads them, unless a caller adds simulators of its own
+    (``extend``), which might. Both give the same numbers (``GridFeed``); the choice
+    is recorded in ``status.json`` (``grid_solve``).
+    """
+    return "per_step" if extend is not None or built.grid is None else "batch"
+
+
 def _writer(sc: Scenario, built: Built, run_dir: Path, **kwargs: Any) -> RunWriter:
     grid = built.grid
     return RunWriter(
@@ -82,14 +92,20 @@ def _writer(sc: Scenario, built: Built, run_dir: Path, **kwargs: Any) -> RunWrit
 def execute(sc: Scenario, built: Built, run_dir: Path, *, progress: bool = True,
             force: bool = False, engine: str = "mosaik",
             notes: list[str] | None = None, extend: Callable[..., None] | None = None,
-            extra_sims: dict[str, dict[str, Any]] | None = None) -> RunOutcome:
+            extra_sims: dict[str, dict[str, Any]] | None = None,
+            grid_solve: str | None = None) -> RunOutcome:
     """Run a built scenario into a new ``run_dir`` (``engine``: "mosaik" or "plain").
 
     The directory is locked for the run; an earlier run there is replaced only
     with ``force`` (``cosim.rundir.claim_directory``). With the mosaik engine,
     ``extend(handles)`` may add simulators of one's own (their sim_config entries in
     ``extra_sims``) and connect them, e.g. to one building (``cosim.world.Handles``).
+    ``grid_solve`` ("batch" or "per_step") overrides the automatic choice
+    (:func:`grid_solve_mode`); batching is refused when the world is extended.
     """
+    if grid_solve == "batch" and extend is not None:
+        raise ValueError("grid_solve='batch' with extend: an added simulator may read the "
+                         "grid's results within the run; use per_step")
     if (extend is not None or extra_sims) and engine != "mosaik":
         raise ValueError("extend/extra_sims need the mosaik engine")
     if engine not in ENGINES:
@@ -111,7 +127,7 @@ def execute(sc: Scenario, built: Built, run_dir: Path, *, progress: bool = True,
             raise RunWriteError(f"{run_dir}: cannot write the run's set-up files: "
                                 f"{exc.strerror or exc}") from exc
         return _run_engine(sc, built, writer, engine, progress, start_step=0, extend=extend,
-                           extra_sims=extra_sims)
+                           extra_sims=extra_sims, grid_solve=grid_solve)
     finally:
         lock.release()
 
@@ -157,21 +173,27 @@ def resume(run_dir: str | Path, *, progress: bool = True,
 
 def _run_engine(sc: Scenario, built: Built, writer: RunWriter, engine: str, progress: bool,
                 start_step: int, extend: Callable[..., None] | None = None,
-                extra_sims: dict[str, dict[str, Any]] | None = None) -> RunOutcome:
+                extra_sims: dict[str, dict[str, Any]] | None = None,
+                grid_solve: str | None = None) -> RunOutcome:
     from cosim.report import write_report
 
     run_dir = writer.run_dir
+    grid_solve = grid_solve or grid_solve_mode(built, extend)
+    writer.grid_solve = grid_solve
+    writer.set_status("running")
     t0 = time.perf_counter()
     try:
         if engine == "mosaik":
             from cosim.world import run_world
 
             run_world(built, writer, scenario_path=run_dir / "scenario.yaml", progress=progress,
-                      start_step=start_step, extend=extend, extra_sims=extra_sims)
+                      start_step=start_step, extend=extend, extra_sims=extra_sims,
+                      grid_solve=grid_solve)
         else:
             from cosim.plain import run_plain_into
 
-            run_plain_into(built, writer, progress=progress, start_step=start_step)
+            run_plain_into(built, writer, progress=progress, start_step=start_step,
+                           grid_solve=grid_solve)
         wall = time.perf_counter() - t0
         if writer.steps_done != sc.time.steps:
             raise RuntimeError(f"the run stopped after {writer.steps_done} of "

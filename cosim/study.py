@@ -46,6 +46,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cosim.limits import MAX_SCENARIO_FILE_BYTES
+from cosim.results import read_table
 from cosim.rundir import (
     STUDY_MARKER,
     DirLock,
@@ -197,7 +198,8 @@ def run_metrics(run_dir: Path, classes: list[str], lambda_max: float,
     from agents.fleet_kpis import cumulative_average_unmet_kwh
 
     kpis = json.loads((run_dir / "kpis.json").read_text())
-    b = pd.read_parquet(run_dir / "buildings.parquet")
+    b = read_table(run_dir, "buildings",
+                   columns=["time", "building", "unmet_kwh", "backlog_kwh", "lambda"])
     fleet, grid = kpis["fleet"], kpis["grid"]
     steps = fleet["steps"]
     third = max(2, steps // 3)
@@ -442,7 +444,8 @@ def study_figures(table: pd.DataFrame, out: Path) -> None:
                              squeeze=False)
     for ax, variant in zip(axes.flat, variants, strict=False):
         for _, row in ok[ok["variant"] == variant].iterrows():
-            b = pd.read_parquet(out / row["run_dir"] / "buildings.parquet")
+            b = read_table(out / row["run_dir"], "buildings",
+                           columns=["time", "unmet_kwh"])
             cu = cumulative_average_unmet_kwh(b)
             label = f"c={row[key]:g}" if key else row["run"]
             ax.plot(cu.index, cu.to_numpy(), label=label)
@@ -468,7 +471,8 @@ def study_figures(table: pd.DataFrame, out: Path) -> None:
                 if sel.empty:
                     ax.axis("off")
                     continue
-                b = pd.read_parquet(out / sel["run_dir"].iloc[0] / "buildings.parquet")
+                b = read_table(out / sel["run_dir"].iloc[0], "buildings",
+                               columns=["time", "building", "lambda"])
                 lam = b.pivot(index="time", columns="building", values="lambda")
                 for col in lam.columns:
                     ax.plot(lam.index, lam[col].to_numpy(), lw=0.4)

@@ -75,12 +75,15 @@ def shard_bounds(n: int, shards: int) -> list[tuple[int, int]]:
 def run_world(built: Built, writer: RunWriter, *, scenario_path: Path | None = None,
               progress: bool = True, start_step: int = 0,
               extend: Callable[[Handles], None] | None = None,
-              extra_sims: dict[str, dict[str, Any]] | None = None) -> None:
+              extra_sims: dict[str, dict[str, Any]] | None = None,
+              grid_solve: str = "per_step") -> None:
     """Build the World, run the steps from ``start_step`` to the end, shut it down.
 
     mosaik's time 0 is the run's step ``start_step``: after ``--resume`` every
     simulator adds it to mosaik's time and starts from the state saved with
-    that checkpoint in the run directory. ``extend`` may add simulators of its own
+    that checkpoint in the run directory. ``grid_solve``: "batch" (power flows solved
+    together up to each flush; only when nothing reads the grid within the run) or
+    "per_step". ``extend`` may add simulators of its own
     and connect them (e.g. to one building: ``handles.building("B3")``); their mosaik
     sim_config entries come in ``extra_sims``.
     """
@@ -101,7 +104,7 @@ def run_world(built: Built, writer: RunWriter, *, scenario_path: Path | None = N
     try:
         ckpt = {"run_dir": str(writer.run_dir), "start_step": int(start_step),
                 "checkpoint_every": int(writer.flush_every)}
-        handles = _wire(world, built, writer, sharded_cmd, scenario_path, ckpt)
+        handles = _wire(world, built, writer, sharded_cmd, scenario_path, ckpt, grid_solve)
         if extend is not None:
             extend(handles)
         world.run(until=sc.time.steps - start_step, print_progress=progress,
@@ -131,7 +134,7 @@ class Handles:
 
 
 def _wire(world: mosaik.World, built: Built, writer: RunWriter, sharded_cmd: bool,
-          scenario_path: Path | None, ckpt: dict[str, Any]) -> Handles:
+          scenario_path: Path | None, ckpt: dict[str, Any], grid_solve: str) -> Handles:
     start_step = ckpt["start_step"]
     duals = world.start("ConsensusSim", built=built, lists=sharded_cmd,
                         **ckpt).Duals.create(1)[0]
@@ -142,7 +145,8 @@ def _wire(world: mosaik.World, built: Built, writer: RunWriter, sharded_cmd: boo
                             start_step=start_step).Monitor.create(1)[0]
     grid = None
     if built.grid is not None:
-        grid = world.start("GridSim", built=built, **ckpt).Grid.create(1)[0]
+        grid = world.start("GridSim", built=built, grid_solve=grid_solve,
+                           batch_every=writer.flush_every, **ckpt).Grid.create(1)[0]
         world.connect(grid, collector, "result")
     handles = Handles(world, [], built.names)
     for start, count in shard_bounds(built.n, built.scenario.sharding.shards):

@@ -154,10 +154,26 @@ def bus_injections(
             f"p_kw/q_kvar must have shape (N,) or (T, N) with N={len(building_bus)}, "
             f"got {p.shape} and {q.shape}"
         )
-    incidence = np.zeros((len(building_bus), len(bus_ids)))
-    incidence[np.arange(len(building_bus)), [position[int(b)] for b in building_bus]] = 1.0
+    positions = np.array([position[int(b)] for b in building_bus], dtype=np.int64)
     factor = scale / 1000.0
-    return (p @ incidence) * factor, (q @ incidence) * factor
+    return (sum_by_bus(positions, p, len(bus_ids)) * factor,
+            sum_by_bus(positions, q, len(bus_ids)) * factor)
+
+
+def sum_by_bus(positions: np.ndarray, values: np.ndarray, n_bus: int) -> np.ndarray:
+    """Sum per-building ``values`` ((N,) or (T, N)) into buses: (n_bus,) or (T, n_bus).
+
+    ``positions[i]`` is building i's position in the bus order. Each bus's sum adds its
+    buildings in building order, whatever T is, so a step's injections are the same
+    bit for bit whether it is computed alone or in a batch (unlike a BLAS product).
+    """
+    v = np.asarray(values, dtype=float)
+    if v.ndim == 1:
+        return np.bincount(positions, weights=v, minlength=n_bus)
+    n_steps = v.shape[0]
+    index = (positions[None, :] + n_bus * np.arange(n_steps)[:, None]).ravel()
+    return np.bincount(index, weights=v.ravel(), minlength=n_steps * n_bus).reshape(
+        n_steps, n_bus)
 
 
 def fleet_scale_for_trafo_loading(

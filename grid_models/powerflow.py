@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, overload, runtime_checkable
 
 import numpy as np
 
@@ -145,7 +145,18 @@ class BatchGridResult:
     def __len__(self) -> int:
         return len(self.converged)
 
-    def __getitem__(self, t: int) -> GridResult:
+    @overload
+    def __getitem__(self, t: int) -> GridResult: ...
+
+    @overload
+    def __getitem__(self, t: slice) -> BatchGridResult: ...
+
+    def __getitem__(self, t: int | slice) -> GridResult | BatchGridResult:
+        """Row ``t`` as the :class:`GridResult` of that step (equal to what a single
+        ``solve`` gives, ``step`` included), or a slice of rows as a batch."""
+        if isinstance(t, slice):
+            fields = [f.name for f in dataclasses.fields(self)]
+            return BatchGridResult(**{f: getattr(self, f)[t] for f in fields})
         values = {name: getattr(self, name)[t] for name in ARRAY_FIELDS + SCALAR_FIELDS}
         return GridResult(**values, converged=bool(self.converged[t]), step=int(self.steps[t]))
 

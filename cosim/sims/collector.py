@@ -48,8 +48,9 @@ class Collector(mosaik_api_v3.Simulator):
         if filled != self.n:
             raise RuntimeError(f"step {t}: records of {filled} of {self.n} buildings arrived")
         self.writer.add_buildings(t, building)
-        for result in attrs.get("result", {}).values():  # GridSim's whole GridResult
-            self.writer.add_grid(t, result)
+        for results in attrs.get("result", {}).values():  # GridSim's (step, GridResult) pairs
+            for step, result in results:
+                self.writer.add_grid(step, result)
         self.writer.step_done(t)
         if self.progress is not None:
             self.progress(t)

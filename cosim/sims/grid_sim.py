@@ -14,6 +14,7 @@ import mosaik_api_v3
 from cosim.sims.checkpoints import Checkpoints
 from cosim.sims.consensus_sim import gather
 from cosim.sims.meta import meta
+from grid_models.grid_model import GridFeed
 
 GRID_COMPONENT = "grid"
 
@@ -21,16 +22,18 @@ GRID_COMPONENT = "grid"
 class GridSim(mosaik_api_v3.Simulator):
     def __init__(self) -> None:
         super().__init__(meta("GridSim"))
-        self.result: Any = None
 
     def init(self, sid: str, time_resolution: float = 1.0, built: Any = None,
              run_dir: str | None = None, start_step: int = 0,
-             checkpoint_every: int = 0) -> dict:
+             checkpoint_every: int = 0, grid_solve: str = "per_step",
+             batch_every: int = 1) -> dict:
         if built is None or built.grid is None:
             raise ValueError("GridSim needs built= with a feeder")
         self.built = built
         self.grid = built.grid
         self.start_step = int(start_step)  # the run's step at mosaik time 0 (--resume)
+        self.feed = GridFeed(self.grid, grid_solve, batch_every, built.scenario.time.steps)
+        self.results: list[tuple[int, Any]] = []
         self.checkpoints = Checkpoints(run_dir, start_step, checkpoint_every,
                                        built.scenario.time.steps)
         if start_step:
@@ -45,11 +48,23 @@ class GridSim(mosaik_api_v3.Simulator):
     def step(self, time: int, inputs: dict, max_advance: int) -> int:
         t = self.start_step + time
         p_kw = gather(inputs["Grid"]["p_kw"], self.built.n)
-        self.result = self.grid.solve(t, p_kw)  # the feeder's background of step t inside
+        # the feeder's background of step t inside; batched: results at the batch's end
+        self.results = self.feed.add(t, p_kw)
         self.checkpoints.after_step(time, GRID_COMPONENT, self.grid.powerflow.warm_start_state)
         return time + 1
 
     def get_data(self, outputs: dict) -> dict:
-        r = self.result
-        return {eid: {a: r if a == "result" else getattr(r, a) for a in attrs}
-                for eid, attrs in outputs.items()}
+        """``result``: the (step, GridResult) pairs solved at this step (in-process only);
+        the other attributes: the fields of this step's result when solved per step."""
+        data: dict[str, dict[str, Any]] = {}
+        for eid, attrs in outputs.items():
+            data[eid] = {}
+            for a in attrs:
+                if a == "result":
+                    data[eid][a] = self.results
+                elif self.feed.mode != "per_step":
+                    raise ValueError(f"GridSim solves in batches; {a!r} is not available per "
+                                     "step (start it with grid_solve='per_step')")
+                else:
+                    data[eid][a] = getattr(self.results[0][1], a)
+        return data

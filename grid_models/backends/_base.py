@@ -205,7 +205,7 @@ class PowerFlowBase(ABC):
         if bad_rows.any():  # solve the others on zeros in their place, then blank them
             p, q = np.where(bad_rows[:, None], 0.0, p), np.where(bad_rows[:, None], 0.0, q)
             bg = tuple(np.where(bad_rows[:, None], 0.0, a) if a.shape[1] else a for a in bg)
-        batch = self._solve_many(p, q, bg, steps)
+        batch = self._solve_many(p, q, bg, steps, skip=bad_rows)
         implausible = batch.converged & ~_finite_rows(batch)
         unknown = bad_rows | implausible
         if unknown.any():
@@ -233,8 +233,15 @@ class PowerFlowBase(ABC):
         q: np.ndarray,
         bg: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
         steps: np.ndarray,
+        skip: np.ndarray | None = None,
     ) -> BatchGridResult:
-        """Solve T steps; non-converged rows are NaN with ``converged`` False."""
+        """Solve T steps; non-converged rows are NaN with ``converged`` False.
+
+        ``skip`` (T,) marks rows with non-finite inputs (zeros in their place): their
+        results are discarded, and a backend with a warm start must not let them touch it
+        (as :meth:`solve` never solves such a step). A row that converges with non-finite
+        results must reset the warm start, as :meth:`solve` does.
+        """
 
     def _nan_result(self, step: int | None) -> GridResult:
         return GridResult.nan(len(self.bus_ids), len(self.line_ids), len(self.trafo_ids), step)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from grid_models.backends._base import PowerFlowBase
+from grid_models.backends._base import PowerFlowBase, finite_result
 from grid_models.errors import BackendError
 from grid_models.powerflow import BatchGridResult, GridResult
 
@@ -166,10 +166,21 @@ class PandapowerPowerFlow(PowerFlowBase):
         q: np.ndarray,
         bg: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
         steps: np.ndarray,
+        skip: np.ndarray | None = None,
     ) -> BatchGridResult:
+        # the same sequence of warm-started runpp calls as solve() step by step
         results = []
         for t, step in enumerate(steps):
-            self._write_inputs(p[t], q[t], (bg[0][t], bg[1][t], bg[2][t], bg[3][t]))
             step = int(step)
-            results.append(self._read(step) if self._run() else self._nan_result(step))
+            if skip is not None and skip[t]:  # solve() never runs such a step
+                results.append(self._nan_result(step))
+                continue
+            self._write_inputs(p[t], q[t], (bg[0][t], bg[1][t], bg[2][t], bg[3][t]))
+            if not self._run():
+                results.append(self._nan_result(step))
+                continue
+            result = self._read(step)
+            if not finite_result(result):  # solve_batch blanks and reports it
+                self.reset()
+            results.append(result)
         return BatchGridResult.from_results(results)

@@ -237,7 +237,10 @@ class PgmPowerFlow(PowerFlowBase):
         q: np.ndarray,
         bg: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
         steps: np.ndarray,
+        skip: np.ndarray | None = None,
     ) -> BatchGridResult:
+        # no warm start: skipped rows (zeros in place of non-finite inputs) are solved and
+        # blanked by the caller
         output, converged, messages = self._calculate(self._update_data(p, q, bg), len(p))
         self.last_errors = messages
         return self._results(output, converged, steps)

@@ -23,6 +23,7 @@ BUILDING_ATOL = 1e-9  # issue: mosaik vs plain loop, every building column
 VM_ATOL_PU = 1e-4  # power-grid-model (in the run) vs pandapower (recomputed)
 LOADING_ATOL_PERCENT = 0.1
 QUICK = [("output.plots", False)]
+GRID_BATCH_ATOL = 1e-9  # batched vs per-step power flow: the solver's tolerance, any unit
 
 pytestmark = pytest.mark.cosim
 
@@ -119,6 +120,21 @@ def test_cmd_shards_run_the_feeder_topology(tmp_path: Path):
         pd.testing.assert_frame_equal(pd.read_parquet(whole / f"{t}.parquet"),
                                       pd.read_parquet(sharded / f"{t}.parquet"),
                                       check_exact=True)
+
+
+def test_batched_grid_equals_per_step(mosaik_run: Path, tmp_path: Path):
+    """The default run batches its power flows (nothing reads the grid within the run);
+    a run whose world is extended solves per step. Same numbers (power-grid-model's batch
+    and single calculations agree here to the last bit; the tolerance is the solver's)."""
+    sc, built = prepare_scenario(SCENARIO, list(QUICK), steps=STEPS)
+    per_step = execute(sc, built, tmp_path / "per_step", progress=False,
+                       extend=lambda handles: None).run_dir
+    assert read_status(mosaik_run)["grid_solve"] == "batch"
+    assert read_status(per_step)["grid_solve"] == "per_step"
+    for t in TABLES:
+        pd.testing.assert_frame_equal(pd.read_parquet(mosaik_run / f"{t}.parquet"),
+                                      pd.read_parquet(per_step / f"{t}.parquet"),
+                                      check_exact=False, rtol=0, atol=GRID_BATCH_ATOL)
 
 
 def test_plain_engine_writes_the_same_run(mosaik_run: Path, tmp_path: Path):

@@ -125,7 +125,9 @@ def test_feeder_without_source_subprocess(tmp_path):
 
 def _poisoned_run(tmp: Path, bad_steps: set[int] | None, absurd_steps: set[int],
                   steps: int = STEPS):
-    """A plain-engine run whose power flow gets NaN / absurd injections on some steps."""
+    """A plain-engine run whose power flow gets NaN / absurd injections on some steps
+    (solved per step, where the poison is put; batched solves treat bad steps alike,
+    tests/grid_models/test_grid_model.py)."""
     sc, built = prepare_scenario(SCENARIO, [("output.plots", False)], steps=steps)
     pf = built.grid.powerflow
     real = pf.solve
@@ -140,7 +142,8 @@ def _poisoned_run(tmp: Path, bad_steps: set[int] | None, absurd_steps: set[int],
 
     pf.solve = solve
     with pytest.warns(PowerFlowNotConvergedWarning):
-        return execute(sc, built, tmp / "run", progress=False, engine="plain")
+        return execute(sc, built, tmp / "run", progress=False, engine="plain",
+                       grid_solve="per_step")
 
 
 def test_failed_and_nan_steps_are_unknown_in_kpis(tmp_path):
