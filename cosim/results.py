@@ -165,6 +165,7 @@ class RunWriter:
                  heartbeat_s: float = HEARTBEAT_S) -> None:
         self.run_dir = Path(run_dir)
         self.building_ids = np.asarray(list(building_ids), dtype=object)
+        self._ids_arrow = pa.array(list(building_ids), type=pa.string())
         self.building_bus = np.asarray(building_bus, dtype=np.int64)
         self.bus_ids, self.line_ids, self.trafo_ids = bus_ids, line_ids, trafo_ids
         self.total_steps = int(total_steps)
@@ -244,34 +245,37 @@ class RunWriter:
         if _STOP.is_set():
             raise RunStopped(_STOP_REASON[0] if _STOP_REASON else "stop requested")
 
-    def _building_frame(self) -> pd.DataFrame | None:
+    def _building_table(self) -> pa.Table | None:
+        """The buffered steps' building rows as an Arrow table (no pandas in between)."""
         rows = self._buf["buildings"]
         if not rows:
             return None
         n = len(self.building_ids)
         times = np.array([t for t, _ in rows], dtype=np.int64)
-        frame: dict[str, Any] = {
-            "time": np.repeat(times, n),
-            "building": np.tile(self.building_ids, len(rows)),
-            "bus": np.tile(self.building_bus, len(rows)),
+        columns: dict[str, pa.Array] = {
+            "time": pa.array(np.repeat(times, n)),
+            "building": self._ids_arrow.take(pa.array(np.tile(np.arange(n), len(rows)))),
+            "bus": pa.array(np.tile(self.building_bus, len(rows))),
         }
         for col in BUILDING_VALUE_COLUMNS:
-            frame[col] = np.concatenate([np.asarray(v[col], dtype=np.float64) for _, v in rows])
-        return pd.DataFrame(frame, columns=list(BUILDING_COLUMNS))
+            columns[col] = pa.array(np.concatenate([np.asarray(v[col], dtype=np.float64)
+                                                    for _, v in rows]))
+        return pa.table(columns)
 
-    def _grid_frames(self) -> dict[str, pd.DataFrame]:
+    def _grid_tables(self) -> dict[str, pa.Table]:
         rows = self._buf["grid"]
         if not rows or self.bus_ids is None:
             return {}
         times = np.array([t for t, _ in rows], dtype=np.int64)
 
-        def long(ids: np.ndarray, key: str, cols: dict[str, str]) -> pd.DataFrame:
-            frame: dict[str, Any] = {"time": np.repeat(times, len(ids)),
-                                     key: np.tile(np.asarray(ids, dtype=np.int64), len(rows))}
+        def long(ids: np.ndarray, key: str, cols: dict[str, str]) -> pa.Table:
+            columns: dict[str, pa.Array] = {
+                "time": pa.array(np.repeat(times, len(ids))),
+                key: pa.array(np.tile(np.asarray(ids, dtype=np.int64), len(rows)))}
             for out, attr in cols.items():
-                frame[out] = np.concatenate([np.asarray(getattr(r, attr), dtype=float)
-                                             for _, r in rows])
-            return pd.DataFrame(frame)
+                columns[out] = pa.array(np.concatenate([np.asarray(getattr(r, attr), dtype=float)
+                                                        for _, r in rows]))
+            return pa.table(columns)
 
         return {
             "buses": long(self.bus_ids, "bus",
@@ -280,12 +284,14 @@ class RunWriter:
                                                   "i_ka": "line_i_ka"}),
             "trafos": long(self.trafo_ids, "trafo", {"loading_percent": "trafo_loading_percent",
                                                      "p_hv_mw": "trafo_p_hv_mw"}),
-            "grid": pd.DataFrame({
-                "time": times,
-                "converged": np.array([bool(r.converged) for _, r in rows]),
-                "losses_mw": np.array([r.losses_mw for _, r in rows], dtype=float),
-                "ext_grid_p_mw": np.array([r.ext_grid_p_mw for _, r in rows], dtype=float),
-                "ext_grid_q_mvar": np.array([r.ext_grid_q_mvar for _, r in rows], dtype=float),
+            "grid": pa.table({
+                "time": pa.array(times),
+                "converged": pa.array(np.array([bool(r.converged) for _, r in rows])),
+                "losses_mw": pa.array(np.array([r.losses_mw for _, r in rows], dtype=float)),
+                "ext_grid_p_mw": pa.array(np.array([r.ext_grid_p_mw for _, r in rows],
+                                                   dtype=float)),
+                "ext_grid_q_mvar": pa.array(np.array([r.ext_grid_q_mvar for _, r in rows],
+                                                     dtype=float)),
             }),
         }
 
@@ -293,11 +299,11 @@ class RunWriter:
 
     def _write_parts(self) -> None:
         """One part per table for the buffered steps: all written, then all renamed."""
-        frames: dict[str, pd.DataFrame] = {}
-        b = self._building_frame()
+        frames: dict[str, pa.Table] = {}
+        b = self._building_table()
         if b is not None:
             frames["buildings"] = b
-        frames.update(self._grid_frames())
+        frames.update(self._grid_tables())
         if not frames:
             return
         missing = [t for t in self.tables if t not in frames]
@@ -310,7 +316,7 @@ class RunWriter:
                 target = self.run_dir / PARTS_DIR / table / f"part-{self._part:05d}.parquet"
                 tmp = target.with_name(target.name + ".tmp")
                 staged.append((tmp, target))
-                pq.write_table(pa.Table.from_pandas(frames[table], preserve_index=False), tmp)
+                pq.write_table(frames[table], tmp)
         except OSError as exc:
             for tmp, _ in staged:
                 with contextlib.suppress(OSError):
