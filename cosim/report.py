@@ -34,6 +34,9 @@ from grid_models.kpis import HOURS_KEYS, UNKNOWN_SUFFIX, hours_text
 from grid_models.kpis import grid_kpis as compute_grid_kpis
 from grid_models.powerflow import BatchGridResult
 
+#: largest communication graph drawn with a force-directed layout (circular beyond)
+SPRING_LAYOUT_MAX = 500
+
 GRID_KPI_UNITS = {
     "steps": "1",
     "nonconverged_steps": "steps",
@@ -326,14 +329,17 @@ def write_plots(run_dir: Path, kpis: dict[str, Any], data: ReportData | None = N
     if comm.is_file():
         graph, names = graph_from_json(comm.read_text())
         fig, ax = plt.subplots(figsize=(5, 5))
-        pos = nx.spring_layout(graph, seed=0)
+        # a force-directed layout costs O(n^2) per iteration: minutes for 10,000 agents
+        pos = (nx.spring_layout(graph, seed=0) if graph.number_of_nodes() <= SPRING_LAYOUT_MAX
+               else nx.circular_layout(graph))
         final = {name: np.nan if value is None else value  # null in kpis.json
                  for name, value in zip(names, kpis["fleet"]["final_lambda"], strict=False)}
         colors = [final.get(names[n], 0.0) if isinstance(n, int) else final.get(n, 0.0)
                   for n in graph.nodes]
+        small = graph.number_of_nodes() <= 40
         nx.draw_networkx(graph, pos, ax=ax, node_color=colors, cmap="viridis",
-                         with_labels=graph.number_of_nodes() <= 40, node_size=300
-                         if graph.number_of_nodes() <= 40 else 20, font_size=7)
+                         with_labels=small, node_size=300 if small else 20, font_size=7,
+                         width=1.0 if graph.number_of_nodes() <= SPRING_LAYOUT_MAX else 0.05)
         ax.set(title="Communication graph (colour: final lambda)")
         ax.axis("off")
         save(fig, "comm_graph.png")

@@ -77,23 +77,38 @@ class RunStopped(KeyboardInterrupt):
 
 
 _STOP = threading.Event()
+_STOP_AT_ONCE = threading.Event()
 _STOP_REASON: list[str] = []
 
 
 def request_stop(reason: str) -> None:
     """Ask the running engine to stop after the step it is in (e.g. from a signal handler).
 
-    Safe in a signal handler: it only sets a flag. A second request while the first
-    is pending raises at once, wherever the program is.
+    Safe in a signal handler: while the engine steps it only sets a flag (checked at the
+    end of every step). A second request while the first is pending, or a request after
+    the steps (joining the results, the report), raises at once, wherever the program is.
     """
-    if _STOP.is_set():
+    if _STOP.is_set() or _STOP_AT_ONCE.is_set():
         raise RunStopped(reason)
     _STOP_REASON[:] = [reason]
     _STOP.set()
 
 
+def steps_starting() -> None:
+    """An engine starts stepping: stop requests wait for the end of a step again."""
+    _STOP_AT_ONCE.clear()
+
+
+def steps_finished() -> None:
+    """The engine's steps are over: a pending stop request raises now, later ones at once."""
+    _STOP_AT_ONCE.set()
+    if _STOP.is_set():
+        raise RunStopped(_STOP_REASON[0] if _STOP_REASON else "stop requested")
+
+
 def clear_stop() -> None:
     _STOP.clear()
+    _STOP_AT_ONCE.clear()
     _STOP_REASON.clear()
 
 

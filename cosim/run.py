@@ -21,7 +21,14 @@ from typing import Any
 from agents.graphs import graph_to_json
 from cosim.build import Built, build
 from cosim.limits import MAX_RESOLVED_SCENARIO_BYTES
-from cosim.results import RunWriteError, RunWriter, resume_point, truncate_parts
+from cosim.results import (
+    RunWriteError,
+    RunWriter,
+    resume_point,
+    steps_finished,
+    steps_starting,
+    truncate_parts,
+)
 from cosim.rundir import DirLock, RunDirError, check_output_path, claim_directory, read_marker
 from cosim.scenario import Scenario, load_scenario, resolved_yaml
 
@@ -181,6 +188,7 @@ def _run_engine(sc: Scenario, built: Built, writer: RunWriter, engine: str, prog
     grid_solve = grid_solve or grid_solve_mode(built, extend)
     writer.grid_solve = grid_solve
     writer.set_status("running")
+    steps_starting()
     t0 = time.perf_counter()
     try:
         if engine == "mosaik":
@@ -195,6 +203,7 @@ def _run_engine(sc: Scenario, built: Built, writer: RunWriter, engine: str, prog
             run_plain_into(built, writer, progress=progress, start_step=start_step,
                            grid_solve=grid_solve)
         wall = time.perf_counter() - t0
+        steps_finished()  # a SIGTERM from now on stops at once (no step boundary to wait for)
         if writer.steps_done != sc.time.steps:
             raise RuntimeError(f"the run stopped after {writer.steps_done} of "
                                f"{sc.time.steps} steps")

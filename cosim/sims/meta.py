@@ -27,7 +27,6 @@ class ModelSpec:
 
 
 MULTIPLIERS = MULTIPLIER_COLUMNS
-BUILDING_RESULTS = tuple(c for c in VALUE_COLUMNS if c not in MULTIPLIER_COLUMNS)
 #: a fleet shard's outputs to the duals and the grid (arrays over its buildings)
 FLEET_FLOWS = ("grid_kwh", "r2_kwh", "p_kw")
 GRID_RESULTS = (

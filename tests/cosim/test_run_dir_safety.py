@@ -276,13 +276,20 @@ def _wait_for_parts(run_dir: Path, count: int, proc: subprocess.Popen) -> None:
     pytest.fail("no flushed parts in time")
 
 
+LONG_RUN_STEPS = 8000  # seconds of running: a signal arrives long before the end
+
+
+def _long_run(out: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        _cli("run", str(SCENARIO), "--steps", str(LONG_RUN_STEPS), "--out", str(out),
+             "--quiet", "--set", "output.flush_every=50", "--set", "output.plots=false"),
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 @pytest.mark.slow
 def test_sigterm_flushes_and_marks_the_run_failed(tmp_path: Path):
     out = tmp_path / "run"
-    proc = subprocess.Popen(
-        _cli("run", str(SCENARIO), "--steps", "3000", "--out", str(out), "--quiet",
-             "--set", "output.flush_every=50", "--set", "output.plots=false"),
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _long_run(out)
     _wait_for_parts(out, 2, proc)
     status = json.loads((out / "status.json").read_text())
     assert status["pid"] == proc.pid and status["state"] == "running"
@@ -308,13 +315,10 @@ def test_sigterm_flushes_and_marks_the_run_failed(tmp_path: Path):
 @pytest.mark.slow
 def test_a_killed_run_is_detectable_as_dead(tmp_path: Path):
     out = tmp_path / "run"
-    proc = subprocess.Popen(
-        _cli("run", str(SCENARIO), "--steps", "3000", "--out", str(out), "--quiet",
-             "--set", "output.flush_every=50", "--set", "output.plots=false"),
-        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = _long_run(out)
     _wait_for_parts(out, 1, proc)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.communicate()
     assert read_status(out)["state"] == "running"
     assert run_state(out) == "dead"
 
