@@ -209,17 +209,25 @@ class FleetLoop:
         zeros = np.zeros(self.setup.n)
         return zeros, zeros, zeros
 
-    def observe(self, multipliers: Multipliers | None = None,
-                extra_demand_kwh: np.ndarray | None = None) -> FleetObservation:
-        """What the controller sees at step ``self.t`` (see :meth:`step` for the arguments)."""
+    def _base_demand(self, extra_demand_kwh: np.ndarray | None) -> np.ndarray:
+        """Base demand of step ``self.t`` (before the demand scale), extra demand included."""
+        demand_t = self.setup.base_demand_kwh[self.t]
+        if extra_demand_kwh is None:
+            return demand_t
+        return demand_t + np.asarray(extra_demand_kwh) / self.setup.params.demand_scale
+
+    def _observation(self, demand_t: np.ndarray, lam: np.ndarray,
+                     nu: np.ndarray) -> FleetObservation:
         setup, t = self.setup, self.t
-        lam, _, nu = self._multipliers(multipliers)
-        demand_t = setup.base_demand_kwh[t]
-        if extra_demand_kwh is not None:
-            demand_t = demand_t + np.asarray(extra_demand_kwh) / setup.params.demand_scale
         return fleet_observation(setup.params, self.state, demand_t, setup.solar_w_per_kw[t],
                                  setup.price_per_kwh[t], setup.hour_of_day(t), lam, nu,
                                  setup.dt_h)
+
+    def observe(self, multipliers: Multipliers | None = None,
+                extra_demand_kwh: np.ndarray | None = None) -> FleetObservation:
+        """What the controller sees at step ``self.t`` (see :meth:`step` for the arguments)."""
+        lam, _, nu = self._multipliers(multipliers)
+        return self._observation(self._base_demand(extra_demand_kwh), lam, nu)
 
     def step(self, multipliers: Multipliers | None = None,
              extra_demand_kwh: np.ndarray | None = None,
@@ -235,16 +243,12 @@ class FleetLoop:
         """
         setup, t, n = self.setup, self.t, self.setup.n
         lam, mu, nu = self._multipliers(multipliers)
-        demand_t, solar_t, price_t = (setup.base_demand_kwh[t], setup.solar_w_per_kw[t],
-                                      setup.price_per_kwh[t])
-        if extra_demand_kwh is not None:
-            demand_t = demand_t + np.asarray(extra_demand_kwh) / setup.params.demand_scale
+        demand_t = self._base_demand(extra_demand_kwh)
+        solar_t, price_t = setup.solar_w_per_kw[t], setup.price_per_kwh[t]
         if actions is None:
             if self.controller is None:
                 raise ValueError("this FleetLoop has no controller; pass actions=")
-            obs = fleet_observation(setup.params, self.state, demand_t, solar_t, price_t,
-                                    setup.hour_of_day(t), lam, nu, setup.dt_h)
-            actions = self.controller.act(obs)
+            actions = self.controller.act(self._observation(demand_t, lam, nu))
         act = _actions(self.controller, actions, n)
         self.state, r = step_fleet(setup.params, self.state, demand_t, solar_t, price_t,
                                    act[:, 0], act[:, 1], setup.dt_h)

@@ -17,13 +17,23 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 STATE_DIR = ".state"
+#: the state files of a checkpoint (``<component>.npz``)
+FLEET_COMPONENT = "fleet"  # the plain engine's whole FleetLoop (fleet, duals, controller)
+DUALS_COMPONENT = "duals"  # mosaik's ConsensusSim
+GRID_COMPONENT = "grid"  # the power flow's warm start (pandapower)
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 KEEP_CHECKPOINTS = 2
+
+
+def shard_component(start: int) -> str:
+    """The state file of the mosaik fleet shard whose first building has index ``start``."""
+    return f"agents-{start:06d}"
 
 
 def step_dir(run_dir: Path, steps_done: int) -> Path:
@@ -69,3 +79,33 @@ def prune(run_dir: Path, keep_from: int, keep_until: int | None = None) -> None:
     for k in checkpoints(run_dir):
         if k < keep_from or (keep_until is not None and k > keep_until):
             shutil.rmtree(step_dir(run_dir, k), ignore_errors=True)
+
+
+class Checkpoints:
+    """What a stateful part of an engine needs for ``--resume``: its state loaded at the
+    start (``start_step`` > 0), saved at every checkpoint.
+
+    After the run's step ``step`` the run has done ``step + 1`` steps; when that is a
+    multiple of ``every`` (and not the end) the state is saved there. (In mosaik the
+    run's step is ``start_step`` plus mosaik's time.)
+    """
+
+    def __init__(self, run_dir: str | None, start_step: int, every: int, total_steps: int
+                 ) -> None:
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.start_step = int(start_step)
+        self.every = int(every)
+        self.total_steps = int(total_steps)
+        if self.start_step and self.run_dir is None:
+            raise ValueError("resuming at a step needs the run directory (run_dir=)")
+
+    def load(self, component: str) -> dict[str, np.ndarray]:
+        assert self.run_dir is not None
+        return load_arrays(self.run_dir, self.start_step, component)
+
+    def after_step(self, step: int, component: str,
+                   snapshot: Callable[[], dict[str, np.ndarray]]) -> None:
+        done = int(step) + 1
+        if (self.run_dir is not None and self.every > 0 and done % self.every == 0
+                and done < self.total_steps):
+            save_arrays(self.run_dir, done, component, snapshot())

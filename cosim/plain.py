@@ -11,11 +11,8 @@ that ``--resume`` continues exactly.
 from __future__ import annotations
 
 from cosim.build import Built
-from cosim.checkpoint import load_arrays, save_arrays
+from cosim.checkpoint import FLEET_COMPONENT, GRID_COMPONENT, Checkpoints
 from cosim.results import RunWriter
-
-FLEET_COMPONENT = "fleet"
-GRID_COMPONENT = "grid"
 
 
 def run_plain_into(built: Built, writer: RunWriter, *, progress: bool = False,
@@ -27,11 +24,12 @@ def run_plain_into(built: Built, writer: RunWriter, *, progress: bool = False,
     loop = FleetLoop(setup, built.controller, built.duals)
     grid = built.grid
     feed = GridFeed(grid, grid_solve, writer.flush_every, setup.n_steps) if grid else None
+    checkpoints = Checkpoints(str(writer.run_dir), start_step, writer.flush_every,
+                              setup.n_steps)
     if start_step:
-        loop.restore(load_arrays(writer.run_dir, start_step, FLEET_COMPONENT))
+        loop.restore(checkpoints.load(FLEET_COMPONENT))
         if grid is not None:
-            grid.powerflow.set_warm_start_state(
-                load_arrays(writer.run_dir, start_step, GRID_COMPONENT))
+            grid.powerflow.set_warm_start_state(checkpoints.load(GRID_COMPONENT))
     steps = range(start_step, setup.n_steps)
     if progress:
         from tqdm import tqdm
@@ -45,8 +43,6 @@ def run_plain_into(built: Built, writer: RunWriter, *, progress: bool = False,
             for step, result in feed.add(t, values["p_kw"]):
                 writer.add_grid(step, result)
         writer.step_done(t)
-        if writer.steps_done % writer.flush_every == 0 and writer.steps_done < setup.n_steps:
-            save_arrays(writer.run_dir, writer.steps_done, FLEET_COMPONENT, loop.snapshot())
-            if grid is not None:
-                save_arrays(writer.run_dir, writer.steps_done, GRID_COMPONENT,
-                            grid.powerflow.warm_start_state())
+        checkpoints.after_step(t, FLEET_COMPONENT, loop.snapshot)
+        if grid is not None:
+            checkpoints.after_step(t, GRID_COMPONENT, grid.powerflow.warm_start_state)

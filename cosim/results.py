@@ -176,7 +176,8 @@ class RunWriter:
                  bus_ids: np.ndarray | None, line_ids: np.ndarray | None,
                  trafo_ids: np.ndarray | None, total_steps: int, flush_every: int = 100, *,
                  marker: dict[str, Any] | None = None, start_step: int = 0, next_part: int = 0,
-                 engine: str = "", history: list[dict[str, Any]] | None = None,
+                 engine: str = "", grid_solve: str = "",
+                 history: list[dict[str, Any]] | None = None,
                  heartbeat_s: float = HEARTBEAT_S) -> None:
         self.run_dir = Path(run_dir)
         self.building_ids = np.asarray(list(building_ids), dtype=object)
@@ -188,7 +189,7 @@ class RunWriter:
         self.tables = ["buildings", *(GRID_TABLES if bus_ids is not None else ())]
         self.marker = dict(marker) if marker else new_marker("run")
         self.engine = engine
-        self.grid_solve = ""  # "batch" or "per_step", set by the engine (status.json)
+        self.grid_solve = grid_solve  # "batch" or "per_step" (cosim.run.grid_solve_mode)
         self.history = list(history or [])
         self._buf: dict[str, list[tuple[int, Any]]] = {"buildings": [], "grid": []}
         self._part = int(next_part)

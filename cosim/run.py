@@ -20,6 +20,7 @@ from typing import Any
 
 from agents.graphs import graph_to_json
 from cosim.build import Built, build
+from cosim.checkpoint import DUALS_COMPONENT, FLEET_COMPONENT, GRID_COMPONENT, shard_component
 from cosim.limits import MAX_RESOLVED_SCENARIO_BYTES
 from cosim.results import (
     RunWriteError,
@@ -67,13 +68,13 @@ def prepare_scenario(path: str | Path, overrides: list[tuple[str, Any]] | None =
 
 def checkpoint_components(built: Built, engine: str) -> list[str]:
     """The state files an engine saves with each checkpoint (``cosim.checkpoint``)."""
-    grid = ["grid"] if built.grid is not None else []
+    grid = [GRID_COMPONENT] if built.grid is not None else []
     if engine == "plain":
-        return ["fleet", *grid]
+        return [FLEET_COMPONENT, *grid]
     from cosim.world import shard_bounds
 
     shards = shard_bounds(built.n, built.scenario.sharding.shards)
-    return ["duals", *(f"agents-{start:06d}" for start, _ in shards), *grid]
+    return [DUALS_COMPONENT, *(shard_component(start) for start, _ in shards), *grid]
 
 
 def grid_solve_mode(built: Built, extend: Callable[..., None] | None) -> str:
@@ -120,7 +121,8 @@ def execute(sc: Scenario, built: Built, run_dir: Path, *, progress: bool = True,
     lock = claim_directory(run_dir, "run", force=force, notes=notes)
     try:
         run_dir = Path(run_dir)
-        writer = _writer(sc, built, run_dir, engine=engine)
+        writer = _writer(sc, built, run_dir, engine=engine,
+                         grid_solve=grid_solve or grid_solve_mode(built, extend))
         try:
             scenario_file = run_dir / "scenario.yaml"
             scenario_file.write_text(resolved_yaml(sc))
@@ -134,7 +136,7 @@ def execute(sc: Scenario, built: Built, run_dir: Path, *, progress: bool = True,
             raise RunWriteError(f"{run_dir}: cannot write the run's set-up files: "
                                 f"{exc.strerror or exc}") from exc
         return _run_engine(sc, built, writer, engine, progress, start_step=0, extend=extend,
-                           extra_sims=extra_sims, grid_solve=grid_solve)
+                           extra_sims=extra_sims)
     finally:
         lock.release()
 
@@ -169,7 +171,9 @@ def resume(run_dir: str | Path, *, progress: bool = True,
                    {"from_step": start, "at_unix": round(time.time(), 3),
                     "previous_state": status.get("state")}]
         marker = {k: status[k] for k in ("format", "run_id", "created_unix") if k in status}
-        writer = _writer(sc, built, run_dir, engine=engine, marker=marker, start_step=start,
+        writer = _writer(sc, built, run_dir, engine=engine,
+                         grid_solve=status.get("grid_solve") or grid_solve_mode(built, None),
+                         marker=marker, start_step=start,
                          next_part=next_part, history=history)
         if notes is not None:
             notes.append(f"resuming {run_dir} at step {start} of {sc.time.steps}")
@@ -180,14 +184,11 @@ def resume(run_dir: str | Path, *, progress: bool = True,
 
 def _run_engine(sc: Scenario, built: Built, writer: RunWriter, engine: str, progress: bool,
                 start_step: int, extend: Callable[..., None] | None = None,
-                extra_sims: dict[str, dict[str, Any]] | None = None,
-                grid_solve: str | None = None) -> RunOutcome:
+                extra_sims: dict[str, dict[str, Any]] | None = None) -> RunOutcome:
     from cosim.report import write_report
 
     run_dir = writer.run_dir
-    grid_solve = grid_solve or grid_solve_mode(built, extend)
-    writer.grid_solve = grid_solve
-    writer.set_status("running")
+    grid_solve = writer.grid_solve
     steps_starting()
     t0 = time.perf_counter()
     try:

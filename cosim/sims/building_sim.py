@@ -27,7 +27,7 @@ import mosaik_api_v3
 import numpy as np
 
 from agents.records import VALUE_COLUMNS
-from cosim.sims.checkpoints import Checkpoints
+from cosim.checkpoint import Checkpoints, shard_component
 from cosim.sims.meta import MULTIPLIERS, meta
 
 RECORD = VALUE_COLUMNS
@@ -172,7 +172,7 @@ class FleetSim(mosaik_api_v3.Simulator):
         idx = np.arange(self.start, self.start + self.count)
         self.loop = FleetLoop(self.built.setup.select(idx), controller_for(self.built, idx),
                               duals=None)
-        self.component = f"agents-{self.start:06d}"  # one state file per shard
+        self.component = shard_component(self.start)  # one state file per shard
         start = self.checkpoints.start_step
         if start:
             self.loop.restore(self.checkpoints.load(self.component))
@@ -191,7 +191,8 @@ class FleetSim(mosaik_api_v3.Simulator):
                 extra[self.attached[eid]] += sum(float(v) for v in
                                                  attrs["extra_demand_kwh"].values())
         self.values = self.loop.step(multipliers, extra)
-        self.checkpoints.after_step(time, self.component, self.loop.snapshot)
+        run_step = self.checkpoints.start_step + time
+        self.checkpoints.after_step(run_step, self.component, self.loop.snapshot)
         return time + 1
 
     def get_data(self, outputs: dict) -> dict:

@@ -15,11 +15,10 @@ from typing import Any
 import mosaik_api_v3
 import numpy as np
 
+from cosim.checkpoint import DUALS_COMPONENT, Checkpoints
 from cosim.sims.building_sim import as_wire, shard_start
-from cosim.sims.checkpoints import Checkpoints
 from cosim.sims.meta import meta
 
-DUALS_COMPONENT = "duals"
 DUALS_EID = "Duals"
 
 
@@ -64,7 +63,8 @@ class ConsensusSim(mosaik_api_v3.Simulator):
         attrs = inputs[DUALS_EID]
         n = self.duals.n
         self.duals.update(gather(attrs["grid_kwh"], n), gather(attrs["r2_kwh"], n))
-        self.checkpoints.after_step(time, DUALS_COMPONENT, self.duals.snapshot)
+        run_step = self.checkpoints.start_step + time
+        self.checkpoints.after_step(run_step, DUALS_COMPONENT, self.duals.snapshot)
         return time + 1
 
     def get_data(self, outputs: dict) -> dict:

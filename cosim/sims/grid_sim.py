@@ -11,12 +11,10 @@ from typing import Any
 
 import mosaik_api_v3
 
-from cosim.sims.checkpoints import Checkpoints
+from cosim.checkpoint import GRID_COMPONENT, Checkpoints
 from cosim.sims.consensus_sim import gather
 from cosim.sims.meta import meta
 from grid_models.grid_model import GridFeed
-
-GRID_COMPONENT = "grid"
 
 
 class GridSim(mosaik_api_v3.Simulator):
@@ -50,7 +48,7 @@ class GridSim(mosaik_api_v3.Simulator):
         p_kw = gather(inputs["Grid"]["p_kw"], self.built.n)
         # the feeder's background of step t inside; batched: results at the batch's end
         self.results = self.feed.add(t, p_kw)
-        self.checkpoints.after_step(time, GRID_COMPONENT, self.grid.powerflow.warm_start_state)
+        self.checkpoints.after_step(t, GRID_COMPONENT, self.grid.powerflow.warm_start_state)
         return time + 1
 
     def get_data(self, outputs: dict) -> dict:
