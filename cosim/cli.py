@@ -314,8 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    """Run the command line; return its exit code (2 for bad arguments or scenarios)."""
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args))
+    except SystemExit as exc:  # argparse's usage errors and --help, bad scenarios
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
 
 
 if __name__ == "__main__":

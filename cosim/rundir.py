@@ -266,24 +266,27 @@ def _refuse_earlier(path: Path, kind: str) -> None:
 
 
 def claim_directory(directory: str | Path, kind: str, *, force: bool,
-                    notes: list[str] | None = None) -> DirLock:
+                    notes: list[str] | None = None, reuse: bool = False) -> DirLock:
     """Create ``directory`` for a new ``kind`` (run or study) and lock it.
 
     An empty or missing directory is taken. One that holds an earlier ``kind``
-    cosim made is emptied only with ``force``; anything else is refused. The
-    caller writes the new marker and releases the lock when done.
+    cosim made is emptied only with ``force`` (with ``reuse``, kept as it is, to be
+    continued: a study); anything else is refused. The caller writes the marker and
+    releases the lock when done. ``force`` also clears a stale lock.
     """
     path = Path(directory)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"{path}: exists and is not a directory")
     refuse_foreign(path, kind)  # before the lock: a user's folder is not even touched
-    if not force:
+    if not (force or reuse):
         _refuse_earlier(path, kind)
     path.mkdir(parents=True, exist_ok=True)
     lock = DirLock.acquire(path, clear_stale=force, notes=notes)
     try:
         if any(e.name != LOCK_FILE for e in path.iterdir()):
             refuse_foreign(path, kind)
+            if reuse:
+                return lock
             if not force:
                 _refuse_earlier(path, kind)
             if path.is_symlink():

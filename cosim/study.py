@@ -51,9 +51,9 @@ from cosim.rundir import (
     STUDY_MARKER,
     DirLock,
     RunDirError,
+    claim_directory,
     new_marker,
     read_marker,
-    refuse_foreign,
 )
 from cosim.safe_yaml import YamlProblems, read_yaml
 from cosim.scenario import ScenarioError, ScenarioInfeasible
@@ -250,16 +250,9 @@ def run_metrics(run_dir: Path, classes: list[str], lambda_max: float,
 def claim_study_dir(out: Path, study: Study, *, force: bool) -> DirLock:
     """Take the study folder: new, empty, or a study cosim made (continued); lock it."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise RunDirError(f"{out}: exists and is not a directory")
-    refuse_foreign(out, "study")  # before the lock: a user's folder is not even touched
-    out.mkdir(parents=True, exist_ok=True)
-    lock = DirLock.acquire(out, clear_stale=force)
+    lock = claim_directory(out, "study", force=force, reuse=True)
     try:
-        refuse_foreign(out, "study")
-        marker = read_marker(out, "study")
-        if marker is None:
-            marker = new_marker("study")
+        marker = read_marker(out, "study") or new_marker("study")
         _write_study_marker(out, {**marker, "kind": "study", "name": study.name,
                                   "scenario": str(study.scenario), "state": "running"})
     except BaseException:

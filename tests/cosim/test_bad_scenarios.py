@@ -594,12 +594,6 @@ def _check_error(returncode: int, stderr: str, scenario: Path, expected_field: s
     assert not run_dir.exists(), "validation must fail before the run directory is made"
 
 
-def _main(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return int(exc.code) if exc.code is not None else 0
-
 
 def test_there_are_enough_kinds():
     assert len({c.id for c in CASES}) == len(CASES) >= MIN_KINDS
@@ -610,7 +604,7 @@ def test_there_are_enough_kinds():
 def test_bad_scenario_one_line_error_exit_2(case: Case, tmp_path: Path, capsys):
     scenario, before = _prepare(case, tmp_path)
     run_dir = tmp_path / "run"
-    rc = _main(["run", str(scenario), "--out", str(run_dir), "--quiet", *case.args])
+    rc = main(["run", str(scenario), "--out", str(run_dir), "--quiet", *case.args])
     captured = capsys.readouterr()
     _check_error(rc, captured.err, scenario, case.field_path, run_dir)
     assert captured.out == ""
@@ -634,7 +628,7 @@ def test_bad_scenario_end_to_end(case: Case, tmp_path: Path):
 
 
 def test_validate_accepts_the_paper_scenario(capsys):
-    assert _main(["validate", str(SCENARIO)]) == 0
+    assert main(["validate", str(SCENARIO)]) == 0
     captured = capsys.readouterr()
     assert captured.err == ""
     assert f"{SCENARIO}: valid. 7 buildings, 3000 steps" in captured.out
@@ -643,7 +637,7 @@ def test_validate_accepts_the_paper_scenario(capsys):
 def test_validate_rejects_a_bad_scenario(tmp_path: Path, capsys):
     case = next(c for c in CASES if c.id == "bus_not_in_feeder")
     scenario = _write_case(case, tmp_path)
-    rc = _main(["validate", str(scenario)])
+    rc = main(["validate", str(scenario)])
     captured = capsys.readouterr()
     _check_error(rc, captured.err, scenario, case.field_path, tmp_path / "run")
 
@@ -652,7 +646,7 @@ def test_run_directory_that_cannot_be_made(tmp_path: Path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     out = blocker / "run"
-    rc = _main(["run", str(SCENARIO), "--steps", str(STEPS), "--out", str(out), "--quiet"])
+    rc = main(["run", str(SCENARIO), "--steps", str(STEPS), "--out", str(out), "--quiet"])
     captured = capsys.readouterr()
     assert rc == 2
     assert "Traceback" not in captured.err
@@ -665,7 +659,7 @@ def test_run_directory_that_cannot_be_made(tmp_path: Path, capsys):
 
 
 def _errors_of(argv: list[str], capsys) -> list[str]:
-    rc = _main(argv)
+    rc = main(argv)
     captured = capsys.readouterr()
     assert rc == 2, captured
     assert "Traceback" not in captured.err and captured.out == ""
@@ -786,7 +780,7 @@ def test_a_valid_scenario_may_use_anchors_and_merge_keys(tmp_path: Path, capsys)
         "    - {<<: *home, id: B7, profile: Building_7, bus: 19}\n")
     scenario = tmp_path / "anchors.yaml"
     scenario.write_text(text)
-    assert _main(["validate", str(scenario)]) == 0, capsys.readouterr().err
+    assert main(["validate", str(scenario)]) == 0, capsys.readouterr().err
     assert "valid. 7 buildings" in capsys.readouterr().out
 
 
@@ -948,7 +942,7 @@ def _check_dir_error(rc: int, err: str, expect: str) -> None:
 def test_bad_output_place_one_line_error_exit_2(case: DirCase, tmp_path: Path, monkeypatch,
                                                 capsys):
     _, args, before = _dir_case(case, tmp_path, monkeypatch)
-    rc = _main(args)
+    rc = main(args)
     captured = capsys.readouterr()
     _check_dir_error(rc, captured.err, case.expect)
     assert _snapshot(tmp_path) == before, "nothing may be written or deleted"

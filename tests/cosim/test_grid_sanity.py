@@ -54,10 +54,7 @@ def _scenario(tmp: Path, **sections: Any) -> Path:
 
 
 def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        rc = main(argv)
-    except SystemExit as exc:
-        rc = int(exc.code)
+    rc = main(argv)
     out = capsys.readouterr()
     return rc, out.out, out.err
 

@@ -75,12 +75,6 @@ def _assert_same_tables(run: Path, ref: Path) -> None:
                                       check_exact=True, obj=table)
 
 
-def _main(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return int(exc.code) if exc.code is not None else 0
-
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
@@ -94,7 +88,7 @@ def test_kill_9_then_resume_gives_identical_tables(case: str, tmp_path: Path, ca
     killed = read_status(run)
     assert killed["state"] == "running"  # SIGKILL: no chance to say anything
     assert (run / STATE_DIR).is_dir()
-    assert _main(["run", "--resume", str(run), "--quiet"]) == 0
+    assert main(["run", "--resume", str(run), "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "cleared the stale lock" in err and "resuming" in err
     status = read_status(run)
@@ -114,7 +108,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one_in_process(tmp_path: Path, mo
             "--set", "output.plots=false", "--quiet", "--engine", "plain",
             "--set", "communication.faults.drop_probability=0.5"]
     ref, run = tmp_path / "ref", tmp_path / "run"
-    assert _main([*base, "--out", str(ref)]) == 0
+    assert main([*base, "--out", str(ref)]) == 0
     from agents.runner import FleetLoop
 
     original_step = FleetLoop.step
@@ -125,26 +119,26 @@ def test_a_resumed_run_equals_an_uninterrupted_one_in_process(tmp_path: Path, mo
         return original_step(self)
 
     monkeypatch.setattr(FleetLoop, "step", crashing)
-    assert _main([*base, "--out", str(run)]) == 130
+    assert main([*base, "--out", str(run)]) == 130
     assert read_status(run)["state"] == "failed"
     monkeypatch.setattr(FleetLoop, "step", original_step)
-    assert _main(["run", "--resume", str(run), "--quiet"]) == 0
+    assert main(["run", "--resume", str(run), "--quiet"]) == 0
     assert read_status(run)["resumes"][0]["from_step"] == 60
     _assert_same_tables(run, ref)
 
 
 def test_resume_refuses_what_it_cannot_continue(tmp_path: Path, capsys):
     done = tmp_path / "done"
-    assert _main(["run", str(SCENARIO), "--steps", "10", "--out", str(done), "--quiet",
+    assert main(["run", str(SCENARIO), "--steps", "10", "--out", str(done), "--quiet",
                   "--engine", "plain", "--set", "output.plots=false"]) == 0
     capsys.readouterr()
-    assert _main(["run", "--resume", str(done)]) == 2
+    assert main(["run", "--resume", str(done)]) == 2
     assert "complete; nothing to resume" in capsys.readouterr().err
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "status.json").write_text('{"state": "running"}')
-    assert _main(["run", "--resume", str(foreign)]) == 2
+    assert main(["run", "--resume", str(foreign)]) == 2
     assert "not a run directory made by cosim" in capsys.readouterr().err
     assert (foreign / "status.json").read_text() == '{"state": "running"}'
-    assert _main(["run", str(SCENARIO), "--resume", str(done)]) == 2
+    assert main(["run", str(SCENARIO), "--resume", str(done)]) == 2
     assert "give no scenario" in capsys.readouterr().err

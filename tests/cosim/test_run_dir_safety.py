@@ -42,15 +42,9 @@ WAIT_S = 90.0
 POLL_S = 0.01
 
 
-def _main(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return int(exc.code) if exc.code is not None else 0
-
 
 def _run(out: Path | str, *extra: str, steps: int = STEPS) -> int:
-    return _main(["run", str(SCENARIO), "--steps", str(steps), "--out", str(out), "--quiet",
+    return main(["run", str(SCENARIO), "--steps", str(steps), "--out", str(out), "--quiet",
                   "--engine", "plain", "--set", "output.plots=false", *extra])
 
 
@@ -146,13 +140,13 @@ def test_scenario_output_directory_may_not_leave_the_working_directory(tmp_path:
     scenario = work / "s.yaml"
     scenario.write_text(yaml.safe_dump(raw))
     monkeypatch.chdir(work)
-    rc = _main(["run", str(scenario), "--quiet", "--engine", "plain"])
+    rc = main(["run", str(scenario), "--quiet", "--engine", "plain"])
     line = _one_error(capsys.readouterr().err)
     assert rc == 2
     assert f"{scenario}: output.directory" in line and "leaves the working directory" in line
     assert not (tmp_path / "escaped").exists()
     # the same place given explicitly on the command line is the user's choice
-    assert _main(["run", str(scenario), "--quiet", "--engine", "plain",
+    assert main(["run", str(scenario), "--quiet", "--engine", "plain",
                   "--out", "../../escaped"]) == 0
     assert read_status(tmp_path / "escaped")["state"] == "complete"
 
@@ -374,7 +368,7 @@ def test_a_disk_full_run_resumes_to_the_same_tables(tmp_path: Path, monkeypatch,
     (out / PARTS_DIR / "lines" / "part-00009.parquet.tmp").write_text("left over")
     monkeypatch.setattr(pq, "write_table", real)
     capsys.readouterr()
-    assert _main(["run", "--resume", str(out), "--quiet"]) == 0
+    assert main(["run", "--resume", str(out), "--quiet"]) == 0
     assert "resuming" in capsys.readouterr().err
     for t in TABLES:
         pd.testing.assert_frame_equal(read_table(out, t), read_table(ref, t), check_exact=True)

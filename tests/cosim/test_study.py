@@ -49,15 +49,9 @@ SCENARIO = ROOT / "scenarios" / "paper_fig1d.yaml"
 METRIC_RTOL = 0.0  # a skipped run's row is read from the same files: identical
 
 
-def _main(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return int(exc.code) if exc.code is not None else 0
-
 
 def _study(out: Path, *extra: str, sweep: str = "constraint.fraction_of_peak=0.4,0.6") -> int:
-    return _main(["study", str(SCENARIO), "--steps", "48", "--engine", "plain", "--quiet",
+    return main(["study", str(SCENARIO), "--steps", "48", "--engine", "plain", "--quiet",
                   "--out", str(out), "--sweep", sweep,
                   "--variant", "cons:duals.mode=consensus,output.plots=false",
                   "--variant", "none:controller.kind=none,output.plots=false", *extra])
@@ -66,7 +60,7 @@ def _study(out: Path, *extra: str, sweep: str = "constraint.fraction_of_peak=0.4
 @pytest.mark.parametrize("name", ["../escape", "a/b", "..", "/abs"])
 def test_variant_names_that_are_paths_are_refused(name: str, tmp_path: Path, capsys):
     out = tmp_path / "study"
-    rc = _main(["study", str(SCENARIO), "--steps", "24", "--engine", "plain", "--quiet",
+    rc = main(["study", str(SCENARIO), "--steps", "24", "--engine", "plain", "--quiet",
                 "--out", str(out), "--variant", f"{name}:duals.mode=consensus"])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: ") and "variant name" in err, err
@@ -75,7 +69,7 @@ def test_variant_names_that_are_paths_are_refused(name: str, tmp_path: Path, cap
 
 def test_swept_values_become_safe_folder_names(tmp_path: Path):
     out = tmp_path / "study"
-    assert _main(["study", str(SCENARIO), "--steps", "24", "--engine", "plain", "--quiet",
+    assert main(["study", str(SCENARIO), "--steps", "24", "--engine", "plain", "--quiet",
                   "--out", str(out), "--sweep", "output.directory=../../x/y,/abs/z",
                   "--variant", "none:controller.kind=none,output.plots=false"]) == 0
     runs = sorted(p.name for p in (out / "runs").iterdir())
@@ -133,13 +127,13 @@ def test_a_changed_study_replaces_runs_only_with_force(tmp_path: Path, capsys):
     out = tmp_path / "study"
     assert _study(out, sweep="constraint.fraction_of_peak=0.4") == 0
     capsys.readouterr()
-    rc = _main(["study", str(SCENARIO), "--steps", "36", "--engine", "plain", "--quiet",
+    rc = main(["study", str(SCENARIO), "--steps", "36", "--engine", "plain", "--quiet",
                 "--out", str(out), "--sweep", "constraint.fraction_of_peak=0.4",
                 "--variant", "cons:duals.mode=consensus,output.plots=false",
                 "--variant", "none:controller.kind=none,output.plots=false"])
     assert rc == 2
     assert "--force" in capsys.readouterr().err
-    assert _main(["study", str(SCENARIO), "--steps", "36", "--engine", "plain", "--quiet",
+    assert main(["study", str(SCENARIO), "--steps", "36", "--engine", "plain", "--quiet",
                   "--out", str(out), "--sweep", "constraint.fraction_of_peak=0.4",
                   "--variant", "cons:duals.mode=consensus,output.plots=false",
                   "--variant", "none:controller.kind=none,output.plots=false",
