@@ -62,3 +62,73 @@ class RuleBasedPeakShaving:
         actions[:, 0] = np.clip(u_grid, 0.0, 1.0)
         actions[:, 1] = 1.0
         return actions
+
+
+#: ``PriceAwareHeuristic`` defaults: "expensive" from this price on, and the share of the
+#: backlog cap up to which it postpones demand while expensive.
+HEURISTIC_PRICE_THRESHOLD_PER_KWH = 0.3
+HEURISTIC_BACKLOG_MARGIN = 0.8
+
+
+class PriceAwareHeuristic:
+    """Battery first; postpone grid purchases while the price is high (causal baseline).
+
+    Per building and step, with ``D = d + b`` (new demand plus backlog) and
+    ``A = min(e * eta_dis, P * dt)`` (what the battery can deliver now):
+
+    - the battery serves ``x = min(D, A)``, and ``rest = D - x`` remains;
+    - price below ``price_threshold_per_kwh``: the grid serves all the rest, ``g = rest``;
+    - price at or above it: the grid serves only what would push the backlog above
+      ``backlog_margin * B_max``, ``g = max(rest - backlog_margin * B_max, 0)``; the rest
+      is postponed. With no backlog cap (``B_max = inf``) nothing is bought during the
+      whole expensive period.
+
+    Nothing is dropped as long as the margin leaves room (``backlog_margin <= 1``): the
+    backlog after the step is ``min(rest, backlog_margin * B_max) <= B_max``. It reads
+    only the current observation and its own parameters, and ignores the district
+    limit and the multipliers.
+    """
+
+    name = "heuristic"
+
+    def __init__(self, params: FleetParams,
+                 price_threshold_per_kwh: np.ndarray | float = HEURISTIC_PRICE_THRESHOLD_PER_KWH,
+                 backlog_margin: np.ndarray | float = HEURISTIC_BACKLOG_MARGIN,
+                 dt_h: float = 1.0) -> None:
+        self.params = params
+        self.dt_h = dt_h
+        self.price_threshold = np.broadcast_to(
+            np.asarray(price_threshold_per_kwh, dtype=float), (params.n,))
+        self.backlog_margin = np.broadcast_to(np.asarray(backlog_margin, dtype=float),
+                                              (params.n,))
+        if not (np.isfinite(self.price_threshold).all() and (self.price_threshold > 0).all()):
+            raise ValueError(f"price_threshold_per_kwh must be finite and > 0, got "
+                             f"{self.price_threshold}")
+        if ((self.backlog_margin <= 0) | (self.backlog_margin > 1)).any():
+            raise ValueError(f"backlog_margin must lie in (0, 1], got {self.backlog_margin}")
+        if dt_h <= 0:
+            raise ValueError(f"dt_h must be > 0, got {dt_h}")
+        # margin * inf = inf: no cap, postpone for the whole expensive period
+        self.backlog_room_kwh = self.backlog_margin * params.backlog_cap_kwh
+
+    def plan(self, obs: FleetObservation) -> tuple[np.ndarray, np.ndarray]:
+        """Energies ``(g, x)`` it asks from the grid and from the battery, kWh, shape (N,)."""
+        p = self.params
+        to_serve = obs.demand_kwh + obs.backlog_kwh
+        available = np.minimum(obs.soc_kwh * p.eta_discharge, p.power_kw * self.dt_h)
+        battery = np.minimum(to_serve, available)
+        rest = to_serve - battery
+        expensive = obs.price_per_kwh >= self.price_threshold
+        grid = np.where(expensive, np.maximum(rest - self.backlog_room_kwh, 0.0), rest)
+        return grid, battery
+
+    def act(self, obs: FleetObservation) -> np.ndarray:
+        grid, battery = self.plan(obs)
+        to_serve = obs.demand_kwh + obs.backlog_kwh
+        # step_fleet: g = u_grid * D, then x = min(u_batt * (D - g), ...): u_batt is the
+        # battery's share of what the grid leaves
+        left = to_serve - grid
+        actions = np.empty((obs.n, 2))
+        actions[:, 0] = np.divide(grid, to_serve, out=np.zeros(obs.n), where=to_serve > 0)
+        actions[:, 1] = np.divide(battery, left, out=np.ones(obs.n), where=left > 0)
+        return np.clip(actions, 0.0, 1.0)

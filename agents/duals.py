@@ -4,44 +4,95 @@ One :meth:`DualDynamics.update` applies one step for every agent with numpy and
 scipy.sparse; no Python loop runs over agents or edges. With c the district
 limit per step (kWh), N agents, ``V1_i`` the agent's grid energy of this step
 (``v1_window = 1``) or its mean over the last ``v1_window`` steps (fewer at the
-start of a run), and ``r2_i = served_i - d_i``:
+start of a run), ``delta_i = c/N - V1_i`` and ``r2_i = served_i - d_i``. Every
+line of a step uses the values from before the step.
 
-consensus (the paper's Algorithm 1; both lines use the values before this step)::
+Metropolis weights ``W_ij = 1 / (1 + max(deg_i, deg_j))`` on edges,
+``W_ii = 1 - sum_j W_ij``: W is symmetric and doubly stochastic with
+``W_ii > 0``; ``L = I - W`` is the Metropolis Laplacian, with eigenvalues
+``l`` in ``[0, 2)`` (``l = 0`` once, for the agreement vector, on a connected
+graph). ``(L lambda)_i = sum_j W_ij (lambda_i - lambdahat_ij)``, where
+``lambdahat_ij`` is the last lambda agent i received from neighbour j (the
+neighbour's current value when there are no faults). One exchange of messages
+is one value per directed edge.
 
-    lambda_i <- clip(lambda_i - alpha (c/N - V1_i + mu_i), 0, lambda_max)
-    mu_i     <- mu_i + beta (lambda_i - mean_{n in N(i)} lambdahat_in)
+paper (the paper's literal Algorithm 1, eqs. 10-11; linearly unstable, kept to
+reproduce the paper)::
 
-  ``lambdahat_in`` is the last lambda agent i received from neighbour n (the
-  neighbour's current lambda when there are no faults). An agent without
-  neighbours (only on a graph allowed to be disconnected) uses its own lambda,
-  so its mu stays put.
+    lambda_i <- clip(lambda_i - alpha (delta_i + mu_i), 0, lambda_max)
+    mu_i     <- mu_i + beta (lambda_i - mean_{j in N(i)} lambdahat_ij)
 
-averaging (the follow-up paper): K rounds ``lambda <- W lambda`` with Metropolis
-weights ``W_ij = 1 / (1 + max(deg_i, deg_j))`` on edges, ``W_ii = 1 - sum_j W_ij``
-(each round is one exchange of messages), then
-``lambda_i <- clip(lambda_i - alpha (c/N - V1_i), 0, lambda_max)``; mu = 0.
+  one exchange per step. An agent without neighbours (only on a graph allowed
+  to be disconnected) uses its own lambda, so its mu stays put.
 
-independent: ``lambda_i <- clip(lambda_i - alpha (c/N - V1_i), 0, lambda_max)``; mu = 0.
+pi (proportional-integral consensus, the default; one exchange per step)::
 
-centralized (oracle, no messages): ``lambda <- clip(lambda - alpha (c - sum_i V1_i),
-0, lambda_max)``, one value broadcast to all agents (the graph is not used); mu = 0.
+    lambda_i <- clip(lambda_i - alpha (delta_i + mu_i) - gamma (L lambda)_i, 0, lambda_max)
+    mu_i     <- mu_i + beta (L lambda)_i
+
+atc (adapt-then-combine; K = ``rounds`` exchanges per step)::
+
+    lambda <- clip(W^K (lambda - alpha delta), 0, lambda_max),  mu = 0
+
+averaging (combine-then-adapt, the follow-up paper; K exchanges per step)::
+
+    lambda <- clip(W^K lambda - alpha delta, 0, lambda_max),  mu = 0
+
+independent: ``lambda_i <- clip(lambda_i - alpha delta_i, 0, lambda_max)``; mu = 0.
+
+centralized (oracle, no messages, graph unused): one value for all agents,
+``lambda <- clip(lambda - alpha (c - sum_i V1_i) / N, 0, lambda_max)``; mu = 0.
+The step is the mean of the agents' steps, so the mean of lambda moves as in
+pi, atc, averaging and independent (earlier versions moved it N times faster).
 
 every mode: ``nu_i <- clip(nu_i - eta r2_i, nu_min, nu_max)`` (unmet demand raises nu).
 
 Initial lambda = mu = nu = 0. Faults (:mod:`agents.faults`) act on the messages
-of consensus and averaging only.
+of the graph modes (paper, pi, atc, averaging), one exchange at a time.
 
-Behaviour worth knowing: with V1 held fixed and no bound active, the consensus
-pair (lambda, mu) is the forward-Euler discretisation of an undamped
-oscillator; on two agents the disagreement ``lambda_1 - lambda_2`` rotates with
-modulus growing by ``sqrt(1 + 2 alpha beta)`` per step (see the tests'
-closed form). Agreement therefore comes from the projection onto
-``[0, lambda_max]`` (fixed V1 with ``sum V1 != c``) or, in closed loop, from the
-policies' response to lambda. The neighbour mean weighs neighbours by
-``1/deg_i``, which is not symmetric, so on irregular graphs ``sum_i mu_i`` drifts
-and biases the common value: on a 7-agent star whose hub alone has V1 above c/N
-(and ``sum V1 < c``) every lambda ends at lambda_max, where a regular graph
-takes them all to 0.
+Linear behaviour, with V1 held fixed and no bound active (the update is then
+affine; its matrix has these eigenvalues, checked in
+``tests/agents/test_dual_stability.py``):
+
+- paper: the state (lambda, mu) is mapped by ``[[I, -alpha I], [beta L_rw, I]]``
+  with ``L_rw = I - D^-1 A`` the random-walk Laplacian. Per eigenvalue ``l`` of
+  ``L_rw`` (real, in [0, 2]) the block ``[[1, -alpha], [beta l, 1]]`` has
+  eigenvalues ``1 +- i sqrt(alpha beta l)``, of modulus ``sqrt(1 + alpha beta l) > 1``
+  for every ``l > 0``: forward Euler applied to an undamped oscillator. Every
+  disagreement mode grows, whatever the step sizes; agreement comes only from the
+  projection onto ``[0, lambda_max]`` or, in closed loop, from the policies. The
+  neighbour mean weighs by ``1/deg_i`` (not symmetric), so on irregular graphs
+  ``sum_i mu_i`` drifts (``sum_i deg_i mu_i`` is what stays 0) and biases the
+  common value: on a 7-agent star whose hub alone has V1 above c/N (and
+  ``sum V1 < c``) every lambda ends at lambda_max, where a regular graph takes
+  them all to 0.
+- pi: per eigenvalue ``l`` of L the block ``[[1 - gamma l, -alpha], [beta l, 1]]``
+  has the characteristic polynomial ``z^2 - (2 - gamma l) z + (1 - gamma l + alpha beta l)``.
+  By the Jury criterion both roots lie inside the unit circle iff
+  ``alpha beta l > 0``, ``(gamma - alpha beta) l > 0``, ``(gamma - alpha beta) l < 2``
+  and ``(2 gamma - alpha beta) l < 4``; for every ``l`` in (0, 2), i.e. on every
+  connected graph, iff ``0 < alpha beta < gamma <= 1 + alpha beta / 2``.
+  :class:`DualConfig` asks for ``alpha beta < gamma <= 1``, inside that region,
+  which also keeps ``I - gamma L = (1 - gamma) I + gamma W`` a non-negative
+  averaging matrix. (``alpha beta = 0`` switches the integral action off: a root
+  stays at 1, bounded but without exact agreement.) ``l = 0`` gives the double
+  root 1 of the agreement mode. Because L is symmetric and mu starts at 0,
+  ``sum_i mu_i`` stays 0 with perfect links, so the mean of lambda moves by
+  ``alpha (sum V1 - c) / N`` per step, like centralized; a fixed point with no
+  bound active has ``L lambda = 0`` (lambda equal everywhere), ``mu = -delta`` and
+  ``sum V1 = c``. When every non-zero ``l`` exceeds ``4 alpha beta / gamma^2`` the
+  slowest root is about ``1 - alpha beta / gamma`` (time constant
+  ``gamma / (alpha beta)`` steps, 50 at the defaults); below that the roots are
+  complex with modulus ``sqrt(1 - (gamma - alpha beta) l)``. Lost or late messages
+  make the exchanged differences asymmetric, so under faults ``sum_i mu_i`` can drift.
+- atc and averaging: ``W^K``, eigenvalues ``(1 - l)^K``, below 1 in modulus except
+  for the agreement mode. With heterogeneous ``delta`` neither reaches exact
+  agreement at a constant step: the fixed point (``sum V1 = c``) keeps a spread,
+  averaging's ``-alpha (I - W^K)^+ delta`` (about ``alpha max|delta_i - delta_j|``,
+  more on poorly connected graphs), atc's ``-alpha (I - W^K)^+ W^K delta``,
+  smaller by the mixing of its K rounds.
+- independent and centralized: the identity (every eigenvalue 1; centralized's
+  one state is the common value, the mean direction).
 """
 
 from __future__ import annotations
@@ -60,8 +111,36 @@ from agents.graphs import (
     directed_edges,
 )
 
-DUAL_MODES = ("consensus", "averaging", "independent", "centralized")
-_GRAPH_MODES = ("consensus", "averaging")
+DUAL_MODES = ("paper", "pi", "atc", "averaging", "independent", "centralized")
+_GRAPH_MODES = ("paper", "pi", "atc", "averaging")  # exchange messages on the graph
+_MU_MODES = ("paper", "pi")  # the only modes with a non-zero mu
+_ROUND_MODES = ("atc", "averaging")  # K = rounds exchanges per step (the others: 1)
+RENAMED_MODES = {
+    "consensus": "'consensus' was renamed 'paper' (the paper's literal eqs. 10-11, unstable); "
+                 "the stable default is 'pi'",
+}
+
+
+def mode_problem(mode: str) -> str:
+    """Why ``mode`` is not a dual mode ("" if it is); shared with the scenario schema."""
+    if mode in DUAL_MODES:
+        return ""
+    if mode in RENAMED_MODES:
+        return RENAMED_MODES[mode]
+    return f"unknown mode {mode!r}; valid: {', '.join(DUAL_MODES)}"
+
+
+def pi_gain_problem(alpha: float, beta: float, gamma: float) -> str:
+    """Why (alpha, beta, gamma) leave mode 'pi' unstable ("" if they do not).
+
+    Asks for ``alpha beta < gamma <= 1``, inside the region
+    ``0 < alpha beta < gamma <= 1 + alpha beta / 2`` where every disagreement mode
+    decays on every connected graph (module docstring).
+    """
+    if alpha * beta < gamma <= 1.0:
+        return ""
+    return (f"mode 'pi' is stable only for alpha*beta < gamma <= 1, got gamma={gamma:g} "
+            f"with alpha*beta={alpha * beta:g} (alpha={alpha:g}, beta={beta:g})")
 
 
 def _finite(name: str, value: float) -> float:
@@ -75,22 +154,22 @@ def _finite(name: str, value: float) -> float:
 class DualConfig:
     """Step sizes and bounds of the dual dynamics (docs/equations.md)."""
 
-    mode: str = "consensus"
+    mode: str = "pi"
     alpha: float = 0.1  # step of lambda
-    beta: float = 0.1  # step of mu (consensus)
+    beta: float = 0.1  # step of mu (paper, pi)
+    gamma: float = 0.5  # proportional gain on L lambda (pi); needs alpha*beta < gamma <= 1
     eta: float = 1.0  # step of nu per kWh of r2 (0.1 lets backlog outrun the shipped policies)
-    rounds: int = 3  # K, averaging rounds per step
+    rounds: int = 3  # K, Metropolis rounds per step (atc, averaging)
     lambda_max: float = 15.0
     nu_min: float = -20.0
     nu_max: float = 20.0
     v1_window: int = 1  # 1: the step's grid energy; > 1: moving average over that many steps
 
     def __post_init__(self) -> None:
-        if self.mode not in DUAL_MODES:
-            raise ValueError(
-                f"DualConfig.mode: unknown mode {self.mode!r}; valid: {', '.join(DUAL_MODES)}"
-            )
-        for name in ("alpha", "beta", "eta"):
+        problem = mode_problem(self.mode)
+        if problem:
+            raise ValueError(f"DualConfig.mode: {problem}")
+        for name in ("alpha", "beta", "gamma", "eta"):
             value = _finite(name, getattr(self, name))
             if value < 0:
                 raise ValueError(f"DualConfig.{name} must be >= 0, got {value}")
@@ -112,6 +191,10 @@ class DualConfig:
         object.__setattr__(self, "lambda_max", lam_max)
         object.__setattr__(self, "nu_min", nu_min)
         object.__setattr__(self, "nu_max", nu_max)
+        if self.mode == "pi":
+            problem = pi_gain_problem(self.alpha, self.beta, self.gamma)
+            if problem:
+                raise ValueError(f"DualConfig.gamma: {problem}")
 
 
 @dataclass(frozen=True)
@@ -130,10 +213,10 @@ class DualDynamics:
     Arguments:
         config: step sizes, bounds and the mode (``DUAL_MODES``).
         graph: communication graph over agents ``0..N-1`` (see ``agents.graphs``).
-            consensus and averaging refuse a disconnected graph unless
-            ``graph.graph["allow_disconnected"]`` is true.
+            The graph modes (paper, pi, atc, averaging) refuse a disconnected graph
+            unless ``graph.graph["allow_disconnected"]`` is true.
         limit_kwh: c, the district's grid-energy limit per step, kWh.
-        faults: message faults (consensus and averaging only); None: perfect links.
+        faults: message faults (graph modes only); None: perfect links.
         seed: seeds the generator of the message drops.
     """
 
@@ -165,7 +248,7 @@ class DualDynamics:
         self.seed = seed
         self.src, self.dst = directed_edges(graph)
         self._build_operators()
-        exchanges = config.rounds if config.mode == "averaging" else 1
+        exchanges = config.rounds if config.mode in _ROUND_MODES else 1
         self._channel: MessageChannel | None = None
         if faults is not None and config.mode in _GRAPH_MODES:
             faults.check_agents(n)
@@ -190,16 +273,22 @@ class DualDynamics:
         self._mean_nodes = (sp.csr_array((inv_deg[dst], (dst, src)), shape=(n, n))
                             + sp.diags_array(self._isolated)).tocsr()
         self._mean_edges = sp.csr_array((inv_deg[dst], (dst, edge_ids)), shape=(n, m))
-        # Metropolis weights.
+        # Metropolis weights W and the Laplacian L = I - W (diagonal: the weighted degree).
         w_edge = 1.0 / (1.0 + np.maximum(deg[src], deg[dst]))
-        self._w_self = 1.0 - np.bincount(dst, weights=w_edge, minlength=n)
-        self._w_nodes = (sp.csr_array((w_edge, (dst, src)), shape=(n, n))
-                         + sp.diags_array(self._w_self)).tocsr()
+        self._w_deg = np.bincount(dst, weights=w_edge, minlength=n).astype(np.float64)
+        self._w_self = 1.0 - self._w_deg
+        w_off = sp.csr_array((w_edge, (dst, src)), shape=(n, n))
+        self._w_nodes = (w_off + sp.diags_array(self._w_self)).tocsr()
+        self._lap_nodes = (sp.diags_array(self._w_deg) - w_off).tocsr()
         self._w_edges = sp.csr_array((w_edge, (dst, edge_ids)), shape=(n, m))
 
     def metropolis_matrix(self) -> sp.csr_array:
         """The averaging matrix W (symmetric, rows and columns sum to 1)."""
         return self._w_nodes.copy()
+
+    def metropolis_laplacian(self) -> sp.csr_array:
+        """L = I - W, the Laplacian mode 'pi' uses (symmetric, rows sum to 0)."""
+        return self._lap_nodes.copy()
 
     def reset(
         self,
@@ -219,7 +308,7 @@ class DualDynamics:
             raise ValueError(f"lam must lie in [0, {cfg.lambda_max}]")
         if ((self._nu < cfg.nu_min) | (self._nu > cfg.nu_max)).any():
             raise ValueError(f"nu must lie in [{cfg.nu_min}, {cfg.nu_max}]")
-        if cfg.mode != "consensus" and (self._mu != 0).any():
+        if cfg.mode not in _MU_MODES and (self._mu != 0).any():
             raise ValueError(f"mode {cfg.mode!r} keeps mu = 0; got a non-zero mu")
         if cfg.mode == "centralized" and (self._lam != self._lam[0]).any():
             raise ValueError("mode 'centralized' holds one lambda for all agents; "
@@ -315,7 +404,7 @@ class DualDynamics:
         v1 = self._v1 = self._push_v1(grid)
         lam, mu = self._lam, self._mu
         share = self.limit_kwh / self.n
-        if cfg.mode == "consensus":
+        if cfg.mode == "paper":
             if self._channel is None:
                 nb_mean = self._mean_nodes @ lam
             else:
@@ -323,26 +412,42 @@ class DualDynamics:
                 nb_mean = self._mean_edges @ received + self._isolated * lam
             new_lam = np.clip(lam - cfg.alpha * (share - v1 + mu), 0.0, cfg.lambda_max)
             self._mu = mu + cfg.beta * (lam - nb_mean)
+        elif cfg.mode == "pi":
+            lap = self._laplacian(lam)
+            new_lam = np.clip(lam - cfg.alpha * (share - v1 + mu) - cfg.gamma * lap,
+                              0.0, cfg.lambda_max)
+            self._mu = mu + cfg.beta * lap
+        elif cfg.mode == "atc":
+            new_lam = np.clip(self._combine(lam - cfg.alpha * (share - v1)), 0.0, cfg.lambda_max)
         elif cfg.mode == "averaging":
-            x = lam
-            for _ in range(cfg.rounds):
-                if self._channel is None:
-                    x = self._w_nodes @ x
-                else:
-                    received = self._channel.exchange(x, self._step)
-                    x = self._w_self * x + self._w_edges @ received
-            new_lam = np.clip(x - cfg.alpha * (share - v1), 0.0, cfg.lambda_max)
+            new_lam = np.clip(self._combine(lam) - cfg.alpha * (share - v1), 0.0, cfg.lambda_max)
         elif cfg.mode == "independent":
             new_lam = np.clip(lam - cfg.alpha * (share - v1), 0.0, cfg.lambda_max)
         else:  # centralized
             common = float(lam[0])  # all agents hold the same value
-            common = min(max(common - cfg.alpha * (self.limit_kwh - float(v1.sum())), 0.0),
-                         cfg.lambda_max)
-            new_lam = np.full(self.n, common)
+            step = cfg.alpha * (self.limit_kwh - float(v1.sum())) / self.n
+            new_lam = np.full(self.n, min(max(common - step, 0.0), cfg.lambda_max))
         self._lam = new_lam
         self._nu = np.clip(self._nu - cfg.eta * r2, cfg.nu_min, cfg.nu_max)
         self._step += 1
         return self.state
+
+    def _laplacian(self, x: np.ndarray) -> np.ndarray:
+        """``(L x)_i = sum_j W_ij (x_i - xhat_ij)`` after one exchange of ``x``."""
+        if self._channel is None:
+            return self._lap_nodes @ x
+        received = self._channel.exchange(x, self._step)
+        return self._w_deg * x - self._w_edges @ received
+
+    def _combine(self, x: np.ndarray) -> np.ndarray:
+        """K = ``rounds`` Metropolis rounds ``x <- W x``, one exchange each."""
+        for _ in range(self.config.rounds):
+            if self._channel is None:
+                x = self._w_nodes @ x
+            else:
+                received = self._channel.exchange(x, self._step)
+                x = self._w_self * x + self._w_edges @ received
+        return x
 
     def reference_update(self, grid_kwh: np.ndarray, r2_kwh: np.ndarray) -> DualState:
         """The same step as :meth:`update`, agent by agent in Python (slow; for tests)."""

@@ -66,29 +66,46 @@ def reference_update(dyn: DualDynamics, grid_kwh: np.ndarray, r2_kwh: np.ndarray
     mu = [float(x) for x in dyn._mu]
     share = dyn.limit_kwh / n
     neighbours = {i: sorted(int(j) for j in g.neighbors(i)) for i in range(n)}
-    new_lam = [0.0] * n
-    new_mu = list(mu)
-    if cfg.mode == "consensus":
-        heard = _exchange(dyn, lam, dyn._step) if dyn._channel is not None else None
-        for i in range(n):
-            vals = [lam[j] if heard is None else heard[(j, i)] for j in neighbours[i]]
-            nb_mean = sum(vals) / len(vals) if vals else lam[i]
-            new_lam[i] = _clip(lam[i] - cfg.alpha * (share - v1[i] + mu[i]), 0.0, cfg.lambda_max)
-            new_mu[i] = mu[i] + cfg.beta * (lam[i] - nb_mean)
-    elif cfg.mode == "averaging":
-        deg = {i: len(neighbours[i]) for i in range(n)}
-        x = list(lam)
+    deg = {i: len(neighbours[i]) for i in range(n)}
+
+    def weight(i: int, j: int) -> float:  # Metropolis
+        return 1.0 / (1.0 + max(deg[i], deg[j]))
+
+    def combine(x: list[float]) -> list[float]:  # K rounds x_i <- W_ii x_i + sum_j W_ij xhat_ij
         for _ in range(cfg.rounds):
             heard = _exchange(dyn, x, dyn._step) if dyn._channel is not None else None
             nxt = []
             for i in range(n):
                 total, w_sum = 0.0, 0.0
                 for j in neighbours[i]:
-                    w = 1.0 / (1.0 + max(deg[i], deg[j]))
-                    total += w * (x[j] if heard is None else heard[(j, i)])
-                    w_sum += w
+                    total += weight(i, j) * (x[j] if heard is None else heard[(j, i)])
+                    w_sum += weight(i, j)
                 nxt.append((1.0 - w_sum) * x[i] + total)
             x = nxt
+        return x
+
+    new_lam = [0.0] * n
+    new_mu = list(mu)
+    if cfg.mode == "paper":
+        heard = _exchange(dyn, lam, dyn._step) if dyn._channel is not None else None
+        for i in range(n):
+            vals = [lam[j] if heard is None else heard[(j, i)] for j in neighbours[i]]
+            nb_mean = sum(vals) / len(vals) if vals else lam[i]
+            new_lam[i] = _clip(lam[i] - cfg.alpha * (share - v1[i] + mu[i]), 0.0, cfg.lambda_max)
+            new_mu[i] = mu[i] + cfg.beta * (lam[i] - nb_mean)
+    elif cfg.mode == "pi":
+        heard = _exchange(dyn, lam, dyn._step) if dyn._channel is not None else None
+        for i in range(n):
+            lap = sum(weight(i, j) * (lam[i] - (lam[j] if heard is None else heard[(j, i)]))
+                      for j in neighbours[i])
+            new_lam[i] = _clip(lam[i] - cfg.alpha * (share - v1[i] + mu[i]) - cfg.gamma * lap,
+                               0.0, cfg.lambda_max)
+            new_mu[i] = mu[i] + cfg.beta * lap
+    elif cfg.mode == "atc":
+        x = combine([lam[i] - cfg.alpha * (share - v1[i]) for i in range(n)])
+        new_lam = [_clip(x[i], 0.0, cfg.lambda_max) for i in range(n)]
+    elif cfg.mode == "averaging":
+        x = combine(lam)
         for i in range(n):
             new_lam[i] = _clip(x[i] - cfg.alpha * (share - v1[i]), 0.0, cfg.lambda_max)
     elif cfg.mode == "independent":
@@ -96,7 +113,7 @@ def reference_update(dyn: DualDynamics, grid_kwh: np.ndarray, r2_kwh: np.ndarray
             new_lam[i] = _clip(lam[i] - cfg.alpha * (share - v1[i]), 0.0, cfg.lambda_max)
     else:  # centralized
         total = sum(v1)
-        common = _clip(lam[0] - cfg.alpha * (dyn.limit_kwh - total), 0.0, cfg.lambda_max)
+        common = _clip(lam[0] - cfg.alpha * (dyn.limit_kwh - total) / n, 0.0, cfg.lambda_max)
         new_lam = [common] * n
     new_nu = [_clip(float(dyn._nu[i]) - cfg.eta * r2[i], cfg.nu_min, cfg.nu_max)
               for i in range(n)]

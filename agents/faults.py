@@ -1,13 +1,14 @@
 """Communication faults between agents (docs/equations.md).
 
 Messages travel only along the communication graph's edges, one message per
-directed edge ``i -> j`` (both ways for every edge) per exchange. A consensus
-step is one exchange; an averaging step with K rounds is K exchanges.
+directed edge ``i -> j`` (both ways for every edge) per exchange. A step of
+the dual modes ``paper`` and ``pi`` is one exchange; a step of ``atc`` or
+``averaging`` with K rounds is K exchanges.
 
 Faults (``FaultModel``):
     drop_probability  each message is lost independently with this probability.
-    delay_steps       a message sent at step t arrives at step t + d (for averaging,
-                      round k of step t arrives in round k of step t + d).
+    delay_steps       a message sent at step t arrives at step t + d (for atc and
+                      averaging, round k of step t arrives in round k of step t + d).
     silent            intervals ``(agent, start_step, end_step)``: the agent sends
                       nothing at steps ``start_step <= t < end_step`` (half-open,
                       like ``range``); it still receives and updates itself.

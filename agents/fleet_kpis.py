@@ -5,7 +5,7 @@ and T the number of steps:
 
     total_cost                 sum of ``cost`` over buildings and steps ($)
     mean_district_grid_kwh     (1/T) sum_t G_t, to compare with ``limit_kwh`` (c per step)
-    steps_over_limit           number of steps with G_t > c
+    steps_over_limit           number of steps with G_t > c (by more than OVER_LIMIT_RTOL * c)
     final_avg_unmet_kwh        the paper's cumulative average unmet demand at the end,
                                (1/T) sum_t sum_i unmet_i,t; ``unmet`` = demand to serve
                                not served in the step (backlog carried on + dropped), so
@@ -14,17 +14,24 @@ and T the number of steps:
     peak_district_import_kwh   max_t G_t (kWh per step); ``..._kw`` = that / dt_h
     peak_to_average            max_t G_t / mean_t G_t (None when the mean is 0)
     ramping_kwh                sum_t |G_t - G_{t-1}|
-    consensus_error            max_i |lambda_i - mean_j lambda_j| at the last step
+    lambda_spread_last10pct    consensus error: max over the last ceil(T/10) steps of the
+                               spread S_t = max_i lambda_i,t - min_i lambda_i,t
+    lambda_spread_last10pct_mean   the mean of S_t over those steps
+    lambda_spread_last10pct_rel    lambda_spread_last10pct / lambda_max
     final_lambda               lambda per building at the last step (building order)
     agents_at_lambda_max       how many of those lie within 1e-9 of lambda_max
 
 "At the last step" means the values the agents used in the run's last step, the
 last ones the table holds (the dual update after the last step is not recorded).
+The spread S_t is absolute (multiplier units): relative to the mean lambda it would
+mean nothing where lambda is near 0. Buildings with no lambda (NaN) at t are left out
+of S_t; a step where none has one has no S_t, and a KPI with none left is null.
 
 :class:`FleetKpiStream` gives the same numbers, bit for bit, from a table read in
 pieces of whole steps (only :data:`FLEET_KPI_COLUMNS`), so a table larger than memory
 never has to be loaded: per-step sums are pandas' group sums of each step's rows, and
-the totals are numpy's pairwise sums reproduced block by block (:class:`PairwiseSum`).
+the totals are numpy's pairwise sums reproduced block by block (:class:`PairwiseSum`);
+the lambda spread is kept as one number per step, S_t of each step's rows.
 """
 
 from __future__ import annotations
@@ -49,7 +56,9 @@ FLEET_KPI_UNITS = {
     "peak_district_import_kw": "kW",
     "peak_to_average": "1",
     "ramping_kwh": "kWh",
-    "consensus_error": "1 (multiplier units)",
+    "lambda_spread_last10pct": "1 (multiplier units)",
+    "lambda_spread_last10pct_mean": "1 (multiplier units)",
+    "lambda_spread_last10pct_rel": "1 (fraction of lambda_max)",
     "final_lambda": "1 (multiplier units), per building",
     "agents_at_lambda_max": "agents",
 }
@@ -77,6 +86,36 @@ def cumulative_average_unmet_kwh(df: pd.DataFrame) -> pd.Series:
     return _cumulative_average(_unmet_per_step(df))
 
 
+def lambda_spread_per_step(df: pd.DataFrame) -> pd.Series:
+    """S_t = max_i lambda_i,t - min_i lambda_i,t per step, indexed by ``time`` (NaN
+    lambdas left out; NaN where a step has none)."""
+    lam = df.groupby("time", sort=True)["lambda"]
+    return lam.max() - lam.min()
+
+
+def consensus_window_steps(steps: int) -> int:
+    """How many of the last steps the consensus error looks at: ceil(10 % of ``steps``),
+    at least 1 (in integer arithmetic)."""
+    return max(1, -(-int(steps) // 10))
+
+
+def lambda_spread_kpis(spread: np.ndarray | pd.Series, lambda_max: float) -> dict[str, Any]:
+    """``lambda_spread_last10pct`` (max), ``..._mean`` and ``..._rel`` (max / lambda_max)
+    of the per-step spread ``spread`` (all steps, in time order); None where undefined."""
+    s = np.asarray(spread, dtype=np.float64)
+    window = s[len(s) - consensus_window_steps(len(s)):] if len(s) else s
+    window = window[~np.isnan(window)]
+    if window.size == 0:
+        return dict.fromkeys(("lambda_spread_last10pct", "lambda_spread_last10pct_mean",
+                              "lambda_spread_last10pct_rel"))
+    peak = float(window.max())
+    return {
+        "lambda_spread_last10pct": peak,
+        "lambda_spread_last10pct_mean": float(window.mean()),
+        "lambda_spread_last10pct_rel": peak / lambda_max if lambda_max > 0 else None,
+    }
+
+
 def _check(rows: int, dt_h: float) -> None:
     if rows == 0:
         raise ValueError("fleet_kpis: the results table is empty")
@@ -84,10 +123,16 @@ def _check(rows: int, dt_h: float) -> None:
         raise ValueError(f"fleet_kpis: dt_h must be > 0, got {dt_h}")
 
 
+#: G_t above c by less than this share of c is float rounding, not a violation (a
+#: schedule planned at exactly c, like the per-step oracle's, sums to c +- 1e-15).
+OVER_LIMIT_RTOL = 1e-9
+
+
 def _kpi_values(grid: np.ndarray, final_avg_unmet: float, total_cost: float, dropped: float,
-                n_buildings: int, lam: np.ndarray, limit_kwh: float, dt_h: float,
-                lambda_max: float) -> dict[str, Any]:
-    """The KPI dict from per-step G_t, totals and the last step's lambdas."""
+                n_buildings: int, lam: np.ndarray, spread: np.ndarray, limit_kwh: float,
+                dt_h: float, lambda_max: float) -> dict[str, Any]:
+    """The KPI dict from per-step G_t and lambda spread, totals and the last step's
+    lambdas."""
     steps = int(grid.shape[0])
     mean_grid = float(grid.mean())
     peak = float(grid.max())
@@ -97,14 +142,14 @@ def _kpi_values(grid: np.ndarray, final_avg_unmet: float, total_cost: float, dro
         "total_cost": float(total_cost),
         "mean_district_grid_kwh": mean_grid,
         "limit_kwh": float(limit_kwh),
-        "steps_over_limit": int((grid > limit_kwh).sum()),
+        "steps_over_limit": int((grid > limit_kwh * (1.0 + OVER_LIMIT_RTOL)).sum()),
         "final_avg_unmet_kwh": float(final_avg_unmet),
         "dropped_kwh": float(dropped),
         "peak_district_import_kwh": peak,
         "peak_district_import_kw": peak / dt_h,
         "peak_to_average": peak / mean_grid if mean_grid > 0 else None,
         "ramping_kwh": float(np.abs(np.diff(grid)).sum()),
-        "consensus_error": float(np.abs(lam - lam.mean()).max()),
+        **lambda_spread_kpis(spread, lambda_max),
         "final_lambda": [float(x) for x in lam],
         "agents_at_lambda_max": int((lam >= lambda_max - LAMBDA_MAX_ATOL).sum()),
     }
@@ -119,7 +164,8 @@ def fleet_kpis(
     return _kpi_values(
         district_grid_kwh(df).to_numpy(), cumulative_average_unmet_kwh(df).iloc[-1],
         df["cost"].sum(), df["dropped_kwh"].sum(), df["building"].nunique(),
-        last["lambda"].to_numpy(dtype=np.float64), limit_kwh, dt_h, lambda_max)
+        last["lambda"].to_numpy(dtype=np.float64), lambda_spread_per_step(df).to_numpy(),
+        limit_kwh, dt_h, lambda_max)
 
 
 # --- the same from a table read in pieces ----------------------------------------------------
@@ -238,7 +284,8 @@ class FleetKpiStream:
     """:func:`fleet_kpis` of a table of ``n_rows`` rows fed in pieces of whole steps.
 
     Each piece needs the columns :data:`FLEET_KPI_COLUMNS`; memory holds one piece, a
-    few numbers per step, the building ids and the last step's lambdas.
+    few numbers per step (G_t, unmet, lambda spread S_t), the building ids and the last
+    step's lambdas.
     """
 
     def __init__(self, n_rows: int, *, block: int | None = None) -> None:
@@ -249,6 +296,7 @@ class FleetKpiStream:
         self._buildings: set[Any] = set()
         self._last_time: Any = None
         self._last_lambda: list[np.ndarray] = []
+        self._spread: list[pd.Series] = []
 
     def add(self, chunk: pd.DataFrame) -> None:
         if chunk.empty:
@@ -258,6 +306,7 @@ class FleetKpiStream:
         self._cost.add(chunk["cost"].to_numpy(dtype=np.float64))
         self._dropped.add(chunk["dropped_kwh"].to_numpy(dtype=np.float64))
         self._buildings.update(chunk["building"].dropna().unique())
+        self._spread.append(lambda_spread_per_step(chunk))
         t = chunk["time"].max()
         lam = chunk.loc[chunk["time"] == t, "lambda"].to_numpy(dtype=np.float64)
         if self._last_time is None or t > self._last_time:
@@ -269,8 +318,13 @@ class FleetKpiStream:
         """As :func:`fleet_kpis` of the whole table."""
         _check(self._rows, dt_h)
         lam = np.concatenate(self._last_lambda)
+        if len(self._spread) != 1:
+            self._spread[:] = [pd.concat(self._spread)]
+        spread = self._spread[0]
+        if not spread.index.is_unique:
+            raise ValueError("FleetKpiStream: pieces must hold whole steps, in time order")
         return _kpi_values(
             self.steps.district_grid_kwh().to_numpy(),
             self.steps.cumulative_average_unmet_kwh().iloc[-1],
             self._cost.result(), self._dropped.result(), len(self._buildings), lam,
-            limit_kwh, dt_h, lambda_max)
+            spread.to_numpy(), limit_kwh, dt_h, lambda_max)

@@ -13,17 +13,26 @@ under the building dynamics of docs/equations.md and the district constraint:
                 g_it >= 0
                 (1/T) sum_t sum_i g_it <= c                       (the district limit, on average)
 
-The district constraint is on the run's average, as the dual dynamics enforce
-it (lambda integrates c/N - V1). ``OracleController`` replays the schedule
-through the same building model: at step t it asks for ``g_it`` from the grid
-and ``x_it`` from the battery. The model charges the battery greedily from PV,
-which leaves at least the planned energy in it, so the planned discharge is
-always available and the replay follows the plan (to float rounding).
+With ``limit="run_average"`` (the default) the district constraint is on the
+run's average, as the dual dynamics enforce it (lambda integrates c/N - V1).
+With ``limit="per_step"`` it holds in every step instead, T rows in place of one:
+
+                sum_i g_it <= c   for every t
+
+a tighter problem (any per-step schedule meets the average), so its cost is at
+least the run-average optimum, equal when c does not bind in any step.
+
+``OracleController`` replays the schedule through the same building model: at
+step t it asks for ``g_it`` from the grid and ``x_it`` from the battery. The model
+charges the battery greedily from PV, which leaves at least the planned energy in
+it, so the planned discharge is always available and the replay follows the plan
+(to float rounding).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -34,6 +43,10 @@ from agents.observation import FleetObservation
 
 #: An LP whose optimal district average differs from c by less than this is "at the limit".
 LIMIT_RTOL = 1e-6
+
+OracleLimit = Literal["run_average", "per_step"]
+#: How the district limit c constrains the schedule (``solve_oracle``'s ``limit``).
+ORACLE_LIMITS: tuple[str, ...] = ("run_average", "per_step")
 
 
 class OracleInfeasible(ValueError):
@@ -49,10 +62,15 @@ class OracleSchedule:
     soc_kwh: np.ndarray  # (T, N) end of step
     cost: float
     limit_kwh: float
+    limit: str = "run_average"  # ORACLE_LIMITS: c on the run's average or in every step
 
     @property
     def mean_district_grid_kwh(self) -> float:
         return float(self.grid_kwh.sum(axis=1).mean())
+
+    @property
+    def peak_district_grid_kwh(self) -> float:
+        return float(self.grid_kwh.sum(axis=1).max())
 
 
 def solve_oracle(
@@ -63,8 +81,15 @@ def solve_oracle(
     limit_kwh: float,
     dt_h: float = 1.0,
     initial_soc_fraction: float | np.ndarray = 0.0,
+    limit: OracleLimit = "run_average",
 ) -> OracleSchedule:
-    """Minimum-cost schedule (see the module docstring); ``OracleInfeasible`` if none."""
+    """Minimum-cost schedule (see the module docstring); ``OracleInfeasible`` if none.
+
+    ``limit``: ``"run_average"`` constrains the district's mean grid energy per step,
+    ``"per_step"`` the district's grid energy of every step, to at most ``limit_kwh``.
+    """
+    if limit not in ORACLE_LIMITS:
+        raise ValueError(f"unknown oracle limit {limit!r}; valid: {', '.join(ORACLE_LIMITS)}")
     demand = np.asarray(base_demand_kwh, float) * params.demand_scale  # (T, N)
     steps, n = demand.shape
     pv = params.pv_kw * np.maximum(np.asarray(solar_w_per_kw, float), 0.0) / 1000.0 * dt_h
@@ -104,18 +129,22 @@ def solve_oracle(
     rhs[size:size + n] = e0
     a_eq = sp.csr_array((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                         shape=(2 * size, n_var))
-    # row 0: the district limit; rows 1..: x_t - eta_dis e_{t-1} <= 0 (x_0 <= eta_dis e0)
-    r_x = 1 + np.arange(size).reshape(steps, n)
+    # the district limit: one row (run average: sum_t sum_i g_it <= c T) or one per step
+    # (sum_i g_it <= c); then x_t - eta_dis e_{t-1} <= 0 (x_0 <= eta_dis e0)
+    per_step = limit == "per_step"
+    n_lim = steps if per_step else 1
+    r_lim = np.repeat(np.arange(steps), n) if per_step else np.zeros(size, dtype=int)
+    r_x = n_lim + np.arange(size).reshape(steps, n)
     eta_d = np.broadcast_to(params.eta_discharge, (steps, n))
-    ub_rows = [np.zeros(size, dtype=int), r_x.ravel(), r_x[1:].ravel()]
+    ub_rows = [r_lim, r_x.ravel(), r_x[1:].ravel()]
     ub_cols = [g.ravel(), x.ravel(), e[:-1].ravel()]
     ub_vals = [np.ones(size), np.ones(size), -eta_d[1:].ravel()]
     a_ub = sp.csr_array((np.concatenate(ub_vals), (np.concatenate(ub_rows),
                                                    np.concatenate(ub_cols))),
-                        shape=(1 + size, n_var))
-    b_ub = np.zeros(1 + size)
-    b_ub[0] = limit_kwh * steps
-    b_ub[1:1 + n] = params.eta_discharge * e0
+                        shape=(n_lim + size, n_var))
+    b_ub = np.zeros(n_lim + size)
+    b_ub[:n_lim] = limit_kwh if per_step else limit_kwh * steps
+    b_ub[n_lim:n_lim + n] = params.eta_discharge * e0
 
     energy_limit = np.broadcast_to(params.power_kw * dt_h, (steps, n))
     lower = np.zeros(n_var)
@@ -130,6 +159,15 @@ def solve_oracle(
     res = linprog(cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=rhs,
                   bounds=np.stack([lower, upper], axis=1), method="highs")
     if res.status == 2:
+        if per_step:
+            cap = float(np.max(params.backlog_cap_kwh))
+            raise OracleInfeasible(
+                f"no schedule serves all demand with at most {limit_kwh:.3f} kWh from the "
+                f"grid in every one of the {steps} steps (per_step limit: the district's "
+                f"demand reaches {demand.sum(axis=1).max():.3f} kWh in a step; what exceeds "
+                f"c must wait in the backlogs, at most {cap:g} kWh a building and empty at "
+                f"the end, or come from the batteries); a run_average limit is looser"
+            )
         raise OracleInfeasible(
             f"no schedule serves all demand with a district average of at most "
             f"{limit_kwh:.3f} kWh per step over {steps} steps (total demand "
@@ -141,7 +179,7 @@ def solve_oracle(
     return OracleSchedule(
         grid_kwh=np.maximum(sol[g], 0.0), battery_kwh=np.maximum(sol[x], 0.0),
         charge_kwh=sol[ch], backlog_kwh=sol[b], soc_kwh=sol[e], cost=float(res.fun),
-        limit_kwh=float(limit_kwh),
+        limit_kwh=float(limit_kwh), limit=limit,
     )
 
 

@@ -3,8 +3,8 @@
     python benchmarks/duals.py [--sizes 10 1000 10000] [--repeats 200]
 
 Graph: small world (Watts-Strogatz, k = 4, p = 0.1), so every agent has a bounded
-number of neighbours and one update should cost O(N). Modes: consensus and
-averaging with K = 3 rounds, without faults, plus consensus with 10 % message
+number of neighbours and one update should cost O(N). Modes: paper, pi, and
+atc and averaging with K = 3 rounds, without faults, plus pi with 10 % message
 drops. Both implementations run side by side in this process on the same inputs;
 times are the best of the repeats. The last line holds the headline figures as
 key=value pairs; growth = time(10,000) / time(1,000), 10 meaning linear.
@@ -22,9 +22,11 @@ from agents.faults import FaultModel
 from agents.graphs import make_graph
 
 CASES = {
-    "consensus": (DualConfig(mode="consensus"), None),
+    "paper": (DualConfig(mode="paper"), None),
+    "pi": (DualConfig(mode="pi"), None),
+    "atc": (DualConfig(mode="atc", rounds=3), None),
     "averaging": (DualConfig(mode="averaging", rounds=3), None),
-    "consensus_drops": (DualConfig(mode="consensus"), FaultModel(drop_probability=0.1)),
+    "pi_drops": (DualConfig(mode="pi"), FaultModel(drop_probability=0.1)),
 }
 
 

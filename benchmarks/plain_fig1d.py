@@ -1,4 +1,4 @@
-"""The paper's Fig. 1d setup through the plain-loop runner: consensus vs independent.
+"""The paper's Fig. 1d setup through the plain-loop runner: paper vs pi vs independent.
 
     python benchmarks/plain_fig1d.py [--steps 3000] [--fraction 0.27]
 
@@ -42,7 +42,7 @@ def main() -> None:
     graph = make_graph("two_clusters", len(NAMES))
     figures = [f"steps={args.steps}", f"limit_kwh={limit:.3f}"]
     print(f"c = {args.fraction:g} x peak = {limit:.2f} kWh per step, {args.steps} steps")
-    for mode in ("consensus", "independent"):
+    for mode in ("paper", "pi", "independent"):
         duals = DualDynamics(DualConfig(mode=mode, lambda_max=LAMBDA_MAX), graph, limit)
         t0 = time.perf_counter()
         df = run_plain(setup, library, duals)

@@ -18,7 +18,7 @@ import networkx as nx
 import numpy as np
 
 from agents.building import FleetParams
-from agents.controllers import NoControl, RuleBasedPeakShaving
+from agents.controllers import NoControl, PriceAwareHeuristic, RuleBasedPeakShaving
 from agents.data import REPO_ROOT, CityLearnData, DataError, load_citylearn
 from agents.duals import DualConfig, DualDynamics
 from agents.faults import FaultModel
@@ -290,7 +290,8 @@ def _faults(sc: Scenario, names: list[str], problems: Problems) -> FaultModel | 
 def _dual_config(sc: Scenario, problems: Problems) -> DualConfig | None:
     d = sc.duals
     try:
-        return DualConfig(mode=d.mode, alpha=d.alpha, beta=d.beta, eta=d.eta, rounds=d.rounds,
+        return DualConfig(mode=d.mode, alpha=d.alpha, beta=d.beta, gamma=d.gamma, eta=d.eta,
+                          rounds=d.rounds,
                           lambda_max=d.lambda_max, nu_min=d.nu_min, nu_max=d.nu_max,
                           v1_window=d.v1_window)
     except ValueError as exc:
@@ -316,7 +317,7 @@ def _oracle(sc: Scenario, setup: FleetSetup, limit_kwh: float, source: str) -> A
     try:
         return solve_oracle(setup.params, setup.base_demand_kwh, setup.solar_w_per_kw,
                             setup.price_per_kwh, limit_kwh, setup.dt_h,
-                            setup.initial_soc_fraction)
+                            setup.initial_soc_fraction, limit=sc.controller.oracle_limit)
     except OracleInfeasible as exc:
         raise ScenarioInfeasible(source, [("constraint", f"infeasible for the oracle: {exc}")]) \
             from None
@@ -381,6 +382,10 @@ def controller_for(built: Built, index: np.ndarray) -> Any:
     if ctl.kind == "rule":
         return RuleBasedPeakShaving(built.setup.params.select(index), ctl.rule_threshold_kwh,
                                     built.setup.dt_h)
+    if ctl.kind == "heuristic":
+        return PriceAwareHeuristic(built.setup.params.select(index),
+                                   ctl.heuristic_price_threshold, ctl.heuristic_backlog_margin,
+                                   built.setup.dt_h)
     if ctl.kind == "oracle":
         from agents.oracle import OracleController
 

@@ -230,6 +230,11 @@ def write_report(run_dir: Path, built: Any, *, plots: bool = True,
     sc = built.scenario
     steps_run = sc.time.steps if steps_run is None else steps_run
     extra = {"wall_s": wall_s, "steps_per_s": steps_run / wall_s} if wall_s else {}
+    plan = getattr(built, "oracle", None)
+    if plan is not None:  # controller kind oracle: which limit it met, what it planned
+        extra["oracle"] = {"limit": plan.limit, "planned_cost": plan.cost,
+                           "planned_mean_district_grid_kwh": plan.mean_district_grid_kwh,
+                           "planned_peak_district_grid_kwh": plan.peak_district_grid_kwh}
     data = read_report_data(run_dir, kpis=True, plots=plots)
     kpis = _kpis(data, built.limit_kwh, sc.time.step_h, sc.duals.lambda_max, sc.name, extra)
     write_json(run_dir / "kpis.json", kpis)  # strict: allow_nan=False, fails on NaN

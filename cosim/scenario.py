@@ -31,7 +31,8 @@ from pydantic import (
     model_validator,
 )
 
-from agents.duals import DUAL_MODES
+from agents.controllers import HEURISTIC_BACKLOG_MARGIN, HEURISTIC_PRICE_THRESHOLD_PER_KWH
+from agents.duals import mode_problem, pi_gain_problem
 from agents.graphs import TOPOLOGIES
 from cosim.limits import (
     ID_PATTERN,
@@ -265,10 +266,50 @@ def _is_number(text: str) -> bool:
         return False
 
 
+#: Fields of ``controller`` that only one kind uses, and their defaults for that kind
+#: (filled in when the kind is given; null for every other kind).
+CONTROLLER_KIND_FIELDS: dict[str, tuple[str, Any]] = {
+    "rule_threshold_kwh": ("rule", None),
+    "heuristic_price_threshold": ("heuristic", HEURISTIC_PRICE_THRESHOLD_PER_KWH),
+    "heuristic_backlog_margin": ("heuristic", HEURISTIC_BACKLOG_MARGIN),
+    "oracle_limit": ("oracle", "run_average"),
+}
+
+
 class ControllerConfig(_Strict):
-    kind: Literal["policy", "none", "rule", "oracle"] = "policy"
+    kind: Literal["policy", "none", "rule", "heuristic", "oracle"] = "policy"
     policy_dir: Text = "data/policies"
     rule_threshold_kwh: float | None = Field(None, ge=0)
+    heuristic_price_threshold: float | None = Field(
+        None, gt=0, description="$/kWh; from this price on the heuristic postpones purchases "
+                                f"(kind heuristic; default {HEURISTIC_PRICE_THRESHOLD_PER_KWH})")
+    heuristic_backlog_margin: float | None = Field(
+        None, gt=0, le=1, description="share of backlog_cap_kwh the heuristic may fill while "
+                                      f"expensive (kind heuristic; default "
+                                      f"{HEURISTIC_BACKLOG_MARGIN})")
+    oracle_limit: Literal["run_average", "per_step"] | None = Field(
+        None, description="c on the run's average or in every step (kind oracle; default "
+                          "run_average)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            kind = data.get("kind", "policy")
+            missing = {name: default for name, (owner, default) in CONTROLLER_KIND_FIELDS.items()
+                       if owner == kind and data.get(name) is None}
+            if missing:
+                data = {**data, **missing}
+        return data
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> ControllerConfig:
+        errors = [(name, f"only used with kind {owner!r} (kind is {self.kind!r})")
+                  for name, (owner, _) in CONTROLLER_KIND_FIELDS.items()
+                  if owner != self.kind and getattr(self, name) is not None]
+        if errors:
+            raise _FieldErrors(errors)
+        return self
 
 
 class ConstraintConfig(_Strict):
@@ -290,9 +331,10 @@ class ConstraintConfig(_Strict):
 
 
 class DualsConfig(_Strict):
-    mode: str = Field("consensus", max_length=MAX_TEXT_CHARS)
+    mode: str = Field("pi", max_length=MAX_TEXT_CHARS)
     alpha: float = Field(0.1, ge=0)
     beta: float = Field(0.1, ge=0)
+    gamma: float = Field(0.5, ge=0, description="pi's proportional gain; alpha*beta < gamma <= 1")
     eta: float = Field(1.0, ge=0)
     rounds: int = Field(3, ge=1, le=MAX_DUAL_ROUNDS)
     lambda_max: float = Field(15.0, gt=0)
@@ -303,13 +345,18 @@ class DualsConfig(_Strict):
     @field_validator("mode")
     @classmethod
     def _mode(cls, v: str) -> str:
-        if v not in DUAL_MODES:
-            raise ValueError(f"unknown dual mode {v!r}; valid: {', '.join(DUAL_MODES)}")
+        problem = mode_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @model_validator(mode="after")
-    def _nu(self) -> DualsConfig:
+    def _gain_and_nu(self) -> DualsConfig:
         errors = []
+        if self.mode == "pi":
+            problem = pi_gain_problem(self.alpha, self.beta, self.gamma)
+            if problem:
+                errors.append(("gamma", problem))
         if self.nu_min > 0:
             errors.append(("nu_min", f"must be <= 0 (nu starts at 0), got {self.nu_min:g}"))
         if self.nu_max < 0:

@@ -9,7 +9,7 @@ A study file (YAML)::
     sweep:                                 # the grid (every combination)
       constraint.fraction_of_peak: [0.2, 0.3, 0.4, 0.5]
     variants:                              # crossed with the grid
-      consensus: {duals.mode: consensus}
+      pi: {duals.mode: pi}
       independent: {duals.mode: independent}
       none: {controller.kind: none}
       oracle: {controller.kind: oracle}
@@ -195,7 +195,11 @@ def run_metrics(run_dir: Path, classes: list[str], lambda_max: float,
     ``uses_duals`` False (no control, rule, oracle): the multipliers are still
     computed and recorded but steer nothing, so their columns are left empty.
     """
-    from agents.fleet_kpis import cumulative_average_unmet_kwh
+    from agents.fleet_kpis import (
+        cumulative_average_unmet_kwh,
+        lambda_spread_kpis,
+        lambda_spread_per_step,
+    )
 
     kpis = json.loads((run_dir / "kpis.json").read_text())
     b = read_table(run_dir, "buildings",
@@ -212,13 +216,11 @@ def run_metrics(run_dir: Path, classes: list[str], lambda_max: float,
     final = lam[-1]
     at_max = lam >= lambda_max - LAMBDA_AT_MAX_ATOL
     double = [i for i, c in enumerate(classes) if c == "double"]
-    mean_final = float(final.mean())
     nan = float("nan")
+    spread = lambda_spread_kpis(lambda_spread_per_step(b), lambda_max)
     duals = {
-        "lambda_mean_final": mean_final,
-        "lambda_spread_final": float(final.max() - final.min()),
-        "lambda_spread_rel": float((final.max() - final.min()) / mean_final)
-        if mean_final > 0 else nan,
+        "lambda_mean_final": float(final.mean()),
+        **{k: nan if v is None else v for k, v in spread.items()},
         "agents_at_lambda_max": int(at_max[-1].sum()),
         "double_share_at_lambda_max": float(at_max[:, double].mean()) if double else nan,
         "double_share_near_lambda_max": float((lam[:, double] >= NEAR_MAX * lambda_max).mean())
@@ -383,8 +385,8 @@ MD_COLUMNS = [
     ("final_avg_unmet_kwh", "cum. avg unmet kWh", "{:.2f}"),
     ("unmet_slope_ratio", "unmet slope last/first", "{:.3f}"),
     ("dropped_kwh", "dropped kWh", "{:.1f}"), ("lambda_mean_final", "mean lambda", "{:.2f}"),
-    ("lambda_spread_final", "lambda spread", "{:.2f}"),
-    ("lambda_spread_rel", "spread/mean", "{:.0%}"),
+    ("lambda_spread_last10pct", "lambda spread, last 10 %", "{:.2f}"),
+    ("lambda_spread_last10pct_rel", "spread / lambda_max", "{:.1%}"),
     ("agents_at_lambda_max", "at lambda_max", "{:.0f}"),
     ("double_share_at_lambda_max", "double agents' time at lambda_max", "{:.0%}"),
     ("double_share_near_lambda_max", "... >= 0.9 lambda_max", "{:.0%}"),
@@ -450,7 +452,7 @@ def study_figures(table: pd.DataFrame, out: Path) -> None:
     fig.savefig(out / "unmet_by_c.png", dpi=100)
     plt.close(fig)
 
-    modes = [v for v in variants if v in ("consensus", "independent", "averaging",
+    modes = [v for v in variants if v in ("paper", "pi", "atc", "averaging", "independent",
                                           "centralized")]
     if modes:
         points = sorted(ok[key].unique()) if key else [None]

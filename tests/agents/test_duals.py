@@ -17,10 +17,11 @@ NU_ATOL = 1e-12
 MEAN_ATOL = 1e-12  # mean of lambda across averaging rounds (sums of ~50 numbers <= 15)
 AGREEMENT_ATOL = 1e-9  # spread of lambda once agreement is reached
 
-STEPS_TO_AGREE = 3000
+STEPS_TO_AGREE = 6000  # pi at alpha = beta = 0.05 closes a gap of 1e-9 in ~4000 steps
+GRAPH_MODES = ("paper", "pi", "atc", "averaging")  # the modes that exchange messages
 
 
-def _dyn(mode="consensus", graph=None, limit=7.0, faults=None, seed=0, **cfg):
+def _dyn(mode="pi", graph=None, limit=7.0, faults=None, seed=0, **cfg):
     graph = make_graph("complete", 7) if graph is None else graph
     return DualDynamics(DualConfig(mode=mode, **cfg), graph, limit, faults, seed)
 
@@ -29,8 +30,24 @@ def _dyn(mode="consensus", graph=None, limit=7.0, faults=None, seed=0, **cfg):
 
 
 def test_config_validation_messages():
-    with pytest.raises(ValueError, match="unknown mode 'gossip'; valid: consensus, averaging"):
+    with pytest.raises(ValueError, match="DualConfig.mode: unknown mode 'gossip'; valid: paper, "
+                                         "pi, atc, averaging, independent, centralized"):
         DualConfig(mode="gossip")
+    with pytest.raises(ValueError, match=r"DualConfig.mode: 'consensus' was renamed 'paper' \(the "
+                                         r"paper's literal eqs. 10-11, unstable\); the stable "
+                                         "default is 'pi'"):
+        DualConfig(mode="consensus")
+    with pytest.raises(ValueError, match="gamma must be >= 0"):
+        DualConfig(gamma=-0.5)
+    with pytest.raises(ValueError, match="gamma must be finite"):
+        DualConfig(gamma=float("nan"))
+    for bad in (dict(gamma=1.01), dict(gamma=0.01), dict(alpha=1.0, beta=0.6, gamma=0.6)):
+        with pytest.raises(ValueError, match=r"DualConfig.gamma: mode 'pi' is stable only for "
+                                             r"alpha\*beta < gamma <= 1, got gamma="):
+            DualConfig(**bad)
+    for mode in (m for m in DUAL_MODES if m != "pi"):  # gamma is pi's alone
+        DualConfig(mode=mode, gamma=5.0)
+    assert DualConfig().mode == "pi" and DualConfig().gamma == 0.5
     with pytest.raises(ValueError, match="alpha must be >= 0"):
         DualConfig(alpha=-0.1)
     with pytest.raises(ValueError, match="lambda_max must be > 0"):
@@ -45,7 +62,7 @@ def test_config_validation_messages():
         _dyn(limit=-1.0)
 
 
-@pytest.mark.parametrize("mode", ["consensus", "averaging"])
+@pytest.mark.parametrize("mode", GRAPH_MODES)
 def test_disconnected_graph_refused_for_graph_modes_unless_allowed(mode):
     g = nx.Graph()
     g.add_nodes_from(range(4))
@@ -86,8 +103,8 @@ def test_initial_state_is_zero():
 # --- closed forms --------------------------------------------------------------------------------
 
 
-def test_two_node_consensus_matches_closed_form():
-    """Two agents, fixed V1, no bound active.
+def test_two_node_paper_matches_closed_form():
+    """The paper's eqs. (10)-(11) on two agents, fixed V1, no bound active.
 
     With delta_i = c/2 - V1_i, s = lambda_1 + lambda_2, d = lambda_1 - lambda_2,
     m = (mu_1 - mu_2)/2 and sigma = mu_1 + mu_2 (conserved):
@@ -98,7 +115,7 @@ def test_two_node_consensus_matches_closed_form():
     alpha, beta, c = 0.02, 0.05, 4.0
     v1 = np.array([2.3, 1.6])
     lam0, mu0 = np.array([6.0, 7.5]), np.array([0.3, -0.1])
-    d = _dyn(graph=make_graph("complete", 2), limit=c, alpha=alpha, beta=beta)
+    d = _dyn("paper", graph=make_graph("complete", 2), limit=c, alpha=alpha, beta=beta)
     d.reset(lam=lam0, mu=mu0)
 
     delta = c / 2 - v1
@@ -119,14 +136,29 @@ def test_two_node_consensus_matches_closed_form():
 
 
 def test_centralized_closed_form():
-    alpha, c = 0.01, 5.0
+    """The common lambda moves by alpha (sum V1 - c) / N per step (not N times that)."""
+    alpha, c, n = 0.01, 5.0, 4
     v1 = np.array([1.0, 2.0, 0.5, 2.5])  # total 6 > c
-    d = _dyn("centralized", graph=make_graph("ring", 4), limit=c, alpha=alpha)
+    d = _dyn("centralized", graph=make_graph("ring", n), limit=c, alpha=alpha)
     for k in range(1, 50):
-        state = d.update(v1, np.zeros(4))
-        np.testing.assert_allclose(state.lam, np.full(4, k * alpha * (v1.sum() - c)),
+        state = d.update(v1, np.zeros(n))
+        np.testing.assert_allclose(state.lam, np.full(n, k * alpha * (v1.sum() - c) / n),
                                    rtol=0, atol=LAMBDA_ATOL)
-        np.testing.assert_array_equal(state.mu, np.zeros(4))
+        np.testing.assert_array_equal(state.mu, np.zeros(n))
+
+
+def test_centralized_step_is_the_mean_of_the_independent_steps():
+    """One step of 0.1 * (3 - 7) / 7 downwards from 1: would be 0.4 with the old N-times step."""
+    alpha, c, n = 0.1, 3.0, 7
+    v1 = np.ones(n)  # sum 7 > c = 3: lambda rises
+    cen = _dyn("centralized", graph=make_graph("ring", n), limit=c, alpha=alpha)
+    ind = _dyn("independent", graph=make_graph("ring", n), limit=c, alpha=alpha)
+    cen.reset(lam=1.0)
+    ind.reset(lam=1.0)
+    a, b = cen.update(v1, np.zeros(n)).lam, ind.update(v1, np.zeros(n)).lam
+    np.testing.assert_allclose(a, 1.0 + alpha * (v1.sum() - c) / n, rtol=0, atol=LAMBDA_ATOL)
+    np.testing.assert_allclose(a, b.mean(), rtol=0, atol=LAMBDA_ATOL)
+    assert a[0] - 1.0 == pytest.approx(4.0 / 70.0, abs=LAMBDA_ATOL)
 
 
 def test_nu_rises_with_unmet_demand_and_stays_in_bounds():
@@ -164,10 +196,12 @@ def _heavy_v1(n: int) -> np.ndarray:
 
 @pytest.mark.parametrize("topology,n", AGREE_GRAPHS)
 @pytest.mark.parametrize("per_agent_limit", [1.0, 0.3])  # sum V1 below c, above c
-def test_consensus_reaches_a_common_lambda_with_fixed_v1(topology, n, per_agent_limit):
+@pytest.mark.parametrize("mode", ["paper", "pi"])
+def test_paper_and_pi_reach_a_common_bound_with_fixed_v1(mode, topology, n, per_agent_limit):
+    """sum V1 != c: the common value is a bound (paper gets there only through the bounds)."""
     v1 = _heavy_v1(n)
     c = n * per_agent_limit
-    d = _dyn(graph=make_graph(topology, n, seed=1), limit=c, alpha=0.05, beta=0.05)
+    d = _dyn(mode, graph=make_graph(topology, n, seed=1), limit=c, alpha=0.05, beta=0.05)
     for _ in range(STEPS_TO_AGREE):
         state = d.update(v1, np.zeros(n))
     assert np.ptp(state.lam) <= AGREEMENT_ATOL
@@ -177,18 +211,35 @@ def test_consensus_reaches_a_common_lambda_with_fixed_v1(topology, n, per_agent_
 
 
 @pytest.mark.parametrize("topology", ["complete", "ring", "two_clusters", "small_world"])
-def test_independent_drives_heavy_agent_to_lambda_max_consensus_keeps_it_below(topology):
+def test_independent_drives_heavy_agent_to_lambda_max_graph_modes_keep_it_below(topology):
     n = 7
     v1 = _heavy_v1(n)  # total 6 kWh below c = 7 kWh, but agent 0 above c/N = 1 kWh
     g = make_graph(topology, n, seed=1)
     traj = {}
-    for mode in ("independent", "consensus", "averaging"):
+    for mode in ("independent", *GRAPH_MODES):
         d = _dyn(mode, graph=g, limit=7.0, alpha=0.05, beta=0.05)
-        traj[mode] = np.array([d.update(v1, np.zeros(n)).lam for _ in range(STEPS_TO_AGREE)])
+        traj[mode] = np.array([d.update(v1, np.zeros(n)).lam for _ in range(3000)])
     assert traj["independent"][-1, 0] == 15.0
     np.testing.assert_array_equal(traj["independent"][-1, 1:], 0.0)
-    assert traj["consensus"][:, 0].max() < 15.0
-    assert traj["averaging"][:, 0].max() < 15.0
+    for mode in GRAPH_MODES:
+        assert traj[mode][:, 0].max() < 15.0, mode
+
+
+def test_pi_removes_the_star_bias_of_paper():
+    """A 7-agent star whose hub alone has V1 above c/N, sum V1 < c: paper's 1/deg_i
+    neighbour mean lets sum mu drift and takes every lambda to lambda_max; pi's symmetric
+    Laplacian keeps sum mu = 0 and takes them all to 0, as a regular graph does."""
+    n = 7
+    v1 = _heavy_v1(n)
+    end = {}
+    for mode in ("paper", "pi"):
+        d = _dyn(mode, graph=make_graph("star", n), limit=7.0, alpha=0.05, beta=0.05)
+        for _ in range(STEPS_TO_AGREE):
+            state = d.update(v1, np.zeros(n))
+        end[mode] = state
+    np.testing.assert_array_equal(end["paper"].lam, 15.0)
+    np.testing.assert_allclose(end["pi"].lam, 0.0, rtol=0, atol=AGREEMENT_ATOL)
+    assert abs(end["pi"].mu.sum()) <= AGREEMENT_ATOL
 
 
 # --- averaging ------------------------------------------------------------------------------------
@@ -242,13 +293,126 @@ def test_vectorised_update_equals_per_agent_loop(mode, faults, seed):
     assert 0 < a.lam.max() <= 3.0  # lambda moved, within its bounds
 
 
-def test_same_seed_same_trajectory():
+@pytest.mark.parametrize("mode", GRAPH_MODES)
+def test_same_seed_same_trajectory(mode):
     g = make_graph("small_world", 25, seed=0)
     faults = FaultModel(drop_probability=0.5)
     runs = []
     for seed in (7, 7, 8):
-        d = _dyn("consensus", graph=g, limit=20.0, faults=faults, seed=seed)
+        d = _dyn(mode, graph=g, limit=20.0, faults=faults, seed=seed)
         rng = np.random.default_rng(0)
-        runs.append([d.update(rng.random(25) * 2, np.zeros(25)).mu for _ in range(20)])
+        runs.append([np.concatenate([s.lam, s.mu]) for s in
+                     (d.update(rng.random(25) * 2, np.zeros(25)) for _ in range(20))])
     np.testing.assert_array_equal(runs[0], runs[1])
     assert not np.array_equal(runs[0], runs[2])
+
+
+
+# --- faults in every graph mode, against a dense model -------------------------------------------
+
+
+def _dense_step(mode, g, cfg, limit, lam, mu, v1, hear):
+    """One step of docs/equations.md with dense matrices; ``hear(x)`` is one exchange:
+    it returns, per sender j, the value of j its receivers hold afterwards (with no
+    drops every receiver of j holds the same value)."""
+    n = len(lam)
+    a = nx.to_numpy_array(g, nodelist=range(n))
+    deg = a.sum(axis=1)
+    w = np.where(a > 0, 1.0 / (1.0 + np.maximum.outer(deg, deg)), 0.0)
+    w_deg = w.sum(axis=1)
+    delta = limit / n - v1
+    if mode == "paper":
+        nb_mean = (a @ hear(lam)) / deg
+        return (np.clip(lam - cfg.alpha * (delta + mu), 0, cfg.lambda_max),
+                mu + cfg.beta * (lam - nb_mean))
+    if mode == "pi":
+        lap = w_deg * lam - w @ hear(lam)
+        return (np.clip(lam - cfg.alpha * (delta + mu) - cfg.gamma * lap, 0, cfg.lambda_max),
+                mu + cfg.beta * lap)
+
+    def combine(x):
+        for _ in range(cfg.rounds):
+            x = (1 - w_deg) * x + w @ hear(x)
+        return x
+
+    if mode == "atc":
+        return np.clip(combine(lam - cfg.alpha * delta), 0, cfg.lambda_max), mu
+    return np.clip(combine(lam) - cfg.alpha * delta, 0, cfg.lambda_max), mu  # averaging
+
+
+FAULT_CFG = dict(alpha=0.2, beta=0.1, gamma=0.6, rounds=2, lambda_max=5.0)
+
+
+@pytest.mark.parametrize("mode", GRAPH_MODES)
+@pytest.mark.parametrize("delay", [1, 3])
+def test_delay_delivers_values_sent_delay_steps_earlier_in_every_graph_mode(mode, delay):
+    n, limit = 9, 8.0
+    g = make_graph("small_world", n, seed=3)
+    d = _dyn(mode, graph=g, limit=limit, faults=FaultModel(delay_steps=delay), **FAULT_CFG)
+    cfg = d.config
+    exchanges = cfg.rounds if mode in ("atc", "averaging") else 1
+    sent: list[np.ndarray] = []
+
+    def hear(x):  # the exchange delay * exchanges before this one, else the initial 0
+        sent.append(x.copy())
+        back = len(sent) - 1 - delay * exchanges
+        return sent[back] if back >= 0 else np.zeros(n)
+
+    rng = np.random.default_rng(delay)
+    lam, mu = np.zeros(n), np.zeros(n)
+    for _ in range(20):
+        v1 = rng.uniform(0, 2, n)
+        lam, mu = _dense_step(mode, g, cfg, limit, lam, mu, v1, hear)
+        state = d.update(v1, np.zeros(n))
+        np.testing.assert_allclose(state.lam, lam, rtol=0, atol=LAMBDA_ATOL)
+        np.testing.assert_allclose(state.mu, mu, rtol=0, atol=MU_ATOL)
+    assert state.lam.max() > 0
+
+
+@pytest.mark.parametrize("mode", GRAPH_MODES)
+def test_silent_agent_is_heard_at_its_last_value_in_every_graph_mode(mode):
+    n, limit, silent = 9, 8.0, (2, 4, 11)  # agent 2 sends nothing at steps 4..10
+    g = make_graph("small_world", n, seed=3)
+    d = _dyn(mode, graph=g, limit=limit, faults=FaultModel(silent=[silent]), **FAULT_CFG)
+    held = np.zeros(n)
+    clock = [0]  # the step being computed
+
+    def hear(x):
+        quiet = silent[1] <= clock[0] < silent[2]
+        held[:] = np.where(np.arange(n) == silent[0], held if quiet else x, x)
+        return held.copy()
+
+    rng = np.random.default_rng(0)
+    lam, mu = np.zeros(n), np.zeros(n)
+    differs = False
+    free = _dyn(mode, graph=g, limit=limit, **FAULT_CFG)  # the same run without faults
+    for step in range(16):
+        clock[0] = step
+        v1 = rng.uniform(0, 2, n)
+        lam, mu = _dense_step(mode, g, d.config, limit, lam, mu, v1, hear)
+        state = d.update(v1, np.zeros(n))
+        np.testing.assert_allclose(state.lam, lam, rtol=0, atol=LAMBDA_ATOL)
+        np.testing.assert_allclose(state.mu, mu, rtol=0, atol=MU_ATOL)
+        differs |= not np.allclose(free.update(v1, np.zeros(n)).lam, state.lam)
+    assert differs  # the silence mattered
+
+
+@pytest.mark.parametrize("mode", GRAPH_MODES)
+def test_drops_leave_the_last_received_value_in_every_graph_mode(mode):
+    """Half the messages lost: the vectorised step equals the loop (same random draws), the
+    lambdas stay in bounds, and the run differs from the loss-free one."""
+    n, limit = 12, 10.0
+    g = make_graph("two_clusters", n)
+    faults = FaultModel(drop_probability=0.5)
+    fast = _dyn(mode, graph=g, limit=limit, faults=faults, seed=4, **FAULT_CFG)
+    slow = _dyn(mode, graph=g, limit=limit, faults=faults, seed=4, **FAULT_CFG)
+    free = _dyn(mode, graph=g, limit=limit, **FAULT_CFG)
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        v1 = rng.uniform(0, 2, n)
+        a, b = fast.update(v1, np.zeros(n)), slow.reference_update(v1, np.zeros(n))
+        c = free.update(v1, np.zeros(n))
+        np.testing.assert_allclose(a.lam, b.lam, rtol=0, atol=LAMBDA_ATOL)
+        np.testing.assert_allclose(a.mu, b.mu, rtol=0, atol=MU_ATOL)
+    assert (a.lam >= 0).all() and (a.lam <= FAULT_CFG["lambda_max"]).all()
+    assert not np.allclose(a.lam, c.lam)

@@ -93,10 +93,27 @@ def test_dropped_message_leaves_last_received_value():
     assert delivered_any and dropped_any
 
 
-def test_drop_probability_one_isolates_agents():
+def _alone(mode: str, lam: float, mu: float, delta: float, alpha: float, beta: float,
+           gamma: float, rounds: int, w_self: float) -> tuple[float, float]:
+    """One step of an agent that hears only the initial 0 from every neighbour."""
+    def clip(x: float) -> float:
+        return min(max(x, 0.0), 15.0)
+
+    w_deg = 1.0 - w_self  # sum of its Metropolis weights
+    if mode == "paper":  # neighbour mean 0
+        return clip(lam - alpha * (delta + mu)), mu + beta * lam
+    if mode == "pi":  # (L lambda)_0 = sum_j W_0j (lambda_0 - 0)
+        return clip(lam - alpha * (delta + mu) - gamma * w_deg * lam), mu + beta * w_deg * lam
+    if mode == "atc":  # each round keeps W_00 of the own value
+        return clip(w_self ** rounds * (lam - alpha * delta)), 0.0
+    return clip(w_self ** rounds * lam - alpha * delta), 0.0  # averaging
+
+
+@pytest.mark.parametrize("mode", ["paper", "pi", "atc", "averaging"])
+def test_drop_probability_one_isolates_agents(mode):
     """With every message lost, each lambda evolves alone: neighbours count as their
     initial 0 forever, whatever they do."""
-    n, alpha, beta, c = 6, 0.05, 0.1, 6.0
+    n, alpha, beta, gamma, rounds, c = 6, 0.05, 0.1, 0.4, 2, 6.0
     g = make_graph("complete", n)
     rng = np.random.default_rng(0)
     grid_a = rng.uniform(0, 2, (40, n))
@@ -104,23 +121,26 @@ def test_drop_probability_one_isolates_agents():
     grid_b[:, 1:] = rng.uniform(0, 3, (40, n - 1))  # the others behave differently
     runs = []
     for grid in (grid_a, grid_b):
-        d = DualDynamics(DualConfig(alpha=alpha, beta=beta), g, c,
-                         FaultModel(drop_probability=1.0), seed=1)
+        d = DualDynamics(DualConfig(mode=mode, alpha=alpha, beta=beta, gamma=gamma,
+                                    rounds=rounds), g, c, FaultModel(drop_probability=1.0), seed=1)
         runs.append(np.array([[*d.update(row, np.zeros(n)).lam[:1], d.state.mu[0]]
                               for row in grid]))
     np.testing.assert_array_equal(runs[0], runs[1])
+    w_self = 1.0 - (n - 1) / n  # complete graph: W_0j = 1/n
     lam = mu = 0.0  # agent 0 alone, hearing only the initial 0 from its neighbours
     for t in range(40):
-        lam, mu = min(max(lam - alpha * (c / n - grid_a[t, 0] + mu), 0.0), 15.0), mu + beta * lam
+        lam, mu = _alone(mode, lam, mu, c / n - grid_a[t, 0], alpha, beta, gamma, rounds, w_self)
         assert abs(runs[0][t, 0] - lam) <= LAMBDA_ATOL
         assert abs(runs[0][t, 1] - mu) <= MU_ATOL
+    assert runs[0][:, 0].max() > 0
 
 
-def test_trivial_faults_equal_no_faults():
+@pytest.mark.parametrize("mode", ["paper", "pi", "atc", "averaging"])
+def test_trivial_faults_equal_no_faults(mode):
     g = make_graph("small_world", 20, seed=0)
     rng = np.random.default_rng(0)
-    a = DualDynamics(DualConfig(mode="averaging"), g, 15.0, None)
-    b = DualDynamics(DualConfig(mode="averaging"), g, 15.0, FaultModel(silent=[(3, 4, 4)]))
+    a = DualDynamics(DualConfig(mode=mode), g, 15.0, None)
+    b = DualDynamics(DualConfig(mode=mode), g, 15.0, FaultModel(silent=[(3, 4, 4)]))
     for _ in range(10):
         grid = rng.uniform(0, 2, 20)
         np.testing.assert_array_equal(a.update(grid, grid).lam, b.update(grid, grid).lam)

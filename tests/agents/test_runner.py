@@ -195,7 +195,10 @@ def test_fleet_kpis_definitions():
         "limit_kwh": 2.5, "steps_over_limit": 2, "final_avg_unmet_kwh": 1.0,
         "dropped_kwh": 1.5, "peak_district_import_kwh": 4.0, "peak_district_import_kw": 8.0,
         "peak_to_average": 4.0 / (8.0 / 3), "ramping_kwh": 1.0 + 3.0,
-        "consensus_error": 5.0, "final_lambda": [15.0, 5.0], "agents_at_lambda_max": 1,
+        # 3 steps: the window is the last one, S = 15 - 5 (the other steps' lambdas are 0)
+        "lambda_spread_last10pct": 10.0, "lambda_spread_last10pct_mean": 10.0,
+        "lambda_spread_last10pct_rel": 10.0 / 15.0,
+        "final_lambda": [15.0, 5.0], "agents_at_lambda_max": 1,
     }
     assert k.keys() == expected.keys()
     for key, value in expected.items():

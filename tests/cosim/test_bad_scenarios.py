@@ -243,7 +243,7 @@ class Case:
 CASES: list[Case] = [
     # --- schema: keys, types, ranges (the original table) --------------------------------------
     Case("unknown_top_level_key", "colour", _section("colour", shade="red")),
-    Case("unknown_nested_key", "duals.gamma", _section("duals", gamma=0.1), subprocess=True),
+    Case("unknown_nested_key", "duals.kappa", _section("duals", kappa=0.1), subprocess=True),
     Case("wrong_type", "time.steps", _section("time", steps="many")),
     Case("negative_battery_capacity", "buildings.explicit.0.battery.capacity_kwh",
          _explicit(0, battery={"capacity_kwh": -1})),
@@ -272,6 +272,11 @@ CASES: list[Case] = [
     Case("both_fraction_of_peak_and_limit_kw", "constraint",
          _section("constraint", limit_kw=50.0)),
     Case("unknown_dual_mode", "duals.mode", _section("duals", mode="telepathy")),
+    Case("dual_mode_consensus_renamed", "duals.mode", _section("duals", mode="consensus")),
+    Case("pi_gamma_above_one", "duals.gamma", _section("duals", mode="pi", gamma=1.5)),
+    Case("pi_gamma_not_above_alpha_beta", "duals.gamma",
+         _section("duals", mode="pi", alpha=1.0, beta=0.8, gamma=0.5)),
+    Case("gamma_negative", "duals.gamma", _section("duals", mode="atc", gamma=-0.1)),
     Case("unknown_topology", "communication.topology",
          _section("communication", topology="hypercube")),
     Case("duplicate_building_ids", "buildings.explicit.1.id", _explicit(1, id="B1")),
@@ -455,6 +460,27 @@ CASES += [
     Case("unknown_controller_kind", "controller.kind", _section("controller", kind="magic")),
     Case("negative_rule_threshold", "controller.rule_threshold_kwh",
          _section("controller", kind="rule", rule_threshold_kwh=-1)),
+    Case("rule_threshold_with_kind_none", "controller.rule_threshold_kwh",
+         _section("controller", kind="none", rule_threshold_kwh=1.0)),
+    Case("heuristic_threshold_with_kind_rule", "controller.heuristic_price_threshold",
+         _section("controller", kind="rule", heuristic_price_threshold=0.3)),
+    Case("heuristic_margin_with_kind_policy", "controller.heuristic_backlog_margin",
+         _section("controller", heuristic_backlog_margin=0.5)),
+    Case("heuristic_threshold_zero", "controller.heuristic_price_threshold",
+         _section("controller", kind="heuristic", heuristic_price_threshold=0)),
+    Case("heuristic_threshold_infinite", "controller.heuristic_price_threshold",
+         _section("controller", kind="heuristic", heuristic_price_threshold=float("inf"))),
+    Case("heuristic_margin_zero", "controller.heuristic_backlog_margin",
+         _section("controller", kind="heuristic", heuristic_backlog_margin=0)),
+    Case("heuristic_margin_above_one", "controller.heuristic_backlog_margin",
+         _section("controller", kind="heuristic", heuristic_backlog_margin=1.2)),
+    Case("oracle_limit_with_kind_heuristic", "controller.oracle_limit",
+         _section("controller", kind="heuristic", oracle_limit="per_step")),
+    Case("unknown_oracle_limit", "controller.oracle_limit",
+         _section("controller", kind="oracle", oracle_limit="peak")),
+    Case("per_step_oracle_infeasible", "constraint",
+         _both(_section("controller", kind="oracle", oracle_limit="per_step"),
+               _section("constraint", fraction_of_peak=0.05))),
     Case("nu_min_positive", "duals.nu_min", _section("duals", nu_min=1.0)),
     Case("negative_step_size", "duals.alpha", _section("duals", alpha=-0.1)),
     Case("fraction_of_peak_zero", "constraint.fraction_of_peak",
@@ -681,7 +707,7 @@ def test_every_schema_error_is_listed(tmp_path: Path, capsys):
     raw["time"]["steps"] = True
     raw["buildings"]["explicit"][2]["id"] = "B.3"
     raw["buildings"]["explicit"][5]["battery"] = {"efficiency": 2.0}
-    raw["duals"].update(rounds=10**9, gamma=1)
+    raw["duals"].update(rounds=10**9, kappa=1)
     raw["communication"]["params"] = {"split": 2.7}
     raw["constraint"]["limit_kw"] = 3.0
     scenario = tmp_path / "many.yaml"
@@ -689,8 +715,23 @@ def test_every_schema_error_is_listed(tmp_path: Path, capsys):
     fields = _fields(_errors_of(["validate", str(scenario)], capsys), scenario)
     assert sorted(fields) == sorted([
         "seed", "colour", "time.steps", "buildings.explicit.2.id",
-        "buildings.explicit.5.battery.efficiency", "duals.rounds", "duals.gamma",
+        "buildings.explicit.5.battery.efficiency", "duals.rounds", "duals.kappa",
         "communication.params.split", "constraint"])
+
+
+@pytest.mark.parametrize("duals,message", [
+    ({"mode": "consensus"}, "duals.mode: 'consensus' was renamed 'paper' (the paper's literal "
+                            "eqs. 10-11, unstable); the stable default is 'pi'"),
+    ({"mode": "pi", "gamma": 1.5}, "duals.gamma: mode 'pi' is stable only for "
+                                   "alpha*beta < gamma <= 1, got gamma=1.5 with alpha*beta=0.01"),
+])
+def test_dual_mode_errors_explain_themselves(duals, message, tmp_path: Path, capsys):
+    raw = _base()
+    raw["duals"].update(duals)
+    scenario = tmp_path / "duals.yaml"
+    scenario.write_text(yaml.safe_dump(raw, sort_keys=False))
+    lines = _errors_of(["validate", str(scenario)], capsys)
+    assert len(lines) == 1 and lines[0].startswith(f"error: {scenario}: {message}"), lines
 
 
 def test_every_semantic_error_is_listed(tmp_path: Path, capsys):
@@ -902,12 +943,12 @@ DIR_CASES: list[DirCase] = [
     DirCase("resume_with_a_scenario", "give no scenario",
             lambda w, s: ["run", str(s), "--resume", str(w / "keep_dir")]),
     DirCase("study_variant_name_with_dotdot", "variants.../x",
-            lambda w, s: ["study", str(s), "--quiet", "--variant", "../x:duals.mode=consensus"]),
+            lambda w, s: ["study", str(s), "--quiet", "--variant", "../x:duals.mode=pi"]),
     DirCase("study_file_variant_name_absolute", "variants./abs",
             lambda w, s: ["study", str(_study_file(w, variants={"/abs": {}})), "--quiet"]),
     DirCase("study_into_a_user_folder", "is not a study directory made by cosim",
             lambda w, s: ["study", str(s), "--quiet", "--out", str(w / "keep_dir"),
-                          "--variant", "base:duals.mode=consensus", "--force"]),
+                          "--variant", "base:duals.mode=pi", "--force"]),
     DirCase("study_name_with_a_slash", "name",
             lambda w, s: ["study", str(_study_file(w, name="../../x")), "--quiet"]),
 ]

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from agents.runner import run_plain
+from cosim.build import controller_for
 from cosim.results import TABLES, read_status, recorded_bus_loads
 from cosim.run import execute, prepare_scenario
 
@@ -24,6 +25,7 @@ VM_ATOL_PU = 1e-4  # power-grid-model (in the run) vs pandapower (recomputed)
 LOADING_ATOL_PERCENT = 0.1
 QUICK = [("output.plots", False)]
 GRID_BATCH_ATOL = 1e-9  # batched vs per-step power flow: the solver's tolerance, any unit
+ORACLE_REPLAY_ATOL_KWH = 1e-6  # the LP's plan vs its replay (HiGHS: 1e-7 per row)
 
 pytestmark = pytest.mark.cosim
 
@@ -159,3 +161,62 @@ def test_variants_run(tmp_path: Path, overrides):
     np.testing.assert_allclose(lhs, rhs, atol=1e-9)
     if overrides[0] == ("controller.kind", "none"):
         np.testing.assert_allclose(b.grid_kwh, b.demand_kwh, atol=1e-12)
+
+
+def _table(run: Path, n: int) -> dict[str, np.ndarray]:
+    """The buildings table as (steps, buildings) arrays, one per column."""
+    b = pd.read_parquet(run / "buildings.parquet")
+    return {c: b[c].to_numpy(float).reshape(-1, n) for c in
+            ("demand_kwh", "backlog_kwh", "grid_kwh", "battery_kwh", "soc_kwh", "dropped_kwh",
+             "price")}
+
+
+def test_heuristic_run_follows_its_rule(tmp_path: Path):
+    """kind heuristic through the engine: every recorded step is the heuristic's rule
+    applied to the recorded state (battery first; while price >= threshold, buy only
+    what would push the backlog above margin x cap)."""
+    overrides = [("controller.kind", "heuristic"), ("controller.heuristic_price_threshold", 0.45),
+                 ("controller.heuristic_backlog_margin", 0.1)]
+    sc, built = prepare_scenario(SCENARIO, [*QUICK, *overrides], steps=STEPS)
+    run = execute(sc, built, tmp_path / "heuristic", progress=False, engine="plain").run_dir
+    p, n = built.setup.params, built.n
+    col = _table(run, n)
+    backlog0 = np.vstack([np.zeros((1, n)), col["backlog_kwh"][:-1]])
+    soc0 = np.vstack([p.capacity_kwh * sc.buildings.initial_soc_fraction,
+                      col["soc_kwh"][:-1]])
+    to_serve = col["demand_kwh"] + backlog0
+    battery = np.minimum(to_serve, np.minimum(soc0 * p.eta_discharge, p.power_kw))
+    rest = to_serve - battery
+    expensive = col["price"] >= 0.45
+    room = 0.1 * p.backlog_cap_kwh
+    grid = np.where(expensive, np.maximum(rest - room, 0.0), rest)
+    np.testing.assert_allclose(col["battery_kwh"], battery, atol=BUILDING_ATOL)
+    np.testing.assert_allclose(col["grid_kwh"], grid, atol=BUILDING_ATOL)
+    assert (col["dropped_kwh"] == 0).all()
+    assert expensive.any() and (expensive & (grid > 0)).any() and (battery > 0).any()
+    # a shard's controller acts as the fleet's does on its buildings
+    index = np.array([1, 5])
+    shard = controller_for(built, index)
+    assert shard.name == "heuristic" and shard.params.n == 2
+    np.testing.assert_array_equal(shard.backlog_room_kwh, built.controller.backlog_room_kwh[index])
+
+
+def test_per_step_oracle_run_follows_its_plan(tmp_path: Path):
+    """kind oracle with oracle_limit per_step through the engine: the recorded grid
+    energies are the plan's, and no step's district grid energy exceeds c."""
+    # the scenario's 27 % of the peak cannot be met in every one of these 48 steps
+    overrides = [("controller.kind", "oracle"), ("controller.oracle_limit", "per_step"),
+                 ("constraint.fraction_of_peak", 0.4)]
+    sc, built = prepare_scenario(SCENARIO, [*QUICK, *overrides], steps=STEPS)
+    run = execute(sc, built, tmp_path / "per_step", progress=False, engine="plain").run_dir
+    plan = built.oracle
+    assert plan.limit == "per_step"
+    assert plan.peak_district_grid_kwh == pytest.approx(built.limit_kwh, rel=1e-6)  # it binds
+    col = _table(run, built.n)
+    np.testing.assert_allclose(col["grid_kwh"], plan.grid_kwh, atol=ORACLE_REPLAY_ATOL_KWH)
+    district = col["grid_kwh"].sum(axis=1)
+    assert (district <= built.limit_kwh + ORACLE_REPLAY_ATOL_KWH * built.n).all()
+    kpis = json.loads((run / "kpis.json").read_text())
+    assert kpis["oracle"]["limit"] == "per_step"
+    assert kpis["fleet"]["total_cost"] == pytest.approx(plan.cost, rel=1e-6)
+    assert "oracle_limit: per_step" in (run / "scenario.yaml").read_text()

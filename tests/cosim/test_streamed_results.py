@@ -6,7 +6,8 @@
   during finalize leaves its parts and no half-written final file.
 * ``kpis.json`` comes from column-projected reads in pieces of whole steps and equals,
   bit for bit, the KPIs computed the old way from the whole tables read with pandas
-  (``_old_*`` below are verbatim copies of the code before the change). Every KPI is
+  (``_old_*`` below are verbatim copies of the code before the change, but for the
+  lambda spread of issue 12, computed here from the pivoted table). Every KPI is
   the same arithmetic in the same order, so the tolerance is zero; the totals use
   numpy's pairwise summation reproduced block by block (``PairwiseSum``).
 * ``read_table`` reads complete and interrupted runs, all or some columns.
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -78,10 +80,19 @@ def _old_fleet_kpis(df: pd.DataFrame, limit_kwh: float, dt_h: float,
         "peak_district_import_kw": peak / dt_h,
         "peak_to_average": peak / mean_grid if mean_grid > 0 else None,
         "ramping_kwh": float(np.abs(np.diff(grid)).sum()),
-        "consensus_error": float(np.abs(lam - lam.mean()).max()),
+        **_reference_lambda_spread(df, steps, lambda_max),
         "final_lambda": [float(x) for x in lam],
         "agents_at_lambda_max": int((lam >= lambda_max - 1e-9).sum()),
     }
+
+
+def _reference_lambda_spread(df: pd.DataFrame, steps: int, lambda_max: float) -> dict:
+    wide = df.pivot(index="time", columns="building", values="lambda").to_numpy()
+    spread = np.nanmax(wide, axis=1) - np.nanmin(wide, axis=1)
+    window = spread[-math.ceil(steps / 10):]
+    return {"lambda_spread_last10pct": float(window.max()),
+            "lambda_spread_last10pct_mean": float(window.mean()),
+            "lambda_spread_last10pct_rel": float(window.max()) / lambda_max}
 
 
 def _old_wide(frame: pd.DataFrame, key: str, value: str) -> tuple[np.ndarray, np.ndarray]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from cosim.cli import main
 
@@ -20,14 +22,14 @@ def test_study_runs_grid_and_writes_table(tmp_path: Path, capsys):
         "study", str(ROOT / "scenarios" / "paper_fig1d.yaml"), "--steps", "72",
         "--engine", "plain", "--quiet", "--out", str(out),
         "--sweep", "constraint.fraction_of_peak=0.4,0.6",
-        "--variant", "consensus:duals.mode=consensus,output.plots=false",
+        "--variant", "pi:duals.mode=pi,output.plots=false",
         "--variant", "independent:duals.mode=independent,output.plots=false",
         "--variant", "none:controller.kind=none,output.plots=false",
         "--variant", "oracle:controller.kind=oracle,output.plots=false",
     ])
     assert code == 0
     table = pd.read_csv(out / "study.csv")
-    assert len(table) == 8 and set(table["variant"]) == {"consensus", "independent", "none",
+    assert len(table) == 8 and set(table["variant"]) == {"pi", "independent", "none",
                                                           "oracle"}
     ok = table[table.status == "ok"]
     oracle = ok[ok.variant == "oracle"]
@@ -37,7 +39,17 @@ def test_study_runs_grid_and_writes_table(tmp_path: Path, capsys):
     orc = oracle.set_index("constraint.fraction_of_peak")
     common = none.index.intersection(orc.index)
     assert len(common) and (none.loc[common, "cost"] >= orc.loc[common, "cost"]).all()
-    assert table.loc[table.variant == "none", "lambda_spread_final"].isna().all()
+    for col in ("lambda_spread_last10pct", "lambda_spread_last10pct_rel"):
+        assert table.loc[table.variant == "none", col].isna().all(), col
+    for _, row in ok[ok.variant == "pi"].iterrows():  # as kpis.json, from the table
+        run = out / row["run_dir"]
+        fleet = json.loads((run / "kpis.json").read_text())["fleet"]
+        lambda_max = yaml.safe_load((run / "scenario.yaml").read_text())["duals"]["lambda_max"]
+        for col in ("lambda_spread_last10pct", "lambda_spread_last10pct_mean"):
+            assert row[col] == pytest.approx(fleet[col], rel=COST_RTOL), col
+        assert row["lambda_spread_last10pct_rel"] == pytest.approx(
+            row["lambda_spread_last10pct"] / lambda_max, rel=COST_RTOL)
+    assert "lambda_spread_final" not in table and "lambda_spread_rel" not in table
     for name in ("study.md", "unmet_by_c.png", "lambda_trajectories.png", "grid_vs_c.png"):
         assert (out / name).is_file(), name
     assert "gap to oracle" in capsys.readouterr().out
@@ -53,7 +65,7 @@ METRIC_RTOL = 0.0  # a skipped run's row is read from the same files: identical
 def _study(out: Path, *extra: str, sweep: str = "constraint.fraction_of_peak=0.4,0.6") -> int:
     return main(["study", str(SCENARIO), "--steps", "48", "--engine", "plain", "--quiet",
                   "--out", str(out), "--sweep", sweep,
-                  "--variant", "cons:duals.mode=consensus,output.plots=false",
+                  "--variant", "cons:duals.mode=pi,output.plots=false",
                   "--variant", "none:controller.kind=none,output.plots=false", *extra])
 
 
@@ -61,7 +73,7 @@ def _study(out: Path, *extra: str, sweep: str = "constraint.fraction_of_peak=0.4
 def test_variant_names_that_are_paths_are_refused(name: str, tmp_path: Path, capsys):
     out = tmp_path / "study"
     rc = main(["study", str(SCENARIO), "--steps", "24", "--engine", "plain", "--quiet",
-                "--out", str(out), "--variant", f"{name}:duals.mode=consensus"])
+                "--out", str(out), "--variant", f"{name}:duals.mode=pi"])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: ") and "variant name" in err, err
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == []
@@ -129,13 +141,13 @@ def test_a_changed_study_replaces_runs_only_with_force(tmp_path: Path, capsys):
     capsys.readouterr()
     rc = main(["study", str(SCENARIO), "--steps", "36", "--engine", "plain", "--quiet",
                 "--out", str(out), "--sweep", "constraint.fraction_of_peak=0.4",
-                "--variant", "cons:duals.mode=consensus,output.plots=false",
+                "--variant", "cons:duals.mode=pi,output.plots=false",
                 "--variant", "none:controller.kind=none,output.plots=false"])
     assert rc == 2
     assert "--force" in capsys.readouterr().err
     assert main(["study", str(SCENARIO), "--steps", "36", "--engine", "plain", "--quiet",
                   "--out", str(out), "--sweep", "constraint.fraction_of_peak=0.4",
-                  "--variant", "cons:duals.mode=consensus,output.plots=false",
+                  "--variant", "cons:duals.mode=pi,output.plots=false",
                   "--variant", "none:controller.kind=none,output.plots=false",
                   "--force"]) == 0
     table = pd.read_csv(out / "study.csv")

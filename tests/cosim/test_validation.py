@@ -59,6 +59,35 @@ def test_resolved_scenario_reloads_to_the_same_limit(tmp_path: Path):
     assert again == sc and rebuilt.limit_kwh == built.limit_kwh
 
 
+@pytest.mark.parametrize("overrides", [
+    [("controller.kind", "heuristic")],
+    [("controller.kind", "heuristic"), ("controller.heuristic_price_threshold", 0.45),
+     ("controller.heuristic_backlog_margin", 0.5)],
+    [("controller.kind", "oracle"), ("controller.oracle_limit", "per_step")],
+    [("controller.kind", "rule"), ("controller.rule_threshold_kwh", 2.0)],
+    [("controller.kind", "none")],
+])
+def test_controller_fields_of_one_kind_resolve_and_reload(tmp_path: Path, overrides):
+    """A kind's own fields get their defaults in the resolved scenario, the others stay
+    null, and the resolved file (what --resume and the shards read) loads to the same."""
+    sc = load_scenario(SCENARIO, overrides)
+    ctl = sc.controller
+    if ctl.kind == "heuristic":
+        assert ctl.heuristic_price_threshold is not None
+        assert ctl.heuristic_backlog_margin is not None
+    assert (ctl.oracle_limit is None) == (ctl.kind != "oracle")
+    if overrides == [("controller.kind", "heuristic")]:
+        assert (ctl.heuristic_price_threshold, ctl.heuristic_backlog_margin) == (0.3, 0.8)
+    path = tmp_path / "scenario.yaml"
+    path.write_text(resolved_yaml(sc))
+    assert load_scenario(path) == sc
+
+
+def test_oracle_limit_defaults_to_the_run_average():
+    assert load_scenario(SCENARIO, [("controller.kind", "oracle")]).controller.oracle_limit \
+        == "run_average"
+
+
 def test_a_set_override_of_steps_redefines_the_horizon():
     sc, built = prepare_scenario(SCENARIO, parse_overrides(["time.steps=100"]))
     _, short = prepare_scenario(SCENARIO, steps=100)
@@ -135,3 +164,14 @@ def test_graph_edge_estimates():
     assert graph_edges_estimate("small_world", 1000, {"k": 6}) == 3000
     assert graph_edges_estimate("ring", 10, {}) == 10
     assert graph_edges_estimate("random_geometric", 100, {"radius": 2.0}) == 100 * 99 / 2
+
+
+def test_dual_gains_of_the_scenario_reach_the_dynamics():
+    """Every duals.* gain of the scenario is the one the run's DualDynamics uses (pi's
+    gamma included: a range valid for the scenario but not for the default gamma)."""
+    overrides = [("duals.alpha", 1.0), ("duals.beta", 0.6), ("duals.gamma", 0.9),
+                 ("duals.rounds", 4), ("duals.eta", 0.5)]
+    _, built = prepare_scenario(SCENARIO, steps=24, overrides=overrides)
+    cfg = built.duals.config
+    assert (cfg.mode, cfg.alpha, cfg.beta, cfg.gamma, cfg.rounds, cfg.eta) == \
+        ("pi", 1.0, 0.6, 0.9, 4, 0.5)
