@@ -11,6 +11,7 @@ from agents.building import FleetParams, FleetState
 from agents.data import CityLearnData, load_citylearn
 from agents.observation import OBS_DIM, ObservationScales, observation_matrix
 from agents.runner import NO_BUS, FleetLoop, FleetSetup
+from agents.tariffs import MultiplierDraw, TariffDraw
 
 ENV_ID = "fleetcosim/StateAugmentedBuilding-v0"
 
@@ -19,9 +20,10 @@ class BuildingEnv(gym.Env):
     """One building of a demand class, with Lagrange multipliers in its observation.
 
     Each episode picks one of the class's CityLearn buildings and a random start
-    hour (outside the held-out window), draws ``lambda ~ U[lambda_range]`` and
-    ``nu ~ U[nu_range]`` once, and runs ``episode_steps`` hourly steps of the
-    building model of ``agents.building``.
+    hour (outside the held-out window), draws lambda and nu once (``lambda_draw``,
+    ``nu_draw``; uniform over their ranges by default) and the episode's tariff
+    (``tariff``; the data's by default, see ``agents.tariffs``), and runs
+    ``episode_steps`` hourly steps of the building model of ``agents.building``.
 
     ## Observation Space
     ``Box(-inf, inf, (9,), float32)``: the columns of ``agents.observation.OBS_NAMES``
@@ -38,6 +40,20 @@ class BuildingEnv(gym.Env):
     (demand fulfilment, kWh). ``c/N`` is ``limit_per_agent_kwh``; it is constant
     in an episode and does not change the optimal policy.
 
+    With ``shaping_gamma`` (the learner's discount) the reward is the Lagrangian minus
+    the potential-based term ``gamma * Phi(s') - Phi(s)``, ``Phi = -nu * backlog``:
+    ``r0 + lambda (c/N - g) - (1 - gamma) nu b' - nu * dropped``. Potential-based
+    shaping leaves the optimal policy unchanged (Ng, Harada & Russell, 1999); it removes
+    the large, zero-sum ``nu (b - b')`` swings from the learning signal, so price and
+    lambda are no longer small next to them (docs/equations.md). ``info["lagrangian"]``
+    is the unshaped reward.
+
+    With ``scale_by_multipliers`` every reward of an episode is divided by
+    ``1 + lambda + |nu|``. The factor is constant in the episode and the multipliers
+    are in the observation, so each episode's optimal policy is unchanged; episodes
+    with large multipliers no longer dominate the gradient, and the price, worth at
+    most a few tenths of a dollar per kWh, is no longer noise next to ``nu * r2``.
+
     ## Episode End
     Truncation after ``episode_steps`` steps; there is no terminal state.
 
@@ -51,6 +67,10 @@ class BuildingEnv(gym.Env):
     - ``heldout``: ``(start, steps)`` of hours no episode may touch (evaluation data).
     - ``scales``: the observation scaling.
     - ``data``: a ``CityLearnData`` (default: the shipped extract).
+    - ``lambda_draw``, ``nu_draw``: how the multipliers are drawn (``agents.tariffs``).
+    - ``tariff``: how the episode's tariff is drawn (``agents.tariffs.TariffDraw``).
+    - ``shaping_gamma``: None (the Lagrangian) or the discount of the shaped reward above.
+    - ``scale_by_multipliers``: divide the rewards by ``1 + lambda + |nu|`` (above).
     """
 
     metadata = {"render_modes": []}
@@ -67,6 +87,11 @@ class BuildingEnv(gym.Env):
         heldout: tuple[int, int] | None = None,
         scales: ObservationScales | None = None,
         data: CityLearnData | None = None,
+        lambda_draw: MultiplierDraw | None = None,
+        nu_draw: MultiplierDraw | None = None,
+        tariff: TariffDraw | None = None,
+        shaping_gamma: float | None = None,
+        scale_by_multipliers: bool = False,
     ) -> None:
         super().__init__()
         self.data = data if data is not None else load_citylearn()
@@ -83,6 +108,18 @@ class BuildingEnv(gym.Env):
         self.lambda_range = (float(lambda_range[0]), float(lambda_range[1]))
         self.nu_range = (float(nu_range[0]), float(nu_range[1]))
         self.episode_steps = int(episode_steps)
+        self.lambda_draw = lambda_draw or MultiplierDraw(*self.lambda_range)
+        self.nu_draw = nu_draw or MultiplierDraw(*self.nu_range)
+        for name, draw, rng_ in (("lambda_draw", self.lambda_draw, self.lambda_range),
+                                 ("nu_draw", self.nu_draw, self.nu_range)):
+            if (draw.low, draw.high) != rng_:
+                raise ValueError(f"{name} covers [{draw.low}, {draw.high}], not the range "
+                                 f"{rng_} the observation is scaled by")
+        self.tariff = tariff or TariffDraw()
+        if shaping_gamma is not None and not 0.0 < shaping_gamma <= 1.0:
+            raise ValueError(f"shaping_gamma must lie in (0, 1], got {shaping_gamma}")
+        self.shaping_gamma = shaping_gamma
+        self.scale_by_multipliers = bool(scale_by_multipliers)
         self.limit_per_agent_kwh = float(limit_per_agent_kwh)
         self.scales = scales or ObservationScales(
             lambda_max=max(self.lambda_range[1], 1e-9),
@@ -114,8 +151,8 @@ class BuildingEnv(gym.Env):
         self._building = int(rng.integers(len(self.building_names)))
         self._start = int(rng.choice(self._starts))
         params = self._params[self._building]
-        self.lam = float(rng.uniform(*self.lambda_range))
-        self.nu = float(rng.uniform(*self.nu_range))
+        self.lam = self.lambda_draw.draw(rng)
+        self.nu = self.nu_draw.draw(rng)
         if options:
             self.lam = float(options.get("lambda", self.lam))
             self.nu = float(options.get("nu", self.nu))
@@ -124,6 +161,8 @@ class BuildingEnv(gym.Env):
         name = self.building_names[self._building]
         # one row more than the episode: the observation after its last step
         demand, solar, price = self.data.window([name], self._start, self.episode_steps + 1)
+        hours = (self._start + np.arange(price.shape[0]) * self.dt_h) % 24
+        price = self.tariff.draw(rng, hours, price)
         setup = FleetSetup([name], params, NO_BUS, demand, solar, price,
                            start_hour=self._start, dt_h=self.dt_h)
         self._loop = FleetLoop(setup, None, None)  # the learner acts; multipliers held fixed
@@ -135,15 +174,22 @@ class BuildingEnv(gym.Env):
 
     def step(self, action):
         action = np.asarray(action, dtype=np.float64).reshape(1, 2)
+        backlog_before = float(self._loop.state.backlog_kwh[0])
         v = self._loop.step((self.lam, 0.0, self.nu), actions=action)
         g = float(v["grid_kwh"][0])
         r0 = -float(v["cost"][0])
         served = float(v["grid_kwh"][0] + v["battery_kwh"][0])
         r2 = float(v["r2_kwh"][0])
-        reward = r0 + self.lam * (self.limit_per_agent_kwh - g) + self.nu * r2
+        lagrangian = r0 + self.lam * (self.limit_per_agent_kwh - g) + self.nu * r2
+        reward = lagrangian
+        if self.shaping_gamma is not None:
+            # minus the potential-based term gamma * Phi(s') - Phi(s), Phi = -nu * backlog
+            reward -= self.nu * (backlog_before - self.shaping_gamma * float(v["backlog_kwh"][0]))
+        if self.scale_by_multipliers:
+            reward /= 1.0 + self.lam + abs(self.nu)
         self._t += 1
         truncated = self._t >= self.episode_steps
-        info = {"grid_kwh": g, "served_kwh": served, "cost": -r0,
+        info = {"grid_kwh": g, "served_kwh": served, "cost": -r0, "lagrangian": lagrangian,
                 "dropped_kwh": float(v["dropped_kwh"][0])}
         return self._observe(), float(reward), False, truncated, info
 

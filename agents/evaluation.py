@@ -82,6 +82,67 @@ def fixed_multiplier_run(
     return {"grid_kwh": grid / steps, "served_kwh": served / steps, "demand_kwh": new / steps}
 
 
+@dataclass(frozen=True)
+class PriceResponse:
+    """Grid energy a policy asks for in the same states at different price inputs.
+
+    ``states`` are the observations met on held-out data while the policy runs
+    with fixed multipliers ``(lambda, nu)`` of a grid; only the price input then
+    changes. ``grid_kwh[k, s]`` is ``u_grid * (demand + backlog)`` at ``prices[k]``.
+    """
+
+    prices: np.ndarray
+    grid_kwh: np.ndarray  # (len(prices), n_states)
+    multipliers: np.ndarray  # (n_states, 2): lambda, nu of each state
+
+    def mean_grid_kwh(self) -> np.ndarray:
+        return self.grid_kwh.mean(axis=1)
+
+    def share_not_rising(self, atol_kwh: float) -> float:
+        """Share of states whose request at the highest price is at most that at the lowest."""
+        return float((self.grid_kwh[-1] <= self.grid_kwh[0] + atol_kwh).mean())
+
+
+PRICE_ATOL_KWH = 1e-3  # a request this much higher at a higher price counts as "not rising"
+PRICE_LEVELS = (0.21, 0.3, 0.4, 0.54)  # $/kWh: the data's off-peak level to its highest peak
+PRICE_STATE_LAMBDAS = (0.0, 1.0, 3.0, 6.0)
+PRICE_STATE_NUS = (1.0, 3.0, 6.0, 10.0)
+
+
+def price_response(
+    policy, data: CityLearnData, buildings: Sequence[str], demand_scale: float,
+    start: int, steps: int, backlog_cap_kwh: float,
+    prices: Sequence[float] = PRICE_LEVELS, lambdas: Sequence[float] = PRICE_STATE_LAMBDAS,
+    nus: Sequence[float] = PRICE_STATE_NUS,
+) -> PriceResponse:
+    """The policy's requested grid energy against its price input alone (see PriceResponse)."""
+    from agents.observation import OBS_NAMES, observation_matrix
+
+    params = FleetParams.from_buildings([data.building(b) for b in buildings],
+                                        demand_scale=demand_scale,
+                                        backlog_cap_kwh=backlog_cap_kwh)
+    demand, solar, price = data.window(list(buildings), start, steps)
+    setup = FleetSetup(list(buildings), params, NO_BUS, demand, solar, price, start_hour=start,
+                       dt_h=data.hours_per_step, initial_soc_fraction=0.5)
+    grids, mults = [], []
+    for lam in lambdas:
+        for nu in nus:
+            loop = FleetLoop(setup, policy, None)
+            for _ in range(steps):
+                obs = loop.observe((lam, 0.0, nu))
+                to_serve = obs.demand_kwh + obs.backlog_kwh
+                matrix = observation_matrix(obs, policy.scales)
+                rows = []
+                for p in prices:
+                    matrix[:, OBS_NAMES.index("price")] = p / policy.scales.price_per_kwh
+                    rows.append(np.clip(policy.act_matrix(matrix)[:, 0], 0.0, 1.0) * to_serve)
+                grids.append(np.stack(rows))
+                mults.append(np.tile([lam, nu], (setup.n, 1)))
+                loop.step((lam, 0.0, nu))
+    return PriceResponse(np.asarray(prices, dtype=float), np.concatenate(grids, axis=1),
+                         np.concatenate(mults))
+
+
 def response_curves(
     controller, data: CityLearnData, buildings: Sequence[str], demand_scale: float,
     start: int, steps: int, backlog_cap_kwh: float,
@@ -100,7 +161,8 @@ def response_curves(
     )
 
 
-def write_report(out_dir: Path, class_name: str, curves: ResponseCurves) -> Path:
+def write_report(out_dir: Path, class_name: str, curves: ResponseCurves,
+                 prices: PriceResponse | None = None) -> Path:
     """``<class>_response.csv`` and ``<class>_report.png`` (curve + responses)."""
     import matplotlib
 
@@ -115,8 +177,19 @@ def write_report(out_dir: Path, class_name: str, curves: ResponseCurves) -> Path
                 w.writerow(["lambda", f"{lam:.4g}", f"{nu:.4g}", f"{g:.6g}", ""])
         for nu, s in zip(curves.nus, curves.served_kwh_vs_nu, strict=True):
             w.writerow(["nu", 0, f"{nu:.4g}", "", f"{s:.6g}"])
+    if prices is not None:
+        with open(out_dir / f"{class_name}_price_response.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["lambda", "nu", "price_per_kwh", "states", "grid_kwh_per_step"])
+            for lam, nu in np.unique(prices.multipliers, axis=0):
+                rows = (prices.multipliers[:, 0] == lam) & (prices.multipliers[:, 1] == nu)
+                for p, g in zip(prices.prices, prices.grid_kwh[:, rows].mean(axis=1),
+                                strict=True):
+                    w.writerow([f"{lam:.4g}", f"{nu:.4g}", f"{p:.4g}", int(rows.sum()),
+                                f"{g:.6g}"])
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 4 if prices is not None else 3,
+                             figsize=(20 if prices is not None else 15, 4))
     curve_csv = out_dir / f"{class_name}_learning_curve.csv"
     if curve_csv.is_file():
         rows = np.loadtxt(curve_csv, delimiter=",", skiprows=1, usecols=(0, 2), ndmin=2)
@@ -140,6 +213,16 @@ def write_report(out_dir: Path, class_name: str, curves: ResponseCurves) -> Path
     axes[2].set(title="nu-response (lambda = 0, held-out week)", xlabel="nu",
                 ylabel="served energy [kWh/step/building]")
     axes[2].legend()
+    if prices is not None:
+        for nu in np.unique(prices.multipliers[:, 1]):
+            rows = (prices.multipliers[:, 0] == 0.0) & (prices.multipliers[:, 1] == nu)
+            if rows.any():
+                axes[3].plot(prices.prices, prices.grid_kwh[:, rows].mean(axis=1), "o-",
+                             label=f"lambda = 0, nu = {nu:g}")
+        axes[3].plot(prices.prices, prices.mean_grid_kwh(), "k--", lw=2, label="all states")
+        axes[3].set(title="price-response (same held-out states, price input only)",
+                    xlabel="price [$/kWh]", ylabel="requested grid energy [kWh/step/building]")
+        axes[3].legend(fontsize=8)
     fig.tight_layout()
     path = out_dir / f"{class_name}_report.png"
     fig.savefig(path, dpi=110)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agents.data import REPO_ROOT
+from agents.tariffs import MultiplierDraw, TariffDraw
 
 
 class RecipeError(ValueError):
@@ -49,6 +51,30 @@ class ClassConfig(_Strict):
     buildings: list[str] | None = None  # None: all buildings of the data
 
 
+class DrawConfig(_Strict):
+    """How a multiplier is drawn per episode (agents.tariffs.MultiplierDraw)."""
+
+    zero_share: float = Field(0.0, ge=0, le=1)
+    power: float = Field(1.0, ge=1)
+    negative_share: float | None = Field(None, ge=0, le=1)
+
+
+class TariffConfig(_Strict):
+    """The tariff of each training episode (agents.tariffs.TariffDraw)."""
+
+    synthetic_share: float = Field(0.0, ge=0, le=1)
+    data_scale: tuple[float, float] = (1.0, 1.0)
+    offpeak: tuple[float, float] = (0.15, 0.28)
+    peak_extra: tuple[float, float] = (0.15, 0.40)
+    peak_start: tuple[int, int] = (6, 21)
+    peak_hours: tuple[int, int] = (2, 7)
+
+    @model_validator(mode="after")
+    def _check(self) -> TariffConfig:
+        TariffDraw(**self.model_dump())  # raises ValueError naming the field
+        return self
+
+
 class HeldOut(_Strict):
     start: int = Field(ge=0)
     steps: int = Field(ge=1)
@@ -60,9 +86,15 @@ class Recipe(_Strict):
     episode_steps: int = Field(80, ge=1)
     lambda_range: tuple[float, float] = (0.0, 15.0)
     nu_range: tuple[float, float] = (-20.0, 20.0)
+    lambda_draw: DrawConfig = DrawConfig()
+    nu_draw: DrawConfig = DrawConfig()
+    tariff: TariffConfig = TariffConfig()
+    reward: Literal["lagrangian", "shaped"] = "lagrangian"  # shaped: see agents.env
+    scale_by_multipliers: bool = False  # divide an episode's rewards by 1 + lambda + |nu|
     backlog_cap_kwh: float = Field(24.0, gt=0)
     limit_per_agent_kwh: float = Field(1.0, ge=0)
     heldout: HeldOut = HeldOut(start=6552, steps=168)
+    response_steps: int = Field(336, ge=1)  # held-out hours the response curves run over
     checkpoint_every: int = Field(100_000, ge=1)
     ppo: PPOConfig = PPOConfig()
     classes: dict[str, ClassConfig] = Field(min_length=1)
@@ -75,6 +107,14 @@ class Recipe(_Strict):
         if self.nu_range[0] > self.nu_range[1]:
             raise ValueError(f"nu_range must satisfy low <= high, got {self.nu_range}")
         return self
+
+    def multiplier_draws(self) -> tuple[MultiplierDraw, MultiplierDraw]:
+        """The lambda and nu draws of a training episode."""
+        return (MultiplierDraw(*self.lambda_range, **self.lambda_draw.model_dump()),
+                MultiplierDraw(*self.nu_range, **self.nu_draw.model_dump()))
+
+    def tariff_draw(self) -> TariffDraw:
+        return TariffDraw(**self.tariff.model_dump())
 
     def data_dir(self, base: Path | None = None) -> Path:
         path = Path(self.data)

@@ -21,6 +21,7 @@ import numpy as np
 
 from agents.data import load_citylearn
 from agents.env import BuildingEnv
+from agents.evaluation import PRICE_ATOL_KWH
 from agents.observation import ObservationScales
 from agents.recipe import Recipe
 
@@ -37,6 +38,7 @@ def training_data_hash(recipe: Recipe, buildings: list[str]) -> str:
 
 def _make_env_fn(recipe: Recipe, class_name: str, rank: int):
     cfg = recipe.classes[class_name]
+    lambda_draw, nu_draw = recipe.multiplier_draws()
 
     def _init():
         from stable_baselines3.common.monitor import Monitor
@@ -51,6 +53,11 @@ def _make_env_fn(recipe: Recipe, class_name: str, rank: int):
             limit_per_agent_kwh=recipe.limit_per_agent_kwh,
             heldout=(recipe.heldout.start, recipe.heldout.steps),
             data=load_citylearn(recipe.data_dir()),
+            lambda_draw=lambda_draw,
+            nu_draw=nu_draw,
+            tariff=recipe.tariff_draw(),
+            shaping_gamma=recipe.ppo.gamma if recipe.reward == "shaped" else None,
+            scale_by_multipliers=recipe.scale_by_multipliers,
         )
         env.reset(seed=recipe.seed + rank)
         env.action_space.seed(recipe.seed + rank)
@@ -114,7 +121,7 @@ def train_class(recipe: Recipe, class_name: str, out_dir: str | Path,
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-    from agents.evaluation import response_curves, write_report
+    from agents.evaluation import price_response, response_curves, write_report
     from agents.policy import export_sb3_policy, load_policy
 
     if class_name not in recipe.classes:
@@ -161,11 +168,17 @@ def train_class(recipe: Recipe, class_name: str, out_dir: str | Path,
     }
     json_path = export_sb3_policy(model, out_dir, class_name, meta, scales)
     policy = load_policy(json_path)
+    steps = min(recipe.response_steps, recipe.heldout.steps)
     curves = response_curves(policy, data, buildings, class_cfg.demand_scale,
-                             recipe.heldout.start, recipe.heldout.steps, recipe.backlog_cap_kwh,
+                             recipe.heldout.start, steps, recipe.backlog_cap_kwh,
                              recipe.lambda_range, recipe.nu_range)
-    write_report(out_dir, class_name, curves)
-    return {"class": class_name, "policy": str(json_path), "train_s": train_s, **curves.summary()}
+    prices = price_response(policy, data, buildings, class_cfg.demand_scale,
+                            recipe.heldout.start, steps, recipe.backlog_cap_kwh)
+    write_report(out_dir, class_name, curves, prices)
+    by_price = prices.mean_grid_kwh()
+    return {"class": class_name, "policy": str(json_path), "train_s": train_s, **curves.summary(),
+            "price_levels": prices.prices.tolist(), "grid_kwh_by_price": by_price.tolist(),
+            "share_not_rising_with_price": prices.share_not_rising(PRICE_ATOL_KWH)}
 
 
 def final_return(curve_csv: str | Path, last: int = 500) -> float:

@@ -71,6 +71,10 @@ def _train(args: argparse.Namespace) -> int:
         print(f"  served kWh/step at nu={recipe.nu_range[0]:g}: "
               f"{summary['served_kwh_at_nu_min']:.3f}, at nu={recipe.nu_range[1]:g}: "
               f"{summary['served_kwh_at_nu_max']:.3f}")
+        levels = ", ".join(f"{p:g}: {g:.3f}" for p, g in
+                           zip(summary["price_levels"], summary["grid_kwh_by_price"], strict=True))
+        print(f"  requested grid kWh/step by price input ({levels}); not rising in "
+              f"{100 * summary['share_not_rising_with_price']:.1f} % of held-out states")
     return 0
 
 

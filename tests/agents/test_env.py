@@ -71,3 +71,43 @@ def test_bad_arguments_are_rejected():
         BuildingEnv(lambda_range=(-1.0, 2.0))
     with pytest.raises(ValueError, match="unknown building 'Nope'"):
         BuildingEnv(buildings=["Nope"])
+
+
+def test_shaped_reward_is_the_lagrangian_less_a_potential_difference():
+    """reward = Lagrangian - (nu b - gamma nu b') = r0 + lambda (c/N - g)
+    - (1 - gamma) nu b' - nu dropped (agents/env.py, docs/equations.md)."""
+    gamma = 0.995
+    plain = BuildingEnv(limit_per_agent_kwh=0.7)
+    shaped = BuildingEnv(limit_per_agent_kwh=0.7, shaping_gamma=gamma)
+    options = {"lambda": 2.0, "nu": 6.0}
+    plain.reset(seed=4, options=options)
+    shaped.reset(seed=4, options=options)
+    for action in ([0.0, 0.0], [0.2, 1.0], [1.0, 0.0], [0.0, 0.3]):
+        b = float(shaped._loop.state.backlog_kwh[0])
+        a = np.array(action, dtype=np.float32)
+        _, r_plain, _, _, info_plain = plain.step(a)
+        _, r_shaped, _, _, info = shaped.step(a)
+        b_next = float(shaped._loop.state.backlog_kwh[0])
+        assert info["lagrangian"] == pytest.approx(r_plain, abs=REWARD_ATOL)
+        assert r_shaped == pytest.approx(r_plain - 6.0 * (b - gamma * b_next), abs=REWARD_ATOL)
+        expected = (-info["cost"] + 2.0 * (0.7 - info["grid_kwh"])
+                    - (1.0 - gamma) * 6.0 * b_next - 6.0 * info["dropped_kwh"])
+        assert r_shaped == pytest.approx(expected, abs=1e-9)
+
+
+def test_reward_scaled_by_the_multipliers_of_the_episode():
+    plain = BuildingEnv()
+    scaled = BuildingEnv(scale_by_multipliers=True)
+    options = {"lambda": 3.0, "nu": -4.0}
+    plain.reset(seed=2, options=options)
+    scaled.reset(seed=2, options=options)
+    a = np.array([0.5, 0.5], dtype=np.float32)
+    _, r_plain, _, _, _ = plain.step(a)
+    _, r_scaled, _, _, info = scaled.step(a)
+    assert r_scaled == pytest.approx(r_plain / (1.0 + 3.0 + 4.0), abs=REWARD_ATOL)
+    assert info["lagrangian"] == pytest.approx(r_plain, abs=REWARD_ATOL)
+
+
+def test_shaping_gamma_out_of_range_is_refused():
+    with pytest.raises(ValueError, match="shaping_gamma"):
+        BuildingEnv(shaping_gamma=1.5)

@@ -19,6 +19,10 @@ ACTION_ATOL = 1e-6
 TINY_RECIPE = """
 seed: 7
 episode_steps: 40
+response_steps: 48
+lambda_draw: {zero_share: 0.3, power: 2.0}
+nu_draw: {zero_share: 0.05, power: 2.0, negative_share: 0.1}
+tariff: {synthetic_share: 0.5, data_scale: [0.7, 1.3]}
 checkpoint_every: 1024
 ppo: {n_envs: 2, n_steps: 128, batch_size: 64, n_epochs: 2, total_timesteps: 1024,
       net_arch: [16, 16]}
@@ -49,7 +53,7 @@ def trained(tmp_path_factory) -> Path:
 def test_tiny_training_writes_policy_curve_and_report(trained: Path):
     for name in ("normal", "double"):
         for suffix in (".json", ".safetensors", "_learning_curve.csv", "_report.png",
-                       "_response.csv"):
+                       "_response.csv", "_price_response.csv"):
             assert (trained / f"{name}{suffix}").is_file(), suffix
     meta = json.loads((trained / "normal.json").read_text())
     assert meta["recipe"]["seed"] == 7 and meta["recipe_text"].strip().startswith("seed: 7")
