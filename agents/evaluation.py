@@ -205,12 +205,12 @@ def write_report(out_dir: Path, class_name: str, curves: ResponseCurves,
     for nu, row in zip(curves.sweep_nus, curves.grid_kwh_vs_lambda, strict=True):
         axes[1].plot(curves.lambdas, row, "o-", label=f"nu = {nu:g}")
     axes[1].axhline(curves.demand_kwh, ls="--", color="grey", label="mean new demand")
-    axes[1].set(title="lambda-response (held-out week)", xlabel="lambda",
+    axes[1].set(title="lambda-response (held-out hours)", xlabel="lambda",
                 ylabel="grid energy [kWh/step/building]")
     axes[1].legend()
     axes[2].plot(curves.nus, curves.served_kwh_vs_nu, "o-", color="C2")
     axes[2].axhline(curves.demand_kwh, ls="--", color="grey", label="mean new demand")
-    axes[2].set(title="nu-response (lambda = 0, held-out week)", xlabel="nu",
+    axes[2].set(title="nu-response (lambda = 0, held-out hours)", xlabel="nu",
                 ylabel="served energy [kWh/step/building]")
     axes[2].legend()
     if prices is not None:

@@ -251,8 +251,9 @@ def _study(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
         clear_stop()
     print((out / "study.md").read_text())
-    print(f"{len(table)} runs -> {out}/study.csv, study.md, unmet_by_c.png, "
-          "lambda_trajectories.png, grid_vs_c.png")
+    figures = [name for name in ("unmet_by_c.png", "lambda_trajectories.png", "grid_vs_c.png")
+               if (out / name).is_file()]
+    print(f"{len(table)} runs -> {out}/" + ", ".join(["study.csv", "study.md", *figures]))
     return 0
 
 

@@ -497,8 +497,12 @@ def _shard_problems(sc: Scenario) -> list[tuple[str, str]]:
 
 
 def _window_problems(sc: Scenario) -> list[tuple[str, str]]:
-    if sc.duals.v1_window > sc.time.steps:
-        return [("duals.v1_window", f"{sc.duals.v1_window} exceeds the run's {sc.time.steps} "
+    # the steps the scenario declares: --steps shortens a run and records the declared
+    # horizon as constraint.peak_horizon_steps; a window longer than a shortened run
+    # averages over the steps so far, like the start of any run
+    declared = max(sc.time.steps, sc.constraint.peak_horizon_steps or 0)
+    if sc.duals.v1_window > declared:
+        return [("duals.v1_window", f"{sc.duals.v1_window} exceeds the scenario's {declared} "
                  "steps; give 1..time.steps")]
     return []
 

@@ -722,8 +722,9 @@ def test_every_schema_error_is_listed(tmp_path: Path, capsys):
 @pytest.mark.parametrize("duals,message", [
     ({"mode": "consensus"}, "duals.mode: 'consensus' was renamed 'paper' (the paper's literal "
                             "eqs. 10-11, unstable); the stable default is 'pi'"),
-    ({"mode": "pi", "gamma": 1.5}, "duals.gamma: mode 'pi' is stable only for "
-                                   "alpha*beta < gamma <= 1, got gamma=1.5 with alpha*beta=0.01"),
+    ({"mode": "pi", "alpha": 0.1, "beta": 0.1, "gamma": 1.5},
+     "duals.gamma: mode 'pi' is stable only for alpha*beta < gamma <= 1, got gamma=1.5 with "
+     "alpha*beta=0.01"),
 ])
 def test_dual_mode_errors_explain_themselves(duals, message, tmp_path: Path, capsys):
     raw = _base()

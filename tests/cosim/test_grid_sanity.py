@@ -47,6 +47,7 @@ def _feeder(tmp: Path, name: str, change) -> Path:
 def _scenario(tmp: Path, **sections: Any) -> Path:
     raw = yaml.safe_load(SCENARIO.read_text())
     raw["time"]["steps"] = STEPS
+    raw["duals"]["v1_window"] = min(raw["duals"].get("v1_window", 1), STEPS)  # a valid window
     raw.update(sections)
     path = tmp / "scenario.yaml"
     path.write_text(yaml.safe_dump(raw))

@@ -175,3 +175,11 @@ def test_dual_gains_of_the_scenario_reach_the_dynamics():
     cfg = built.duals.config
     assert (cfg.mode, cfg.alpha, cfg.beta, cfg.gamma, cfg.rounds, cfg.eta) == \
         ("pi", 1.0, 0.6, 0.9, 4, 0.5)
+
+
+def test_a_v1_window_longer_than_a_shortened_run_is_allowed():
+    """--steps shortens the run, not the scenario: paper_fig1d's 24-step V1 window stays
+    valid for a 10-step run; a window beyond the declared steps is still an error
+    (tests/cosim/test_bad_scenarios.py)."""
+    sc, built = prepare_scenario(SCENARIO, steps=10)
+    assert sc.time.steps == 10 and built.duals.config.v1_window == 24
