@@ -1,6 +1,6 @@
 """The shipped policies (data/policies) respond to their multipliers on held-out data.
 
-Held-out data: the recipe's `heldout` week, never touched in training. See
+Held-out data: the recipe's `heldout` hours, never touched in training. See
 agents/evaluation.py for why the lambda-response is measured at nu = RESPONSE_NU
 (at nu = 0 the Lagrangian gives no reason to buy from the grid at any lambda).
 """
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from agents.data import REPO_ROOT, load_citylearn
-from agents.evaluation import RESPONSE_NU, fixed_multiplier_run
+from agents.evaluation import PRICE_ATOL_KWH, RESPONSE_NU, fixed_multiplier_run, price_response
 from agents.policy import load_policy
 from agents.recipe import load_recipe
 
@@ -22,6 +22,11 @@ MIN_GRID_REDUCTION = 0.30  # issue: at least 30 % less grid energy at lambda_max
 NUS = (-20.0, -10.0, 0.0, 10.0, 20.0)
 SERVED_ATOL_KWH = 1e-3  # per building per step; a flat stretch may wobble by this much
 MIN_SERVED_RISE_KWH = 0.5  # nu_min -> nu_max must raise served energy by at least this
+PRICE_STATE_STEPS = 168  # held-out hours whose states the price-response test visits
+MIN_PRICE_NOT_RISING = 0.90  # share of states where 0.54 $/kWh asks for no more than 0.21
+# (measured on the shipped policies: normal 100 %, double 92.8 %; the policies of the
+# previous recipe reached 73.5 % and 72.4 %, and their mean request rose with the price)
+MIN_PRICE_REDUCTION = 0.10  # mean requested grid energy, 0.21 -> 0.54 $/kWh
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +48,8 @@ def _run(name: str, recipe, lam: float, nu: float) -> dict[str, float]:
     cfg = recipe.classes[name]
     return fixed_multiplier_run(load_policy(Path(POLICY_DIR / f"{name}.json")), data,
                                 cfg.buildings or data.names, cfg.demand_scale,
-                                recipe.heldout.start, recipe.heldout.steps,
+                                recipe.heldout.start,
+                                min(recipe.response_steps, recipe.heldout.steps),
                                 recipe.backlog_cap_kwh, lam, nu)
 
 
@@ -61,3 +67,19 @@ def test_more_nu_more_served_energy(name: str, recipe):
     served = np.array([_run(name, recipe, 0.0, nu)["served_kwh"] for nu in NUS])
     assert (np.diff(served) >= -SERVED_ATOL_KWH).all(), served
     assert served[-1] - served[0] >= MIN_SERVED_RISE_KWH * recipe.classes[name].demand_scale, served
+
+
+@pytest.mark.parametrize("name", ["normal", "double"])
+def test_higher_price_less_grid_energy(name: str, recipe):
+    """At fixed lambda and nu, raising only the price input lowers the grid energy the
+    policy asks for: over the states met on held-out hours at 16 (lambda, nu) pairs."""
+    data = load_citylearn()
+    cfg = recipe.classes[name]
+    response = price_response(load_policy(POLICY_DIR / f"{name}.json"), data,
+                              cfg.buildings or data.names, cfg.demand_scale,
+                              recipe.heldout.start, PRICE_STATE_STEPS, recipe.backlog_cap_kwh)
+    means = response.mean_grid_kwh()
+    assert response.grid_kwh.shape[1] >= 16 * PRICE_STATE_STEPS
+    assert (np.diff(means) < 0).all(), means
+    assert means[-1] <= (1.0 - MIN_PRICE_REDUCTION) * means[0], means
+    assert response.share_not_rising(PRICE_ATOL_KWH) >= MIN_PRICE_NOT_RISING
