@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import gymnasium as gym
 import numpy as np
 
+from agents.actions import ACTION_ORDERS, battery_first_to_model
 from agents.building import FleetParams, FleetState
 from agents.data import CityLearnData, load_citylearn
 from agents.observation import OBS_DIM, ObservationScales, observation_matrix
@@ -71,6 +72,8 @@ class BuildingEnv(gym.Env):
     - ``tariff``: how the episode's tariff is drawn (``agents.tariffs.TariffDraw``).
     - ``shaping_gamma``: None (the Lagrangian) or the discount of the shaped reward above.
     - ``scale_by_multipliers``: divide the rewards by ``1 + lambda + |nu|`` (above).
+    - ``action_order``: ``grid_first`` (the actions are the model's ``u_grid, u_batt``)
+      or ``battery_first`` (``agents.actions``: battery share first, then the grid's).
     """
 
     metadata = {"render_modes": []}
@@ -92,6 +95,7 @@ class BuildingEnv(gym.Env):
         tariff: TariffDraw | None = None,
         shaping_gamma: float | None = None,
         scale_by_multipliers: bool = False,
+        action_order: str = "grid_first",
     ) -> None:
         super().__init__()
         self.data = data if data is not None else load_citylearn()
@@ -120,6 +124,9 @@ class BuildingEnv(gym.Env):
             raise ValueError(f"shaping_gamma must lie in (0, 1], got {shaping_gamma}")
         self.shaping_gamma = shaping_gamma
         self.scale_by_multipliers = bool(scale_by_multipliers)
+        if action_order not in ACTION_ORDERS:
+            raise ValueError(f"action_order must be one of {ACTION_ORDERS}, got {action_order!r}")
+        self.action_order = action_order
         self.limit_per_agent_kwh = float(limit_per_agent_kwh)
         self.scales = scales or ObservationScales(
             lambda_max=max(self.lambda_range[1], 1e-9),
@@ -175,6 +182,11 @@ class BuildingEnv(gym.Env):
     def step(self, action):
         action = np.asarray(action, dtype=np.float64).reshape(1, 2)
         backlog_before = float(self._loop.state.backlog_kwh[0])
+        if self.action_order == "battery_first":
+            obs = self._loop.observe((self.lam, 0.0, self.nu))
+            action = battery_first_to_model(np.clip(action, 0.0, 1.0),
+                                            obs.demand_kwh + obs.backlog_kwh,
+                                            obs.battery_available_kwh)
         v = self._loop.step((self.lam, 0.0, self.nu), actions=action)
         g = float(v["grid_kwh"][0])
         r0 = -float(v["cost"][0])

@@ -60,6 +60,7 @@ class FleetObservation:
     hour_of_day: np.ndarray  # 0..23 (may be fractional for sub-hourly steps)
     lam: np.ndarray  # lambda
     nu: np.ndarray
+    battery_available_kwh: np.ndarray  # what the battery can deliver this step (not a policy input)
 
     @property
     def n(self) -> int:
@@ -109,4 +110,10 @@ def fleet_observation(
         hour_of_day=np.full(n, float(hour_of_day)),
         lam=np.broadcast_to(np.asarray(lam, dtype=float), (n,)),
         nu=np.broadcast_to(np.asarray(nu, dtype=float), (n,)),
+        battery_available_kwh=battery_available_kwh(params, state, dt_h),
     )
+
+
+def battery_available_kwh(params: FleetParams, state: FleetState, dt_h: float) -> np.ndarray:
+    """The most the battery can deliver in a step: ``min(e * eta_dis, P * dt)``, kWh."""
+    return np.minimum(state.soc_kwh * params.eta_discharge, params.power_kw * dt_h)

@@ -26,6 +26,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from agents.actions import ACTION_ORDERS, battery_first_to_model
 from agents.observation import OBS_DIM, OBS_NAMES, FleetObservation, ObservationScales
 from agents.observation import observation_matrix as _obs_matrix
 
@@ -57,6 +58,7 @@ class Policy:
     action_low: np.ndarray
     action_high: np.ndarray
     metadata: Mapping[str, Any]
+    action_order: str = "grid_first"  # agents.actions.ACTION_ORDERS
 
     def act_matrix(self, obs: np.ndarray) -> np.ndarray:
         """Deterministic actions for an (N, OBS_DIM) observation matrix.
@@ -73,11 +75,16 @@ class Policy:
         return np.clip(mean, self.action_low, self.action_high)
 
     def act(self, obs: FleetObservation) -> np.ndarray:
-        return self.act_matrix(_obs_matrix(obs, self.scales)).astype(np.float64)
+        outputs = self.act_matrix(_obs_matrix(obs, self.scales)).astype(np.float64)
+        if self.action_order == "battery_first":
+            return battery_first_to_model(outputs, obs.demand_kwh + obs.backlog_kwh,
+                                          obs.battery_available_kwh)
+        return outputs
 
 
 def export_sb3_policy(model: Any, directory: str | Path, name: str,
-                      metadata: Mapping[str, Any], scales: ObservationScales) -> Path:
+                      metadata: Mapping[str, Any], scales: ObservationScales,
+                      action_order: str = "grid_first") -> Path:
     """Write the actor of an SB3 PPO ``MlpPolicy`` as ``name.safetensors`` + ``name.json``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -105,7 +112,9 @@ def export_sb3_policy(model: Any, directory: str | Path, name: str,
         "name": name,
         "architecture": {"layer_sizes": sizes, "activation": act_fn, "output": "mean_action"},
         "observation": {"names": list(OBS_NAMES), "scales": scales.to_dict()},
-        "action": {"names": ["u_grid", "u_batt"], "low": space.low.tolist(),
+        "action": {"names": (["u_grid", "u_batt"] if action_order == "grid_first"
+                             else ["grid_share_after_battery", "battery_share"]),
+                   "order": action_order, "low": space.low.tolist(),
                    "high": space.high.tolist()},
         "weights_file": weights_path.name,
         "weights_sha256": sha256_file(weights_path),
@@ -130,6 +139,7 @@ def load_policy(json_path: str | Path) -> Policy:
         scales = ObservationScales.from_dict(meta["observation"]["scales"])
         low = np.asarray(meta["action"]["low"], dtype=np.float32)
         high = np.asarray(meta["action"]["high"], dtype=np.float32)
+        action_order = str(meta["action"].get("order", "grid_first"))
         weights_name = str(meta["weights_file"])
         expected_hash = str(meta["weights_sha256"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
@@ -142,6 +152,9 @@ def load_policy(json_path: str | Path) -> Policy:
         raise PolicyFileError(
             f"{json_path}: observation {obs_names} does not match this version's {list(OBS_NAMES)}"
         )
+    if action_order not in ACTION_ORDERS:
+        raise PolicyFileError(f"{json_path}: action.order {action_order!r}; valid: "
+                              f"{list(ACTION_ORDERS)}")
     if activation not in ACTIVATIONS:
         raise PolicyFileError(f"{json_path}: activation {activation!r}; valid: {list(ACTIVATIONS)}")
     weights_path = json_path.parent / Path(weights_name).name
@@ -178,7 +191,7 @@ def load_policy(json_path: str | Path) -> Policy:
         raise PolicyFileError(f"{json_path}: action bounds do not match {sizes[-1]} outputs")
     _check_values(json_path, weights_path, weights, biases, scales, low, high)
     return Policy(str(meta.get("name", json_path.stem)), tuple(weights), tuple(biases),
-                  activation, scales, low, high, meta)
+                  activation, scales, low, high, meta, action_order)
 
 
 def _check_values(json_path: Path, weights_path: Path, weights: list[np.ndarray],

@@ -91,6 +91,7 @@ class Recipe(_Strict):
     tariff: TariffConfig = TariffConfig()
     reward: Literal["lagrangian", "shaped"] = "lagrangian"  # shaped: see agents.env
     scale_by_multipliers: bool = False  # divide an episode's rewards by 1 + lambda + |nu|
+    action_order: Literal["grid_first", "battery_first"] = "grid_first"  # agents.actions
     backlog_cap_kwh: float = Field(24.0, gt=0)
     limit_per_agent_kwh: float = Field(1.0, ge=0)
     heldout: HeldOut = HeldOut(start=6552, steps=168)

@@ -58,6 +58,7 @@ def _make_env_fn(recipe: Recipe, class_name: str, rank: int):
             tariff=recipe.tariff_draw(),
             shaping_gamma=recipe.ppo.gamma if recipe.reward == "shaped" else None,
             scale_by_multipliers=recipe.scale_by_multipliers,
+            action_order=recipe.action_order,
         )
         env.reset(seed=recipe.seed + rank)
         env.action_space.seed(recipe.seed + rank)
@@ -166,7 +167,8 @@ def train_class(recipe: Recipe, class_name: str, out_dir: str | Path,
         "training": {"timesteps": cfg.total_timesteps, "wall_s": round(train_s, 1),
                      "episodes": cfg.total_timesteps // recipe.episode_steps},
     }
-    json_path = export_sb3_policy(model, out_dir, class_name, meta, scales)
+    json_path = export_sb3_policy(model, out_dir, class_name, meta, scales,
+                                  action_order=recipe.action_order)
     policy = load_policy(json_path)
     steps = min(recipe.response_steps, recipe.heldout.steps)
     curves = response_curves(policy, data, buildings, class_cfg.demand_scale,

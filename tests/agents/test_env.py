@@ -111,3 +111,17 @@ def test_reward_scaled_by_the_multipliers_of_the_episode():
 def test_shaping_gamma_out_of_range_is_refused():
     with pytest.raises(ValueError, match="shaping_gamma"):
         BuildingEnv(shaping_gamma=1.5)
+
+
+def test_battery_first_env_serves_from_the_battery_before_the_grid():
+    env = BuildingEnv(action_order="battery_first")
+    env.reset(seed=5, options={"lambda": 0.0, "nu": 5.0})
+    obs = env._loop.observe((0.0, 0.0, 5.0))
+    to_serve = float(obs.demand_kwh[0] + obs.backlog_kwh[0])
+    available = float(obs.battery_available_kwh[0])
+    _, _, _, _, info = env.step(np.array([0.5, 1.0], dtype=np.float32))
+    battery = info["served_kwh"] - info["grid_kwh"]
+    assert battery == pytest.approx(min(to_serve, available), abs=1e-9)
+    assert info["grid_kwh"] == pytest.approx(0.5 * (to_serve - battery), abs=1e-9)
+    with pytest.raises(ValueError, match="action_order"):
+        BuildingEnv(action_order="sideways")

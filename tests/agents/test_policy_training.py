@@ -158,3 +158,38 @@ def test_recipe_errors_name_the_field(tmp_path: Path):
     path.write_text("classes: [a\n")
     with pytest.raises(RecipeError, match="malformed YAML"):
         load_recipe(path)
+
+
+@pytest.mark.slow
+def test_battery_first_policy_maps_its_outputs(tmp_path: Path):
+    """A policy exported with action_order battery_first records it, and acts through
+    agents.actions.battery_first_to_model; an unknown order is refused on load."""
+    from stable_baselines3 import PPO
+
+    from agents.actions import battery_first_to_model
+    from agents.env import BuildingEnv
+    from agents.policy import export_sb3_policy
+
+    env = BuildingEnv(action_order="battery_first")
+    model = PPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=1, device="cpu",
+                policy_kwargs={"net_arch": [8, 8]})
+    model.learn(64)
+    path = export_sb3_policy(model, tmp_path, "b", {}, env.scales, action_order="battery_first")
+    policy = load_policy(path)
+    assert policy.action_order == "battery_first"
+    assert policy.metadata["action"]["names"] == ["grid_share_after_battery", "battery_share"]
+    data = load_citylearn()
+    names = ["Building_1", "Building_2", "Building_3"]
+    params = FleetParams.from_buildings([data.building(n) for n in names])
+    demand, solar, price = data.window(names, 200, 1)
+    state = FleetState(np.array([0.0, 3.0, 9.0]), np.array([0.5, 4.0, 6.0]))
+    obs = fleet_observation(params, state, demand[0], solar[0], price[0], 18, 1.0, 4.0)
+    outputs = policy.act_matrix(observation_matrix(obs, policy.scales)).astype(np.float64)
+    expected = battery_first_to_model(outputs, obs.demand_kwh + obs.backlog_kwh,
+                                      obs.battery_available_kwh)
+    np.testing.assert_allclose(policy.act(obs), expected, rtol=0, atol=ACTION_ATOL)
+    meta = json.loads(path.read_text())
+    meta["action"]["order"] = "sideways"
+    path.write_text(json.dumps(meta))
+    with pytest.raises(PolicyFileError, match="action.order 'sideways'"):
+        load_policy(path)
