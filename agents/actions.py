@@ -20,15 +20,23 @@ import numpy as np
 ACTION_ORDERS = ("grid_first", "battery_first")
 
 
+def model_actions(grid_kwh: np.ndarray, battery_kwh: np.ndarray,
+                  to_serve_kwh: np.ndarray) -> np.ndarray:
+    """(N, 2) model actions ``(u_grid, u_batt)`` under which ``step_fleet`` takes ``grid_kwh``
+    from the grid and ``battery_kwh`` from the battery (the battery amount must be one it
+    can deliver): ``u_grid = g / D``, ``u_batt = x / (D - g)``, 0 where a denominator is 0."""
+    d = np.asarray(to_serve_kwh, dtype=np.float64)
+    actions = np.zeros((d.shape[0], 2))
+    np.divide(grid_kwh, d, out=actions[:, 0], where=d > 0)
+    rest = d - grid_kwh
+    np.divide(battery_kwh, rest, out=actions[:, 1], where=rest > 0)
+    return np.clip(actions, 0.0, 1.0)
+
+
 def battery_first_to_model(outputs: np.ndarray, to_serve_kwh: np.ndarray,
                            available_kwh: np.ndarray) -> np.ndarray:
     """(N, 2) model actions ``(u_grid, u_batt)`` from battery-first outputs ``(v_grid, v_batt)``."""
     out = np.clip(np.asarray(outputs, dtype=np.float64), 0.0, 1.0)
     d = np.asarray(to_serve_kwh, dtype=np.float64)
     x = np.minimum(out[:, 1] * d, np.maximum(available_kwh, 0.0))
-    g = out[:, 0] * (d - x)
-    actions = np.zeros_like(out)
-    np.divide(g, d, out=actions[:, 0], where=d > 0)
-    rest = d - g
-    np.divide(x, rest, out=actions[:, 1], where=rest > 0)
-    return np.clip(actions, 0.0, 1.0)
+    return model_actions(out[:, 0] * (d - x), x, d)

@@ -11,6 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
+from agents.actions import model_actions
 from agents.building import FleetParams
 from agents.observation import FleetObservation
 
@@ -52,10 +53,9 @@ class RuleBasedPeakShaving:
             raise ValueError(f"threshold_kwh must be >= 0, got {self.threshold_kwh}")
 
     def act(self, obs: FleetObservation) -> np.ndarray:
-        p = self.params
         to_serve = obs.demand_kwh + obs.backlog_kwh
-        available = np.minimum(obs.soc_kwh * p.eta_discharge, p.power_kw * self.dt_h)
-        from_battery = np.minimum(np.maximum(to_serve - self.threshold_kwh, 0.0), available)
+        from_battery = np.minimum(np.maximum(to_serve - self.threshold_kwh, 0.0),
+                                  obs.battery_available_kwh)
         u_grid = np.divide(to_serve - from_battery, to_serve, out=np.ones(obs.n),
                            where=to_serve > 0)
         actions = np.empty((obs.n, 2))
@@ -93,10 +93,8 @@ class PriceAwareHeuristic:
 
     def __init__(self, params: FleetParams,
                  price_threshold_per_kwh: np.ndarray | float = HEURISTIC_PRICE_THRESHOLD_PER_KWH,
-                 backlog_margin: np.ndarray | float = HEURISTIC_BACKLOG_MARGIN,
-                 dt_h: float = 1.0) -> None:
+                 backlog_margin: np.ndarray | float = HEURISTIC_BACKLOG_MARGIN) -> None:
         self.params = params
-        self.dt_h = dt_h
         self.price_threshold = np.broadcast_to(
             np.asarray(price_threshold_per_kwh, dtype=float), (params.n,))
         self.backlog_margin = np.broadcast_to(np.asarray(backlog_margin, dtype=float),
@@ -106,17 +104,13 @@ class PriceAwareHeuristic:
                              f"{self.price_threshold}")
         if ((self.backlog_margin <= 0) | (self.backlog_margin > 1)).any():
             raise ValueError(f"backlog_margin must lie in (0, 1], got {self.backlog_margin}")
-        if dt_h <= 0:
-            raise ValueError(f"dt_h must be > 0, got {dt_h}")
         # margin * inf = inf: no cap, postpone for the whole expensive period
         self.backlog_room_kwh = self.backlog_margin * params.backlog_cap_kwh
 
     def plan(self, obs: FleetObservation) -> tuple[np.ndarray, np.ndarray]:
         """Energies ``(g, x)`` it asks from the grid and from the battery, kWh, shape (N,)."""
-        p = self.params
         to_serve = obs.demand_kwh + obs.backlog_kwh
-        available = np.minimum(obs.soc_kwh * p.eta_discharge, p.power_kw * self.dt_h)
-        battery = np.minimum(to_serve, available)
+        battery = np.minimum(to_serve, obs.battery_available_kwh)
         rest = to_serve - battery
         expensive = obs.price_per_kwh >= self.price_threshold
         grid = np.where(expensive, np.maximum(rest - self.backlog_room_kwh, 0.0), rest)
@@ -124,11 +118,4 @@ class PriceAwareHeuristic:
 
     def act(self, obs: FleetObservation) -> np.ndarray:
         grid, battery = self.plan(obs)
-        to_serve = obs.demand_kwh + obs.backlog_kwh
-        # step_fleet: g = u_grid * D, then x = min(u_batt * (D - g), ...): u_batt is the
-        # battery's share of what the grid leaves
-        left = to_serve - grid
-        actions = np.empty((obs.n, 2))
-        actions[:, 0] = np.divide(grid, to_serve, out=np.zeros(obs.n), where=to_serve > 0)
-        actions[:, 1] = np.divide(battery, left, out=np.ones(obs.n), where=left > 0)
-        return np.clip(actions, 0.0, 1.0)
+        return model_actions(grid, battery, obs.demand_kwh + obs.backlog_kwh)

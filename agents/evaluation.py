@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -61,17 +61,23 @@ class ResponseCurves:
         }
 
 
+def _window_setup(data: CityLearnData, buildings: Sequence[str], demand_scale: float,
+                  start: int, steps: int, backlog_cap_kwh: float) -> FleetSetup:
+    """The class's buildings over ``steps`` hours from ``start``, batteries half full."""
+    params = FleetParams.from_buildings([data.building(b) for b in buildings],
+                                        demand_scale=demand_scale,
+                                        backlog_cap_kwh=backlog_cap_kwh)
+    demand, solar, price = data.window(list(buildings), start, steps)
+    return FleetSetup(list(buildings), params, NO_BUS, demand, solar, price, start_hour=start,
+                      dt_h=data.hours_per_step, initial_soc_fraction=0.5)
+
+
 def fixed_multiplier_run(
     controller, data: CityLearnData, buildings: Sequence[str], demand_scale: float,
     start: int, steps: int, backlog_cap_kwh: float, lam: float, nu: float,
 ) -> dict[str, float]:
     """Mean grid, served and demand energy per building per step with fixed multipliers."""
-    params = FleetParams.from_buildings([data.building(b) for b in buildings],
-                                        demand_scale=demand_scale,
-                                        backlog_cap_kwh=backlog_cap_kwh)
-    demand, solar, price = data.window(list(buildings), start, steps)
-    setup = FleetSetup(list(buildings), params, NO_BUS, demand, solar, price, start_hour=start,
-                       dt_h=data.hours_per_step, initial_soc_fraction=0.5)
+    setup = _window_setup(data, buildings, demand_scale, start, steps, backlog_cap_kwh)
     loop = FleetLoop(setup, controller, None)  # the fleet engine, multipliers held fixed
     grid = served = new = 0.0
     for _ in range(steps):
@@ -116,14 +122,7 @@ def price_response(
     nus: Sequence[float] = PRICE_STATE_NUS,
 ) -> PriceResponse:
     """The policy's requested grid energy against its price input alone (see PriceResponse)."""
-    from agents.observation import OBS_NAMES, observation_matrix
-
-    params = FleetParams.from_buildings([data.building(b) for b in buildings],
-                                        demand_scale=demand_scale,
-                                        backlog_cap_kwh=backlog_cap_kwh)
-    demand, solar, price = data.window(list(buildings), start, steps)
-    setup = FleetSetup(list(buildings), params, NO_BUS, demand, solar, price, start_hour=start,
-                       dt_h=data.hours_per_step, initial_soc_fraction=0.5)
+    setup = _window_setup(data, buildings, demand_scale, start, steps, backlog_cap_kwh)
     grids, mults = [], []
     for lam in lambdas:
         for nu in nus:
@@ -131,11 +130,8 @@ def price_response(
             for _ in range(steps):
                 obs = loop.observe((lam, 0.0, nu))
                 to_serve = obs.demand_kwh + obs.backlog_kwh
-                matrix = observation_matrix(obs, policy.scales)
-                rows = []
-                for p in prices:
-                    matrix[:, OBS_NAMES.index("price")] = p / policy.scales.price_per_kwh
-                    rows.append(np.clip(policy.act_matrix(matrix)[:, 0], 0.0, 1.0) * to_serve)
+                rows = [policy.act(replace(obs, price_per_kwh=np.full(setup.n, p)))[:, 0]
+                        * to_serve for p in prices]
                 grids.append(np.stack(rows))
                 mults.append(np.tile([lam, nu], (setup.n, 1)))
                 loop.step((lam, 0.0, nu))

@@ -384,8 +384,7 @@ def controller_for(built: Built, index: np.ndarray) -> Any:
                                     built.setup.dt_h)
     if ctl.kind == "heuristic":
         return PriceAwareHeuristic(built.setup.params.select(index),
-                                   ctl.heuristic_price_threshold, ctl.heuristic_backlog_margin,
-                                   built.setup.dt_h)
+                                   ctl.heuristic_price_threshold, ctl.heuristic_backlog_margin)
     if ctl.kind == "oracle":
         from agents.oracle import OracleController
 

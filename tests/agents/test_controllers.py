@@ -136,8 +136,7 @@ def test_fleet_equals_per_building(setup: FleetSetup):
 
 @pytest.mark.parametrize("kwargs", [dict(price_threshold_per_kwh=0.0),
                                     dict(price_threshold_per_kwh=np.inf),
-                                    dict(backlog_margin=0.0), dict(backlog_margin=1.5),
-                                    dict(dt_h=0.0)])
+                                    dict(backlog_margin=0.0), dict(backlog_margin=1.5)])
 def test_bad_parameters_are_refused(params, kwargs):
     with pytest.raises(ValueError):
         PriceAwareHeuristic(params, **kwargs)
