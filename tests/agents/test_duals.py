@@ -75,10 +75,16 @@ def test_disconnected_graph_refused_for_graph_modes_unless_allowed(mode):
 
 
 def test_independent_and_centralized_accept_any_graph():
+    """Neither mode sends messages, so a disconnected graph is accepted, and the step is
+    the mode's own: per agent alpha (V1_i - c/N), or alpha (sum V1 - c)/N for all."""
     g = make_graph("random_geometric", 20, radius=0.01, allow_disconnected=True)
     g.graph["allow_disconnected"] = False
-    for mode in ("independent", "centralized"):
-        _dyn(mode, graph=g).update(np.ones(20), np.zeros(20))
+    assert not nx.is_connected(g)
+    v1 = np.linspace(0.0, 2.0, 20)  # c/N = 0.35
+    state = _dyn("independent", graph=g, alpha=0.1).update(v1, np.zeros(20))
+    np.testing.assert_allclose(state.lam, np.clip(0.1 * (v1 - 0.35), 0.0, None), atol=1e-15)
+    state = _dyn("centralized", graph=g, alpha=0.1).update(v1, np.zeros(20))
+    np.testing.assert_allclose(state.lam, 0.1 * (v1.sum() - 7.0) / 20, atol=1e-15)
 
 
 def test_graph_nodes_must_be_agent_indices():

@@ -17,10 +17,18 @@ def test_check_env_passes():
 
 
 def test_registered_id_makes_the_env():
+    """gym.make passes its arguments through: the registered env starts like a
+    BuildingEnv built directly, and its demand input is the building's demand x 2."""
     register_env()
     env = gym.make(ENV_ID, demand_scale=2.0)
     obs, info = env.reset(seed=3)
-    assert obs.shape == (9,) and "lambda" in info
+    direct_obs, direct_info = BuildingEnv(demand_scale=2.0).reset(seed=3)
+    np.testing.assert_array_equal(obs, direct_obs)
+    assert info == direct_info
+    demand = env.unwrapped.data.building(info["building"]).demand_kwh[info["start"]]
+    scales = env.unwrapped.scales
+    assert obs[0] == pytest.approx(2.0 * demand / scales.demand_kwh, rel=1e-6)
+    assert obs[7] == pytest.approx(info["lambda"] / scales.lambda_max, rel=1e-6)
     env.close()
 
 
