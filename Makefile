@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean-venv
+.PHONY: demo test lint coverage bench clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# line coverage of agents/, grid_models/ and cosim/ (HTML report in runs/coverage/)
+coverage: $(STAMP)
+	$(PY) -m pytest --cov --cov-report=term --cov-report=html:runs/coverage
 
 clean-venv:
 	rm -rf $(VENV)
