@@ -27,6 +27,25 @@ step t it asks for ``g_it`` from the grid and ``x_it`` from the battery. The mod
 charges the battery greedily from PV, which leaves at least the planned energy in
 it, so the planned discharge is always available and the replay follows the plan
 (to float rounding).
+
+**Grid limits** (``grid_limits``, a :class:`agents.oracle_grid.LinearGridLimits`): K
+linearised limits on the buildings' net feeder consumption ``p_it = (g_it - y_it) / dt``
+(kW), where the export ``y_it = s_it - ch_it`` for a building that exports PV and 0 for
+one that curtails it (the model's semantics: all PV not charged is exported or
+curtailed, so ch_it fixes it). K rows per step:
+
+                offset[t, k] + sum_i sens[k, i] (g_it - y_it) / dt <= upper[k]
+
+built as one sparse block-diagonal product (kron(I_T, sens)). The model charges PV
+greedily, the LP only up to it: with grid rows the LP might plan to charge less (to
+export more) than the model will, so its objective gets a tiny reward for charging,
+larger for earlier steps, meant to select the greedy charge among equally cheap plans;
+over long runs the step-to-step difference of that reward falls below HiGHS's tolerance
+and the LP may still charge later than the model (check ``replay_grid_value``).
+``OracleSchedule.grid_value`` holds the planned linearised quantities and
+``replay_grid_value`` those of the model's greedy charging under the planned g and x
+(what the replay will produce); they differ only where a binding grid row made the LP
+hold PV back from a battery with room.
 """
 
 from __future__ import annotations
@@ -40,9 +59,14 @@ from scipy.optimize import linprog
 
 from agents.building import FleetParams
 from agents.observation import FleetObservation
+from agents.oracle_grid import LinearGridLimits
 
 #: An LP whose optimal district average differs from c by less than this is "at the limit".
 LIMIT_RTOL = 1e-6
+#: Reward per kWh charged from PV, relative to the mean |price|, from 2x at step 0 down to
+#: 1x at the end (only with grid limits): picks the model's greedy charging among equally
+#: cheap plans. Above HiGHS's dual feasibility tolerance (1e-7), far below any price.
+CHARGE_TIEBREAK = 1e-5
 
 OracleLimit = Literal["run_average", "per_step"]
 #: How the district limit c constrains the schedule (``solve_oracle``'s ``limit``).
@@ -63,6 +87,32 @@ class OracleSchedule:
     cost: float
     limit_kwh: float
     limit: str = "run_average"  # ORACLE_LIMITS: c on the run's average or in every step
+    export_kwh: np.ndarray | None = None  # (T, N) planned PV export, s - ch where exported
+    grid_limits: LinearGridLimits | None = None
+    grid_value: np.ndarray | None = None  # (T, K) planned linearised quantities
+    replay_grid_value: np.ndarray | None = None  # (T, K) with the model's greedy charging
+    dt_h: float = 1.0
+
+    @property
+    def net_load_kw(self) -> np.ndarray:
+        """Planned net feeder consumption per building, kW (T, N) (needs ``export_kwh``)."""
+        if self.export_kwh is None:
+            raise ValueError("this schedule holds no export_kwh")
+        return (self.grid_kwh - self.export_kwh) / self.dt_h
+
+    @property
+    def grid_peak(self) -> np.ndarray:
+        """Worst planned linearised value per grid limit (K,), to compare with upper."""
+        if self.grid_value is None:
+            raise ValueError("this schedule was planned without grid limits")
+        return self.grid_value.max(axis=0)
+
+    @property
+    def grid_peak_step(self) -> np.ndarray:
+        """The step of ``grid_peak`` per grid limit (K,)."""
+        if self.grid_value is None:
+            raise ValueError("this schedule was planned without grid limits")
+        return self.grid_value.argmax(axis=0)
 
     @property
     def mean_district_grid_kwh(self) -> float:
@@ -82,16 +132,22 @@ def solve_oracle(
     dt_h: float = 1.0,
     initial_soc_fraction: float | np.ndarray = 0.0,
     limit: OracleLimit = "run_average",
+    grid_limits: LinearGridLimits | None = None,
 ) -> OracleSchedule:
     """Minimum-cost schedule (see the module docstring); ``OracleInfeasible`` if none.
 
     ``limit``: ``"run_average"`` constrains the district's mean grid energy per step,
     ``"per_step"`` the district's grid energy of every step, to at most ``limit_kwh``.
+    ``grid_limits``: linearised grid limits on the net feeder consumption, in every step.
     """
     if limit not in ORACLE_LIMITS:
         raise ValueError(f"unknown oracle limit {limit!r}; valid: {', '.join(ORACLE_LIMITS)}")
     demand = np.asarray(base_demand_kwh, float) * params.demand_scale  # (T, N)
     steps, n = demand.shape
+    if grid_limits is not None and (grid_limits.n_steps, grid_limits.n_buildings) != (steps, n):
+        raise ValueError(f"grid_limits: offset has {grid_limits.n_steps} steps and "
+                         f"sensitivity {grid_limits.n_buildings} buildings, the run "
+                         f"{steps} steps and {n} buildings")
     pv = params.pv_kw * np.maximum(np.asarray(solar_w_per_kw, float), 0.0) / 1000.0 * dt_h
     price = np.asarray(price_per_kwh, float)
     e0 = np.broadcast_to(np.asarray(initial_soc_fraction, float), (n,)) * params.capacity_kwh
@@ -145,6 +201,29 @@ def solve_oracle(
     b_ub = np.zeros(n_lim + size)
     b_ub[:n_lim] = limit_kwh if per_step else limit_kwh * steps
     b_ub[n_lim:n_lim + n] = params.eta_discharge * e0
+    exports = params.export_pv.astype(float)  # y_it = exports_i * (s_it - ch_it)
+    if grid_limits is not None and grid_limits.n_limits:
+        # offset + sens @ (g_t - y_t) / dt <= upper, i.e. per (t, k):
+        # sens/dt @ g_t + (sens * exports)/dt @ ch_t <= upper - offset + (sens*exports)/dt @ s_t
+        k = grid_limits.n_limits
+        s_g = sp.csr_array(grid_limits.sensitivity / dt_h)
+        s_ch = sp.csr_array(grid_limits.sensitivity * exports / dt_h)
+        eye = sp.eye_array(steps, format="csr")
+        block_g = sp.kron(eye, s_g, format="csr")  # (T K, T N), g's (t, i) order
+        block_ch = sp.kron(eye, s_ch, format="csr")
+        grid_rows = sp.hstack([block_g, sp.csr_array((steps * k, size)), block_ch,
+                               sp.csr_array((steps * k, 2 * size))], format="csr")
+        grid_rhs = (grid_limits.upper[None, :] - grid_limits.offset
+                    + pv @ (grid_limits.sensitivity * exports).T / dt_h)
+        a_ub_full = sp.vstack([a_ub, grid_rows], format="csr")
+        b_ub_full = np.concatenate([b_ub, grid_rhs.ravel()])
+        # reward charging, earlier more: the model's greedy charge among equal plans
+        scale = CHARGE_TIEBREAK * max(float(np.abs(price).mean()), 1e-12)
+        weight = scale * (2.0 - np.arange(steps) / steps)
+        cost_full = cost.copy()
+        cost_full[ch.ravel()] = -np.repeat(weight, n)
+    else:
+        a_ub_full, b_ub_full, cost_full = a_ub, b_ub, cost
 
     energy_limit = np.broadcast_to(params.power_kw * dt_h, (steps, n))
     lower = np.zeros(n_var)
@@ -156,8 +235,25 @@ def solve_oracle(
     upper[b.ravel()] = cap_b.ravel()
     upper[e.ravel()] = np.broadcast_to(params.capacity_kwh, (steps, n)).ravel()
 
-    res = linprog(cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=rhs,
-                  bounds=np.stack([lower, upper], axis=1), method="highs")
+    bounds = np.stack([lower, upper], axis=1)
+    res = linprog(cost_full, A_ub=a_ub_full, b_ub=b_ub_full, A_eq=a_eq, b_eq=rhs,
+                  bounds=bounds, method="highs")
+    if res.status == 2 and a_ub_full is not a_ub:
+        assert grid_limits is not None
+        alone = linprog(cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=rhs, bounds=bounds,
+                        method="highs")
+        if alone.status == 0:
+            at_zero = (grid_limits.offset > grid_limits.upper).any(axis=0)
+            zero = [nm for nm, bad in zip(grid_limits.names, at_zero, strict=True) if bad]
+            note = (f"; already exceeded at zero fleet consumption in some step: "
+                    f"{', '.join(zero[:8])}" if zero else "")
+            raise OracleInfeasible(
+                f"no schedule serves all demand with the linearised grid limits "
+                f"({grid_limits.describe()}){note}; the district limit alone "
+                f"({limit}, {limit_kwh:.3f} kWh) is feasible: relax the grid limits "
+                f"(a higher loading limit, a wider voltage band, fewer elements), or give "
+                f"the fleet more room to shift (larger backlog caps, batteries)"
+            )
     if res.status == 2:
         if per_step:
             cap = float(np.max(params.backlog_cap_kwh))
@@ -176,11 +272,38 @@ def solve_oracle(
     if res.status != 0:
         raise RuntimeError(f"oracle LP failed: {res.message}")
     sol = res.x
+    grid_kwh = np.maximum(sol[g], 0.0)
+    battery_kwh = np.maximum(sol[x], 0.0)
+    charge_kwh = np.clip(sol[ch], 0.0, upper[ch])
+    export_kwh = exports * (pv - charge_kwh)
+    grid_value = replay_value = None
+    if grid_limits is not None:
+        grid_value = grid_limits.value((grid_kwh - export_kwh) / dt_h)
+        model_charge = greedy_charge_kwh(params, battery_kwh, pv, dt_h, e0)
+        replay_value = grid_limits.value((grid_kwh - exports * (pv - model_charge)) / dt_h)
     return OracleSchedule(
-        grid_kwh=np.maximum(sol[g], 0.0), battery_kwh=np.maximum(sol[x], 0.0),
-        charge_kwh=sol[ch], backlog_kwh=sol[b], soc_kwh=sol[e], cost=float(res.fun),
-        limit_kwh=float(limit_kwh), limit=limit,
+        grid_kwh=grid_kwh, battery_kwh=battery_kwh,
+        charge_kwh=charge_kwh, backlog_kwh=sol[b], soc_kwh=sol[e],
+        cost=float(price @ sol[g].sum(axis=1)),
+        limit_kwh=float(limit_kwh), limit=limit, export_kwh=export_kwh,
+        grid_limits=grid_limits, grid_value=grid_value, replay_grid_value=replay_value,
+        dt_h=float(dt_h),
     )
+
+
+def greedy_charge_kwh(params: FleetParams, battery_kwh: np.ndarray, pv_kwh: np.ndarray,
+                      dt_h: float, e0: np.ndarray) -> np.ndarray:
+    """PV into the battery as ``step_fleet`` charges it, given the discharges (T, N)."""
+    soc = np.asarray(e0, float).copy()
+    out = np.empty_like(battery_kwh)
+    limit = params.power_kw * dt_h
+    for t in range(battery_kwh.shape[0]):
+        x = np.minimum(battery_kwh[t], soc * params.eta_discharge)
+        after = np.maximum(soc - x / params.eta_discharge, 0.0)
+        room = np.maximum(params.capacity_kwh - after, 0.0) / params.eta_charge
+        out[t] = np.minimum(np.minimum(pv_kwh[t], limit), room)
+        soc = np.minimum(params.capacity_kwh, after + params.eta_charge * out[t])
+    return out
 
 
 class OracleController:
