@@ -37,19 +37,30 @@ curtailed, so ch_it fixes it). K rows per step:
                 offset[t, k] + sum_i sens[k, i] (g_it - y_it) / dt <= upper[k]
 
 built as one sparse block-diagonal product (kron(I_T, sens)). The model charges PV
-greedily, the LP only up to it: with grid rows the LP might plan to charge less (to
-export more) than the model will, so its objective gets a tiny reward for charging,
-larger for earlier steps, meant to select the greedy charge among equally cheap plans;
-over long runs the step-to-step difference of that reward falls below HiGHS's tolerance
-and the LP may still charge later than the model (check ``replay_grid_value``).
-``OracleSchedule.grid_value`` holds the planned linearised quantities and
-``replay_grid_value`` those of the model's greedy charging under the planned g and x
-(what the replay will produce); they differ only where a binding grid row made the LP
-hold PV back from a battery with room.
+greedily, the LP only up to it: among equally cheap plans the LP may charge later (and
+export more earlier) than the model will, which moves the grid rows' values in the
+replay. With grid rows the LP is therefore solved in **two stages**:
+
+1. minimise the cost, C* (the LP above with the grid rows);
+2. add ``sum_t price_t sum_i g_it <= C* + COST_RTOL_STAGE2 |C*| + COST_ATOL_STAGE2`` and
+   maximise ``sum_t w_t sum_i ch_it`` with ``w_t = (T - t) / T``: for the planned g and
+   x this is the model's greedy charging (charging earlier is worth more by at least
+   1/T, far above HiGHS's tolerances at any T) wherever the grid rows allow it.
+
+Without grid rows (``grid_limits=None`` or no rows) there is one solve, and the charge
+does not matter to the replay. ``OracleSchedule.grid_value`` holds the planned
+linearised quantities and ``replay_grid_value`` those of the model's greedy charging
+under the planned g and x (what the replay will produce). They are equal (to HiGHS's
+tolerances) except where a binding row truly requires holding PV back from a battery
+with room: charging cuts that building's export and so raises its net consumption, and
+where a row that grows with it (a loading row while the feeder imports, a ``vm >=
+v_min`` row) is at its limit in that step, the cheapest plan may need that PV exported;
+the model charges it anyway, and the replay's value then exceeds the plan's there.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -63,10 +74,12 @@ from agents.oracle_grid import LinearGridLimits
 
 #: An LP whose optimal district average differs from c by less than this is "at the limit".
 LIMIT_RTOL = 1e-6
-#: Reward per kWh charged from PV, relative to the mean |price|, from 2x at step 0 down to
-#: 1x at the end (only with grid limits): picks the model's greedy charging among equally
-#: cheap plans. Above HiGHS's dual feasibility tolerance (1e-7), far below any price.
-CHARGE_TIEBREAK = 1e-5
+#: Stage 2 (only with grid limits) keeps the cost within ``C* (1 + COST_RTOL_STAGE2) +
+#: COST_ATOL_STAGE2`` of the stage-1 optimum C* (|C*| in the relative term): room for
+#: HiGHS's tolerances, far below any difference of price between plans.
+COST_RTOL_STAGE2 = 1e-9
+#: The absolute part of stage 2's cost slack, in the price's currency.
+COST_ATOL_STAGE2 = 1e-6
 
 OracleLimit = Literal["run_average", "per_step"]
 #: How the district limit c constrains the schedule (``solve_oracle``'s ``limit``).
@@ -217,13 +230,8 @@ def solve_oracle(
                     + pv @ (grid_limits.sensitivity * exports).T / dt_h)
         a_ub_full = sp.vstack([a_ub, grid_rows], format="csr")
         b_ub_full = np.concatenate([b_ub, grid_rhs.ravel()])
-        # reward charging, earlier more: the model's greedy charge among equal plans
-        scale = CHARGE_TIEBREAK * max(float(np.abs(price).mean()), 1e-12)
-        weight = scale * (2.0 - np.arange(steps) / steps)
-        cost_full = cost.copy()
-        cost_full[ch.ravel()] = -np.repeat(weight, n)
     else:
-        a_ub_full, b_ub_full, cost_full = a_ub, b_ub, cost
+        a_ub_full, b_ub_full = a_ub, b_ub
 
     energy_limit = np.broadcast_to(params.power_kw * dt_h, (steps, n))
     lower = np.zeros(n_var)
@@ -236,7 +244,7 @@ def solve_oracle(
     upper[e.ravel()] = np.broadcast_to(params.capacity_kwh, (steps, n)).ravel()
 
     bounds = np.stack([lower, upper], axis=1)
-    res = linprog(cost_full, A_ub=a_ub_full, b_ub=b_ub_full, A_eq=a_eq, b_eq=rhs,
+    res = linprog(cost, A_ub=a_ub_full, b_ub=b_ub_full, A_eq=a_eq, b_eq=rhs,
                   bounds=bounds, method="highs")
     if res.status == 2 and a_ub_full is not a_ub:
         assert grid_limits is not None
@@ -272,6 +280,8 @@ def solve_oracle(
     if res.status != 0:
         raise RuntimeError(f"oracle LP failed: {res.message}")
     sol = res.x
+    if a_ub_full is not a_ub:
+        sol = _stage2_greedy_charge(res, cost, ch, a_ub_full, b_ub_full, a_eq, rhs, bounds)
     grid_kwh = np.maximum(sol[g], 0.0)
     battery_kwh = np.maximum(sol[x], 0.0)
     charge_kwh = np.clip(sol[ch], 0.0, upper[ch])
@@ -289,6 +299,33 @@ def solve_oracle(
         grid_limits=grid_limits, grid_value=grid_value, replay_grid_value=replay_value,
         dt_h=float(dt_h),
     )
+
+
+def _stage2_greedy_charge(stage1, cost: np.ndarray, ch: np.ndarray, a_ub: sp.csr_array,
+                          b_ub: np.ndarray, a_eq: sp.csr_array, b_eq: np.ndarray,
+                          bounds: np.ndarray) -> np.ndarray:
+    """Stage 2: the model's greedy charging among the (near) cost-optimal plans.
+
+    Adds ``cost @ v <= C* + max(COST_RTOL_STAGE2 |C*|, 0) + COST_ATOL_STAGE2`` and
+    maximises ``sum_t w_t sum_i ch_it`` with ``w_t = (T - t) / T`` (each step's charge
+    worth more than any later step's, by at least 1/T: well above HiGHS's tolerances at
+    any T). Falls back to stage 1's solution (with a warning) should HiGHS fail.
+    """
+    steps, n = ch.shape
+    c_star = float(stage1.fun)
+    cap = c_star + COST_RTOL_STAGE2 * abs(c_star) + COST_ATOL_STAGE2
+    a_ub2 = sp.vstack([a_ub, sp.csr_array(cost[None, :])], format="csr")
+    b_ub2 = np.append(b_ub, cap)
+    weight = (steps - np.arange(steps)) / steps
+    objective = np.zeros_like(cost)
+    objective[ch.ravel()] = -np.repeat(weight, n)
+    res = linprog(objective, A_ub=a_ub2, b_ub=b_ub2, A_eq=a_eq, b_eq=b_eq, bounds=bounds,
+                  method="highs")
+    if res.status != 0:
+        warnings.warn(f"oracle stage 2 (greedy charging) failed, keeping stage 1's plan: "
+                      f"{res.message}", RuntimeWarning, stacklevel=3)
+        return stage1.x
+    return res.x
 
 
 def greedy_charge_kwh(params: FleetParams, battery_kwh: np.ndarray, pv_kwh: np.ndarray,

@@ -143,3 +143,25 @@ def test_linearisation_error_at_the_planned_peak(setup, sens):
     ac = float(net.res_trafo.loading_percent.at[0])
     print(f"linearised {plan.grid_peak[0]:.3f} %, AC {ac:.3f} % at step {t}")
     assert abs(ac - plan.grid_peak[0]) <= LINEARISATION_ATOL_PP
+
+
+LONG_STEPS = 336
+
+
+def test_long_run_replay_matches_plan(sens):
+    """Two weeks under a binding loading limit: stage 2's greedy charging keeps the
+    replay's linearised loading on the plan and within the limit."""
+    setup = FleetSetup.from_citylearn(NAMES, 2000, LONG_STEPS, demand_scale=[1, 2, 1, 1],
+                                      backlog_cap_kwh=24.0)
+    upper = _binding_upper(setup, sens)
+    lim = _trafo_limits(setup, sens, upper)
+    plan = _solve(setup, lim)
+    assert plan.grid_peak[0] == pytest.approx(upper, abs=GRID_ATOL)  # binds
+    assert np.abs(plan.replay_grid_value - plan.grid_value).max() <= GRID_ATOL
+    df = run_plain(setup, OracleController(plan), None)
+    shape = (setup.n_steps, setup.n)
+    grid = df["grid_kwh"].to_numpy().reshape(shape)
+    export = df["export_kwh"].to_numpy().reshape(shape)
+    replayed = lim.value((grid - export) / setup.dt_h)
+    assert (replayed <= upper + GRID_ATOL).all()
+    assert df["dropped_kwh"].sum() <= LP_ATOL_KWH * setup.n
