@@ -21,6 +21,8 @@ import ipaddress
 import os
 import stat
 import sys
+import threading
+import time
 from typing import Any
 
 import mosaik_api_v3
@@ -225,11 +227,32 @@ class FleetSim(mosaik_api_v3.Simulator):
                   file=sys.stderr)
 
 
+#: How often a shard process checks that the run that started it is still alive, s.
+PARENT_CHECK_S = 1.0
+
+
+def exit_when_orphaned(parent_pid: int, check_s: float = PARENT_CHECK_S) -> threading.Thread:
+    """Exit this process once its parent is gone (a run killed with SIGKILL cannot stop
+    the shard processes it started; without this they would wait on their socket for
+    ever). A daemon thread polls ``os.getppid()``; the parent's death re-parents us.
+    Only for shards the run started ("cmd"); a ``--remote`` shard outlives its shell."""
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(check_s)
+        os._exit(3)
+
+    thread = threading.Thread(target=watch, name="orphan-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def main() -> int:
     from loguru import logger
 
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
+    if not {"-r", "--remote"} & set(sys.argv[1:]):  # cmd mode: the run started us
+        exit_when_orphaned(os.getppid())
     return mosaik_api_v3.start_simulation(FleetSim(), "fleetcosim FleetSim",
                                           extra_options=_EXTRA_OPTIONS, configure_logging=False)
 

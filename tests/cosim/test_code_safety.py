@@ -224,3 +224,52 @@ def test_shard_reads_a_valid_resolved_scenario(tmp_path):
     path.write_text(resolved_yaml(sc))
     built = load_shard_scenario(path)
     assert built.n == 7 and built.grid is None
+
+
+def _alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+def test_a_cmd_shard_exits_when_its_run_is_killed():
+    """A run killed with SIGKILL cannot stop the shard processes it started; each shard
+    notices that its parent is gone and exits instead of waiting on its socket for ever
+    (cosim/sims/building_sim.py, exit_when_orphaned)."""
+    import signal
+    import socket
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    addr = f"127.0.0.1:{server.getsockname()[1]}"
+    starter = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys, time\n"
+         "p = subprocess.Popen([sys.executable, '-I', '-m', 'cosim.sims.building_sim', "
+         f"'{addr}'])\n"
+         "print(p.pid, flush=True)\n"
+         "time.sleep(600)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        shard = int(starter.stdout.readline())
+        server.settimeout(60)
+        conn, _ = server.accept()  # the shard connected and waits for mosaik's messages
+        time.sleep(2 * building_sim.PARENT_CHECK_S)
+        assert _alive(shard)  # the run is alive: the shard stays
+        starter.send_signal(signal.SIGKILL)
+        starter.wait()
+        deadline = time.monotonic() + 60  # a liveness bound, not a timing assertion
+        while _alive(shard) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(shard), "the shard outlived the run that started it"
+        conn.close()
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+        server.close()
