@@ -183,6 +183,17 @@ def exogenous_kwh(
     return demand, pv
 
 
+def battery_after(params: FleetParams, soc_kwh: np.ndarray, battery_kwh: np.ndarray,
+                  pv_kwh: np.ndarray, dt_h: float) -> tuple[np.ndarray, np.ndarray]:
+    """The battery's step after it delivered ``battery_kwh``: PV taken greedily (before
+    losses) and the energy held at the end, ``(pv_to_battery, e')``, kWh."""
+    soc_after_discharge = np.maximum(soc_kwh - battery_kwh / params.eta_discharge, 0.0)
+    room = np.maximum(params.capacity_kwh - soc_after_discharge, 0.0) / params.eta_charge
+    pv_to_battery = np.minimum(np.minimum(pv_kwh, params.power_kw * dt_h), room)
+    soc = np.minimum(params.capacity_kwh, soc_after_discharge + params.eta_charge * pv_to_battery)
+    return pv_to_battery, soc
+
+
 def step_fleet(
     params: FleetParams,
     state: FleetState,
@@ -212,10 +223,7 @@ def step_fleet(
     backlog = np.minimum(unmet, params.backlog_cap_kwh)
     dropped = unmet - backlog
 
-    soc_after_discharge = np.maximum(state.soc_kwh - battery / params.eta_discharge, 0.0)
-    room = np.maximum(params.capacity_kwh - soc_after_discharge, 0.0) / params.eta_charge
-    pv_to_battery = np.minimum(np.minimum(pv, energy_limit), room)
-    soc = np.minimum(params.capacity_kwh, soc_after_discharge + params.eta_charge * pv_to_battery)
+    pv_to_battery, soc = battery_after(params, state.soc_kwh, battery, pv, dt_h)
     surplus = pv - pv_to_battery
     export = np.where(params.export_pv, surplus, 0.0)
     curtailed = surplus - export

@@ -68,7 +68,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linprog
 
-from agents.building import FleetParams
+from agents.actions import model_actions
+from agents.building import FleetParams, battery_after
 from agents.observation import FleetObservation
 from agents.oracle_grid import LinearGridLimits
 
@@ -333,13 +334,9 @@ def greedy_charge_kwh(params: FleetParams, battery_kwh: np.ndarray, pv_kwh: np.n
     """PV into the battery as ``step_fleet`` charges it, given the discharges (T, N)."""
     soc = np.asarray(e0, float).copy()
     out = np.empty_like(battery_kwh)
-    limit = params.power_kw * dt_h
     for t in range(battery_kwh.shape[0]):
         x = np.minimum(battery_kwh[t], soc * params.eta_discharge)
-        after = np.maximum(soc - x / params.eta_discharge, 0.0)
-        room = np.maximum(params.capacity_kwh - after, 0.0) / params.eta_charge
-        out[t] = np.minimum(np.minimum(pv_kwh[t], limit), room)
-        soc = np.minimum(params.capacity_kwh, after + params.eta_charge * out[t])
+        out[t], soc = battery_after(params, soc, x, pv_kwh[t], dt_h)
     return out
 
 
@@ -359,13 +356,9 @@ class OracleController:
             raise RuntimeError(f"the oracle's schedule holds {self.grid_kwh.shape[0]} steps")
         to_serve = obs.demand_kwh + obs.backlog_kwh
         g = np.minimum(self.grid_kwh[self.t], to_serve)
-        rest = to_serve - g
-        x = np.minimum(self.battery_kwh[self.t], rest)
-        actions = np.empty((obs.n, 2))
-        actions[:, 0] = np.divide(g, to_serve, out=np.zeros(obs.n), where=to_serve > 0)
-        actions[:, 1] = np.divide(x, rest, out=np.zeros(obs.n), where=rest > 0)
+        x = np.minimum(self.battery_kwh[self.t], to_serve - g)
         self.t += 1
-        return np.clip(actions, 0.0, 1.0)
+        return model_actions(g, x, to_serve)
 
     def snapshot(self) -> dict[str, np.ndarray]:
         return {"t": np.array(self.t, dtype=np.int64)}
