@@ -426,6 +426,7 @@ def study_figures(table: pd.DataFrame, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from agents.duals import DUAL_MODES
     from agents.fleet_kpis import cumulative_average_unmet_kwh
 
     ok = table[table["status"] == "ok"]
@@ -452,8 +453,7 @@ def study_figures(table: pd.DataFrame, out: Path) -> None:
     fig.savefig(out / "unmet_by_c.png", dpi=100)
     plt.close(fig)
 
-    modes = [v for v in variants if v in ("paper", "pi", "atc", "averaging", "independent",
-                                          "centralized")]
+    modes = [v for v in variants if v in DUAL_MODES]  # variants named after a dual mode
     if modes:
         points = sorted(ok[key].unique()) if key else [None]
         fig, axes = plt.subplots(len(modes), len(points),
