@@ -149,8 +149,8 @@ class BuildingEnv(gym.Env):
         self._t = 0
 
     def _observe(self) -> np.ndarray:
-        obs = self._loop.observe((self.lam, 0.0, self.nu))
-        return observation_matrix(obs, self.scales)[0]
+        self._last_obs = self._loop.observe((self.lam, 0.0, self.nu))  # battery_first reuses it
+        return observation_matrix(self._last_obs, self.scales)[0]
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -183,7 +183,7 @@ class BuildingEnv(gym.Env):
         action = np.asarray(action, dtype=np.float64).reshape(1, 2)
         backlog_before = float(self._loop.state.backlog_kwh[0])
         if self.action_order == "battery_first":
-            obs = self._loop.observe((self.lam, 0.0, self.nu))
+            obs = self._last_obs  # the state this action was chosen in
             action = battery_first_to_model(np.clip(action, 0.0, 1.0),
                                             obs.demand_kwh + obs.backlog_kwh,
                                             obs.battery_available_kwh)
