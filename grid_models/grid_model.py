@@ -106,7 +106,8 @@ class GridModel:
     * ``building_bus``: bus index of each building, shape (N,);
     * ``background``: the feeder's own loads/sgens per step of the run (T rows);
     * ``q_per_p``: tan(phi) of the buildings' power factor;
-    * ``fleet_scale``: factor on every building's power.
+    * ``fleet_scale``: factor on every building's power;
+    * ``feeder``: the pandapower net it was built from (not modified; for linearisations).
     """
 
     net: Any
@@ -115,6 +116,7 @@ class GridModel:
     background: BackgroundProfiles
     q_per_p: float
     fleet_scale: float
+    feeder: Any = field(default=None, repr=False)  # the pandapower net it was built from
     _bus_pos: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -182,7 +184,7 @@ class GridModel:
         background = calendar_background(feeder, start_row, n_steps, dt_h=dt_h,
                                          mode=background_mode, scale=background_scale)
         return cls(pf.net, pf, np.asarray(building_bus, dtype=np.int64), background, q_per_p,
-                   fleet_scale)
+                   fleet_scale, feeder)
 
     # -- what the model holds ---------------------------------------------------------
 
