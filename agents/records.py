@@ -35,9 +35,11 @@ BUILDING_RECORD: tuple[Column, ...] = (
     Column("lambda", "1", "global multiplier the agent used in the step"),
     Column("mu", "1", "consensus auxiliary variable the agent used in the step"),
     Column("nu", "1", "local demand multiplier the agent used in the step"),
+    Column("lambda_eff", "1", "multiplier the policy saw: lambda plus the weighted grid "
+           "multipliers, clipped to [0, lambda_max] (= lambda without grid constraints)"),
 )
 RESULT_COLUMNS: tuple[str, ...] = tuple(c.name for c in BUILDING_RECORD)
 #: the per-building values of one step (everything but the keys time, building, bus)
 VALUE_COLUMNS: tuple[str, ...] = RESULT_COLUMNS[3:]
-MULTIPLIER_COLUMNS: tuple[str, ...] = ("lambda", "mu", "nu")
+MULTIPLIER_COLUMNS: tuple[str, ...] = ("lambda", "mu", "nu", "lambda_eff")
 UNITS: dict[str, str] = {c.name: c.unit for c in BUILDING_RECORD}

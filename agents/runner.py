@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,8 @@ from agents.observation import FleetObservation, fleet_observation
 from agents.records import RESULT_COLUMNS, VALUE_COLUMNS
 
 NO_BUS = -1
-Multipliers = tuple[np.ndarray | float, np.ndarray | float, np.ndarray | float]
+#: (lambda, mu, nu) or (lambda, mu, nu, lambda_eff); arrays (N,) or scalars
+Multipliers = tuple[np.ndarray | float, ...]
 
 
 @dataclass(frozen=True)
@@ -183,31 +185,45 @@ class FleetLoop:
     evaluator all step a fleet through it.
 
     Without ``duals`` the multipliers come from outside (``step(multipliers=...)``, as
-    the mosaik fleet simulator gets them from the duals simulator) or are zero. The
+    the mosaik fleet simulator gets them from the duals simulator) or are zero. With
+    ``grid_constraints`` (an object with ``effective_lambda(lam)``, ``snapshot`` and
+    ``restore``, e.g. :class:`cosim.grid_constraints.GridConstraintSet`) the controller
+    sees ``lambda_eff = grid_constraints.effective_lambda(lambda)`` in place of lambda;
+    the grid multipliers themselves are updated by the engine after the power flow. The
     state between steps (building states, duals, a stateful controller's position)
     can be saved with :meth:`snapshot` and set with :meth:`restore`, so that a run
     continues from a saved step exactly as if never stopped.
     """
 
     def __init__(self, setup: FleetSetup, controller: Controller | None,
-                 duals: DualDynamics | None) -> None:
+                 duals: DualDynamics | None, grid_constraints: Any = None) -> None:
         if duals is not None and duals.n != setup.n:
             raise ValueError(f"duals are for {duals.n} agents, the fleet has {setup.n} buildings")
         self.setup, self.controller, self.duals = setup, controller, duals
+        self.grid_constraints = grid_constraints
         self.state = FleetState.initial(setup.params, setup.initial_soc_fraction)
         self.t = 0
 
     def _multipliers(self, multipliers: Multipliers | None
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(lambda, mu, nu, lambda_eff) of the step, each (N,)."""
         if multipliers is not None:
-            lam, mu, nu = (np.broadcast_to(np.asarray(m, dtype=np.float64), (self.setup.n,))
-                           for m in multipliers)
-            return lam, mu, nu
-        if self.duals is not None:
+            if len(multipliers) not in (3, 4):
+                raise ValueError("multipliers must be (lambda, mu, nu) or (lambda, mu, nu, "
+                                 f"lambda_eff), got {len(multipliers)} values")
+            arrays = [np.broadcast_to(np.asarray(m, dtype=np.float64), (self.setup.n,))
+                      for m in multipliers]
+            lam, mu, nu = arrays[:3]
+            if len(arrays) == 4:
+                return lam, mu, nu, arrays[3]
+        elif self.duals is not None:
             current = self.duals.state
-            return current.lam, current.mu, current.nu
-        zeros = np.zeros(self.setup.n)
-        return zeros, zeros, zeros
+            lam, mu, nu = current.lam, current.mu, current.nu
+        else:
+            lam = mu = nu = np.zeros(self.setup.n)
+        eff = lam if self.grid_constraints is None else \
+            self.grid_constraints.effective_lambda(lam)
+        return lam, mu, nu, eff
 
     def _base_demand(self, extra_demand_kwh: np.ndarray | None) -> np.ndarray:
         """Base demand of step ``self.t`` (before the demand scale), extra demand included."""
@@ -226,8 +242,8 @@ class FleetLoop:
     def observe(self, multipliers: Multipliers | None = None,
                 extra_demand_kwh: np.ndarray | None = None) -> FleetObservation:
         """What the controller sees at step ``self.t`` (see :meth:`step` for the arguments)."""
-        lam, _, nu = self._multipliers(multipliers)
-        return self._observation(self._base_demand(extra_demand_kwh), lam, nu)
+        _, _, nu, eff = self._multipliers(multipliers)
+        return self._observation(self._base_demand(extra_demand_kwh), eff, nu)
 
     def step(self, multipliers: Multipliers | None = None,
              extra_demand_kwh: np.ndarray | None = None,
@@ -235,20 +251,21 @@ class FleetLoop:
         """Step ``self.t``; the record values of every building (``VALUE_COLUMNS``) plus
         ``r2_kwh`` (served - demand, the duals' input) and ``p_kw`` (net feeder load).
 
-        ``multipliers`` (lambda, mu, nu; arrays or scalars) replace the duals' (mosaik:
-        from the duals simulator; evaluation and training: held fixed) and leave the
-        duals untouched; ``extra_demand_kwh`` adds demand of the step to some buildings
-        (a third-party simulator attached to one building), after the demand scale;
+        ``multipliers`` (lambda, mu, nu and optionally lambda_eff; arrays or scalars)
+        replace the duals' (mosaik: from the duals simulator; evaluation and training:
+        held fixed) and leave the duals untouched; ``extra_demand_kwh`` adds demand of
+        the step to some buildings (a third-party simulator attached to one building),
+        after the demand scale;
         ``actions`` (N, 2) replace the controller's (the gym env: the learner acts).
         """
         setup, t, n = self.setup, self.t, self.setup.n
-        lam, mu, nu = self._multipliers(multipliers)
+        lam, mu, nu, eff = self._multipliers(multipliers)
         demand_t = self._base_demand(extra_demand_kwh)
         solar_t, price_t = setup.solar_w_per_kw[t], setup.price_per_kwh[t]
         if actions is None:
             if self.controller is None:
                 raise ValueError("this FleetLoop has no controller; pass actions=")
-            actions = self.controller.act(self._observation(demand_t, lam, nu))
+            actions = self.controller.act(self._observation(demand_t, eff, nu))
         act = _actions(self.controller, actions, n)
         self.state, r = step_fleet(setup.params, self.state, demand_t, solar_t, price_t,
                                    act[:, 0], act[:, 1], setup.dt_h)
@@ -257,6 +274,7 @@ class FleetLoop:
             "battery_kwh": r.battery_kwh, "unmet_kwh": r.unmet_kwh, "dropped_kwh": r.dropped_kwh,
             "soc_kwh": r.soc_kwh, "pv_kwh": r.pv_kwh, "export_kwh": r.export_kwh,
             "price": r.price_per_kwh, "cost": r.cost, "lambda": lam, "mu": mu, "nu": nu,
+            "lambda_eff": eff,
             "r2_kwh": r.served_kwh - r.demand_kwh, "p_kw": r.net_load_kw(setup.dt_h),
         }
         if self.duals is not None and multipliers is None:
@@ -270,6 +288,8 @@ class FleetLoop:
                 "backlog_kwh": self.state.backlog_kwh.copy(), "soc_kwh": self.state.soc_kwh.copy()}
         if self.duals is not None:
             snap.update({f"duals_{k}": v for k, v in self.duals.snapshot().items()})
+        if self.grid_constraints is not None:
+            snap.update({f"gridmu_{k}": v for k, v in self.grid_constraints.snapshot().items()})
         if self.controller is not None and hasattr(self.controller, "snapshot"):
             snap.update({f"controller_{k}": v for k, v in self.controller.snapshot().items()})
         return snap
@@ -285,6 +305,9 @@ class FleetLoop:
         if self.duals is not None:
             self.duals.restore({k.removeprefix("duals_"): v for k, v in snap.items()
                                 if k.startswith("duals_")})
+        if self.grid_constraints is not None:
+            self.grid_constraints.restore({k.removeprefix("gridmu_"): v for k, v in snap.items()
+                                           if k.startswith("gridmu_")})
         if self.controller is not None and hasattr(self.controller, "restore"):
             self.controller.restore({k.removeprefix("controller_"): v for k, v in snap.items()
                                      if k.startswith("controller_")})

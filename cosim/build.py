@@ -51,6 +51,7 @@ class Built:
     policies: dict[str, Any]  # loaded policies by class (controller kind "policy")
     oracle: Any = None  # agents.oracle.OracleSchedule (controller kind "oracle")
     limit_basis: str = ""  # how limit_kwh was obtained, for people
+    grid_constraints: Any = None  # cosim.grid_constraints.GridConstraintSet, or None
 
     @property
     def n(self) -> int:
@@ -311,15 +312,18 @@ def _duals(sc: Scenario, config: DualConfig, graph: nx.Graph, limit_kwh: float,
     return None
 
 
-def _oracle(sc: Scenario, setup: FleetSetup, limit_kwh: float, source: str) -> Any:
+def _oracle(sc: Scenario, setup: FleetSetup, limit_kwh: float, source: str,
+            grid_limits: Any = None) -> Any:
     from agents.oracle import OracleInfeasible, solve_oracle
 
     try:
         return solve_oracle(setup.params, setup.base_demand_kwh, setup.solar_w_per_kw,
                             setup.price_per_kwh, limit_kwh, setup.dt_h,
-                            setup.initial_soc_fraction, limit=sc.controller.oracle_limit)
+                            setup.initial_soc_fraction, limit=sc.controller.oracle_limit,
+                            grid_limits=grid_limits)
     except OracleInfeasible as exc:
-        raise ScenarioInfeasible(source, [("constraint", f"infeasible for the oracle: {exc}")]) \
+        field = "grid_constraints" if grid_limits is not None else "constraint"
+        raise ScenarioInfeasible(source, [(field, f"infeasible for the oracle: {exc}")]) \
             from None
 
 
@@ -365,11 +369,20 @@ def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True) -
         duals = _duals(sc, config, graph, limit_kwh, faults, problems)
     if policies is not None:
         _check_lambda_range(sc, policies, problems)
+    constraints = None
+    if sc.grid_constraints is not None and grid is not None and setup is not None \
+            and graph is not None:
+        from cosim.grid_constraints import build_grid_constraints
+
+        constraints = build_grid_constraints(sc, grid, graph, setup, problems)
     problems.raise_if_any()
 
-    oracle = _oracle(sc, setup, limit_kwh, source) if sc.controller.kind == "oracle" else None
+    oracle = None
+    if sc.controller.kind == "oracle":
+        limits = constraints.oracle_limits(grid, setup.n_steps) if constraints else None
+        oracle = _oracle(sc, setup, limit_kwh, source, limits)
     built = Built(sc, names, [r.profile for r in rows], classes, setup, None, graph, duals,
-                  limit_kwh, grid, policies or {}, oracle, limit_basis)
+                  limit_kwh, grid, policies or {}, oracle, limit_basis, constraints)
     built.controller = controller_for(built, np.arange(len(names)))
     return built
 

@@ -43,3 +43,5 @@ ID_RULE = f"letters, digits, '_' and '-' only, 1 to {MAX_ID_CHARS} characters"
 # --- magnitudes ----------------------------------------------------------------------------
 MAX_DEMAND_SCALE = 1_000.0
 MAX_FLEET_SCALE = 1_000_000.0
+#: grid_constraints.period_steps: multipliers per constraint (one per phase of the period)
+MAX_GRID_PERIOD_STEPS = 168

@@ -2,8 +2,9 @@
 
 One step: ``agents.runner.FleetLoop`` (observation, controller, building model,
 duals), then the feeder's power flow with the same ``GridModel`` through a
-``GridFeed`` (per step, or batched up to each flush), then the writer. It is the
-reference for the co-simulation's wiring and the yardstick of
+``GridFeed`` (per step, or batched up to each flush), then, with grid constraints,
+their multipliers from the step's measurement (``cosim.grid_constraints``), then the
+writer. It is the reference for the co-simulation's wiring and the yardstick of
 its overhead. At every checkpoint of the writer the fleet's state is saved, so
 that ``--resume`` continues exactly.
 """
@@ -21,8 +22,11 @@ def run_plain_into(built: Built, writer: RunWriter, *, progress: bool = False,
     from grid_models.grid_model import GridFeed
 
     setup = built.setup
-    loop = FleetLoop(setup, built.controller, built.duals)
+    constraints = built.grid_constraints
+    loop = FleetLoop(setup, built.controller, built.duals, constraints)
     grid = built.grid
+    if constraints is not None and grid_solve != "per_step":
+        raise ValueError("grid constraints need the grid solved per step")
     feed = GridFeed(grid, grid_solve, writer.flush_every, setup.n_steps) if grid else None
     checkpoints = Checkpoints(str(writer.run_dir), start_step, writer.flush_every,
                               setup.n_steps)
@@ -42,6 +46,9 @@ def run_plain_into(built: Built, writer: RunWriter, *, progress: bool = False,
         if feed is not None:
             for step, result in feed.add(t, values["p_kw"]):
                 writer.add_grid(step, result)
+                if constraints is not None:  # the multipliers of step t+1
+                    measured, sign = constraints.probe.measure(result, values["p_kw"])
+                    writer.add_constraints(step, constraints.step(measured, sign))
         writer.step_done(t)
         checkpoints.after_step(t, FLEET_COMPONENT, loop.snapshot)
         if grid is not None:

@@ -236,11 +236,31 @@ def write_report(run_dir: Path, built: Any, *, plots: bool = True,
                            "planned_mean_district_grid_kwh": plan.mean_district_grid_kwh,
                            "planned_peak_district_grid_kwh": plan.peak_district_grid_kwh}
     data = read_report_data(run_dir, kpis=True, plots=plots)
+    constraints = _constraint_frame(run_dir)
+    if constraints is not None:
+        from cosim.constraint_report import constraint_kpis, constraint_totals
+
+        extra["grid_constraints"] = constraint_kpis(constraints, sc.time.step_h)
+        extra["grid_constraint_totals"] = constraint_totals(constraints, sc.time.step_h)
     kpis = _kpis(data, built.limit_kwh, sc.time.step_h, sc.duals.lambda_max, sc.name, extra)
     write_json(run_dir / "kpis.json", kpis)  # strict: allow_nan=False, fails on NaN
     if plots:
         write_plots(run_dir, kpis, data)
+        if constraints is not None:
+            from cosim.constraint_report import plot_constraints
+
+            plot_constraints(constraints, run_dir / "plots" / "grid_constraints.png",
+                             title=f"{sc.name}: grid constraints and their multipliers")
     return kpis
+
+
+def _constraint_frame(run_dir: Path) -> Any:
+    """The run's ``constraints`` table, or None for a run without grid constraints."""
+    from cosim.results import expected_tables, read_table
+
+    if "constraints" not in expected_tables(run_dir):
+        return None
+    return read_table(run_dir, "constraints")
 
 
 def write_plots(run_dir: Path, kpis: dict[str, Any], data: ReportData | None = None

@@ -21,6 +21,8 @@ Tables (units in the column names):
     lines      time, line, loading_percent, i_ka
     trafos     time, trafo, loading_percent, p_hv_mw
     grid       time, converged, losses_mw, ext_grid_p_mw, ext_grid_q_mvar
+    constraints  time, constraint, kind, measured, limit, excess, mu, mu_spread, sign
+               (only with grid constraints; see cosim.grid_constraints)
 """
 
 from __future__ import annotations
@@ -58,14 +60,19 @@ BUILDING_COLUMNS = RESULT_COLUMNS
 BUILDING_VALUE_COLUMNS = RESULT_COLUMNS[3:]
 TABLES = ("buildings", "buses", "lines", "trafos", "grid")
 GRID_TABLES = TABLES[1:]
+#: tables a run writes only when it has them (grid constraints)
+OPTIONAL_TABLES = ("constraints",)
+ALL_TABLES = TABLES + OPTIONAL_TABLES
+#: the constraints table's value columns (one row per grid constraint per step)
+CONSTRAINT_VALUE_COLUMNS = ("measured", "limit", "excess", "mu", "mu_spread", "sign")
 PARTS_DIR = ".parts"
 HEARTBEAT_S = 5.0
 _PROCESS_START_TICKS = process_start_ticks(os.getpid())
 _PART = re.compile(r"^part-(\d{5})\.parquet$")
 
-__all__ = ["BUILDING_COLUMNS", "BUILDING_VALUE_COLUMNS", "PARTS_DIR", "STATUS_FILE", "TABLES",
-           "RunDirError", "RunStopped", "RunWriteError", "RunWriter", "read_status",
-           "read_table", "recorded_bus_loads", "request_stop", "write_json"]
+__all__ = ["ALL_TABLES", "BUILDING_COLUMNS", "BUILDING_VALUE_COLUMNS", "PARTS_DIR",
+           "STATUS_FILE", "TABLES", "RunDirError", "RunStopped", "RunWriteError", "RunWriter",
+           "read_status", "read_table", "recorded_bus_loads", "request_stop", "write_json"]
 
 
 class RunWriteError(RuntimeError):
@@ -161,9 +168,9 @@ def expected_tables(run_dir: Path) -> list[str]:
     """The tables a run writes (from ``status.json``; older runs: those with parts)."""
     status = read_marker(run_dir, "run") or {}
     tables = status.get("tables")
-    if isinstance(tables, list) and tables and all(t in TABLES for t in tables):
+    if isinstance(tables, list) and tables and all(t in ALL_TABLES for t in tables):
         return list(tables)
-    return [t for t in TABLES if _part_indices(run_dir, t)]
+    return [t for t in ALL_TABLES if _part_indices(run_dir, t)]
 
 
 class RunWriter:
@@ -178,7 +185,8 @@ class RunWriter:
                  marker: dict[str, Any] | None = None, start_step: int = 0, next_part: int = 0,
                  engine: str = "", grid_solve: str = "",
                  history: list[dict[str, Any]] | None = None,
-                 heartbeat_s: float = HEARTBEAT_S) -> None:
+                 heartbeat_s: float = HEARTBEAT_S,
+                 constraints: Sequence[tuple[str, str]] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.building_ids = np.asarray(list(building_ids), dtype=object)
         self._ids_arrow = pa.array(list(building_ids), type=pa.string())
@@ -187,11 +195,15 @@ class RunWriter:
         self.total_steps = int(total_steps)
         self.flush_every = int(flush_every)
         self.tables = ["buildings", *(GRID_TABLES if bus_ids is not None else ())]
+        # (name, kind) of each grid constraint, in the order of the constraints rows
+        self.constraints = list(constraints or [])
+        if self.constraints:
+            self.tables.append("constraints")
         self.marker = dict(marker) if marker else new_marker("run")
         self.engine = engine
         self.grid_solve = grid_solve  # "batch" or "per_step" (cosim.run.grid_solve_mode)
         self.history = list(history or [])
-        self._buf: dict[str, list[tuple[int, Any]]] = {"buildings": [], "grid": []}
+        self._buf: dict[str, list[tuple[int, Any]]] = self._empty_buffer()
         self._part = int(next_part)
         self.steps_done = int(start_step)
         self.started = time.time()
@@ -253,6 +265,31 @@ class RunWriter:
 
     def add_grid(self, t: int, result: Any) -> None:
         self._buf["grid"].append((t, result))
+
+    def add_constraints(self, t: int, row: dict[str, np.ndarray]) -> None:
+        """Step ``t``'s row of every grid constraint (``CONSTRAINT_VALUE_COLUMNS``)."""
+        self._buf["constraints"].append((t, row))
+
+    @staticmethod
+    def _empty_buffer() -> dict[str, list[tuple[int, Any]]]:
+        return {"buildings": [], "grid": [], "constraints": []}
+
+    def _constraint_table(self) -> pa.Table | None:
+        rows = self._buf["constraints"]
+        if not rows or not self.constraints:
+            return None
+        k = len(self.constraints)
+        times = np.array([t for t, _ in rows], dtype=np.int64)
+        names = pa.array([c[0] for c in self.constraints], type=pa.string())
+        kinds = pa.array([c[1] for c in self.constraints], type=pa.string())
+        pick = pa.array(np.tile(np.arange(k), len(rows)))
+        columns: dict[str, pa.Array] = {"time": pa.array(np.repeat(times, k)),
+                                        "constraint": names.take(pick),
+                                        "kind": kinds.take(pick)}
+        for col in CONSTRAINT_VALUE_COLUMNS:
+            columns[col] = pa.array(np.concatenate([np.asarray(r[col], dtype=np.float64)
+                                                    for _, r in rows]))
+        return pa.table(columns)
 
     def step_done(self, t: int) -> None:
         self.steps_done = t + 1
@@ -320,6 +357,9 @@ class RunWriter:
         if b is not None:
             frames["buildings"] = b
         frames.update(self._grid_tables())
+        c = self._constraint_table()
+        if c is not None:
+            frames["constraints"] = c
         if not frames:
             return
         missing = [t for t in self.tables if t not in frames]
@@ -347,7 +387,7 @@ class RunWriter:
     def flush(self) -> None:
         """Write the buffered steps; at a multiple of ``flush_every`` also a checkpoint."""
         self._write_parts()
-        self._buf = {"buildings": [], "grid": []}
+        self._buf = self._empty_buffer()
         try:
             if self.steps_done % self.flush_every == 0 and self.steps_done > 0:
                 save_arrays(self.run_dir, self.steps_done, "writer", {
@@ -370,12 +410,20 @@ class RunWriter:
             grid_times = {t for t, _ in self._buf["grid"]}
             self._buf["buildings"] = [(t, v) for t, v in self._buf["buildings"]
                                       if t in grid_times]
+        if self.constraints:
+            rows_times = {t for t, _ in self._buf["constraints"]}
+            self._buf["buildings"] = [(t, v) for t, v in self._buf["buildings"]
+                                      if t in rows_times]
+            kept = {t for t, _ in self._buf["buildings"]}
+            self._buf["grid"] = [(t, v) for t, v in self._buf["grid"] if t in kept]
+            self._buf["constraints"] = [(t, v) for t, v in self._buf["constraints"]
+                                        if t in kept]
         try:
             self._write_parts()
         except (RunWriteError, RuntimeError, OSError) as exc:
             return str(exc)
         finally:
-            self._buf = {"buildings": [], "grid": []}
+            self._buf = self._empty_buffer()
         return None
 
     def fail(self, reason: str) -> str | None:
@@ -438,7 +486,7 @@ def resume_point(run_dir: Path, components: Sequence[str]) -> tuple[int, int]:
 def truncate_parts(run_dir: Path, next_part: int, steps_done: int) -> None:
     """Drop what lies beyond a checkpoint: later parts, ``.tmp`` leftovers (of parts and of
     a finalize that was killed), later states."""
-    for table in TABLES:
+    for table in ALL_TABLES:
         (Path(run_dir) / f"{table}.parquet.tmp").unlink(missing_ok=True)
     root = Path(run_dir) / PARTS_DIR
     if root.is_dir():
@@ -535,8 +583,8 @@ def write_joined(parts: Sequence[Path], path: Path) -> int:
 def table_files(run_dir: str | Path, table: str) -> list[Path]:
     """The files that hold a table: ``[<table>.parquet]`` for a complete run, else the
     parts 0..k-1 that every table of the run holds."""
-    if table not in TABLES:
-        raise RunDirError(f"unknown table {table!r}; valid: {', '.join(TABLES)}")
+    if table not in ALL_TABLES:
+        raise RunDirError(f"unknown table {table!r}; valid: {', '.join(ALL_TABLES)}")
     run_dir = Path(run_dir)
     final = run_dir / f"{table}.parquet"
     if final.is_file():

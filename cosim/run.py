@@ -1,9 +1,9 @@
 """``cosim run``: scenario file in, run directory out (docs/results_contract.md).
 
 Order of work: validate and build everything (errors name the field, nothing is
-written yet); create the run directory and write ``scenario.yaml``,
-``feeder.json`` and ``comm_graph.json``; run mosaik while the Collector streams
-results; join the parts, compute ``kpis.json`` and the plots; mark the run
+written yet); create the run directory and write ``scenario.yaml``, ``feeder.json``,
+``comm_graph.json`` (and ``grid_constraints.json``); run mosaik while the Collector
+streams results; join the parts, compute ``kpis.json`` and the plots; mark the run
 ``complete`` in ``status.json``. A failure after the directory exists (an
 exception, Ctrl-C, SIGTERM, a full disk) writes the whole steps still buffered,
 marks it ``failed`` with the reason and keeps whatever was flushed; ``resume``
@@ -80,20 +80,25 @@ def checkpoint_components(built: Built, engine: str) -> list[str]:
 def grid_solve_mode(built: Built, extend: Callable[..., None] | None) -> str:
     """``batch`` when nothing reads the grid's results within the run, else ``per_step``.
 
-    Today only the writer reads them, unless a caller adds simulators of its own
-    (``extend``), which might. Both give the same numbers (``GridFeed``); the choice
+    Only the writer reads them, unless the scenario has grid constraints (their
+    multipliers are fed by the power flow of every step) or a caller adds simulators of
+    its own (``extend``), which might. Both give the same numbers (``GridFeed``); the choice
     is recorded in ``status.json`` (``grid_solve``).
     """
-    return "per_step" if extend is not None or built.grid is None else "batch"
+    if extend is not None or built.grid is None or built.grid_constraints is not None:
+        return "per_step"
+    return "batch"
 
 
 def _writer(sc: Scenario, built: Built, run_dir: Path, **kwargs: Any) -> RunWriter:
     grid = built.grid
+    gc = built.grid_constraints
+    constraints = [(s.name, s.kind) for s in gc.specs] if gc is not None else None
     return RunWriter(
         run_dir, built.names, built.setup.bus,
         grid.powerflow.bus_ids if grid else None, grid.powerflow.line_ids if grid else None,
         grid.powerflow.trafo_ids if grid else None, sc.time.steps, sc.output.flush_every,
-        **kwargs,
+        constraints=constraints, **kwargs,
     )
 
 
@@ -131,6 +136,11 @@ def execute(sc: Scenario, built: Built, run_dir: Path, *, progress: bool = True,
 
                 save_feeder_json(built.grid.net, run_dir / "feeder.json")
             (run_dir / "comm_graph.json").write_text(graph_to_json(built.graph, built.names))
+            if built.grid_constraints is not None:
+                from cosim.results import write_json
+
+                write_json(run_dir / "grid_constraints.json",
+                           built.grid_constraints.describe(built.names))
         except OSError as exc:
             writer.fail(f"cannot write the run's set-up files: {exc}")
             raise RunWriteError(f"{run_dir}: cannot write the run's set-up files: "

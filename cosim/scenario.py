@@ -45,6 +45,7 @@ from cosim.limits import (
     MAX_FLEET_SCALE,
     MAX_FLUSH_EVERY,
     MAX_GRAPH_EDGES,
+    MAX_GRID_PERIOD_STEPS,
     MAX_ID_CHARS,
     MAX_LIST_ITEMS,
     MAX_ORACLE_BUILDING_STEPS,
@@ -369,6 +370,88 @@ class DualsConfig(_Strict):
         return self
 
 
+ElementId = Annotated[int, Field(ge=0, le=MAX_BUS_ID)]
+
+
+class LoadingLimitConfig(_Strict):
+    """Loading of transformers or lines: ``ids: all`` (every in-service one) or a list."""
+
+    element: Literal["trafo", "line"]
+    ids: Literal["all"] | list[ElementId] = Field("all", description="'all' or element indices")
+    max_percent: float = Field(100.0, gt=0, le=1_000)
+
+    @field_validator("ids")
+    @classmethod
+    def _ids(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("give 'all' or at least one index")
+            if len(v) > MAX_LIST_ITEMS:
+                raise ValueError(f"at most {MAX_LIST_ITEMS} indices")
+            dup = sorted({x for x in v if v.count(x) > 1})
+            if dup:
+                raise ValueError(f"indices listed twice: {dup}")
+        return v
+
+
+class VoltageLimitConfig(_Strict):
+    """A voltage band over ``buses`` ('all': every energised bus, or a list of bus ids)."""
+
+    buses: Literal["all"] | list[BusId] = "all"
+    min_pu: float | None = Field(0.95, gt=0, lt=2)
+    max_pu: float | None = Field(1.05, gt=0, lt=2)
+
+    @field_validator("buses")
+    @classmethod
+    def _buses(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("give 'all' or at least one bus")
+            if len(v) > MAX_LIST_ITEMS:
+                raise ValueError(f"at most {MAX_LIST_ITEMS} buses")
+        return v
+
+    @model_validator(mode="after")
+    def _band(self) -> VoltageLimitConfig:
+        if self.min_pu is None and self.max_pu is None:
+            raise ValueError("give min_pu, max_pu or both (null switches one side off)")
+        if self.min_pu is not None and self.max_pu is not None and self.min_pu >= self.max_pu:
+            raise _FieldError("min_pu", f"{self.min_pu:g} must be below max_pu "
+                              f"({self.max_pu:g})")
+        return self
+
+
+class GridConstraintsConfig(_Strict):
+    """Grid limits the buildings act on through their multiplier (docs/equations.md)."""
+
+    mode: Literal["operator", "peer"] = Field(
+        "operator", description="operator: one multiplier per constraint, sent to the "
+        "buildings concerned; peer: they agree on it by the duals' consensus mode")
+    alpha: float = Field(1.0, gt=0, description="step of a multiplier per unit of normalised "
+                         "excess")
+    mu_max: float = Field(15.0, gt=0, description="upper bound of each grid multiplier")
+    period_steps: int = Field(
+        1, ge=1, le=MAX_GRID_PERIOD_STEPS,
+        description="1: one multiplier per constraint, updated every step; 24 (hourly "
+        "steps): one per hour of the day, each updated with its own hour's measurement")
+    beta: float = Field(0.1, ge=0, description="peer mode: consensus integral gain "
+                        "(pi: alpha*beta < gamma <= 1)")
+    gamma: float = Field(0.9, ge=0, description="peer mode: pi's proportional gain")
+    weights: Literal["sensitivity", "membership"] = Field(
+        "sensitivity", description="loading constraints: linearised sensitivities or "
+        "downstream membership (voltage and peak always use sensitivities / ones)")
+    loading: list[LoadingLimitConfig] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
+    voltage: list[VoltageLimitConfig] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
+    peak_kw: float | None = Field(None, gt=0, description="the fleet's net load as the "
+                                  "feeder sees it, kW, in every step")
+
+    @model_validator(mode="after")
+    def _some(self) -> GridConstraintsConfig:
+        if not self.loading and not self.voltage and self.peak_kw is None:
+            raise ValueError("declare at least one of loading, voltage or peak_kw")
+        return self
+
+
 class SilentConfig(_Strict):
     agent: Id
     start: Step
@@ -466,6 +549,7 @@ class Scenario(_Strict):
     controller: ControllerConfig = ControllerConfig()
     constraint: ConstraintConfig
     duals: DualsConfig = DualsConfig()
+    grid_constraints: GridConstraintsConfig | None = None
     communication: CommunicationConfig = CommunicationConfig()
     output: OutputConfig = OutputConfig()
     sharding: ShardingConfig = ShardingConfig()
@@ -483,7 +567,8 @@ class Scenario(_Strict):
     @model_validator(mode="after")
     def _sizes(self) -> Scenario:
         errors = [e for check in (_shard_problems, _window_problems, _size_problems,
-                                  _graph_problems) for e in check(self)]
+                                  _graph_problems, _grid_constraint_problems)
+                  for e in check(self)]
         if errors:
             raise _FieldErrors(errors)
         return self
@@ -505,6 +590,15 @@ def _window_problems(sc: Scenario) -> list[tuple[str, str]]:
         return [("duals.v1_window", f"{sc.duals.v1_window} exceeds the scenario's {declared} "
                  "steps; give 1..time.steps")]
     return []
+
+
+def _grid_constraint_problems(sc: Scenario) -> list[tuple[str, str]]:
+    g = sc.grid_constraints
+    if g is None or g.mode != "peer" or sc.duals.mode != "pi":
+        return []
+    problem = pi_gain_problem(g.alpha, g.beta, g.gamma)
+    return [("grid_constraints.gamma", f"peer mode agrees by the duals' mode 'pi': "
+             f"{problem}")] if problem else []
 
 
 def _size_problems(sc: Scenario) -> list[tuple[str, str]]:

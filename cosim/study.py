@@ -241,11 +241,15 @@ def run_metrics(run_dir: Path, classes: list[str], lambda_max: float,
         "dropped_kwh": fleet["dropped_kwh"],
         **duals,
         "trafo_overload_hours": grid.get("trafo_overload_hours", float("nan")),
+        "max_trafo_loading_percent": grid.get("max_trafo_loading_percent", float("nan")),
         "line_overload_hours": grid.get("line_overload_hours", float("nan")),
         "hours_outside_095_105_pu": grid.get("hours_outside_095_105_pu", float("nan")),
         "hours_outside_090_110_pu": grid.get("hours_outside_090_110_pu", float("nan")),
         # the hours above are lower bounds when some power flows gave no answer
         "grid_unknown_steps": grid.get("unknown_steps", float("nan")),
+        # hours with any declared grid constraint violated (runs with grid_constraints)
+        "grid_constraint_violation_hours": (kpis.get("grid_constraint_totals") or {}).get(
+            "grid_constraint_violation_hours", float("nan")),
     }
 
 
@@ -391,10 +395,12 @@ MD_COLUMNS = [
     ("double_share_at_lambda_max", "double agents' time at lambda_max", "{:.0%}"),
     ("double_share_near_lambda_max", "... >= 0.9 lambda_max", "{:.0%}"),
     ("trafo_overload_hours", "trafo >100 % h", "{:g}"),
+    ("max_trafo_loading_percent", "max trafo %", "{:.1f}"),
     ("line_overload_hours", "line >100 % h", "{:g}"),
     ("hours_outside_095_105_pu", "V outside 0.95-1.05 h", "{:g}"),
     ("hours_outside_090_110_pu", "V outside 0.90-1.10 h", "{:g}"),
     ("grid_unknown_steps", "unknown grid steps (hours are lower bounds)", "{:g}"),
+    ("grid_constraint_violation_hours", "grid constraint violated h", "{:g}"),
 ]
 
 
@@ -480,6 +486,10 @@ def study_figures(table: pd.DataFrame, out: Path) -> None:
         fig.savefig(out / "lambda_trajectories.png", dpi=90)
         plt.close(fig)
 
+    gc_hours = ok.get("grid_constraint_violation_hours")
+    if gc_hours is not None and gc_hours.notna().any():
+        grid_hours_figure(ok, out / "grid_hours.png")
+
     if key:
         fig, ax = plt.subplots(figsize=(5.5, 4))
         for variant in variants:
@@ -493,3 +503,36 @@ def study_figures(table: pd.DataFrame, out: Path) -> None:
         fig.tight_layout()
         fig.savefig(out / "grid_vs_c.png", dpi=100)
         plt.close(fig)
+
+
+#: the grid KPIs of ``grid_hours.png`` (column, label)
+GRID_HOURS = (("trafo_overload_hours", "transformer > 100 %"),
+              ("line_overload_hours", "any line > 100 %"),
+              ("hours_outside_095_105_pu", "a voltage outside 0.95-1.05 pu"))
+
+
+def grid_hours_figure(ok: pd.DataFrame, path: Path) -> None:
+    """Bars per variant: transformer and line overload hours and hours outside the voltage
+    band (one point per variant: a study with grid constraints, no sweep), with the
+    cost relative to the first variant written above each group."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [str(v) for v in ok["variant"]]
+    x = np.arange(len(labels))
+    width = 0.8 / len(GRID_HOURS)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(labels)), 4))
+    for j, (col, name) in enumerate(GRID_HOURS):
+        ax.bar(x + (j - 1) * width, ok[col].to_numpy(dtype=float), width, label=name)
+    top = np.nanmax(ok[[c for c, _ in GRID_HOURS]].to_numpy(dtype=float))
+    for xi, cost in zip(x, ok["cost"].to_numpy(dtype=float), strict=True):
+        ax.text(xi, top * 1.02, f"${cost:,.0f}", ha="center", fontsize=7)
+    ax.set_xticks(x, labels, rotation=30, ha="right")
+    ax.set(ylabel="hours", title="Grid limits by controller (cost above)")
+    ax.set_ylim(0, top * 1.12 if top > 0 else 1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,8 +1,10 @@
 """The mosaik World of a scenario (docs/architecture.md).
 
     FleetSim.Fleet (one per shard) --grid_kwh, r2_kwh (arrays)------> ConsensusSim.Duals
-    ConsensusSim.Duals --lambda, mu, nu (arrays, time-shifted)------> FleetSim.Fleet
+    ConsensusSim.Duals --lambda, mu, nu, lambda_eff (time-shifted)--> FleetSim.Fleet
     FleetSim.Fleet --p_kw (array)-----------------------------------> GridSim.Grid
+    GridSim.Grid --constraint_measured, constraint_sign (grid constraints)--> ConsensusSim.Duals
+    ConsensusSim.Duals --constraints (grid constraints)--------------> Collector.Monitor
     FleetSim.Fleet --record (arrays)--, GridSim.Grid --result-------> Collector.Monitor
                                                                        -> run directory
 
@@ -29,7 +31,7 @@ import numpy as np
 
 from cosim.build import Built
 from cosim.results import RunWriter
-from cosim.sims.meta import MULTIPLIERS
+from cosim.sims.meta import CONSTRAINT_FLOWS, MULTIPLIERS
 
 SIM_MODULES = {
     "FleetSim": "cosim.sims.building_sim:FleetSim",
@@ -139,7 +141,10 @@ def _wire(world: mosaik.World, built: Built, writer: RunWriter, sharded_cmd: boo
     duals = world.start("ConsensusSim", built=built, lists=sharded_cmd,
                         **ckpt).Duals.create(1)[0]
     multipliers = built.duals.state  # restored by ConsensusSim's init on --resume
-    initial = {"lambda": multipliers.lam, "mu": multipliers.mu, "nu": multipliers.nu}
+    lam_eff = multipliers.lam if built.grid_constraints is None else \
+        built.grid_constraints.effective_lambda(multipliers.lam)
+    initial = {"lambda": multipliers.lam, "mu": multipliers.mu, "nu": multipliers.nu,
+               "lambda_eff": lam_eff}
     initial = {k: v.tolist() if sharded_cmd else v for k, v in initial.items()}
     collector = world.start("Collector", writer=writer, names=built.names,
                             start_step=start_step).Monitor.create(1)[0]
@@ -148,6 +153,11 @@ def _wire(world: mosaik.World, built: Built, writer: RunWriter, sharded_cmd: boo
         grid = world.start("GridSim", built=built, grid_solve=grid_solve,
                            batch_every=writer.flush_every, **ckpt).Grid.create(1)[0]
         world.connect(grid, collector, "result")
+        if built.grid_constraints is not None:
+            # same step: the grid solves after the fleet, the duals after the grid; the
+            # duals -> fleet connection below is time-shifted, which closes the loop
+            world.connect(grid, duals, *CONSTRAINT_FLOWS)
+            world.connect(duals, collector, "constraints")
     handles = Handles(world, [], built.names)
     for start, count in shard_bounds(built.n, built.scenario.sharding.shards):
         if sharded_cmd:

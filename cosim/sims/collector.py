@@ -51,6 +51,8 @@ class Collector(mosaik_api_v3.Simulator):
         for results in attrs.get("result", {}).values():  # GridSim's (step, GridResult) pairs
             for step, result in results:
                 self.writer.add_grid(step, result)
+        for row in attrs.get("constraints", {}).values():  # the duals' constraints row
+            self.writer.add_constraints(int(row["time"]), row)
         self.writer.step_done(t)
         if self.progress is not None:
             self.progress(t)

@@ -1,10 +1,15 @@
 """ConsensusSim: the communication network and the dual dynamics (agents.duals).
 
 One ``Duals`` entity for the whole fleet: it takes every shard's ``grid_kwh`` and
-``r2_kwh`` arrays, updates the multipliers once, and offers ``lambda``, ``mu``
-and ``nu`` as arrays over all buildings (each shard reads its slice). Its outputs
-at step t are the multipliers after the update with step t's grid energy; the
-shards read them through a time-shifted connection (initially the duals' state:
+``r2_kwh`` arrays, updates the multipliers once, and offers ``lambda``, ``mu``,
+``nu`` and ``lambda_eff`` as arrays over all buildings (each shard reads its slice).
+With grid constraints it also holds their multipliers (``cosim.grid_constraints``):
+the grid simulator's measurement of step t arrives in the same step (the grid solves
+after the fleet), the step's ``constraints`` row goes to the collector, and
+``lambda_eff`` (lambda plus the weighted grid multipliers) reaches the shards at t+1
+over the time-shifted connection, which closes the loop fleet -> grid -> duals -> fleet.
+Its outputs at step t are the multipliers after the update with step t's grid energy;
+the shards read them through a time-shifted connection (initially the duals' state:
 zero, or the saved state after ``--resume``).
 """
 
@@ -47,11 +52,17 @@ class ConsensusSim(mosaik_api_v3.Simulator):
             raise ValueError("ConsensusSim needs built= (a cosim.build.Built)")
         self.built = built
         self.duals = built.duals
+        self.constraints = built.grid_constraints  # None without grid constraints
+        self.row: dict[str, Any] | None = None  # the step's constraints row
         self.lists = lists  # some reader is another process: send lists
         self.checkpoints = Checkpoints(run_dir, start_step, checkpoint_every,
                                        built.scenario.time.steps)
         if start_step:
-            self.duals.restore(self.checkpoints.load(DUALS_COMPONENT))
+            snap = self.checkpoints.load(DUALS_COMPONENT)
+            self.duals.restore({k: v for k, v in snap.items() if not k.startswith("gridmu_")})
+            if self.constraints is not None:
+                self.constraints.restore({k.removeprefix("gridmu_"): v for k, v in snap.items()
+                                          if k.startswith("gridmu_")})
         return self.meta
 
     def create(self, num: int, model: str) -> list[dict]:
@@ -64,11 +75,33 @@ class ConsensusSim(mosaik_api_v3.Simulator):
         n = self.duals.n
         self.duals.update(gather(attrs["grid_kwh"], n), gather(attrs["r2_kwh"], n))
         run_step = self.checkpoints.start_step + time
-        self.checkpoints.after_step(run_step, DUALS_COMPONENT, self.duals.snapshot)
+        if self.constraints is not None:
+            measured = next(iter(attrs["constraint_measured"].values()))
+            sign = next(iter(attrs["constraint_sign"].values()))
+            self.row = {"time": run_step, **self.constraints.step(
+                np.asarray(measured, dtype=np.float64), np.asarray(sign, dtype=np.float64))}
+        self.checkpoints.after_step(run_step, DUALS_COMPONENT, self._snapshot)
         return time + 1
+
+    def _snapshot(self) -> dict[str, np.ndarray]:
+        snap = self.duals.snapshot()
+        if self.constraints is not None:
+            snap.update({f"gridmu_{k}": v for k, v in self.constraints.snapshot().items()})
+        return snap
+
+    def _effective(self, lam: np.ndarray) -> np.ndarray:
+        return lam if self.constraints is None else self.constraints.effective_lambda(lam)
 
     def get_data(self, outputs: dict) -> dict:
         s = self.duals.state
-        arrays = {"lambda": s.lam, "mu": s.mu, "nu": s.nu}
-        return {eid: {a: as_wire(arrays[a], self.lists) for a in attrs}
-                for eid, attrs in outputs.items()}
+        arrays = {"lambda": s.lam, "mu": s.mu, "nu": s.nu, "lambda_eff": self._effective(s.lam)}
+        out: dict[str, dict[str, Any]] = {}
+        for eid, attrs in outputs.items():
+            out[eid] = {}
+            for a in attrs:
+                if a == "constraints":
+                    if self.row is not None:
+                        out[eid][a] = self.row
+                else:
+                    out[eid][a] = as_wire(arrays[a], self.lists)
+        return out

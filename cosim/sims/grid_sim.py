@@ -2,7 +2,9 @@
 
 Inputs: ``p_kw`` arrays of every fleet shard (net consumption; Q from the scenario's
 power factor); the feeder's background of the step is read inside (the same
-``GridModel.solve`` as the plain engine). Outputs: the step's ``GridResult`` fields.
+``GridModel.solve`` as the plain engine). Outputs: the step's ``GridResult`` fields
+and, with grid constraints, each constraint's measured quantity and sign
+(``cosim.grid_constraints``) for the duals simulator.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class GridSim(mosaik_api_v3.Simulator):
         self.start_step = int(start_step)  # the run's step at mosaik time 0 (--resume)
         self.feed = GridFeed(self.grid, grid_solve, batch_every, built.scenario.time.steps)
         self.results: list[tuple[int, Any]] = []
+        self.constraints = built.grid_constraints  # None without grid constraints
+        self.constraint_flows: dict[str, Any] = {}
         self.checkpoints = Checkpoints(run_dir, start_step, checkpoint_every,
                                        built.scenario.time.steps)
         if start_step:
@@ -48,6 +52,11 @@ class GridSim(mosaik_api_v3.Simulator):
         p_kw = gather(inputs["Grid"]["p_kw"], self.built.n)
         # the feeder's background of step t inside; batched: results at the batch's end
         self.results = self.feed.add(t, p_kw)
+        if self.constraints is not None:
+            if self.feed.mode != "per_step":
+                raise ValueError("grid constraints need the grid solved per step")
+            measured, sign = self.constraints.probe.measure(self.results[0][1], p_kw)
+            self.constraint_flows = {"constraint_measured": measured, "constraint_sign": sign}
         self.checkpoints.after_step(t, GRID_COMPONENT, self.grid.powerflow.warm_start_state)
         return time + 1
 
@@ -60,6 +69,8 @@ class GridSim(mosaik_api_v3.Simulator):
             for a in attrs:
                 if a == "result":
                     data[eid][a] = self.results
+                elif a in self.constraint_flows:
+                    data[eid][a] = self.constraint_flows[a]
                 elif self.feed.mode != "per_step":
                     raise ValueError(f"GridSim solves in batches; {a!r} is not available per "
                                      "step (start it with grid_solve='per_step')")

@@ -29,6 +29,9 @@ class ModelSpec:
 MULTIPLIERS = MULTIPLIER_COLUMNS
 #: a fleet shard's outputs to the duals and the grid (arrays over its buildings)
 FLEET_FLOWS = ("grid_kwh", "r2_kwh", "p_kw")
+#: the grid's measurement of each grid constraint and the sign of the buildings'
+#: influence on it (arrays over the constraints), to the duals
+CONSTRAINT_FLOWS = ("constraint_measured", "constraint_sign")
 GRID_RESULTS = (
     "bus_vm_pu", "bus_p_mw", "bus_q_mvar", "line_loading_percent", "line_i_ka",
     "trafo_loading_percent", "trafo_p_hv_mw", "losses_mw", "ext_grid_p_mw", "ext_grid_q_mvar",
@@ -60,12 +63,16 @@ SIMULATORS: dict[str, SimSpec] = {
         ),
     }),
     "ConsensusSim": SimSpec(models={
-        "Duals": ModelSpec(inputs=("grid_kwh", "r2_kwh"), outputs=MULTIPLIERS,
-                           doc="the communication graph and the dual dynamics of the whole "
-                               "fleet; inputs from every shard, multipliers as arrays"),
+        "Duals": ModelSpec(inputs=("grid_kwh", "r2_kwh") + CONSTRAINT_FLOWS,
+                           outputs=MULTIPLIERS + ("constraints",),
+                           doc="the communication graph, the dual dynamics of the whole "
+                               "fleet and the grid constraints' multipliers; inputs from "
+                               "every shard and (grid constraints) from the grid, multipliers "
+                               "as arrays; 'constraints': the step's constraints row"),
     }),
     "GridSim": SimSpec(models={
-        "Grid": ModelSpec(inputs=("p_kw",), outputs=GRID_RESULTS + ("result",),
+        "Grid": ModelSpec(inputs=("p_kw",), outputs=GRID_RESULTS + CONSTRAINT_FLOWS
+                          + ("result",),
                           doc="AC power flow of the feeder; p_kw arrays from every shard, the "
                               "feeder's background read inside; 'result': the step's "
                               "GridResult (in-process only)"),
