@@ -362,3 +362,42 @@ def constraint_table_md(kpis: dict[str, dict[str, Any]]) -> str:
     header = ("| constraint | kind | limit | violation h | worst excess | max mu |\n"
               "|---|---|---:|---:|---:|---:|")
     return "\n".join([header, *_table_rows(kpis)]) + "\n"
+
+
+# ---------------------------------------------------------------- release analysis
+
+
+def release_at_overloads(run_dir: str | Path, threshold_percent: float = 100.0
+                         ) -> dict[str, Any]:
+    """How much of a run's transformer overloads is postponed demand coming back.
+
+    For the steps in which any transformer's loading is above ``threshold_percent``:
+    ``overload_steps``; ``after_lambda_eff_fell`` (steps in which the fleet's mean
+    lambda_eff was lower than in the step before: the multiplier had just let go);
+    ``released_kwh`` (the fleet's backlog served in them, sum of ``b(t-1) - b(t)`` where
+    positive), ``bought_kwh`` (the fleet's grid energy in them) and their ratio
+    ``released_share``; and over the whole run ``max_release_kwh`` (the largest backlog
+    served in one step) and ``max_fleet_grid_kwh``. Reads ``buildings`` and ``trafos``.
+    """
+    from cosim.results import read_table
+
+    b = read_table(run_dir, "buildings", columns=["time", "grid_kwh", "backlog_kwh",
+                                                  "lambda_eff"])
+    loading = read_table(run_dir, "trafos").groupby("time").loading_percent.max()
+    per_step = b.groupby("time")
+    grid = per_step.grid_kwh.sum()
+    backlog = per_step.backlog_kwh.sum()
+    release = backlog.shift(1, fill_value=0.0) - backlog
+    lam = per_step.lambda_eff.mean()
+    over = (loading > threshold_percent).reindex(grid.index, fill_value=False)
+    released = float(release[over].clip(lower=0).sum())
+    bought = float(grid[over].sum())
+    return {
+        "overload_steps": int(over.sum()),
+        "after_lambda_eff_fell": int((lam.diff()[over] < 0).sum()),
+        "released_kwh": released,
+        "bought_kwh": bought,
+        "released_share": released / bought if bought > 0 else None,
+        "max_release_kwh": float(release.max()),
+        "max_fleet_grid_kwh": float(grid.max()),
+    }

@@ -161,6 +161,18 @@ def test_policies_see_lambda_plus_the_weighted_grid_multipliers(plain_run: Path)
     assert (eff > lam + LAMBDA_WEIGHT_ATOL).any(), "the grid must move some lambda_eff"
 
 
+def test_release_analysis_counts_the_overload_steps(plain_run: Path, tmp_path: Path):
+    from cosim.constraint_report import release_at_overloads
+
+    got = release_at_overloads(plain_run, threshold_percent=50.0)
+    loading = read_table(plain_run, "trafos").groupby("time").loading_percent.max()
+    assert got["overload_steps"] == int((loading > 50.0).sum()) > 0
+    assert 0 <= got["after_lambda_eff_fell"] <= got["overload_steps"]
+    assert 0 <= got["released_kwh"] and got["bought_kwh"] > 0
+    none = _run(tmp_path, "none", overrides=[("controller.kind", "none")], steps=24)
+    assert release_at_overloads(none, threshold_percent=50.0)["released_kwh"] == 0.0
+
+
 def test_without_grid_constraints_lambda_eff_is_lambda(tmp_path: Path):
     run = _run(tmp_path, "energy", overrides=[("grid_constraints", None)], steps=24)
     b = read_table(run, "buildings")
