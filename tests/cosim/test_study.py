@@ -159,3 +159,18 @@ def test_a_changed_study_replaces_runs_only_with_force(tmp_path: Path, capsys):
                   "--force"]) == 0
     table = pd.read_csv(out / "study.csv")
     assert not table["reused"].any()
+
+
+def test_a_grid_constraint_study_gets_its_figure_and_columns(tmp_path: Path):
+    """Variants with and without grid constraints: the table holds the constraint hours
+    (empty for the run without) and the study draws grid_hours.png."""
+    scenario = Path(__file__).resolve().parents[2] / "scenarios" / "lv_semiurb_40_grid.yaml"
+    out = tmp_path / "study"
+    assert main(["study", str(scenario), "--steps", "24", "--engine", "plain", "--quiet",
+                 "--variant", "energy:grid_constraints=null", "--variant",
+                 "operator:grid_constraints.alpha=1.0", "--out", str(out)]) == 0
+    table = pd.read_csv(out / "study.csv").set_index("variant")
+    assert pd.isna(table.at["energy", "grid_constraint_violation_hours"])
+    assert table.at["operator", "grid_constraint_violation_hours"] >= 0
+    assert (table["max_trafo_loading_percent"] > 0).all()
+    assert (out / "grid_hours.png").stat().st_size > 0
