@@ -395,6 +395,16 @@ def summary_table(kpis: dict[str, Any]) -> str:
             elif isinstance(value, float):
                 value = f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.1f}"
             rows.append((section, key, str(value), units[section].get(key, "")))
+    totals = kpis.get("grid_constraint_totals")
+    if totals:  # runs with grid constraints: the totals and the most violated constraint
+        rows.append(("gc", "grid_constraints", str(totals["grid_constraints"]), "1"))
+        rows.append(("gc", "grid_constraint_violation_hours",
+                     f"{totals['grid_constraint_violation_hours']:g}", "h"))
+        per = kpis.get("grid_constraints") or {}
+        if per:
+            name, worst = max(per.items(), key=lambda kv: kv[1]["violation_hours"] or 0.0)
+            rows.append(("gc", f"most violated: {name}", f"{worst['violation_hours']:g}",
+                         "h"))
     width = max(len(r[1]) for r in rows)
     lines = [f"{'':5} {'KPI':<{width}}  {'value':>14}  unit"]
     for section, key, value, unit in rows:
