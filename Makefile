@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint coverage bench clean-venv
+.PHONY: demo test lint coverage bench golden clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,15 @@ lint: $(STAMP)
 # line coverage of agents/, grid_models/ and cosim/ (HTML report in runs/coverage/)
 coverage: $(STAMP)
 	$(PY) -m pytest --cov --cov-report=term --cov-report=html:runs/coverage
+
+# refresh the golden reference runs ON PURPOSE (after a change that is meant to alter
+# results; say why in the commit): replaces only runs that cosim made there
+GOLDEN_STEPS := 240
+golden: $(STAMP)
+	$(VENV)/bin/cosim run scenarios/paper_fig1d.yaml --steps $(GOLDEN_STEPS) --quiet \
+		--set output.plots=false --out data/golden/paper_fig1d --force
+	$(VENV)/bin/cosim run scenarios/lv_semiurb_40.yaml --steps $(GOLDEN_STEPS) --quiet \
+		--set output.plots=false --out data/golden/lv_semiurb_40 --force
 
 clean-venv:
 	rm -rf $(VENV)

@@ -257,6 +257,34 @@ def _study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from cosim.compare import (
+        CompareError,
+        compare_runs,
+        junit_xml,
+        load_tolerance_file,
+        merge_options,
+        parse_tolerance_options,
+    )
+
+    try:
+        base = load_tolerance_file(args.tolerances) if args.tolerances else {}
+        tol = merge_options(base, parse_tolerance_options(args.atol, "atol"),
+                            parse_tolerance_options(args.rtol, "rtol"))
+        result = compare_runs(args.run, args.reference, tol)
+    except CompareError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(result.report(all_checks=args.all))
+    if args.junit:
+        try:
+            Path(args.junit).write_text(junit_xml(result))
+        except OSError as exc:
+            print(f"error: cannot write {args.junit}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+    return 0 if result.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cosim",
@@ -307,6 +335,20 @@ def build_parser() -> argparse.ArgumentParser:
                             "anything cosim did not make)")
     study.add_argument("--quiet", action="store_true", help="no progress bar")
     study.set_defaults(func=_study)
+    compare = sub.add_parser("compare", help="compare a run with a reference run, table by "
+                                             "table and KPI by KPI (exit 1 on a regression)")
+    compare.add_argument("run", help="run directory to check")
+    compare.add_argument("reference", help="reference run directory (e.g. data/golden/...)")
+    compare.add_argument("--atol", action="append", metavar="QUANTITY=NUMBER",
+                         help="absolute tolerance, e.g. vm_pu=1e-4 or "
+                              "lines.loading_percent=0.01 (repeatable)")
+    compare.add_argument("--rtol", action="append", metavar="QUANTITY=NUMBER",
+                         help="relative tolerance, e.g. kpi.*=1e-3 (repeatable)")
+    compare.add_argument("--tolerances", metavar="FILE",
+                         help="YAML/JSON {quantity: {atol, rtol}} (options override it)")
+    compare.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
+    compare.add_argument("--all", action="store_true", help="list passing checks too")
+    compare.set_defaults(func=_compare)
     train = sub.add_parser("train", help="train one policy per demand class from a recipe")
     train.add_argument("recipe", help="recipe YAML (see data/policies/recipe.yaml)")
     train.add_argument("--out", help="output directory (default: the recipe's directory)")

@@ -1,0 +1,140 @@
+"""``cosim compare``: a rerun passes, a one-bus change of 1e-3 pu, a KPI off by 1 %, a
+missing table or column and changed keys fail with the element and time named;
+tolerances from options and files; JUnit XML; the Python API; the golden references."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pandas as pd
+import pytest
+
+from cosim.cli import main
+from cosim.compare import Tolerance, assert_run_matches, compare_runs, tolerance_for
+from cosim.run import execute, prepare_scenario
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCENARIO = REPO_ROOT / "scenarios" / "paper_fig1d.yaml"
+GOLDEN = REPO_ROOT / "data" / "golden"
+GOLDEN_STEPS = 240  # Makefile: GOLDEN_STEPS
+STEPS = 48
+VM_CHANGE_PU = 1e-3  # issue: a one-bus change of 1e-3 pu must be flagged
+KPI_CHANGE_REL = 0.01  # issue: a KPI off by 1 %
+
+pytestmark = pytest.mark.cosim
+
+
+def _run(out: Path, engine: str = "plain", scenario: Path = SCENARIO, steps: int = STEPS,
+         overrides=()) -> Path:
+    sc, built = prepare_scenario(scenario, [("output.plots", False), *overrides], steps=steps)
+    return execute(sc, built, out, progress=False, engine=engine).run_dir
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    return _run(tmp_path_factory.mktemp("cmp") / "ref")
+
+
+@pytest.fixture()
+def copy(reference: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "copy"
+    shutil.copytree(reference, out)
+    return out
+
+
+def _edit_table(run: Path, table: str, edit) -> None:
+    path = run / f"{table}.parquet"
+    frame = pd.read_parquet(path)
+    edit(frame)
+    frame.to_parquet(path, index=False)
+
+
+def test_an_identical_rerun_passes(reference: Path, tmp_path: Path, capsys):
+    rerun = _run(tmp_path / "rerun", engine="mosaik")  # the other engine: same numbers
+    assert main(["compare", str(rerun), str(reference)]) == 0
+    out = capsys.readouterr().out
+    assert "checks pass" in out and "FAIL" not in out
+
+
+def test_a_one_bus_change_of_a_millivolt_is_flagged(copy: Path, reference: Path, capsys):
+    def nudge(frame: pd.DataFrame) -> None:
+        row = frame.index[(frame.bus == 17) & (frame.time == 31)][0]
+        frame.loc[row, "vm_pu"] += VM_CHANGE_PU
+
+    _edit_table(copy, "buses", nudge)
+    assert main(["compare", str(copy), str(reference)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  buses.vm_pu" in out and "bus 17, step 31" in out
+    assert "1 of" in out
+    # loosened on purpose, it passes
+    assert main(["compare", str(copy), str(reference), "--atol", "vm_pu=2e-3"]) == 0
+
+
+def test_a_kpi_off_by_one_percent_is_flagged(copy: Path, reference: Path):
+    kpis = json.loads((copy / "kpis.json").read_text())
+    kpis["fleet"]["total_cost"] *= 1 + KPI_CHANGE_REL
+    (copy / "kpis.json").write_text(json.dumps(kpis))
+    result = compare_runs(copy, reference)
+    assert [c.quantity for c in result.failures] == ["kpi.fleet.total_cost"]
+
+
+def test_structure_changes_are_flagged(copy: Path, reference: Path):
+    _edit_table(copy, "lines", lambda f: f.drop(columns=["i_ka"], inplace=True))
+    _edit_table(copy, "trafos", lambda f: f.drop(index=f.index[-1], inplace=True))
+    _edit_table(copy, "buildings", lambda f: f.__setitem__("building",
+                                                           f.building.replace("B3", "B9")))
+    failed = {c.quantity: c.message() for c in compare_runs(copy, reference).failures}
+    assert "the run lacks columns ['i_ka']" in failed["lines.columns"]
+    assert "rows" in failed["trafos.rows"]
+    assert "building B3" in failed["buildings.keys"]
+
+
+def test_tolerance_file_junit_and_api(copy: Path, reference: Path, tmp_path: Path):
+    _edit_table(copy, "buildings", lambda f: f.__setitem__("grid_kwh", f.grid_kwh + 1e-6))
+    junit = tmp_path / "report.xml"
+    assert main(["compare", str(copy), str(reference), "--junit", str(junit)]) == 1
+    suite = ET.parse(junit).getroot()
+    assert suite.tag == "testsuite" and int(suite.get("failures")) >= 1
+    assert any(case.find("failure") is not None and case.get("name") == "buildings.grid_kwh"
+               for case in suite.iter("testcase"))
+    with pytest.raises(AssertionError, match="buildings.grid_kwh"):
+        assert_run_matches(copy, reference)
+    tol_file = tmp_path / "tol.yaml"
+    tol_file.write_text("buildings.grid_kwh: {atol: 1.0e-5}\nkpi.*: {rtol: 1.0e-3}\n")
+    assert_run_matches(copy, reference, tolerance_file=tol_file)
+    assert_run_matches(copy, reference, grid_kwh=1e-5, tolerance_file=tol_file)
+
+
+def test_tolerances_are_looked_up_most_specific_first():
+    tol = {"*": Tolerance(1.0), "vm_pu": Tolerance(2.0), "lines.loading_percent": Tolerance(3.0),
+           "kpi.*": Tolerance(4.0), "kpi.total_cost": Tolerance(5.0)}
+    assert tolerance_for("buses.vm_pu", tol).atol == 2.0
+    assert tolerance_for("lines.loading_percent", tol).atol == 3.0
+    assert tolerance_for("trafos.loading_percent", tol).atol == 1.0
+    assert tolerance_for("kpi.fleet.total_cost", tol).atol == 5.0
+    assert tolerance_for("kpi.grid.losses_mwh", tol).atol == 4.0
+    with pytest.raises(ValueError, match="atol"):
+        Tolerance(atol=-1.0)
+
+
+@pytest.mark.parametrize("args", [["compare", "{tmp}", "{ref}"],
+                                  ["compare", "{ref}", "{ref}", "--atol", "vm_pu=big"],
+                                  ["compare", "{ref}", "{ref}", "--tolerances", "{tmp}/no.yaml"]])
+def test_unusable_input_is_exit_2(args, reference: Path, tmp_path: Path, capsys):
+    argv = [a.format(tmp=tmp_path, ref=reference) for a in args]
+    assert main(argv) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, scenario", [("paper_fig1d", "paper_fig1d.yaml"),
+                                            ("lv_semiurb_40", "lv_semiurb_40.yaml")])
+def test_todays_code_matches_the_golden_references(name: str, scenario: str, tmp_path: Path,
+                                                   capsys):
+    """Refresh on purpose with `make golden` (README, "Regression testing")."""
+    run = _run(tmp_path / name, scenario=REPO_ROOT / "scenarios" / scenario,
+               steps=GOLDEN_STEPS)
+    code = main(["compare", str(run), str(GOLDEN / name)])
+    assert code == 0, capsys.readouterr().out
