@@ -285,6 +285,31 @@ def _compare(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from cosim.rundir import RunDirError
+    from cosim.verify import verify_run
+
+    steps: int | None
+    if args.steps == "all":
+        steps = None
+    else:
+        try:
+            steps = int(args.steps)
+            if steps < 1:
+                raise ValueError
+        except ValueError:
+            print(f"error: --steps {args.steps!r}: give a whole number >= 1 or 'all'",
+                  file=sys.stderr)
+            return 2
+    try:
+        result = verify_run(args.run, steps)
+    except (RunDirError, OSError, ValueError, KeyError) as exc:
+        print(f"error: {args.run}: cannot verify: {exc}", file=sys.stderr)
+        return 2
+    print(result.report())
+    return 0 if result.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cosim",
@@ -335,6 +360,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "anything cosim did not make)")
     study.add_argument("--quiet", action="store_true", help="no progress bar")
     study.set_defaults(func=_study)
+    verify = sub.add_parser("verify", help="check a run from its own files (energy balance, "
+                                           "power flow, multipliers, KPIs); exit 1 on a failure")
+    verify.add_argument("run", help="run directory")
+    verify.add_argument("--steps", default="24", metavar="N|all",
+                        help="steps whose power flow is re-solved with pandapower, spread "
+                             "over the run (default 24; 'all')")
+    verify.set_defaults(func=_verify)
     compare = sub.add_parser("compare", help="compare a run with a reference run, table by "
                                              "table and KPI by KPI (exit 1 on a regression)")
     compare.add_argument("run", help="run directory to check")
