@@ -250,10 +250,18 @@ def _study(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         clear_stop()
+    from cosim.report_html import write_study_report
+
+    try:
+        write_study_report(out)
+    except OSError as exc:
+        print(f"error: cannot write {out}/report.html: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     print((out / "study.md").read_text())
-    figures = [name for name in ("unmet_by_c.png", "lambda_trajectories.png", "grid_vs_c.png")
-               if (out / name).is_file()]
-    print(f"{len(table)} runs -> {out}/" + ", ".join(["study.csv", "study.md", *figures]))
+    figures = [name for name in ("unmet_by_c.png", "lambda_trajectories.png", "grid_vs_c.png",
+                                 "grid_hours.png") if (out / name).is_file()]
+    print(f"{len(table)} runs -> {out}/" + ", ".join(["study.csv", "study.md", *figures,
+                                                      "report.html"]))
     return 0
 
 

@@ -3,8 +3,8 @@
 Order of work: validate and build everything (errors name the field, nothing is
 written yet); create the run directory and write ``scenario.yaml``, ``feeder.json``,
 ``comm_graph.json`` (and ``grid_constraints.json``); run mosaik while the Collector
-streams results; join the parts, compute ``kpis.json`` and the plots; mark the run
-``complete`` in ``status.json``. A failure after the directory exists (an
+streams results; join the parts, compute ``kpis.json``, the plots and ``report.html``;
+mark the run ``complete`` in ``status.json``. A failure after the directory exists (an
 exception, Ctrl-C, SIGTERM, a full disk) writes the whole steps still buffered,
 marks it ``failed`` with the reason and keeps whatever was flushed; ``resume``
 continues such a run from its newest checkpoint.
@@ -221,6 +221,9 @@ def _run_engine(sc: Scenario, built: Built, writer: RunWriter, engine: str, prog
         writer.finalize()
         kpis = write_report(run_dir, built, plots=sc.output.plots, wall_s=wall,
                             steps_run=sc.time.steps - start_step)
+        from cosim.report_html import write_run_report
+
+        write_run_report(run_dir)
     except BaseException as exc:
         reason = str(exc) or type(exc).__name__
         if isinstance(exc, KeyboardInterrupt):
