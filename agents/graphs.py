@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import networkx as nx
@@ -281,3 +282,77 @@ def graph_from_json(text: str | Mapping[str, Any]) -> tuple[nx.Graph, list[str]]
     ordered.add_nodes_from(sorted(g.nodes(data=True)))
     ordered.add_edges_from(g.edges(data=True))
     return ordered, names
+
+
+# --- a graph from the user's file (communication.topology: file) ---------------------------
+
+
+def graph_from_file(path: str | Path, names: Sequence[str], *, max_bytes: int,
+                    max_edges: int, allow_disconnected: bool = False) -> nx.Graph:
+    """The communication graph of buildings ``names`` from a file, over agents 0..N-1.
+
+    Two formats: networkx node-link JSON (as the run's ``comm_graph.json``: node ids =
+    building ids) or an edge list, one ``ID ID`` pair per line (blank lines and ``#``
+    comments ignored). Every building must appear (as a node, or in an edge) and no
+    other id; no self-loops; at most ``max_edges`` edges; connected unless
+    ``allow_disconnected``. Errors (:class:`GraphError`) name the file and what is
+    wrong: missing or unknown ids (the first few), the line of a bad edge.
+    """
+    path = Path(path)
+    where = f"{path}"
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise GraphError(f"{where}: cannot read the graph file ({exc.strerror or exc})") from None
+    if not path.is_file():
+        raise GraphError(f"{where}: not a regular file")
+    if size > max_bytes:
+        raise GraphError(f"{where}: larger than {max_bytes:,} bytes")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GraphError(f"{where}: cannot read the graph file as UTF-8 text ({exc})") from None
+    names = [str(x) for x in names]
+    index = {name: i for i, name in enumerate(names)}
+    if text.lstrip().startswith("{"):
+        graph, ids = graph_from_json(text)
+        unknown = [x for x in ids if x not in index]
+        missing = [x for x in names if x not in set(ids)]
+        edges = [(ids[u], ids[v]) for u, v in graph.edges]
+    else:
+        edges, seen = [], set()
+        for number, line in enumerate(text.splitlines(), start=1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            parts = line.split()
+            if len(parts) != 2:
+                raise GraphError(f"{where}, line {number}: expected two building ids "
+                                 f"'ID ID', got {line[:60]!r}")
+            edges.append((parts[0], parts[1]))
+            seen.update(parts)
+            if len(edges) > max_edges:
+                break
+        unknown = sorted(seen - set(index))
+        missing = [x for x in names if x not in seen]
+    if unknown:
+        raise GraphError(f"{where}: unknown building ids {unknown[:10]} (the scenario's ids: "
+                         f"{names[0]} .. {names[-1]})")
+    if missing:
+        raise GraphError(f"{where}: {len(missing)} building(s) of the scenario are not in the "
+                         f"graph: {missing[:10]}")
+    if len(edges) > max_edges:
+        raise GraphError(f"{where}: more than {max_edges:,} edges")
+    loops = [u for u, v in edges if u == v]
+    if loops:
+        raise GraphError(f"{where}: self-loop at {loops[0]} (a building cannot message "
+                         "itself)")
+    g = nx.Graph(topology=f"file {path.name}")
+    g.add_nodes_from(range(len(names)))
+    g.add_edges_from((index[u], index[v]) for u, v in edges)
+    if not allow_disconnected and not nx.is_connected(g):
+        raise GraphError(f"{where}: the graph is disconnected "
+                         f"({nx.number_connected_components(g)} components): consensus cannot "
+                         "agree across them; set communication.allow_disconnected: true to run "
+                         "anyway")
+    return check_connected(g, allow_disconnected=allow_disconnected)

@@ -247,9 +247,21 @@ def _limit(sc: Scenario, setup: FleetSetup, data: CityLearnData,
         f"the {horizon} declared steps, data rows {sc.time.start}..{last}")
 
 
-def _graph(sc: Scenario, n: int, grid: Any, problems: Problems) -> nx.Graph | None:
+def _graph(sc: Scenario, names: list[str], grid: Any, problems: Problems) -> nx.Graph | None:
+    n = len(names)
     com = sc.communication
     params = dict(com.params)
+    if com.topology == "file":
+        from agents.graphs import graph_from_file
+        from cosim.limits import MAX_GRAPH_FILE_BYTES
+
+        try:
+            return graph_from_file(resolve_path(str(com.graph_file)), names, max_bytes=
+                                   MAX_GRAPH_FILE_BYTES, max_edges=MAX_GRAPH_EDGES,
+                                   allow_disconnected=com.allow_disconnected)
+        except GraphError as exc:
+            problems.add("communication.graph_file", str(exc))
+            return None
     if com.topology == "feeder":
         if grid is None:
             return None  # the feeder's own problem is reported (or built without it)
@@ -361,7 +373,7 @@ def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True) -
 
     # without the feeder (a cmd-mode shard: buildings and controller only) a 'feeder'
     # graph cannot be built, and none is needed: the duals run in the main process
-    graph = _graph(sc, len(names), grid, problems)
+    graph = _graph(sc, names, grid, problems)
     faults = _faults(sc, names, problems)
     config = _dual_config(sc, problems)
     duals = None

@@ -45,3 +45,5 @@ MAX_DEMAND_SCALE = 1_000.0
 MAX_FLEET_SCALE = 1_000_000.0
 #: grid_constraints.period_steps: multipliers per constraint (one per phase of the period)
 MAX_GRID_PERIOD_STEPS = 168
+#: communication.graph_file: largest graph file read
+MAX_GRAPH_FILE_BYTES = 64 * 2**20

@@ -62,6 +62,8 @@ from cosim.limits import (
 from cosim.safe_yaml import YamlProblems, read_yaml
 
 MAX_BUS_ID = 2**31 - 1
+#: communication.topology of a graph read from communication.graph_file
+FILE_TOPOLOGY = "file"
 #: communication.params accepted per topology, with their type (float also takes int).
 TOPOLOGY_PARAMS: dict[str, dict[str, type]] = {
     "complete": {}, "ring": {}, "line": {}, "star": {},
@@ -69,6 +71,7 @@ TOPOLOGY_PARAMS: dict[str, dict[str, type]] = {
     "random_geometric": {"radius": float},
     "small_world": {"k": int, "p": float},
     "feeder": {"max_hops": int},
+    "file": {},
 }
 _SHOWN_INPUT_CHARS = 60  # longest wrong input echoed in a message
 _NO_INPUT_SHOWN = {"missing", "extra_forbidden", "value_error", "assertion_error"}
@@ -474,18 +477,24 @@ class CommunicationConfig(_Strict):
     topology: str = Field("complete", max_length=MAX_TEXT_CHARS)
     params: dict[str, Any] = Field(default_factory=dict, max_length=MAX_PARAMS,
                                    description="scalar parameters of the topology")
+    graph_file: Text | None = Field(
+        None, description="topology file: node-link JSON (as comm_graph.json) or an edge "
+        "list 'ID ID' per line; absolute or relative to the project directory")
     allow_disconnected: bool = False
     faults: FaultsConfig = FaultsConfig()
 
     @field_validator("topology")
     @classmethod
     def _topology(cls, v: str) -> str:
-        if v not in TOPOLOGIES:
-            raise ValueError(f"unknown topology {v!r}; valid: {', '.join(TOPOLOGIES)}")
+        if v not in (*TOPOLOGIES, FILE_TOPOLOGY):
+            raise ValueError(f"unknown topology {v!r}; valid: "
+                             f"{', '.join((*TOPOLOGIES, FILE_TOPOLOGY))}")
         return v
 
     @model_validator(mode="after")
     def _params(self) -> CommunicationConfig:
+        if (self.topology == FILE_TOPOLOGY) != (self.graph_file is not None):
+            raise _FieldError("graph_file", "give graph_file exactly with topology 'file'")
         accepted = TOPOLOGY_PARAMS[self.topology]
         errors = [(f"params.{key}", _param_problem(self.topology, accepted, key, value))
                   for key, value in self.params.items()]
@@ -632,7 +641,7 @@ def graph_edges_estimate(topology: str, n: int, params: dict[str, Any]) -> float
         if radius is None:
             radius = min(1.5, math.sqrt(3.0 * math.log(max(n, 2)) / (math.pi * max(n, 1))))
         return pairs * min(1.0, math.pi * float(radius) ** 2)
-    return 0.0 if topology == "feeder" else float(n)
+    return 0.0 if topology in ("feeder", FILE_TOPOLOGY) else float(n)
 
 
 def _graph_problems(sc: Scenario) -> list[tuple[str, str]]:
