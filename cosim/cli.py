@@ -18,9 +18,8 @@ def _demo(args: argparse.Namespace) -> int:
     code = _run(args)
     if code == 0:
         print("\nThe demo ran the paper's Fig. 1d scenario (scenarios/paper_fig1d.yaml). "
-              "Look at the KPI table above,\nthe plots (district_grid.png, lambda.png, "
-              "unmet.png, trafo_duration.png, voltage_envelope.png,\ncomm_graph.png) and "
-              "kpis.json in the run directory. Try: cosim run scenarios/paper_fig1d.yaml "
+              "Look at the KPI table above,\nreport.html (everything on one page), the "
+              "plots in plots/ and kpis.json in the run directory.\nTry: cosim run scenarios/paper_fig1d.yaml "
               "--set duals.mode=independent --out runs/independent")
     return code
 

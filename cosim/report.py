@@ -66,7 +66,13 @@ GRID_FIELDS = {
 #: What the grid KPIs read (besides the whole, one-row-per-step ``grid`` table).
 KPI_GRID_FIELDS = ("bus_vm_pu", "line_loading_percent", "trafo_loading_percent")
 #: What the grid plots draw.
-PLOT_GRID_FIELDS = ("bus_vm_pu", "trafo_loading_percent")
+PLOT_GRID_FIELDS = ("bus_vm_pu", "line_loading_percent", "trafo_loading_percent")
+#: Voltage bands drawn on voltage plots: (low, high, colour); the outer one only when the
+#: data come within VOLTAGE_BAND_NEAR_PU of it.
+VOLTAGE_BANDS = ((0.95, 1.05, "orange"), (0.90, 1.10, "red"))
+VOLTAGE_BAND_NEAR_PU = 0.02
+#: Lines drawn one by one in the line-loading duration curve (the most loaded).
+DURATION_LINES_MAX = 10
 #: What the plots draw from the buildings table.
 PLOT_BUILDING_COLUMNS = ("time", "building", "grid_kwh", "unmet_kwh", "lambda")
 #: What the report (KPIs and plots) reads from the buildings table.
@@ -323,36 +329,42 @@ def write_plots(run_dir: Path, kpis: dict[str, Any], data: ReportData | None = N
 
     batch = data.grid
     if batch is not None:
-        tl = batch.trafo_loading_percent
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-        if tl.shape[1]:
-            for j in range(tl.shape[1]):
-                curve = np.sort(tl[:, j][np.isfinite(tl[:, j])])[::-1]
-                ax.plot(np.arange(1, len(curve) + 1), curve, label=f"trafo {j}")
-            ax.axhline(100, color="red", ls="--", lw=0.8)
-            ax.legend()
-        ax.set(xlabel="hours (sorted)", ylabel="loading [%]",
-               title="Transformer loading duration curve")
-        save(fig, "trafo_duration.png")
+        for name, arr, ids, title in (
+                ("trafo_duration.png", batch.trafo_loading_percent,
+                 _element_ids(run_dir, "trafos", "trafo"), "Transformer loading duration curve"),
+                ("line_duration.png", batch.line_loading_percent,
+                 _element_ids(run_dir, "lines", "line"), "Line loading duration curve")):
+            fig, ax = plt.subplots(figsize=(8, 3.8))
+            _duration_curves(ax, arr, ids, "trafo" if "trafo" in name else "line")
+            ax.set(xlabel="steps, sorted by loading", ylabel="loading [%]", title=title)
+            save(fig, name)
 
         vm = batch.bus_vm_pu
-        fig, ax = plt.subplots(figsize=(10, 3.5))
+        bus_ids = _element_ids(run_dir, "buses", "bus")
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: unknown steps
-            ax.fill_between(batch.steps, np.nanmin(vm, axis=1), np.nanmax(vm, axis=1),
-                            alpha=0.5, label="min-max over buses")
-        for y in (0.95, 1.05):
-            ax.axhline(y, color="orange", ls="--", lw=0.8)
-        for y in (0.90, 1.10):
-            ax.axhline(y, color="red", ls="--", lw=0.8)
+            low, high = np.nanmin(vm, axis=1), np.nanmax(vm, axis=1)
+        fig, ax = plt.subplots(figsize=(10, 3.5))
+        ax.fill_between(batch.steps, low, high, alpha=0.5, label="min-max over buses")
+        _voltage_bands(ax, vm)
         ax.set(xlabel="step", ylabel="vm [pu]", title="Voltage envelope")
-        ax.legend()
+        ax.legend(loc="upper right", fontsize=8)
         save(fig, "voltage_envelope.png")
+
+        fig, ax = plt.subplots(figsize=(10, 3.5))
+        worst = worst_buses(vm)
+        for j, label in worst:
+            ax.plot(batch.steps, vm[:, j], lw=0.8,
+                    label=f"bus {bus_ids[j] if j < len(bus_ids) else j} ({label})")
+        _voltage_bands(ax, vm[:, [j for j, _ in worst]] if worst else vm)
+        ax.set(xlabel="step", ylabel="vm [pu]", title="The worst buses' voltage")
+        ax.legend(loc="upper right", fontsize=8)
+        save(fig, "worst_bus_voltage.png")
 
     comm = run_dir / "comm_graph.json"
     if comm.is_file():
         graph, names = graph_from_json(comm.read_text())
-        fig, ax = plt.subplots(figsize=(5, 5))
+        fig, ax = plt.subplots(figsize=(6.5, 5))
         # a force-directed layout costs O(n^2) per iteration: minutes for 10,000 agents
         pos = (nx.spring_layout(graph, seed=0) if graph.number_of_nodes() <= SPRING_LAYOUT_MAX
                else nx.circular_layout(graph))
@@ -361,13 +373,102 @@ def write_plots(run_dir: Path, kpis: dict[str, Any], data: ReportData | None = N
         colors = [final.get(names[n], 0.0) if isinstance(n, int) else final.get(n, 0.0)
                   for n in graph.nodes]
         small = graph.number_of_nodes() <= 40
-        nx.draw_networkx(graph, pos, ax=ax, node_color=colors, cmap="viridis",
-                         with_labels=small, node_size=300 if small else 20, font_size=7,
+        labels = {n: names[n] if isinstance(n, int) and n < len(names) else str(n)
+                  for n in graph.nodes} if small else None
+        finite = [c for c in colors if np.isfinite(c)]
+        vmin, vmax = (min(finite), max(finite)) if finite else (0.0, 1.0)
+        if vmax <= vmin:
+            vmax = vmin + 1e-9
+        nx.draw_networkx(graph, pos, ax=ax, node_color=colors, cmap="viridis", vmin=vmin,
+                         vmax=vmax, with_labels=small, labels=labels,
+                         node_size=300 if small else 20, font_size=6,
                          width=1.0 if graph.number_of_nodes() <= SPRING_LAYOUT_MAX else 0.05)
+        mappable = plt.cm.ScalarMappable(cmap="viridis",
+                                         norm=plt.Normalize(vmin=vmin, vmax=vmax))
+        fig.colorbar(mappable, ax=ax, shrink=0.8, label="final lambda")
         ax.set(title="Communication graph (colour: final lambda)")
         ax.axis("off")
         save(fig, "comm_graph.png")
     return paths
+
+
+def _element_ids(run_dir: Path, table: str, key: str) -> np.ndarray:
+    """The element ids of a grid table, sorted (the column order of :func:`_wide`)."""
+    ids = np.zeros(0, dtype=np.int64)
+    for frame in TableScan(run_dir, table, [key]).batches([key]):
+        ids = np.union1d(ids, frame[key].to_numpy())
+    return ids
+
+
+def loading_ylim(values: np.ndarray, limit_percent: float = 100.0) -> tuple[float, float]:
+    """0 to the data's maximum or a little above the limit, whichever is higher."""
+    top = float(np.nanmax(values)) if np.isfinite(values).any() else 0.0
+    return 0.0, max(limit_percent * 1.1, top * 1.05)
+
+
+def _duration_curves(ax: Any, loading: np.ndarray, ids: np.ndarray, what: str) -> None:
+    """Each element's loading sorted in descending order; the most loaded drawn one by
+    one (:data:`DURATION_LINES_MAX`), the envelope of all in grey, the 100 % limit."""
+    if loading.shape[1] == 0:
+        ax.text(0.5, 0.5, f"no {what}s", ha="center", transform=ax.transAxes)
+        return
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        peaks = np.nanmax(loading, axis=0)
+    curves = [np.sort(col[np.isfinite(col)])[::-1] for col in loading.T]
+    longest = max((len(c) for c in curves), default=0)
+    if longest:
+        padded = np.full((len(curves), longest), np.nan)
+        for j, c in enumerate(curves):
+            padded[j, :len(c)] = c
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ax.fill_between(np.arange(1, longest + 1), 0, np.nanmax(padded, axis=0),
+                            color="0.85", label=f"max over all {len(curves)} {what}s")
+    order = np.argsort(np.nan_to_num(peaks, nan=-np.inf))[::-1][:DURATION_LINES_MAX]
+    for j in order:
+        label = f"{what} {ids[j] if j < len(ids) else j}"
+        ax.plot(np.arange(1, len(curves[j]) + 1), curves[j], lw=1.0, label=label)
+    ax.axhline(100, color="red", ls="--", lw=0.9, label="100 %")
+    ax.set_ylim(*loading_ylim(loading))
+    ax.legend(fontsize=7, ncol=2, loc="upper right")
+
+
+def voltage_ylim(vm: np.ndarray) -> tuple[tuple[float, float], list[tuple[float, float, str]]]:
+    """y limits fitted to the voltages and the bands worth drawing (0.95-1.05 always,
+    0.90-1.10 when the data come within :data:`VOLTAGE_BAND_NEAR_PU` of it)."""
+    finite = vm[np.isfinite(vm)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (1.0, 1.0)
+    bands = [VOLTAGE_BANDS[0]] + [b for b in VOLTAGE_BANDS[1:]
+                                  if low <= b[0] + VOLTAGE_BAND_NEAR_PU
+                                  or high >= b[1] - VOLTAGE_BAND_NEAR_PU]
+    lines = [v for b in bands for v in b[:2]]
+    lo, hi = min(low, *lines), max(high, *lines)
+    pad = 0.05 * (hi - lo)
+    return (lo - pad, hi + pad), bands
+
+
+def _voltage_bands(ax: Any, vm: np.ndarray) -> None:
+    (lo, hi), bands = voltage_ylim(vm)
+    for low, high, colour in bands:
+        for y in (low, high):
+            ax.axhline(y, color=colour, ls="--", lw=0.8)
+    ax.set_ylim(lo, hi)
+
+
+def worst_buses(vm: np.ndarray) -> list[tuple[int, str]]:
+    """Columns of the bus with the lowest minimum and of the one with the highest
+    maximum voltage (one entry when it is the same bus; none without data)."""
+    if vm.size == 0 or not np.isfinite(vm).any():
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lows, highs = np.nanmin(vm, axis=0), np.nanmax(vm, axis=0)
+    j_low = int(np.nanargmin(lows))
+    j_high = int(np.nanargmax(highs))
+    if j_low == j_high:
+        return [(j_low, "lowest and highest")]
+    return [(j_low, "lowest"), (j_high, "highest")]
 
 
 def summary_table(kpis: dict[str, Any]) -> str:
