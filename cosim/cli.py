@@ -19,8 +19,8 @@ def _demo(args: argparse.Namespace) -> int:
     if code == 0:
         print("\nThe demo ran the paper's Fig. 1d scenario (scenarios/paper_fig1d.yaml). "
               "Look at the KPI table above,\nreport.html (everything on one page), the "
-              "plots in plots/ and kpis.json in the run directory.\nTry: cosim run scenarios/paper_fig1d.yaml "
-              "--set duals.mode=independent --out runs/independent")
+              "plots in plots/ and kpis.json in the run directory.\nTry: cosim run "
+              "scenarios/paper_fig1d.yaml --set duals.mode=independent --out runs/independent")
     return code
 
 
