@@ -5,7 +5,6 @@ tolerances from options and files; JUnit XML; the Python API; the golden referen
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -15,6 +14,7 @@ import pytest
 from cosim.cli import main
 from cosim.compare import Tolerance, assert_run_matches, compare_runs, tolerance_for
 from cosim.run import execute, prepare_scenario
+from tests.run_edit import copy_run, edit_table
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = REPO_ROOT / "scenarios" / "paper_fig1d.yaml"
@@ -40,16 +40,7 @@ def reference(tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def copy(reference: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "copy"
-    shutil.copytree(reference, out)
-    return out
-
-
-def _edit_table(run: Path, table: str, edit) -> None:
-    path = run / f"{table}.parquet"
-    frame = pd.read_parquet(path)
-    edit(frame)
-    frame.to_parquet(path, index=False)
+    return copy_run(reference, tmp_path / "copy")
 
 
 def test_an_identical_rerun_passes(reference: Path, tmp_path: Path, capsys):
@@ -64,7 +55,7 @@ def test_a_one_bus_change_of_a_millivolt_is_flagged(copy: Path, reference: Path,
         row = frame.index[(frame.bus == 17) & (frame.time == 31)][0]
         frame.loc[row, "vm_pu"] += VM_CHANGE_PU
 
-    _edit_table(copy, "buses", nudge)
+    edit_table(copy, "buses", nudge)
     assert main(["compare", str(copy), str(reference)]) == 1
     out = capsys.readouterr().out
     assert "FAIL  buses.vm_pu" in out and "bus 17, step 31" in out
@@ -82,9 +73,9 @@ def test_a_kpi_off_by_one_percent_is_flagged(copy: Path, reference: Path):
 
 
 def test_structure_changes_are_flagged(copy: Path, reference: Path):
-    _edit_table(copy, "lines", lambda f: f.drop(columns=["i_ka"], inplace=True))
-    _edit_table(copy, "trafos", lambda f: f.drop(index=f.index[-1], inplace=True))
-    _edit_table(copy, "buildings", lambda f: f.__setitem__("building",
+    edit_table(copy, "lines", lambda f: f.drop(columns=["i_ka"], inplace=True))
+    edit_table(copy, "trafos", lambda f: f.drop(index=f.index[-1], inplace=True))
+    edit_table(copy, "buildings", lambda f: f.__setitem__("building",
                                                            f.building.replace("B3", "B9")))
     failed = {c.quantity: c.message() for c in compare_runs(copy, reference).failures}
     assert "the run lacks columns ['i_ka']" in failed["lines.columns"]
@@ -93,7 +84,7 @@ def test_structure_changes_are_flagged(copy: Path, reference: Path):
 
 
 def test_tolerance_file_junit_and_api(copy: Path, reference: Path, tmp_path: Path):
-    _edit_table(copy, "buildings", lambda f: f.__setitem__("grid_kwh", f.grid_kwh + 1e-6))
+    edit_table(copy, "buildings", lambda f: f.__setitem__("grid_kwh", f.grid_kwh + 1e-6))
     junit = tmp_path / "report.xml"
     assert main(["compare", str(copy), str(reference), "--junit", str(junit)]) == 1
     suite = ET.parse(junit).getroot()

@@ -5,7 +5,6 @@ by 1 %), naming the check that failed."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +12,7 @@ import pytest
 
 from cosim.cli import main
 from cosim.run import execute, prepare_scenario
+from tests.run_edit import copy_run, edit_table
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted((REPO_ROOT / "scenarios").glob("*.yaml"))
@@ -39,16 +39,7 @@ def reference(tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def copy(reference: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "copy"
-    shutil.copytree(reference, out)
-    return out
-
-
-def _edit(run: Path, table: str, edit) -> None:
-    path = run / f"{table}.parquet"
-    frame = pd.read_parquet(path)
-    edit(frame)
-    frame.to_parquet(path, index=False)
+    return copy_run(reference, tmp_path / "copy")
 
 
 def _verify(run: Path, capsys, *extra: str) -> tuple[int, str]:
@@ -76,7 +67,7 @@ def test_a_changed_bus_voltage_is_caught(copy: Path, capsys):
     def nudge(frame: pd.DataFrame) -> None:
         frame.loc[(frame.time == 20) & (frame.bus == frame.bus.iloc[5]), "vm_pu"] += VM_CHANGE_PU
 
-    _edit(copy, "buses", nudge)
+    edit_table(copy, "buses", nudge)
     code, out = _verify(copy, capsys, "--steps", "all")
     assert code == 1 and "FAIL  power flow: vm_pu" in out and "step 20" in out
 
@@ -86,7 +77,7 @@ def test_a_dropped_kwh_is_caught(copy: Path, capsys):
         frame.loc[(frame.time == 7) & (frame.building == "B03"), "dropped_kwh"] += \
             DROPPED_CHANGE_KWH
 
-    _edit(copy, "buildings", drop)
+    edit_table(copy, "buildings", drop)
     code, out = _verify(copy, capsys)
     assert code == 1 and "FAIL  energy balance" in out and "building B03, step 7" in out
 
@@ -95,7 +86,7 @@ def test_an_altered_lambda_is_caught(copy: Path, capsys):
     def alter(frame: pd.DataFrame) -> None:
         frame.loc[(frame.time == 30) & (frame.building == "B10"), "lambda"] += LAMBDA_CHANGE
 
-    _edit(copy, "buildings", alter)
+    edit_table(copy, "buildings", alter)
     code, out = _verify(copy, capsys)
     assert code == 1 and "FAIL  multipliers" in out and "building B10, step 30" in out
 
