@@ -26,9 +26,9 @@ Signs. A loading is a magnitude: a downstream building's extra consumption raise
 when the element carries power towards its downstream side (import) and lowers it under
 reverse flow (PV export beyond the local demand). The probe takes the direction from
 the step's power flow: ``sign = +1`` when the downstream buses' net consumption
-``sum_{b downstream} p_mw_b`` is >= 0 and ``-1`` otherwise. Since the buildings'
-influence on a loading is ``d loading / d p_i = sign * |d loading / d p_i|``, loading
-weights are magnitudes and the sign re-signs them every step. Elements without a
+``sum_{b downstream} p_mw_b`` is >= -1e-9 MW (solver noise) and ``-1`` otherwise.
+Since the buildings' influence on a loading is ``d loading / d p_i = sign * |d loading /
+d p_i|``, loading weights are magnitudes and the sign re-signs them every step. Elements without a
 downstream side (on a loop of a meshed feeder) keep ``sign = +1``. Voltage and peak
 weights carry their own sign (consumption lowers the voltage: ``voltage_max`` weights
 are negative, ``voltage_min`` and peak weights positive); their probe sign is +1.
@@ -46,6 +46,14 @@ from grid_models.powerflow import GridResult
 from grid_models.sensitivity import ElementKey, Sensitivities
 
 SPEC_KINDS = ("loading_max", "voltage_max", "voltage_min", "peak_kw_max")
+#: Below these a finite-difference sensitivity is the solver's noise (power-grid-model
+#: leaves ~1e-11 pp/kW on an element no building feeds), not an influence: such a
+#: constraint concerns no building.
+MIN_LOADING_PP_PER_KW = 1e-6
+MIN_VM_PU_PER_KW = 1e-10
+#: A downstream net consumption above -this (MW) counts as forward flow: the solver
+#: leaves ~1e-16 MW on buses without load, which must not flip a sign.
+FLOW_SIGN_ATOL_MW = 1e-9
 WEIGHT_MODES = ("sensitivity", "membership")
 #: Scale of a voltage excess: half the width of the 0.95-1.05 pu planning band.
 VOLTAGE_SCALE_PU = 0.05
@@ -134,7 +142,10 @@ def constraint_weights(spec: ConstraintSpec, n_buildings: int, *,
         raise GridModelError(f"constraint {spec.name!r}: weights of shape {row.shape}, "
                              f"expected ({n_buildings},) finite values")
     peak = float(np.abs(row).max())
-    if peak <= 0.0:
+    floor = 0.0
+    if mode == "sensitivity" or spec.kind != "loading_max":
+        floor = MIN_LOADING_PP_PER_KW if spec.kind == "loading_max" else MIN_VM_PU_PER_KW
+    if peak <= floor:
         raise GridModelError(f"constraint {spec.name!r}: no building moves it (no building "
                              "downstream or all sensitivities zero)")
     row = row / peak
@@ -209,7 +220,7 @@ class ConstraintProbe:
                 if down.size:
                     flow = float(np.sum(result.bus_p_mw[down]))
                     if np.isfinite(flow):
-                        sign[j] = 1.0 if flow >= 0.0 else -1.0
+                        sign[j] = 1.0 if flow >= -FLOW_SIGN_ATOL_MW else -1.0
             else:
                 vm = result.bus_vm_pu[self.bus_cols[j]]
                 vm = vm[np.isfinite(vm)]

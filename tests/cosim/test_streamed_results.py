@@ -391,11 +391,14 @@ def test_plots_read_only_what_they_draw(synthetic, monkeypatch):
     monkeypatch.setattr(TableScan, "__init__", spy)
     paths = report.write_plots(run, kpis)
     assert {p.name for p in paths} == {"district_grid.png", "lambda.png", "unmet.png",
-                                       "trafo_duration.png", "voltage_envelope.png"}
+                                       "trafo_duration.png", "line_duration.png",
+                                       "voltage_envelope.png", "worst_bus_voltage.png"}
     assert ("buildings", report.PLOT_BUILDING_COLUMNS) in read
     assert all(cols is not None for _, cols in read)
+    # the values drawn, and the element ids for the labels
     assert {cols for table, cols in read if table != "buildings"} == \
-        {("time", "bus", "vm_pu"), ("time", "trafo", "loading_percent")}
+        {("time", "bus", "vm_pu"), ("time", "trafo", "loading_percent"),
+         ("time", "line", "loading_percent"), ("bus",), ("trafo",), ("line",)}
 
 
 def test_grid_batch_equals_pivoted_tables(synthetic):
