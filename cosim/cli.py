@@ -261,6 +261,13 @@ def _study(args: argparse.Namespace) -> int:
                                  "grid_hours.png") if (out / name).is_file()]
     print(f"{len(table)} runs -> {out}/" + ", ".join(["study.csv", "study.md", *figures,
                                                       "report.html"]))
+    failed = table[table["status"] == "failed"] if "status" in table else table.iloc[:0]
+    if len(failed):
+        for _, row in failed.iterrows():
+            print(f"error: run {row['run']} failed: {row.get('note', '')}", file=sys.stderr)
+        print(f"error: {len(failed)} of {len(table)} runs failed (rows with status 'failed' "
+              "in study.csv); the others are complete", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -26,19 +26,37 @@ values are sanitised), so nothing is written or deleted outside
 ``<out>/runs/``. Run again into the same folder, a study **skips** every run that
 is complete with an unchanged resolved scenario, **resumes** an interrupted
 one from its checkpoint, and replaces a run whose scenario changed only with
-``--force``. ``study.csv`` is rewritten as each run finishes, so an interrupted
-study keeps what it finished.
+``--force``. ``study.csv`` is rewritten as each run finishes (its rows in the
+grid's order), so an interrupted study keeps what it finished.
+
+Workers: the runs go to ``dask.distributed`` workers, one run per single-threaded
+worker process, so each run's mosaik world (and the simulator processes it starts)
+lives inside its worker. By default a ``LocalCluster`` with one worker per core of
+the machine starts for the study and closes with it; ``COSIM_STUDY_WORKERS=N`` sets
+the count (``1``: every run in the study's own process, one after the other, as
+does a study with at most one run to do) and ``COSIM_DASK_SCHEDULER=ADDRESS``
+(e.g. ``tcp://host:8786``) uses a running cluster instead, whose workers must see
+the study folder at the same path and have cosim installed. ``run_study`` takes
+the same as ``workers=`` and ``scheduler=``. Runs that are complete are not sent
+to the workers (their rows are read here). A run that fails (an invalid override,
+an error while it runs, a worker that died) gets the row ``status: failed`` with
+the error in ``note`` while the others go on; ``study.json`` counts them
+(``failed``). A stop (Ctrl-C, SIGTERM) closes the cluster: the runs it was doing
+stop where they are and resume from their checkpoints when the study runs again.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import numpy as np
 import pandas as pd
@@ -64,6 +82,8 @@ VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,63}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.=+-]")
 MAX_RUN_NAME = 200
 NEAR_MAX = 0.9  # "near lambda_max": at least 90 % of it
+MAX_NOTE = 300  # longest note of a failed run
+POLL_S = 0.1  # how often a study waiting on its dask workers looks for a stop request
 
 
 class StudyFile(BaseModel):
@@ -295,70 +315,218 @@ def _existing_run(run_dir: Path, resolved: str) -> str:
     return "complete" if status.get("state") == "complete" else "incomplete"
 
 
-def run_study(study: Study, out: Path, *, steps: int | None = None,
-              progress: bool = True, force: bool = False) -> pd.DataFrame:
-    """Run every variant; write the table and figures; return the table.
+def _failure_note(exc: BaseException) -> str:
+    """A failed run's ``note``: the exception's type and message on one short line."""
+    text = " ".join(str(exc).split())
+    note = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return note if len(note) <= MAX_NOTE else note[:MAX_NOTE - 3] + "..."
 
-    Continues a study already in ``out`` (see the module docstring); ``force``
-    replaces runs whose resolved scenario changed.
+
+def _run_dir(out: Path, run_id: str) -> Path:
+    runs_root = out / "runs"
+    run_dir = runs_root / run_id
+    if run_dir.resolve().parent != runs_root.resolve():
+        raise RunDirError(f"{run_dir}: run folder outside {runs_root}")
+    return run_dir
+
+
+def _check_state(run_dir: Path, state: str, force: bool) -> None:
+    if state == "foreign":
+        raise RunDirError(f"{run_dir}: exists and is not a run made by cosim; "
+                          "nothing was touched")
+    if state == "changed" and not force:
+        raise RunDirError(f"{run_dir}: holds a run of a different scenario (the study "
+                          "changed); pass --force to replace the changed runs, or "
+                          "choose another --out")
+
+
+def run_one(scenario: str | Path, run_id: str, point: dict[str, Any],
+            overrides: list[tuple[str, Any]], steps: int | None, engine: str,
+            out: str | Path, force: bool) -> dict[str, Any]:
+    """One run of a study, start to row: build the scenario, skip the run when it is
+    complete with the same resolved scenario, resume it when it was interrupted, else
+    run it into ``<out>/runs/<run_id>``; return its ``study.csv`` row.
+
+    A top-level function a dask worker can run (it imports what it needs; the run's
+    mosaik world lives and ends inside the calling process). An infeasible scenario
+    gives the row ``status="infeasible"``; any other error (an invalid override, a run
+    that raised) ``status="failed"`` with the error in ``note``, so the other runs go
+    on. Only interrupts (Ctrl-C, SIGTERM: ``KeyboardInterrupt``) propagate.
     """
-    from tqdm import tqdm
-
     from cosim.run import execute, prepare_scenario, resume
     from cosim.scenario import resolved_yaml
 
     out = Path(out)
+    head: dict[str, Any] = {"run": run_id, **point}
+    try:
+        try:
+            sc, built = prepare_scenario(scenario, overrides, steps)
+        except ScenarioInfeasible as exc:
+            return {**head, "status": "infeasible", "note": exc.errors[0][1]}
+        run_dir = _run_dir(out, run_id)
+        state = _existing_run(run_dir, resolved_yaml(sc))
+        _check_state(run_dir, state, force)
+        if state == "incomplete":
+            resume(run_dir, progress=False)
+        elif state != "complete":
+            execute(sc, built, run_dir, progress=False, force=state == "changed",
+                    engine=engine)
+        metrics = run_metrics(run_dir, built.classes, sc.duals.lambda_max,
+                              uses_duals=sc.controller.kind == "policy")
+    except Exception as exc:  # recorded in the row; the study goes on
+        return {**head, "status": "failed", "note": _failure_note(exc)}
+    return {**head, "reused": state == "complete", "status": "ok",
+            "run_dir": str(run_dir.relative_to(out)), **metrics}
+
+
+def study_workers(workers: int | None = None,
+                  scheduler: str | None = None) -> tuple[int, str | None]:
+    """The worker count and scheduler address a study uses: the arguments, else
+    ``COSIM_STUDY_WORKERS`` and ``COSIM_DASK_SCHEDULER``, else the machine's cores."""
+    if scheduler is None:
+        scheduler = os.environ.get("COSIM_DASK_SCHEDULER", "").strip() or None
+    if workers is None:
+        text = os.environ.get("COSIM_STUDY_WORKERS", "").strip()
+        if text:
+            try:
+                workers = int(text)
+            except ValueError:
+                workers = 0
+            if workers < 1:
+                raise ScenarioError("COSIM_STUDY_WORKERS",
+                                    [("", f"{text!r} is not a whole number >= 1")])
+        else:
+            try:
+                workers = len(os.sched_getaffinity(0))
+            except AttributeError:  # not on Linux
+                workers = os.cpu_count() or 1
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, not {workers}")
+    return workers, scheduler
+
+
+def _client(workers: int, scheduler: str | None) -> tuple[Any, Any]:
+    """A dask client (and the LocalCluster it owns, None for ``scheduler``)."""
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        return Client(scheduler), None
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                           dashboard_address=None, memory_limit=0, silence_logs=logging.ERROR)
+    try:
+        return Client(cluster), cluster
+    except BaseException:
+        cluster.close()
+        raise
+
+
+def run_study(study: Study, out: Path, *, steps: int | None = None,
+              progress: bool = True, force: bool = False, workers: int | None = None,
+              scheduler: str | None = None) -> pd.DataFrame:
+    """Run every variant; write the table and figures; return the table.
+
+    Continues a study already in ``out`` (see the module docstring); ``force``
+    replaces runs whose resolved scenario changed. ``workers`` (default
+    ``COSIM_STUDY_WORKERS``, else the machine's cores): with more than one, and more
+    than one run to do, the runs go to a dask ``LocalCluster`` of that many
+    single-threaded worker processes; ``workers=1`` runs them here, one after the
+    other. ``scheduler`` (default ``COSIM_DASK_SCHEDULER``): the address of a running
+    dask scheduler to use instead (its workers must see ``out`` and have cosim).
+    """
+    from tqdm import tqdm
+
+    from cosim.scenario import load_scenario, resolved_yaml
+
+    out = Path(out)
+    workers, scheduler = study_workers(workers, scheduler)
     grid = study.grid()  # checks the run names before anything is written
     lock = claim_study_dir(out, study, force=force)
     try:
-        runs_root = out / "runs"
-        runs_root.mkdir(exist_ok=True)
-        rows: list[dict[str, Any]] = []
-        for run_id, point, overrides in tqdm(grid, desc=f"study {study.name}", unit="run",
-                                             disable=not progress):
-            row: dict[str, Any] = {"run": run_id, **point}
+        (out / "runs").mkdir(exist_ok=True)
+        where = out.resolve()
+        args = [(str(study.scenario), run_id, point, overrides, steps, study.engine,
+                 str(where), force) for run_id, point, overrides in grid]
+        # refuse a foreign or changed run folder before any run starts; find the runs
+        # to do (complete ones are only read, here)
+        todo: list[int] = []  # grid indices
+        for i, (run_id, _, overrides) in enumerate(grid):
+            run_dir = _run_dir(out, run_id)
             try:
-                sc, built = prepare_scenario(study.scenario, overrides, steps)
-            except ScenarioInfeasible as exc:
-                row.update(status="infeasible", note=exc.errors[0][1])
-                rows.append(row)
-                _write_csv(pd.DataFrame(rows), out / "study.csv")
-                continue
-            run_dir = runs_root / run_id
-            if run_dir.resolve().parent != runs_root.resolve():
-                raise RunDirError(f"{run_dir}: run folder outside {runs_root}")
+                sc = load_scenario(study.scenario, overrides, steps)
+            except ScenarioError:
+                continue  # recorded as failed by run_one, here
             state = _existing_run(run_dir, resolved_yaml(sc))
-            if state == "foreign":
-                raise RunDirError(f"{run_dir}: exists and is not a run made by cosim; "
-                                  "nothing was touched")
-            if state == "changed" and not force:
-                raise RunDirError(f"{run_dir}: holds a run of a different scenario (the study "
-                                  "changed); pass --force to replace the changed runs, or "
-                                  "choose another --out")
-            if state == "complete":
-                row["reused"] = True
-            elif state == "incomplete":
-                resume(run_dir, progress=False)
-                row["reused"] = False
+            _check_state(run_dir, state, force)
+            if state != "complete":
+                todo.append(i)
+        rows: dict[int, dict[str, Any]] = {}
+
+        def record(i: int, row: dict[str, Any]) -> None:
+            rows[i] = row
+            _write_csv(pd.DataFrame([rows[k] for k in sorted(rows)]), out / "study.csv")
+            bar.update()
+
+        with tqdm(total=len(grid), desc=f"study {study.name}", unit="run",
+                  disable=not progress) as bar:
+            if scheduler is None and (workers == 1 or len(todo) <= 1):
+                for i, a in enumerate(args):
+                    record(i, run_one(*a))
             else:
-                execute(sc, built, run_dir, progress=False, force=state == "changed",
-                        engine=study.engine)
-                row["reused"] = False
-            row.update(status="ok", run_dir=str(run_dir.relative_to(out)),
-                       **run_metrics(run_dir, built.classes, sc.duals.lambda_max,
-                                     uses_duals=sc.controller.kind == "policy"))
-            rows.append(row)
-            _write_csv(pd.DataFrame(rows), out / "study.csv")
-        table = pd.DataFrame(rows)
+                _run_on_dask(args, todo, record, min(workers, len(todo)), scheduler)
+        table = pd.DataFrame([rows[k] for k in sorted(rows)])
         table = add_oracle_gap(table, list(study.sweep))
         _write_csv(table, out / "study.csv")
         (out / "study.md").write_text(markdown_table(table))
         study_figures(table, out)
+        failed = int((table["status"] == "failed").sum())
         marker = read_marker(out, "study") or new_marker("study")
-        _write_study_marker(out, {**marker, "state": "complete", "runs": len(table)})
+        _write_study_marker(out, {**marker, "state": "complete", "runs": len(table),
+                                  "failed": failed})
     finally:
         lock.release()
     return table
+
+
+def _run_on_dask(args: list[tuple[Any, ...]], todo: list[int], record: Any, workers: int,
+                 scheduler: str | None) -> None:
+    """The runs ``todo`` on dask workers, the others (skipped, invalid) here; ``record``
+    each row as its run finishes. Stopping (Ctrl-C, SIGTERM) closes the cluster: its
+    runs stop where they are and resume from their checkpoints next time."""
+    from distributed import as_completed
+
+    from cosim.results import steps_finished
+
+    client, cluster = _client(workers, scheduler)
+    try:
+        futures = {client.submit(run_one, *args[i], key=f"run-{args[i][1]}-{uuid4().hex[:8]}",
+                                 pure=False): i for i in todo}
+        sent = set(todo)
+        for i in range(len(args)):  # while the workers run
+            if i not in sent:
+                record(i, run_one(*args[i]))
+        # a stop request (SIGTERM) from now on raises at once: nothing steps here
+        steps_finished()
+        done = as_completed(futures)
+        while not done.is_empty():
+            batch = done.next_batch(block=False) if done.has_ready() else []
+            if not batch:
+                time.sleep(POLL_S)
+                continue
+            for future in batch:
+                i = futures[future]
+                if future.status == "finished":
+                    row = future.result()
+                else:  # the worker died (KilledWorker), the task was cancelled
+                    exc = future.exception() if future.status == "error" else None
+                    run_id, point = args[i][1], args[i][2]
+                    row = {"run": run_id, **point, "status": "failed",
+                           "note": _failure_note(exc) if exc else f"task {future.status}"}
+                record(i, row)
+                future.release()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def add_oracle_gap(table: pd.DataFrame, sweep_keys: list[str]) -> pd.DataFrame:

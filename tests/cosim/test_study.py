@@ -110,6 +110,10 @@ def test_a_study_never_takes_a_folder_it_did_not_make(tmp_path: Path, capsys):
 def test_an_interrupted_study_keeps_its_rows_and_resumes(tmp_path: Path, monkeypatch, capsys):
     import cosim.run as run_module
 
+    # in-process runs: the patched execute below must be the one that runs (workers
+    # are other processes; their kill-and-resume is tested in test_study_dask.py)
+    monkeypatch.setenv("COSIM_STUDY_WORKERS", "1")
+
     ref = tmp_path / "ref"
     assert _study(ref) == 0
     expected = pd.read_csv(ref / "study.csv")
