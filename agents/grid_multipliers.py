@@ -97,6 +97,7 @@ communication graph (a feeder topology connects the buildings downstream of an e
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -299,8 +300,9 @@ def _check_signs(where: str, signs: np.ndarray | Sequence[float], k: int) -> np.
     return arr
 
 
-class _GridMultipliers:
-    """What both modes share: the constraints, alpha, mu_max, signs, excess and prices."""
+class _GridMultipliers(ABC):
+    """What both modes share: the constraints, alpha, mu_max, signs, excess, prices and
+    the update's frame (:meth:`update`); a mode supplies its ascent step and its price."""
 
     def __init__(
         self,
@@ -378,9 +380,44 @@ class _GridMultipliers:
         h = np.where(np.isfinite(h), h, np.nan)
         return np.where(self._min_kind, self._limit - h, h - self._limit) / self._scale
 
+    @abstractmethod
     def price_shift(self) -> np.ndarray:
         """What the grid constraints add to each building's lambda, (N,)."""
-        raise NotImplementedError
+
+    @property
+    @abstractmethod
+    def mu(self) -> np.ndarray:
+        """The multipliers (K,) (peer mode: the mean over each cluster)."""
+
+    @abstractmethod
+    def _ascend(self, e: np.ndarray) -> None:
+        """Move the multipliers by one step on the normalised excess ``e`` (K,); a
+        non-finite ``e[k]`` leaves constraint k's multipliers unchanged."""
+
+    @property
+    def step(self) -> int:
+        """Number of updates since the last reset."""
+        return self._step
+
+    def update(
+        self,
+        measured: np.ndarray | Sequence[float],
+        sign: np.ndarray | Sequence[float] | None = None,
+    ) -> np.ndarray:
+        """One step from the quantities measured at the previous step; returns the new mu.
+
+        ``measured[k]``: constraint k's quantity (loading %, voltage pu, kW). A
+        non-finite entry leaves that constraint's multipliers unchanged. ``sign`` (K,):
+        the direction of each constraint's flow, +1 or -1, re-signing its weights from
+        now on (None: keep every sign; 0 or non-finite: keep that one). Nothing changes
+        when an argument is refused.
+        """
+        e = self.excess(measured)
+        signs = self._new_signs(sign)
+        self._ascend(e)
+        self._signs = signs
+        self._step += 1
+        return self.mu
 
     def effective_lambda(self, lam: np.ndarray | float, lambda_max: float) -> np.ndarray:
         """``clip(lam + price_shift(), 0, lambda_max)`` (N,), the multiplier the policies see."""
@@ -449,9 +486,9 @@ class OperatorMultipliers(_GridMultipliers):
         return self._mu.copy()
 
     @property
-    def step(self) -> int:
-        """Number of updates since the last reset."""
-        return self._step
+    def mu_spread(self) -> np.ndarray:
+        """0 (K,): one multiplier per constraint, nothing to agree on."""
+        return np.zeros(self.n_constraints)
 
     def snapshot(self) -> dict[str, np.ndarray]:
         """The state, as named arrays: ``restore(snapshot())`` on an instance built with
@@ -476,26 +513,11 @@ class OperatorMultipliers(_GridMultipliers):
 
     # --- the step ---------------------------------------------------------------------
 
-    def update(
-        self,
-        measured: np.ndarray | Sequence[float],
-        sign: np.ndarray | Sequence[float] | None = None,
-    ) -> np.ndarray:
-        """One projected ascent step from the quantities measured at the previous step.
-
-        ``measured[k]``: constraint k's quantity (loading %, voltage pu, kW). A
-        non-finite entry leaves that mu_k unchanged. ``sign`` (K,): the direction of
-        each constraint's flow, +1 or -1, re-signing its weights from now on (None:
-        keep every sign; 0 or non-finite: keep that one). Returns a copy of the new mu.
-        """
-        e = self.excess(measured)
-        signs = self._new_signs(sign)
+    def _ascend(self, e: np.ndarray) -> None:
+        """Projected ascent: ``mu <- clip(mu + alpha e, 0, mu_max)``."""
         ok = np.isfinite(e)
         stepped = np.clip(self._mu + self.alpha * np.where(ok, e, 0.0), 0.0, self.mu_max)
         self._mu = np.where(ok, stepped, self._mu)
-        self._signs = signs
-        self._step += 1
-        return self.mu
 
     def price_shift(self) -> np.ndarray:
         """``sum_k sign_k W_k mu_k`` (N,), what the grid constraints add to each lambda."""
@@ -656,11 +678,6 @@ class PeerMultipliers(_GridMultipliers):
         """max - min (K,) of mu_k over each cluster (0: the members agree)."""
         return np.array([np.ptp(dyn.state.lam) for dyn in self._dynamics])
 
-    @property
-    def step(self) -> int:
-        """Number of updates since the last reset."""
-        return self._step
-
     def snapshot(self) -> dict[str, np.ndarray]:
         """The state, as named arrays (``cluster{k}_*``: constraint k's dynamics):
         ``restore(snapshot())`` on an instance built with the same arguments continues
@@ -704,23 +721,12 @@ class PeerMultipliers(_GridMultipliers):
 
     # --- the step ---------------------------------------------------------------------
 
-    def update(
-        self,
-        measured: np.ndarray | Sequence[float],
-        sign: np.ndarray | Sequence[float] | None = None,
-    ) -> np.ndarray:
-        """One consensus step per constraint from the quantities measured at the previous
-        step (module docstring); ``measured`` and ``sign`` as
-        :meth:`OperatorMultipliers.update`. A non-finite ``measured[k]`` leaves cluster k
-        untouched. Returns the new mean mu (K,)."""
-        e = self.excess(measured)
-        signs = self._new_signs(sign)
+    def _ascend(self, e: np.ndarray) -> None:
+        """One consensus step per constraint (module docstring); :meth:`update` returns
+        the new mean mu (K,)."""
         for e_k, dyn, share in zip(e, self._dynamics, self._residual_share, strict=True):
             if np.isfinite(e_k):
                 dyn.update(e_k * share, np.zeros(share.size))
-        self._signs = signs
-        self._step += 1
-        return self.mu
 
     def price_shift(self) -> np.ndarray:
         """``sum_k sign_k W_ki mu_ki`` (N,), what the grid constraints add to each lambda

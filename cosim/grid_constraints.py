@@ -94,7 +94,7 @@ class GridConstraintSet:
             "limit": np.array([s.limit for s in self.specs]),
             "excess": m.excess(measured),
             "mu": m.mu,
-            "mu_spread": m.mu_spread if hasattr(m, "mu_spread") else np.zeros(len(self.specs)),
+            "mu_spread": m.mu_spread,
             "sign": m.signs,
         }
         m.update(measured, sign)
