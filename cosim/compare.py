@@ -242,13 +242,11 @@ def _compare_table(table: str, run_df: pd.DataFrame, ref_df: pd.DataFrame,
         tol = tolerance_for(name, tolerances)
         a = ref.to_numpy(dtype=float)
         b = run.to_numpy(dtype=float)
-        both_nan = np.isnan(a) & np.isnan(b)
-        diff = np.where(both_nan, 0.0, np.abs(b - a))
-        diff = np.where(np.isnan(diff), np.inf, diff)  # NaN against a number
+        diff = deviation(b, a)
         bad = diff > tol.atol + tol.rtol * np.abs(np.nan_to_num(a))
         check = Check(name, tol, compared=len(a), failed=int(bad.sum()))
         if len(a):
-            i = int(np.argmax(np.where(bad, diff, -1.0))) if bad.any() else int(np.argmax(diff))
+            i = worst_index(diff, bad)
             check.worst_diff = float(diff[i])
             if check.worst_diff > 0 or bad.any():
                 check.where = _where(keys, merged.iloc[i])
@@ -257,16 +255,31 @@ def _compare_table(table: str, run_df: pd.DataFrame, ref_df: pd.DataFrame,
     return checks
 
 
-def _flatten(obj: Any, prefix: str) -> dict[str, Any]:
+def deviation(run: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """``|run - ref|`` element by element: 0 where both are NaN (unknown stays unknown),
+    inf where only one is."""
+    run, ref = np.asarray(run, dtype=float), np.asarray(ref, dtype=float)
+    diff = np.where(np.isnan(run) & np.isnan(ref), 0.0, np.abs(run - ref))
+    return np.where(np.isnan(diff), np.inf, diff)
+
+
+def worst_index(diff: np.ndarray, bad: np.ndarray) -> int:
+    """Where to report: the largest deviation beyond the tolerance, else the largest."""
+    return int(np.argmax(np.where(bad, diff, -1.0))) if bad.any() else int(np.argmax(diff))
+
+
+def flatten_kpis(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """``kpis.json`` (or a part) as ``{"fleet.total_cost": value, "fleet.final_lambda[3]":
+    value, ...}`` under ``prefix``; timings and ``units`` left out."""
     out: dict[str, Any] = {}
     if isinstance(obj, dict):
         for k, v in obj.items():
             if k in TIMING_KPIS or k == "units":
                 continue
-            out.update(_flatten(v, f"{prefix}.{k}"))
+            out.update(flatten_kpis(v, f"{prefix}.{k}" if prefix else str(k)))
     elif isinstance(obj, list):
         for i, v in enumerate(obj):
-            out.update(_flatten(v, f"{prefix}[{i}]"))
+            out.update(flatten_kpis(v, f"{prefix}[{i}]"))
     else:
         out[prefix] = obj
     return out
@@ -279,7 +292,7 @@ def _compare_kpis(run_dir: Path, ref_dir: Path,
         ref_k = json.loads((ref_dir / "kpis.json").read_text())
     except (OSError, ValueError) as exc:
         return [Check("kpi", Tolerance(), problem=f"cannot read kpis.json: {exc}")]
-    run_flat, ref_flat = _flatten(run_k, "kpi"), _flatten(ref_k, "kpi")
+    run_flat, ref_flat = flatten_kpis(run_k, "kpi"), flatten_kpis(ref_k, "kpi")
     checks = []
     for name, ref in ref_flat.items():
         base = name.split("[")[0]

@@ -693,7 +693,8 @@ def write_json(path: Path, obj: Any) -> None:
     _write_json(Path(path), obj)
 
 
-def recorded_bus_loads(run_dir: str | Path, slack_buses: Sequence[int]
+def recorded_bus_loads(run_dir: str | Path, slack_buses: Sequence[int], *,
+                       buses: pd.DataFrame | None = None, grid: pd.DataFrame | None = None
                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Net consumption per step and bus (time x bus, MW and Mvar) as the run recorded it.
 
@@ -701,12 +702,13 @@ def recorded_bus_loads(run_dir: str | Path, slack_buses: Sequence[int]
     includes the external grid's supply; that is taken out again (from
     ``grid.parquet``), so the frames are the loads to put on ``feeder.json``'s buses
     (its own loads and generators switched off) to recompute the run's power flow.
+    ``buses`` and ``grid``: the run's tables when the caller has read them already.
     """
     slack = [int(b) for b in slack_buses]
     if len(slack) != 1:
         raise RunDirError(f"{run_dir}: need exactly one external grid, got buses {slack}")
-    buses = read_table(run_dir, "buses")
-    grid = read_table(run_dir, "grid").set_index("time")
+    buses = read_table(run_dir, "buses") if buses is None else buses
+    grid = (read_table(run_dir, "grid") if grid is None else grid).set_index("time")
     p = buses.pivot(index="time", columns="bus", values="p_mw")
     q = buses.pivot(index="time", columns="bus", values="q_mvar")
     p[slack[0]] += grid.loc[p.index, "ext_grid_p_mw"]

@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cosim.compare import deviation, flatten_kpis, worst_index
+
 ENERGY_ATOL_KWH = 1e-9  # float64 sums of a few kWh
 VM_ATOL_PU = 1e-4  # power-grid-model in the run vs pandapower here
 LOADING_ATOL_PERCENT = 0.1
@@ -97,10 +99,8 @@ def _worst(check: VerifyCheck, diff: np.ndarray, allowed: float, where: Any) -> 
     return check
 
 
-def check_energy(run: Path) -> VerifyCheck:
-    from cosim.results import read_table
-
-    b = read_table(run, "buildings")
+def check_energy(b: pd.DataFrame) -> VerifyCheck:
+    """The energy balance of every building and step of the buildings table ``b``."""
     check = VerifyCheck("energy balance", f"atol {ENERGY_ATOL_KWH:g} kWh")
     names = list(dict.fromkeys(b.building))
     wide = {c: b.pivot(index="time", columns="building", values=c)[names].to_numpy()
@@ -147,15 +147,15 @@ def check_power_flow(run: Path, steps: int | None = DEFAULT_SAMPLE_STEPS
         vm.skipped = loading.skipped = "no feeder.json (a run without a feeder)"
         return [vm, loading]
     net = read_feeder_json(feeder_file)
-    p_mw, q_mvar = recorded_bus_loads(run, net.ext_grid.bus)
+    buses, grid = read_table(run, "buses"), read_table(run, "grid")
+    p_mw, q_mvar = recorded_bus_loads(run, net.ext_grid.bus, buses=buses, grid=grid)
     net.load["in_service"] = False
     net.sgen["in_service"] = False
-    buses = [int(b) for b in p_mw.columns]
-    loads = [pp.create_load(net, b, p_mw=0.0, q_mvar=0.0) for b in buses]
-    bus_t = read_table(run, "buses").set_index(["time", "bus"]).vm_pu
+    loads = [pp.create_load(net, int(b), p_mw=0.0, q_mvar=0.0) for b in p_mw.columns]
+    bus_t = buses.set_index(["time", "bus"]).vm_pu
     line_t = read_table(run, "lines").set_index(["time", "line"]).loading_percent
     trafo_t = read_table(run, "trafos").set_index(["time", "trafo"]).loading_percent
-    converged = read_table(run, "grid").set_index("time").converged
+    converged = grid.set_index("time").converged
     for t in _sample(np.asarray(p_mw.index), steps):
         if not bool(converged.get(t, False)):
             continue  # an unknown step stays unknown: nothing to re-solve
@@ -178,11 +178,11 @@ def check_power_flow(run: Path, steps: int | None = DEFAULT_SAMPLE_STEPS
     return [vm, loading]
 
 
-def check_multipliers(run: Path, scenario: dict[str, Any], kpis: dict[str, Any]
-                      ) -> list[VerifyCheck]:
+def check_multipliers(run: Path, b: pd.DataFrame, scenario: dict[str, Any],
+                      kpis: dict[str, Any]) -> list[VerifyCheck]:
+    """The multipliers of the buildings table ``b`` against a replay of the duals."""
     from agents.duals import DualConfig, DualDynamics
     from agents.graphs import graph_from_json
-    from cosim.results import read_table
 
     check = VerifyCheck("multipliers", f"atol {MULTIPLIER_ATOL:g}")
     faults = (scenario.get("communication") or {}).get("faults") or {}
@@ -195,7 +195,6 @@ def check_multipliers(run: Path, scenario: dict[str, Any], kpis: dict[str, Any]
         return [check]
     graph, names = graph_from_json(comm.read_text())
     duals = DualDynamics(DualConfig(**scenario["duals"]), graph, kpis["limit_kwh"])
-    b = read_table(run, "buildings")
 
     def wide(col: str) -> np.ndarray:
         return b.pivot(index="time", columns="building", values=col)[names].to_numpy()
@@ -250,19 +249,11 @@ def _check_grid_multipliers(run: Path, b: pd.DataFrame, names: list[str],
     return [mu_check, eff_check]
 
 
-def _numbers(obj: Any, prefix: str = "") -> dict[str, float]:
-    out: dict[str, float] = {}
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out.update(_numbers(v, f"{prefix}.{k}" if prefix else str(k)))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            out.update(_numbers(v, f"{prefix}[{i}]"))
-    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
-        out[prefix] = float(obj)
-    elif obj is None:
-        out[prefix] = float("nan")
-    return out
+def _numbers(obj: Any) -> dict[str, float]:
+    """The numbers of a part of ``kpis.json`` by flat name (null: NaN)."""
+    return {k: float("nan") if v is None else float(v)
+            for k, v in flatten_kpis(obj).items()
+            if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))}
 
 
 def check_kpis(run: Path, scenario: dict[str, Any], kpis: dict[str, Any]) -> VerifyCheck:
@@ -288,14 +279,12 @@ def check_kpis(run: Path, scenario: dict[str, Any], kpis: dict[str, Any]) -> Ver
     keys = sorted(set(want) & set(got))
     a = np.array([got[k] for k in keys])
     w = np.array([want[k] for k in keys])
-    both_nan = np.isnan(a) & np.isnan(w)
-    diff = np.where(both_nan, 0.0, np.abs(a - w))
-    diff = np.where(np.isnan(diff), np.inf, diff)
+    diff = deviation(a, w)
     bad = diff > KPI_ATOL + KPI_RTOL * np.abs(np.nan_to_num(w))
     check.compared = len(keys)
     check.failed = int(bad.sum()) + len(missing)
     if keys:
-        i = int(np.argmax(np.where(bad, diff, -1.0))) if bad.any() else int(np.argmax(diff))
+        i = worst_index(diff, bad)
         check.worst = float(diff[i])
         if check.worst > 0:
             check.where = f"{keys[i]}: {a[i]:.6g} in kpis.json, {w[i]:.6g} recomputed"
@@ -309,7 +298,7 @@ def verify_run(run: str | Path, steps: int | None = DEFAULT_SAMPLE_STEPS) -> Ver
     power flow re-solves, spread over the run (None: all)."""
     import yaml
 
-    from cosim.results import read_status
+    from cosim.results import read_status, read_table
     from cosim.rundir import RunDirError
 
     run = Path(run)
@@ -319,9 +308,10 @@ def verify_run(run: str | Path, steps: int | None = DEFAULT_SAMPLE_STEPS) -> Ver
                           "complete runs")
     scenario = yaml.safe_load((run / "scenario.yaml").read_text())
     kpis = json.loads((run / "kpis.json").read_text())
+    buildings = read_table(run, "buildings")  # read once, for two checks
     result = Verification(run)
-    result.checks.append(check_energy(run))
+    result.checks.append(check_energy(buildings))
     result.checks.extend(check_power_flow(run, steps))
-    result.checks.extend(check_multipliers(run, scenario, kpis))
+    result.checks.extend(check_multipliers(run, buildings, scenario, kpis))
     result.checks.append(check_kpis(run, scenario, kpis))
     return result
