@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -87,10 +87,11 @@ def strict_json(obj: Any) -> str:
 
 
 def _wide(run_dir: Path, table: str, key: str, values: Sequence[str]
-          ) -> dict[str, np.ndarray] | None:
+          ) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
     """``values`` of an element table as (time x element) arrays, rows in time order and
     columns in element order (what ``pivot(index="time", columns=key)`` gives; NaN where
-    a row is missing), read in pieces and only these columns. None: the table is empty."""
+    a row is missing), read in pieces and only these columns, with the element ids of
+    the columns. None: the table is empty."""
     scan = TableScan(run_dir, table, ["time", key, *values])
     times = np.zeros(0, dtype=np.int64)
     keys = np.zeros(0, dtype=np.int64)
@@ -105,7 +106,7 @@ def _wide(run_dir: Path, table: str, key: str, values: Sequence[str]
         cols = np.searchsorted(keys, frame[key].to_numpy())
         for v in values:
             wide[v][rows, cols] = frame[v].to_numpy(dtype=float)
-    return wide
+    return wide, keys
 
 
 def grid_batch(run_dir: Path, fields: Sequence[str] | None = None) -> BatchGridResult | None:
@@ -115,21 +116,30 @@ def grid_batch(run_dir: Path, fields: Sequence[str] | None = None) -> BatchGridR
     others are (steps x 0) arrays, and only the columns asked for are read. None when
     the run has no grid results.
     """
+    return _grid_batch(run_dir, fields)[0]
+
+
+def _grid_batch(run_dir: Path, fields: Sequence[str] | None
+                ) -> tuple[BatchGridResult | None, dict[str, np.ndarray]]:
+    """:func:`grid_batch` and the element ids of each table read (``{"buses": ids,
+    ...}``, the columns' order), from the same pass over the tables."""
     try:
         g = read_table(run_dir, "grid").sort_values("time")
     except ValueError:
-        return None
+        return None, {}
     fields = tuple(GRID_FIELDS) if fields is None else tuple(fields)
     unknown = [f for f in fields if f not in GRID_FIELDS]
     if unknown:
         raise ValueError(f"grid_batch: unknown fields {unknown}; valid: {list(GRID_FIELDS)}")
     steps = len(g)
     arrays = {name: np.zeros((steps, 0)) for name in GRID_FIELDS}
+    ids: dict[str, np.ndarray] = {}
     for table in dict.fromkeys(GRID_FIELDS[f][0] for f in fields):
         key = next(GRID_FIELDS[f][1] for f in fields if GRID_FIELDS[f][0] == table)
         asked = {GRID_FIELDS[f][2]: f for f in fields if GRID_FIELDS[f][0] == table}
-        wide = _wide(run_dir, table, key, list(asked))
-        if wide is not None:
+        read = _wide(run_dir, table, key, list(asked))
+        if read is not None:
+            wide, ids[table] = read
             arrays.update({asked[v]: wide[v] for v in asked})
     vm = arrays["bus_vm_pu"]
     return BatchGridResult(
@@ -138,7 +148,7 @@ def grid_batch(run_dir: Path, fields: Sequence[str] | None = None) -> BatchGridR
         losses_mw=g["losses_mw"].to_numpy(), ext_grid_p_mw=g["ext_grid_p_mw"].to_numpy(),
         ext_grid_q_mvar=g["ext_grid_q_mvar"].to_numpy(), converged=g["converged"].to_numpy(),
         steps=g["time"].to_numpy(),
-    )
+    ), ids
 
 
 class LambdaTracks:
@@ -187,6 +197,8 @@ class ReportData:
     fleet: FleetKpiStream | None
     lam: LambdaTracks | None
     grid: BatchGridResult | None
+    #: element ids of each grid table read (``{"buses": ids, ...}``), in column order
+    element_ids: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def read_report_data(run_dir: Path, *, kpis: bool = True, plots: bool = True) -> ReportData:
@@ -204,7 +216,8 @@ def read_report_data(run_dir: Path, *, kpis: bool = True, plots: bool = True) ->
         if lam is not None:
             lam.add(chunk)
     fields = KPI_GRID_FIELDS if kpis else PLOT_GRID_FIELDS
-    return ReportData(steps=steps, fleet=fleet, lam=lam, grid=grid_batch(run_dir, fields))
+    batch, ids = _grid_batch(run_dir, fields)
+    return ReportData(steps=steps, fleet=fleet, lam=lam, grid=batch, element_ids=ids)
 
 
 def _kpis(data: ReportData, limit_kwh: float, dt_h: float, lambda_max: float,
@@ -329,18 +342,19 @@ def write_plots(run_dir: Path, kpis: dict[str, Any], data: ReportData | None = N
 
     batch = data.grid
     if batch is not None:
-        for name, arr, ids, title in (
-                ("trafo_duration.png", batch.trafo_loading_percent,
-                 _element_ids(run_dir, "trafos", "trafo"), "Transformer loading duration curve"),
-                ("line_duration.png", batch.line_loading_percent,
-                 _element_ids(run_dir, "lines", "line"), "Line loading duration curve")):
+        ids, none = data.element_ids, np.zeros(0, dtype=np.int64)
+        for name, arr, element_ids, title in (
+                ("trafo_duration.png", batch.trafo_loading_percent, ids.get("trafos", none),
+                 "Transformer loading duration curve"),
+                ("line_duration.png", batch.line_loading_percent, ids.get("lines", none),
+                 "Line loading duration curve")):
             fig, ax = plt.subplots(figsize=(8, 3.8))
-            _duration_curves(ax, arr, ids, "trafo" if "trafo" in name else "line")
+            _duration_curves(ax, arr, element_ids, "trafo" if "trafo" in name else "line")
             ax.set(xlabel="steps, sorted by loading", ylabel="loading [%]", title=title)
             save(fig, name)
 
         vm = batch.bus_vm_pu
-        bus_ids = _element_ids(run_dir, "buses", "bus")
+        bus_ids = ids.get("buses", none)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: unknown steps
             low, high = np.nanmin(vm, axis=1), np.nanmax(vm, axis=1)
@@ -390,14 +404,6 @@ def write_plots(run_dir: Path, kpis: dict[str, Any], data: ReportData | None = N
         ax.axis("off")
         save(fig, "comm_graph.png")
     return paths
-
-
-def _element_ids(run_dir: Path, table: str, key: str) -> np.ndarray:
-    """The element ids of a grid table, sorted (the column order of :func:`_wide`)."""
-    ids = np.zeros(0, dtype=np.int64)
-    for frame in TableScan(run_dir, table, [key]).batches([key]):
-        ids = np.union1d(ids, frame[key].to_numpy())
-    return ids
 
 
 def loading_ylim(values: np.ndarray, limit_percent: float = 100.0) -> tuple[float, float]:
