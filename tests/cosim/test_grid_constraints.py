@@ -13,13 +13,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from cosim.cli import main
 from cosim.results import read_status, read_table
 from cosim.run import execute, prepare_scenario
 from cosim.scenario import ScenarioError, load_scenario
+from tests.run_edit import assert_same_tables
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LV_GRID = REPO_ROOT / "scenarios" / "lv_semiurb_40_grid.yaml"
@@ -198,18 +198,12 @@ def test_reverse_flow_turns_the_sign(tmp_path: Path):
     assert sign[0] == 1.0
 
 
-def _same_tables(run: Path, ref: Path) -> None:
-    for table in read_status(ref)["tables"]:
-        pd.testing.assert_frame_equal(read_table(run, table), read_table(ref, table),
-                                      check_exact=True, obj=table)
-
-
 @pytest.mark.slow
 def test_mosaik_equals_the_plain_loop(tmp_path: Path):
     overrides = [("grid_constraints.alpha", 1.0), ("grid_constraints.period_steps", 24)]
     plain = _run(tmp_path, "plain", overrides=overrides)
     world = _run(tmp_path, "mosaik", overrides=overrides, engine="mosaik")
-    _same_tables(world, plain)
+    assert_same_tables(world, plain)
 
 
 @pytest.mark.slow
@@ -235,7 +229,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(engine: str, tmp_path: Path, 
     monkeypatch.setattr(FleetLoop, "step", original_step)
     assert main(["run", "--resume", str(run), "--quiet"]) == 0
     assert read_status(run)["resumes"][0]["from_step"] == 36
-    _same_tables(run, ref)
+    assert_same_tables(run, ref)
 
 
 def test_peer_mode_agrees_within_clusters(tmp_path: Path):

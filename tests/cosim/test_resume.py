@@ -15,12 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from cosim.checkpoint import STATE_DIR
 from cosim.cli import main
-from cosim.results import PARTS_DIR, read_status, read_table
+from cosim.results import PARTS_DIR, read_status
+from tests.run_edit import assert_same_tables
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = REPO_ROOT / "scenarios" / "paper_fig1d.yaml"
@@ -69,12 +69,6 @@ def _kill_after_parts(out: Path, extra: list[str], parts: int) -> None:
     proc.stderr.close()
 
 
-def _assert_same_tables(run: Path, ref: Path) -> None:
-    for table in read_status(ref)["tables"]:
-        pd.testing.assert_frame_equal(read_table(run, table), read_table(ref, table),
-                                      check_exact=True, obj=table)
-
-
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
@@ -95,7 +89,7 @@ def test_kill_9_then_resume_gives_identical_tables(case: str, tmp_path: Path, ca
     assert status["state"] == "complete" and status["run_id"] == killed["run_id"]
     (resumed,) = status["resumes"]
     assert resumed["from_step"] >= (PARTS_BEFORE_KILL - 1) * FLUSH_EVERY
-    _assert_same_tables(run, ref)
+    assert_same_tables(run, ref)
     timing = ("wall_s", "steps_per_s")
     kpis_run, kpis_ref = (json.loads((d / "kpis.json").read_text()) for d in (run, ref))
     assert {k: v for k, v in kpis_run.items() if k not in timing} == {
@@ -124,7 +118,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one_in_process(tmp_path: Path, mo
     monkeypatch.setattr(FleetLoop, "step", original_step)
     assert main(["run", "--resume", str(run), "--quiet"]) == 0
     assert read_status(run)["resumes"][0]["from_step"] == 60
-    _assert_same_tables(run, ref)
+    assert_same_tables(run, ref)
 
 
 def test_resume_refuses_what_it_cannot_continue(tmp_path: Path, capsys):
