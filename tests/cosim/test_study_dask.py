@@ -38,6 +38,8 @@ def _run_ids(out: Path) -> dict[str, str]:
     """run folder -> the run_id in its status.json, for the complete runs."""
     ids = {}
     for run in sorted((out / "runs").iterdir()):
+        if not (run / "status.json").is_file():  # killed before it wrote its marker
+            continue
         status = json.loads((run / "status.json").read_text())
         if status.get("state") == "complete":
             ids[run.name] = status["run_id"]
