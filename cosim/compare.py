@@ -32,6 +32,8 @@ from xml.etree import ElementTree as ET
 import numpy as np
 import pandas as pd
 
+from agents.calendar import row_datetimes
+
 #: The keys of each table (the rest are values).
 TABLE_KEYS = {"buildings": ("time", "building"), "buses": ("time", "bus"),
               "lines": ("time", "line"), "trafos": ("time", "trafo"), "grid": ("time",),
@@ -199,13 +201,30 @@ def _status_tables(run_dir: Path) -> list[str]:
     return [str(t) for t in tables]
 
 
-def _where(keys: tuple[str, ...], row: pd.Series) -> str:
+def _start_row(run_dir: Path) -> int | None:
+    """The data row of step 0 (``time.start`` of the run's scenario.yaml), None if unknown."""
+    import yaml
+
+    try:
+        start = (yaml.safe_load((run_dir / "scenario.yaml").read_text()) or {})["time"]["start"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return None
+    return int(start) if isinstance(start, int) and start >= 0 else None
+
+
+def _where(keys: tuple[str, ...], row: pd.Series, start_row: int | None = None) -> str:
+    """``bus 17, step 4,311 (2017-01-17 14:00)``: the keys of ``row`` and its datetime."""
     parts = [f"{k} {row[k]}" for k in keys if k != "time"]
-    return ", ".join(parts + [f"step {int(row['time'])}"])
+    step = f"step {int(row['time'])}"
+    if start_row is not None:
+        when = row_datetimes(start_row, np.array([int(row["time"])]))[0]
+        step += f" ({pd.Timestamp(when):%Y-%m-%d %H:%M})"
+    return ", ".join([*parts, step])
 
 
 def _compare_table(table: str, run_df: pd.DataFrame, ref_df: pd.DataFrame,
-                   tolerances: Mapping[str, Tolerance]) -> list[Check]:
+                   tolerances: Mapping[str, Tolerance], start_row: int | None = None
+                   ) -> list[Check]:
     keys = TABLE_KEYS.get(table, ("time",))
     checks: list[Check] = []
     missing = [c for c in ref_df.columns if c not in run_df.columns]
@@ -222,19 +241,20 @@ def _compare_table(table: str, run_df: pd.DataFrame, ref_df: pd.DataFrame,
         first = merged[merged["_merge"] != "both"].iloc[0]
         checks.append(Check(f"{table}.keys", Tolerance(), problem=(
             f"{unmatched} reference rows have no match in the run, first: "
-            f"{_where(keys, first)}")))
+            f"{_where(keys, first, start_row)}")))
     merged = merged[merged["_merge"] == "both"]
     for col in ref_df.columns:
         if col in keys or col in missing:
             continue
         name = f"{table}.{col}"
         ref, run = merged[f"{col}_ref"], merged[f"{col}_run"]
-        if col in LABEL_COLUMNS.get(table, ()) or ref.dtype == object or ref.dtype == bool:
+        if (col in LABEL_COLUMNS.get(table, ()) or ref.dtype == object or ref.dtype == bool
+                or pd.api.types.is_datetime64_any_dtype(ref)):
             differs = (ref.astype(str) != run.astype(str)).to_numpy()
             check = Check(name, Tolerance(), compared=len(ref), failed=int(differs.sum()))
             if check.failed:
                 i = int(np.flatnonzero(differs)[0])
-                check.where = _where(keys, merged.iloc[i])
+                check.where = _where(keys, merged.iloc[i], start_row)
                 check.run_value, check.ref_value = run.iloc[i], ref.iloc[i]
                 check.worst_diff = float("nan")
             checks.append(check)
@@ -249,7 +269,7 @@ def _compare_table(table: str, run_df: pd.DataFrame, ref_df: pd.DataFrame,
             i = worst_index(diff, bad)
             check.worst_diff = float(diff[i])
             if check.worst_diff > 0 or bad.any():
-                check.where = _where(keys, merged.iloc[i])
+                check.where = _where(keys, merged.iloc[i], start_row)
                 check.run_value, check.ref_value = float(b[i]), float(a[i])
         checks.append(check)
     return checks
@@ -325,6 +345,7 @@ def compare_runs(run: str | Path, reference: str | Path,
     ref_tables = _status_tables(ref_dir)
     run_tables = _status_tables(run_dir)
     result = Comparison(run_dir, ref_dir)
+    start_row = _start_row(ref_dir)
     for table in ref_tables:
         if table not in run_tables:
             result.checks.append(Check(f"{table}", Tolerance(),
@@ -336,7 +357,7 @@ def compare_runs(run: str | Path, reference: str | Path,
             result.checks.append(Check(f"{table}", Tolerance(),
                                        problem=f"cannot read the table: {exc}"))
             continue
-        result.checks.extend(_compare_table(table, run_df, ref_df, tol))
+        result.checks.extend(_compare_table(table, run_df, ref_df, tol, start_row))
     result.checks.extend(_compare_kpis(run_dir, ref_dir, tol))
     return result
 

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 REPORT_FILE = "report.html"
@@ -104,6 +105,18 @@ def _page(title: str, body: list[str]) -> str:
             + "\n".join(body) + "</body></html>\n")
 
 
+def _period(time: dict[str, Any]) -> str:
+    """First and last step's datetime on the data's calendar (docs/results_contract.md)."""
+    from agents.calendar import row_datetimes
+
+    start, steps = time.get("start"), time.get("steps")
+    if not (isinstance(start, int) and isinstance(steps, int) and start >= 0 and steps >= 1):
+        return "unknown"
+    first, last = row_datetimes(start, np.array([0, steps - 1]))
+    return (f"{str(first)[:16].replace('T', ' ')} to {str(last)[:16].replace('T', ' ')} "
+            "(start of each hour, nominal year)")
+
+
 def run_report_html(run_dir: str | Path) -> str:
     """The HTML of a finished run's report (reads kpis.json, scenario.yaml, plots/)."""
     import yaml
@@ -119,6 +132,7 @@ def run_report_html(run_dir: str | Path) -> str:
         ("buildings", kpis.get("fleet", {}).get("n_buildings")),
         ("steps", f"{sc.get('time', {}).get('steps')} of {sc.get('time', {}).get('step_h')} h "
                   f"from data row {sc.get('time', {}).get('start')}"),
+        ("period", _period(sc.get("time") or {})),
         ("feeder", f"{sc.get('feeder', {}).get('source')} "
                    f"({sc.get('feeder', {}).get('backend')})"),
         ("controller", (sc.get("controller") or {}).get("kind")),

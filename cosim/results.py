@@ -14,13 +14,13 @@ joined into ``<run>/<table>.parquet`` and the parts and checkpoints removed.
 ``read_table`` reads a table either way.
 
 Tables (units in the column names):
-    buildings  time, building, bus, demand_kwh, backlog_kwh, grid_kwh, battery_kwh,
+    buildings  time, datetime, building, bus, demand_kwh, backlog_kwh, grid_kwh, battery_kwh,
                unmet_kwh, dropped_kwh, soc_kwh, pv_kwh, export_kwh, price, cost,
                lambda, mu, nu
     buses      time, bus, vm_pu, p_mw, q_mvar
     lines      time, line, loading_percent, i_ka
     trafos     time, trafo, loading_percent, p_hv_mw
-    grid       time, converged, losses_mw, ext_grid_p_mw, ext_grid_q_mvar
+    grid       time, datetime, converged, losses_mw, ext_grid_p_mw, ext_grid_q_mvar
     constraints  time, constraint, kind, measured, limit, excess, mu, mu_spread, sign
                (only with grid constraints; see cosim.grid_constraints)
 """
@@ -45,6 +45,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from agents.calendar import row_datetimes
 from agents.runner import RESULT_COLUMNS
 from cosim.checkpoint import KEEP_CHECKPOINTS, STATE_DIR, load_arrays, prune, save_arrays
 from cosim.rundir import (
@@ -186,8 +187,10 @@ class RunWriter:
                  engine: str = "", grid_solve: str = "",
                  history: list[dict[str, Any]] | None = None,
                  heartbeat_s: float = HEARTBEAT_S,
-                 constraints: Sequence[tuple[str, str]] | None = None) -> None:
+                 constraints: Sequence[tuple[str, str]] | None = None,
+                 start_row: int = 0) -> None:
         self.run_dir = Path(run_dir)
+        self.start_row = int(start_row)  # data row of step 0: the steps' datetimes
         self.building_ids = np.asarray(list(building_ids), dtype=object)
         self._ids_arrow = pa.array(list(building_ids), type=pa.string())
         self.building_bus = np.asarray(building_bus, dtype=np.int64)
@@ -307,6 +310,7 @@ class RunWriter:
         times = np.array([t for t, _ in rows], dtype=np.int64)
         columns: dict[str, pa.Array] = {
             "time": pa.array(np.repeat(times, n)),
+            "datetime": pa.array(np.repeat(row_datetimes(self.start_row, times), n)),
             "building": self._ids_arrow.take(pa.array(np.tile(np.arange(n), len(rows)))),
             "bus": pa.array(np.tile(self.building_bus, len(rows))),
         }
@@ -339,6 +343,7 @@ class RunWriter:
                                                      "p_hv_mw": "trafo_p_hv_mw"}),
             "grid": pa.table({
                 "time": pa.array(times),
+                "datetime": pa.array(row_datetimes(self.start_row, times)),
                 "converged": pa.array(np.array([bool(r.converged) for _, r in rows])),
                 "losses_mw": pa.array(np.array([r.losses_mw for _, r in rows], dtype=float)),
                 "ext_grid_p_mw": pa.array(np.array([r.ext_grid_p_mw for _, r in rows],

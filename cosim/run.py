@@ -98,7 +98,7 @@ def _writer(sc: Scenario, built: Built, run_dir: Path, **kwargs: Any) -> RunWrit
         run_dir, built.names, built.setup.bus,
         grid.powerflow.bus_ids if grid else None, grid.powerflow.line_ids if grid else None,
         grid.powerflow.trafo_ids if grid else None, sc.time.steps, sc.output.flush_every,
-        constraints=constraints, **kwargs,
+        constraints=constraints, start_row=sc.time.start, **kwargs,
     )
 
 

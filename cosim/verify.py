@@ -18,7 +18,9 @@ named tolerance and its worst deviation:
   also ``mu`` of the constraints table (``mu(t+1) = clip(mu(t) + alpha e(t))`` per
   phase) and ``lambda_eff`` from ``grid_constraints.json``'s weights (rounded to 6
   decimals there: ``LAMBDA_EFF_ATOL``);
-* **KPIs** recomputed from the tables and compared with ``kpis.json`` (``KPI_RTOL``).
+* **KPIs** recomputed from the tables and compared with ``kpis.json`` (``KPI_RTOL``);
+* **calendar**: the ``datetime`` column of the buildings and grid tables is the data's
+  calendar (``agents.calendar``) at data row ``time.start + time``, exactly.
 
 A check whose inputs a run lacks (an older run without a column or a file) is skipped
 with the reason, never passed silently.
@@ -178,6 +180,27 @@ def check_power_flow(run: Path, steps: int | None = DEFAULT_SAMPLE_STEPS
     return [vm, loading]
 
 
+def check_calendar(tables: dict[str, pd.DataFrame], scenario: dict[str, Any]
+                   ) -> VerifyCheck:
+    """Each table's ``datetime`` against :func:`agents.calendar.row_datetimes` (hours)."""
+    from agents.calendar import row_datetimes
+
+    check = VerifyCheck("calendar", "exact (hours)")
+    start = int((scenario.get("time") or {}).get("start", 0))
+    having = {name: t for name, t in tables.items() if "datetime" in t.columns}
+    if not having:
+        check.skipped = "no datetime column (a run from before the calendar was recorded)"
+        return check
+    for name, table in having.items():
+        times = table["time"].to_numpy(dtype=np.int64)
+        expected = row_datetimes(start, times)
+        recorded = table["datetime"].to_numpy().astype("datetime64[s]")
+        diff_h = (recorded - expected).astype(np.int64) / 3600.0
+        _worst(check, diff_h, 0.0,
+               lambda i, t=times, n=name: f"{n} table, step {int(t[i])}")
+    return check
+
+
 def check_multipliers(run: Path, b: pd.DataFrame, scenario: dict[str, Any],
                       kpis: dict[str, Any]) -> list[VerifyCheck]:
     """The multipliers of the buildings table ``b`` against a replay of the duals."""
@@ -314,4 +337,8 @@ def verify_run(run: str | Path, steps: int | None = DEFAULT_SAMPLE_STEPS) -> Ver
     result.checks.extend(check_power_flow(run, steps))
     result.checks.extend(check_multipliers(run, buildings, scenario, kpis))
     result.checks.append(check_kpis(run, scenario, kpis))
+    tables = {"buildings": buildings}
+    if "grid" in status.get("tables", []):
+        tables["grid"] = read_table(run, "grid")  # one row per step
+    result.checks.append(check_calendar(tables, scenario))
     return result

@@ -50,6 +50,16 @@ def test_an_identical_rerun_passes(reference: Path, tmp_path: Path, capsys):
     assert "checks pass" in out and "FAIL" not in out
 
 
+def test_a_shifted_datetime_is_flagged(copy: Path, reference: Path, capsys):
+    def shift(frame: pd.DataFrame) -> None:
+        frame.loc[frame.time == 5, "datetime"] += pd.Timedelta(hours=1)
+
+    edit_table(copy, "grid", shift)
+    assert main(["compare", str(copy), str(reference)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  grid.datetime" in out and "step 5 (2016-08-01 04:00)" in out
+
+
 def test_a_one_bus_change_of_a_millivolt_is_flagged(copy: Path, reference: Path, capsys):
     def nudge(frame: pd.DataFrame) -> None:
         row = frame.index[(frame.bus == 17) & (frame.time == 31)][0]
@@ -58,7 +68,7 @@ def test_a_one_bus_change_of_a_millivolt_is_flagged(copy: Path, reference: Path,
     edit_table(copy, "buses", nudge)
     assert main(["compare", str(copy), str(reference)]) == 1
     out = capsys.readouterr().out
-    assert "FAIL  buses.vm_pu" in out and "bus 17, step 31" in out
+    assert "FAIL  buses.vm_pu" in out and "bus 17, step 31 (2016-08-02 06:00)" in out
     assert "1 of" in out
     # loosened on purpose, it passes
     assert main(["compare", str(copy), str(reference), "--atol", "vm_pu=2e-3"]) == 0

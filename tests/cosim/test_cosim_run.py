@@ -13,6 +13,7 @@ import pandapower as pp
 import pandas as pd
 import pytest
 
+from agents.calendar import row_datetimes
 from agents.runner import run_plain
 from cosim.build import controller_for
 from cosim.results import TABLES, read_status, recorded_bus_loads
@@ -55,6 +56,9 @@ def test_mosaik_equals_plain_loop_runner(mosaik_run: Path):
     sc, built = prepare_scenario(SCENARIO, QUICK, steps=STEPS)
     reference = run_plain(built.setup, built.controller, built.duals)
     got = pd.read_parquet(mosaik_run / "buildings.parquet")
+    # the writer adds the calendar beside the step (agents.calendar; the runner has none)
+    np.testing.assert_array_equal(got.pop("datetime").to_numpy().astype("datetime64[s]"),
+                                  row_datetimes(sc.time.start, got["time"].to_numpy()))
     assert list(got.columns) == list(reference.columns)
     assert (got["building"].to_numpy() == reference["building"].to_numpy()).all()
     for col in reference.columns.drop("building"):

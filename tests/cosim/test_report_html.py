@@ -73,6 +73,9 @@ def test_a_run_report_embeds_every_plot_and_explains_every_kpi(tmp_path: Path):
         assert key in parsed.cells and key in KPI_EXPLANATIONS, key
         assert KPI_EXPLANATIONS[key] in parsed.cells
     assert "trafo 0 loading" in parsed.cells  # the grid constraints' table
+    assert "feeder_map.png" in {p.name for p in plots}
+    # lv_semiurb_40 starts at data row 0: 31 July 23:00 (agents.calendar), 24 steps
+    assert any(c.startswith("2016-07-31 23:00 to 2016-08-01 22:00") for c in parsed.cells)
 
 
 def test_a_study_report_embeds_its_figures(tmp_path: Path):

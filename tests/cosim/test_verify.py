@@ -99,6 +99,24 @@ def test_a_kpi_off_by_one_percent_is_caught(copy: Path, capsys):
     assert code == 1 and "FAIL  KPIs" in out and "grid.losses_mwh" in out
 
 
+@pytest.mark.parametrize("table", ["buildings", "grid"])
+def test_a_shifted_datetime_is_caught(copy: Path, table: str, capsys):
+    def shift(frame: pd.DataFrame) -> None:
+        frame.loc[frame.time == 7, "datetime"] -= pd.Timedelta(hours=2)
+
+    edit_table(copy, table, shift)
+    code, out = _verify(copy, capsys)
+    assert code == 1 and "FAIL  calendar" in out and f"{table} table, step 7" in out
+    assert "worst 2 " in out
+
+
+def test_a_run_without_datetimes_skips_the_calendar_check(copy: Path, capsys):
+    for table in ("buildings", "grid"):
+        edit_table(copy, table, lambda frame: frame.drop(columns="datetime", inplace=True))
+    code, out = _verify(copy, capsys)
+    assert code == 0 and "skip  calendar" in out
+
+
 @pytest.mark.parametrize("steps", ["0", "many"])
 def test_bad_steps_and_non_runs_are_exit_2(steps: str, reference: Path, tmp_path: Path,
                                            capsys):
