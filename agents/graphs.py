@@ -356,3 +356,31 @@ def graph_from_file(path: str | Path, names: Sequence[str], *, max_bytes: int,
                          "agree across them; set communication.allow_disconnected: true to run "
                          "anyway")
     return check_connected(g, allow_disconnected=allow_disconnected)
+
+
+# --- communities (the lambda plot's clusters) --------------------------------------------------
+
+#: more edges than this: one community (modularity search costs O(edges) per pass)
+COMMUNITY_EDGES_MAX = 200_000
+
+
+def communities(g: nx.Graph, max_communities: int = 6, seed: int = 0) -> list[list[int]]:
+    """Groups of agents that talk more among themselves than with the others.
+
+    Louvain modularity communities (deterministic in ``seed``), each sorted, ordered by
+    their smallest agent; beyond ``max_communities`` the smallest groups are merged into
+    the last one. A graph with no edges or more than :data:`COMMUNITY_EDGES_MAX` edges
+    is one group. Consensus agrees fast within a community and slowly across the few
+    edges between them, so these are the groups whose multipliers differ.
+    """
+    if max_communities < 1:
+        raise ValueError(f"max_communities must be >= 1, got {max_communities}")
+    nodes = sorted(g.nodes)
+    if g.number_of_edges() == 0 or g.number_of_edges() > COMMUNITY_EDGES_MAX:
+        return [nodes] if nodes else []
+    found = nx.community.louvain_communities(g, seed=seed)
+    groups = sorted((sorted(c) for c in found), key=lambda c: (-len(c), c[0]))
+    if len(groups) > max_communities:
+        rest = sorted(x for c in groups[max_communities - 1:] for x in c)
+        groups = [*groups[:max_communities - 1], rest]
+    return sorted(groups, key=lambda c: c[0])

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from agents.fleet_kpis import FLEET_KPI_COLUMNS, FLEET_KPI_UNITS, FleetKpiStream, StepTotals
-from agents.graphs import graph_from_json
+from agents.graphs import communities, graph_from_json
 from cosim.results import TableScan, json_safe, read_table, write_json
 from grid_models.kpis import HOURS_KEYS, UNKNOWN_SUFFIX, hours_text
 from grid_models.kpis import grid_kpis as compute_grid_kpis
@@ -77,8 +77,8 @@ DURATION_LINES_MAX = 10
 PLOT_BUILDING_COLUMNS = ("time", "building", "grid_kwh", "unmet_kwh", "lambda")
 #: What the report (KPIs and plots) reads from the buildings table.
 REPORT_BUILDING_COLUMNS = FLEET_KPI_COLUMNS
-#: Up to this many agents the lambda plot draws one line each, else a band.
-LAMBDA_LINES_MAX = 20
+#: The lambda plot draws a mean and a band for at most this many clusters of agents.
+LAMBDA_CLUSTERS_MAX = 6
 
 
 def strict_json(obj: Any) -> str:
@@ -152,41 +152,59 @@ def _grid_batch(run_dir: Path, fields: Sequence[str] | None
 
 
 class LambdaTracks:
-    """What the lambda plot draws, from pieces of whole steps of the buildings table:
-    each agent's lambda per step (up to :data:`LAMBDA_LINES_MAX` agents), else the
-    minimum, median and maximum over the agents per step."""
+    """What the lambda plot draws: per step, the mean, minimum and maximum of lambda
+    over each cluster of agents (the communication graph's communities,
+    :func:`agents.graphs.communities`), fed pieces of whole steps of the buildings table.
 
-    def __init__(self) -> None:
-        self._pieces: list[pd.DataFrame] = []
-        self._names: set[Any] = set()
+    ``clusters``: building ids per cluster; None (or ids the table lacks): one cluster of
+    every agent in the table.
+    """
+
+    def __init__(self, clusters: Sequence[Sequence[str]] | None = None) -> None:
+        self.clusters = [list(c) for c in clusters] if clusters else None
+        self._times: list[np.ndarray] = []
+        self._stats: list[np.ndarray] = []  # (steps, clusters, 3): mean, min, max
+        self._layout: tuple[tuple[Any, ...], list[np.ndarray]] | None = None
+
+    def _columns(self, names: pd.Index) -> list[np.ndarray]:
+        """Column positions of each cluster in a pivot with columns ``names`` (cached)."""
+        key = tuple(names)
+        if self._layout is None or self._layout[0] != key:
+            position = {name: j for j, name in enumerate(key)}
+            groups = self.clusters or [list(key)]
+            cols = [np.array([position[x] for x in g if x in position], dtype=np.int64)
+                    for g in groups]
+            self._layout = (key, cols)
+        return self._layout[1]
 
     def add(self, chunk: pd.DataFrame) -> None:
         lam = chunk.pivot(index="time", columns="building", values="lambda")
-        self._names.update(lam.columns)
-        if len(self._names) > LAMBDA_LINES_MAX:
-            self._pieces = [self._band(p) for p in self._pieces]
-            lam = self._band(lam)
-        self._pieces.append(lam)
-
-    @staticmethod
-    def _band(lam: pd.DataFrame) -> pd.DataFrame:
-        if list(lam.columns) == ["min", "median", "max"] and lam.columns.name == "band":
-            return lam
-        q = np.nanpercentile(lam.to_numpy(), [0, 50, 100], axis=1)
-        return pd.DataFrame(q.T, index=lam.index,
-                            columns=pd.Index(["min", "median", "max"], name="band"))
+        values = lam.to_numpy(dtype=float)
+        stats = np.full((len(lam), len(self.labels), 3), np.nan)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a cluster all NaN in a step
+            for k, cols in enumerate(self._columns(lam.columns)):
+                if cols.size:
+                    part = values[:, cols]
+                    stats[:, k] = np.stack([np.nanmean(part, axis=1), np.nanmin(part, axis=1),
+                                            np.nanmax(part, axis=1)], axis=1)
+        self._times.append(lam.index.to_numpy())
+        self._stats.append(stats)
 
     @property
-    def per_agent(self) -> bool:
-        return len(self._names) <= LAMBDA_LINES_MAX
+    def labels(self) -> list[str]:
+        """One label per cluster: its building ids (the first two and the count if more
+        than three)."""
+        if self.clusters is None:
+            return ["all agents"]
+        return [", ".join(c) if len(c) <= 3 else f"{c[0]}, {c[1]}, ... ({len(c)} agents)"
+                for c in self.clusters]
 
-    def frame(self) -> pd.DataFrame:
-        """Per agent (columns in sorted order, as ``pivot``) or the band (min/median/max)."""
-        if not self._pieces:
-            return pd.DataFrame()
-        if len(self._pieces) > 1:
-            self._pieces = [pd.concat(self._pieces, sort=self.per_agent)]
-        return self._pieces[0]
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(steps (T,), stats (T, clusters, 3))`` with stats mean, min, max."""
+        if not self._times:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, len(self.labels), 3))
+        return np.concatenate(self._times), np.concatenate(self._stats)
 
 
 @dataclass
@@ -207,7 +225,7 @@ def read_report_data(run_dir: Path, *, kpis: bool = True, plots: bool = True) ->
     scan = TableScan(run_dir, "buildings", columns)
     fleet = FleetKpiStream(scan.num_rows) if kpis else None
     steps = fleet.steps if fleet is not None else StepTotals()
-    lam = LambdaTracks() if plots else None
+    lam = LambdaTracks(lambda_clusters(run_dir)) if plots else None
     for chunk in scan.steps():
         if fleet is not None:
             fleet.add(chunk)
@@ -218,6 +236,17 @@ def read_report_data(run_dir: Path, *, kpis: bool = True, plots: bool = True) ->
     fields = KPI_GRID_FIELDS if kpis else PLOT_GRID_FIELDS
     batch, ids = _grid_batch(run_dir, fields)
     return ReportData(steps=steps, fleet=fleet, lam=lam, grid=batch, element_ids=ids)
+
+
+def lambda_clusters(run_dir: Path) -> list[list[str]] | None:
+    """Building ids of each community of the run's communication graph (at most
+    :data:`LAMBDA_CLUSTERS_MAX`), or None for a run without ``comm_graph.json``."""
+    comm = run_dir / "comm_graph.json"
+    if not comm.is_file():
+        return None
+    graph, names = graph_from_json(comm.read_text())
+    return [[names[i] for i in group]
+            for group in communities(graph, max_communities=LAMBDA_CLUSTERS_MAX)]
 
 
 def _kpis(data: ReportData, limit_kwh: float, dt_h: float, lambda_max: float,
@@ -264,7 +293,7 @@ def write_report(run_dir: Path, built: Any, *, plots: bool = True,
     kpis = _kpis(data, built.limit_kwh, sc.time.step_h, sc.duals.lambda_max, sc.name, extra)
     write_json(run_dir / "kpis.json", kpis)  # strict: allow_nan=False, fails on NaN
     if plots:
-        write_plots(run_dir, kpis, data)
+        write_plots(run_dir, kpis, data, net=built.grid.feeder if built.grid else None)
         if constraints is not None:
             from cosim.constraint_report import plot_constraints
 
@@ -282,9 +311,11 @@ def _constraint_frame(run_dir: Path) -> Any:
     return read_table(run_dir, "constraints")
 
 
-def write_plots(run_dir: Path, kpis: dict[str, Any], data: ReportData | None = None
-                ) -> list[Path]:
+def write_plots(run_dir: Path, kpis: dict[str, Any], data: ReportData | None = None,
+                net: Any = None) -> list[Path]:
     """The plots of docs/equations.md into ``run_dir/plots``.
+
+    ``net``: the feeder for the feeder map (default: read from ``feeder.json``).
 
     ``data``: what :func:`read_report_data` read (with ``plots=True``); without it the
     plots read only what they draw (:data:`PLOT_BUILDING_COLUMNS`, :data:`PLOT_GRID_FIELDS`).
@@ -319,18 +350,16 @@ def write_plots(run_dir: Path, kpis: dict[str, Any], data: ReportData | None = N
     save(fig, "district_grid.png")
 
     assert data.lam is not None
-    lam = data.lam.frame()
+    steps, stats = data.lam.arrays()
     fig, ax = plt.subplots(figsize=(10, 3.5))
-    if data.lam.per_agent:
-        for col in lam.columns:
-            ax.plot(lam.index, lam[col].to_numpy(), lw=0.8, label=str(col))
-        ax.legend(ncol=min(7, lam.shape[1]), fontsize=7, loc="upper right")
-    else:
-        ax.fill_between(lam.index, lam["min"].to_numpy(), lam["max"].to_numpy(), alpha=0.3,
-                        label="min-max over agents")
-        ax.plot(lam.index, lam["median"].to_numpy(), label="median")
-        ax.legend()
-    ax.set(xlabel="step", ylabel="lambda", title="Global multiplier per agent")
+    for k, label in enumerate(data.lam.labels):
+        line, = ax.plot(steps, stats[:, k, 0], lw=1.0, label=f"{label}: mean")
+        ax.fill_between(steps, stats[:, k, 1], stats[:, k, 2], color=line.get_color(),
+                        alpha=0.25, lw=0)
+    ax.legend(ncol=min(3, len(data.lam.labels)), fontsize=7, loc="upper right",
+              title="cluster: mean, band min-max", title_fontsize=7)
+    ax.set(xlabel="step", ylabel="lambda",
+           title="Global multiplier per cluster of the communication graph")
     save(fig, "lambda.png")
 
     cu = data.steps.cumulative_average_unmet_kwh()
@@ -374,6 +403,21 @@ def write_plots(run_dir: Path, kpis: dict[str, Any], data: ReportData | None = N
         ax.set(xlabel="step", ylabel="vm [pu]", title="The worst buses' voltage")
         ax.legend(loc="upper right", fontsize=8)
         save(fig, "worst_bus_voltage.png")
+
+        if net is None and (run_dir / "feeder.json").is_file():
+            from grid_models.feeders import read_feeder_json
+
+            net = read_feeder_json(run_dir / "feeder.json")
+        if net is not None:
+            from cosim.feeder_map import draw_feeder_map, element_extremes
+
+            paths.append(draw_feeder_map(
+                net,
+                element_extremes(batch.line_loading_percent, ids.get("lines", none), "max"),
+                element_extremes(batch.trafo_loading_percent, ids.get("trafos", none), "max"),
+                element_extremes(vm, bus_ids, "min"), out / "feeder_map.png",
+                title=f"{kpis.get('scenario', '')}: maximum loading and minimum voltage "
+                      "over the run"))
 
     comm = run_dir / "comm_graph.json"
     if comm.is_file():

@@ -12,6 +12,7 @@ from agents.graphs import (
     ALLOW_DISCONNECTED_KEY,
     TOPOLOGIES,
     GraphError,
+    communities,
     directed_edges,
     feeder_graph,
     graph_from_json,
@@ -192,3 +193,23 @@ def test_json_round_trip(topology):
 def test_json_needs_distinct_names():
     with pytest.raises(GraphError, match="distinct building ids"):
         graph_to_json(make_graph("ring", 3), ["a", "a", "b"])
+
+
+def test_communities_find_the_papers_two_clusters():
+    assert communities(make_graph("two_clusters", 7)) == [[0, 1, 2], [3, 4, 5, 6]]
+    assert communities(make_graph("two_clusters", 12, split=5)) == [list(range(5)),
+                                                                     list(range(5, 12))]
+
+
+def test_communities_cover_every_agent_once_and_respect_the_cap():
+    g = make_graph("ring", 60)
+    for cap in (1, 3, 6):
+        groups = communities(g, max_communities=cap)
+        assert 1 <= len(groups) <= cap
+        assert sorted(x for c in groups for x in c) == list(range(60))
+        assert [c[0] for c in groups] == sorted(c[0] for c in groups)
+    assert communities(g) == communities(g)  # deterministic in the seed
+    assert communities(make_graph("complete", 9)) == [list(range(9))]
+    assert communities(nx.empty_graph(4)) == [[0, 1, 2, 3]]
+    with pytest.raises(ValueError, match="max_communities"):
+        communities(g, max_communities=0)
