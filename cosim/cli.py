@@ -112,6 +112,17 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (argparse turns the error into exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
 def _on_sigterm(signum: int, _frame: object) -> None:
     """SIGTERM, handled like Ctrl-C: the run stops after its current step, writes the whole
     steps it holds and says failed with the reason (a second SIGTERM stops at once)."""
@@ -230,7 +241,7 @@ def _study(args: argparse.Namespace) -> int:
             out = Path("runs") / f"study_{study.name}"
             check_output_path(out, explicit=False, what=f"{args.target}: name")
         table = run_study(study, out, steps=args.steps, progress=not args.quiet,
-                          force=args.force)
+                          force=args.force, workers=args.workers, scheduler=args.scheduler)
     except ScenarioError as exc:
         for line in exc.lines():
             print(f"error: {line}", file=sys.stderr)
@@ -373,6 +384,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="replace runs of this study whose scenario changed (never "
                             "anything cosim did not make)")
     study.add_argument("--quiet", action="store_true", help="no progress bar")
+    study.add_argument("--workers", type=_positive_int, metavar="N",
+                       help="dask worker processes (default: COSIM_STUDY_WORKERS, else one "
+                            "per core; 1 runs the runs here, one after the other)")
+    study.add_argument("--scheduler", metavar="ADDRESS",
+                       help="use a running dask scheduler (e.g. tcp://host:8786) instead of "
+                            "a LocalCluster (default: COSIM_DASK_SCHEDULER); its workers must "
+                            "see the study directory and have cosim installed")
     study.set_defaults(func=_study)
     verify = sub.add_parser("verify", help="check a run from its own files (energy balance, "
                                            "power flow, multipliers, KPIs); exit 1 on a failure")

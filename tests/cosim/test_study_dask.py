@@ -140,3 +140,33 @@ def test_worker_count_from_the_environment(monkeypatch):
         monkeypatch.setenv("COSIM_STUDY_WORKERS", bad)
         with pytest.raises(ScenarioError, match="COSIM_STUDY_WORKERS"):
             study_workers()
+
+
+@pytest.mark.slow
+@pytest.mark.cosim
+def test_the_cli_runs_a_study_on_a_running_scheduler(tmp_path: Path, capsys):
+    """``--scheduler ADDRESS``: the runs go to a cluster the user started (here a local
+    one in this process, as ``dask scheduler`` + ``dask worker`` would be)."""
+    from distributed import LocalCluster
+
+    from cosim.cli import main
+
+    out = tmp_path / "study"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, cluster.get_client() as client:
+        code = main(["study", SCENARIO, "--variant", "none:controller.kind=none",
+                     "--variant", "rule:controller.kind=rule", "--steps", "12", "--quiet",
+                     "--out", str(out), "--scheduler", cluster.scheduler_address])
+        imported = client.run(lambda: "cosim.run" in sys.modules)
+    assert code == 0, capsys.readouterr().err
+    assert list(pd.read_csv(out / "study.csv")["run"]) == ["none", "rule"]
+    assert list(imported.values()) == [True]  # the runs ran on the cluster's worker
+
+
+@pytest.mark.parametrize("bad", ["0", "-2", "two"])
+def test_the_cli_refuses_a_bad_worker_count(bad: str, capsys):
+    from cosim.cli import main
+
+    assert main(["study", SCENARIO, "--variant", "none:controller.kind=none",
+                 "--workers", bad]) == 2
+    assert "whole number >= 1" in capsys.readouterr().err
