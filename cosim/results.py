@@ -48,6 +48,7 @@ import pyarrow.parquet as pq
 from agents.calendar import row_datetimes
 from agents.runner import RESULT_COLUMNS
 from cosim.checkpoint import KEEP_CHECKPOINTS, STATE_DIR, load_arrays, prune, save_arrays
+from cosim.provenance import code_fingerprint
 from cosim.rundir import (
     STATUS_FILE,
     RunDirError,
@@ -231,7 +232,7 @@ class RunWriter:
         content = {
             **self.marker, "kind": "run", "state": state, "steps_done": self.steps_done,
             "steps": self.total_steps, "engine": self.engine, "tables": self.tables,
-            "grid_solve": self.grid_solve,
+            "grid_solve": self.grid_solve, "code": code_fingerprint(),
             "checkpoint_every": self.flush_every, "pid": os.getpid(),
             "host": socket.gethostname(), "start_ticks": _PROCESS_START_TICKS,
             "started_unix": round(self.started, 3),

@@ -64,6 +64,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cosim.limits import MAX_SCENARIO_FILE_BYTES
+from cosim.provenance import code_fingerprint
 from cosim.results import read_table
 from cosim.rundir import (
     STUDY_MARKER,
@@ -300,7 +301,9 @@ def _write_csv(table: pd.DataFrame, path: Path) -> None:
 
 
 def _existing_run(run_dir: Path, resolved: str) -> str:
-    """``new``, ``complete`` or ``incomplete`` (same scenario), ``changed`` or ``foreign``."""
+    """``new``, ``complete`` or ``incomplete`` (same scenario and code), ``changed``
+    (another scenario), ``other_code`` (made by other code, ``cosim.provenance``) or
+    ``foreign``."""
     if not run_dir.exists() and not run_dir.is_symlink():
         return "new"
     status = read_marker(run_dir, "run")
@@ -312,6 +315,8 @@ def _existing_run(run_dir: Path, resolved: str) -> str:
         same = False
     if not same:
         return "changed"
+    if status.get("code", code_fingerprint()) != code_fingerprint():  # older runs: no code
+        return "other_code"
     return "complete" if status.get("state") == "complete" else "incomplete"
 
 
@@ -338,6 +343,11 @@ def _check_state(run_dir: Path, state: str, force: bool) -> None:
         raise RunDirError(f"{run_dir}: holds a run of a different scenario (the study "
                           "changed); pass --force to replace the changed runs, or "
                           "choose another --out")
+    if state == "other_code" and not force:
+        raise RunDirError(f"{run_dir}: holds a run made by other code (cosim.provenance: "
+                          "the sources changed since); its results would sit beside "
+                          "today's in one table. Pass --force to run it again with this "
+                          "code, or choose another --out")
 
 
 def run_one(scenario: str | Path, run_id: str, point: dict[str, Any],
@@ -369,8 +379,8 @@ def run_one(scenario: str | Path, run_id: str, point: dict[str, Any],
         if state == "incomplete":
             resume(run_dir, progress=False)
         elif state != "complete":
-            execute(sc, built, run_dir, progress=False, force=state == "changed",
-                    engine=engine)
+            execute(sc, built, run_dir, progress=False,
+                    force=state in ("changed", "other_code"), engine=engine)
         metrics = run_metrics(run_dir, built.classes, sc.duals.lambda_max,
                               uses_duals=sc.controller.kind == "policy")
     except Exception as exc:  # recorded in the row; the study goes on

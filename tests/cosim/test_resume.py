@@ -136,3 +136,65 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path: Path, capsys):
     assert (foreign / "status.json").read_text() == '{"state": "running"}'
     assert main(["run", str(SCENARIO), "--resume", str(done)]) == 2
     assert "give no scenario" in capsys.readouterr().err
+
+
+def _interrupted(out: Path, monkeypatch) -> None:
+    """A run stopped by Ctrl-C at step 25 of 40 (checkpoints every 10 steps)."""
+    from agents.runner import FleetLoop
+
+    original_step = FleetLoop.step
+
+    def crashing(self):
+        if self.t == 25:
+            raise KeyboardInterrupt("stopped for the test")
+        return original_step(self)
+
+    monkeypatch.setattr(FleetLoop, "step", crashing)
+    assert main(["run", str(SCENARIO), "--steps", "40", "--set", "output.flush_every=10",
+                 "--set", "output.plots=false", "--quiet", "--engine", "plain",
+                 "--out", str(out)]) == 130
+    monkeypatch.setattr(FleetLoop, "step", original_step)
+
+
+def test_resume_refuses_a_run_started_by_other_code(tmp_path: Path, monkeypatch, capsys):
+    from cosim.provenance import code_fingerprint
+
+    run = tmp_path / "run"
+    _interrupted(run, monkeypatch)
+    status = json.loads((run / "status.json").read_text())
+    assert status["code"] == code_fingerprint()
+    status["code"] = "0" * 16  # as if an earlier version had started it
+    (run / "status.json").write_text(json.dumps(status))
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    capsys.readouterr()
+    assert main(["run", "--resume", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "started by other code" in err and "0" * 16 in err and code_fingerprint() in err
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before  # nothing touched
+    # a run from before fingerprints were recorded: resumed, with a note saying so
+    del status["code"]
+    (run / "status.json").write_text(json.dumps(status))
+    assert main(["run", "--resume", str(run), "--quiet"]) == 0
+    assert "records no code fingerprint" in capsys.readouterr().err
+    assert read_status(run)["state"] == "complete"
+    assert read_status(run)["code"] == code_fingerprint()
+
+
+def test_the_code_fingerprint_follows_every_source_file(tmp_path: Path):
+    from cosim.provenance import PACKAGES, fingerprint_of
+
+    for package in PACKAGES:
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / "cosim" / "sims").mkdir()
+    leaf = tmp_path / "cosim" / "sims" / "x.py"
+    leaf.write_text("A = 1\n")
+    first = fingerprint_of(tmp_path, "0.1.0")
+    assert fingerprint_of(tmp_path, "0.1.0") == first  # deterministic
+    leaf.write_text("A = 2\n")
+    assert fingerprint_of(tmp_path, "0.1.0") != first
+    leaf.write_text("A = 1\n")
+    assert fingerprint_of(tmp_path, "0.1.0") == first
+    assert fingerprint_of(tmp_path, "0.2.0") != first  # the version too
+    (tmp_path / "agents" / "notes.txt").write_text("not code")
+    assert fingerprint_of(tmp_path, "0.1.0") == first

@@ -165,6 +165,24 @@ def test_a_changed_study_replaces_runs_only_with_force(tmp_path: Path, capsys):
     assert not table["reused"].any()
 
 
+def test_runs_made_by_other_code_are_replaced_only_with_force(tmp_path: Path, capsys):
+    out = tmp_path / "study"
+    assert _study(out, "--workers", "1", sweep="constraint.fraction_of_peak=0.4") == 0
+    old = out / "runs" / "cons__fraction_of_peak=0.4" / "status.json"
+    status = json.loads(old.read_text())
+    status["code"] = "0" * 16  # as if an earlier version had made it
+    old.write_text(json.dumps(status))
+    capsys.readouterr()
+    assert _study(out, "--workers", "1", sweep="constraint.fraction_of_peak=0.4") == 2
+    assert "made by other code" in capsys.readouterr().err
+    assert json.loads(old.read_text())["code"] == "0" * 16  # untouched
+    assert _study(out, "--workers", "1", "--force",
+                  sweep="constraint.fraction_of_peak=0.4") == 0
+    table = pd.read_csv(out / "study.csv").set_index("run")
+    assert not table.at["cons__fraction_of_peak=0.4", "reused"]
+    assert table.at["none__fraction_of_peak=0.4", "reused"]  # same code: kept
+
+
 def test_a_grid_constraint_study_gets_its_figure_and_columns(tmp_path: Path):
     """Variants with and without grid constraints: the table holds the constraint hours
     (empty for the run without) and the study draws grid_hours.png."""
