@@ -70,8 +70,18 @@ def test_disconnected_graph_refused_for_graph_modes_unless_allowed(mode):
     with pytest.raises(GraphError, match=r"disconnected communication graph \(2 components"):
         _dyn(mode, graph=g)
     g.graph["allow_disconnected"] = True
-    d = _dyn(mode, graph=g)
-    d.update(np.ones(4), np.zeros(4))
+    d = _dyn(mode, graph=g, limit=2.0)
+    # allowed: each component runs on its own, exactly as two separate fleets of two
+    # (the per-agent limit c/N is the same 0.5); component {0, 1} is over it, {2, 3} under
+    apart = [_dyn(mode, graph=nx.complete_graph(2), limit=1.0) for _ in range(2)]
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        v1 = np.concatenate([0.9 + 0.1 * rng.random(2), 0.1 * rng.random(2)])
+        both = d.update(v1, np.zeros(4))
+        alone = np.concatenate([a.update(v1[k:k + 2], np.zeros(2)).lam
+                                for a, k in zip(apart, (0, 2), strict=True)])
+        np.testing.assert_allclose(both.lam, alone, rtol=0, atol=LAMBDA_ATOL)
+    assert (both.lam[:2] > 0).all() and (both.lam[2:] < both.lam[:2].min()).all()
 
 
 def test_independent_and_centralized_accept_any_graph():
