@@ -432,3 +432,61 @@ def test_drops_leave_the_last_received_value_in_every_graph_mode(mode):
         np.testing.assert_allclose(a.mu, b.mu, rtol=0, atol=MU_ATOL)
     assert (a.lam >= 0).all() and (a.lam <= FAULT_CFG["lambda_max"]).all()
     assert not np.allclose(a.lam, c.lam)
+
+
+# --- bounds and boundaries (written after mutation testing, ``make mutation``) -------------
+
+
+@pytest.mark.parametrize("mode", DUAL_MODES)
+def test_lambda_saturates_at_lambda_max_in_every_mode(mode):
+    """Far over the limit for long enough, every mode's lambda stops at lambda_max."""
+    d = _dyn(mode, limit=0.7, lambda_max=2.0, alpha=0.5, gamma=0.5, beta=0.5)
+    for _ in range(400):
+        state = d.update(np.full(7, 5.0), np.zeros(7))
+    np.testing.assert_allclose(state.lam, 2.0, rtol=0, atol=LAMBDA_ATOL)
+    assert (state.lam <= 2.0).all()
+
+
+def test_an_isolated_agent_keeps_its_own_lambda():
+    """An agent with no neighbours (allowed) updates like an independent one."""
+    g = nx.complete_graph(3)
+    g.add_node(3)
+    g.graph["allow_disconnected"] = True
+    for mode in GRAPH_MODES:
+        d = _dyn(mode, graph=g, limit=4.0)
+        alone = _dyn("independent", graph=nx.empty_graph(1), limit=1.0)
+        for k in range(10):
+            v1 = np.array([0.2, 0.3, 0.4, 1.0 + 0.1 * k])
+            lam = d.update(v1, np.zeros(4)).lam
+            np.testing.assert_allclose(lam[3], alone.update(v1[3:], np.zeros(1)).lam[0],
+                                       rtol=0, atol=LAMBDA_ATOL, err_msg=mode)
+
+
+def test_configuration_boundaries_are_inclusive_where_documented():
+    assert DualConfig(mode="pi", alpha=0.05, beta=1.0, gamma=1.0).gamma == 1.0  # <= 1
+    with pytest.raises(ValueError, match=r"alpha\*beta=0\.5 \(alpha=1, beta=0\.5\)"):
+        DualConfig(mode="pi", alpha=1.0, beta=0.5, gamma=0.4)
+    assert DualConfig(lambda_max=0.5).lambda_max == 0.5  # any positive value
+    assert DualConfig(nu_min=0.0, nu_max=1.0).nu_min == 0.0  # 0 may be either end
+    assert DualConfig(nu_min=-1.0, nu_max=0.0).nu_max == 0.0
+    for field in ("lambda_max", "nu_min", "nu_max"):
+        with pytest.raises(ValueError, match=field):
+            DualConfig(**{field: float("nan")})
+
+
+def test_reset_accepts_the_bounds_and_names_what_is_outside():
+    d = _dyn("pi", lambda_max=3.0, nu_min=-1.0, nu_max=2.0)
+    d.reset(lam=np.full(7, 3.0), nu=np.full(7, -1.0))
+    assert d.state.lam.tolist() == [3.0] * 7 and d.state.nu.tolist() == [-1.0] * 7
+    d.reset(nu=np.full(7, 2.0))
+    assert d.state.nu.tolist() == [2.0] * 7 and d.state.lam.tolist() == [0.0] * 7
+    with pytest.raises(ValueError, match=r"lam must lie in \[0, 3\.0\]"):
+        d.reset(lam=np.full(7, 3.5))
+    with pytest.raises(ValueError, match="nu"):
+        d.reset(nu=np.full(7, 2.5))
+    for name, kwargs in (("lam", {"lam": np.ones(3)}), ("mu", {"mu": np.ones(3)}),
+                         ("nu", {"nu": np.ones(3)})):
+        with pytest.raises(ValueError, match=rf"^{name}\b"):
+            d.reset(**kwargs)
+    with pytest.raises(ValueError, match=r"^r2_kwh\b"):
+        d.update(np.ones(7), np.ones(3))

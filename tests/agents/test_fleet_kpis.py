@@ -142,3 +142,57 @@ def test_steps_over_limit_ignores_float_rounding_at_c():
     df["grid_kwh"] = np.repeat([c / 2 + 2e-15, c / 2, c / 2 * (1 + 1e-6), 0.1], 2)
     assert 2e-15 < OVER_LIMIT_RTOL * c < 1e-6 * c
     assert fleet_kpis(df, c, 1.0)["steps_over_limit"] == 1
+
+
+def test_every_fleet_kpi_by_hand_in_memory_and_streamed():
+    """Two buildings, four steps, dt = 0.5 h, rows shuffled: each KPI worked out by hand.
+
+    G_t = 3, 1, 4, 2 kWh; unmet per step 2, 0, 1, 1 -> cumulative average 2, 1, 1, 1;
+    cost 0.5 per row; dropped 0.25 once; lambda at the last step 2 and 15 (lambda_max).
+    """
+    df = pd.DataFrame({
+        "time": np.repeat(np.arange(4), 2),
+        "building": ["a", "b"] * 4,
+        "grid_kwh": [1.0, 2.0, 0.5, 0.5, 3.0, 1.0, 1.5, 0.5],
+        "unmet_kwh": [2.0, 0.0, 0.0, 0.0, 0.5, 0.5, 0.0, 1.0],
+        "cost": 0.5, "dropped_kwh": [0, 0, 0, 0, 0.25, 0, 0, 0],
+        "lambda": [0.0, 1.0, 1.0, 1.0, 3.0, 7.0, 2.0, 15.0 - 1e-10],
+    }).sample(frac=1.0, random_state=3)  # groups by step, not by row order
+    kpis = fleet_kpis(df, limit_kwh=2.0, dt_h=0.5, lambda_max=15.0)
+    ordered = df.sort_values(["time", "building"])
+    stream = FleetKpiStream(len(df))
+    for t in range(4):
+        stream.add(ordered[ordered.time == t])
+    for got in (kpis, stream.kpis(2.0, 0.5, lambda_max=15.0)):
+        assert got["n_buildings"] == 2 and got["steps"] == 4
+        assert got["total_cost"] == pytest.approx(4.0)
+        assert got["mean_district_grid_kwh"] == pytest.approx(2.5)
+        assert got["steps_over_limit"] == 2  # G = 3 and 4 exceed c = 2; G = 2 does not
+        assert got["final_avg_unmet_kwh"] == pytest.approx(1.0)  # (2 + 0 + 1 + 1) / 4
+        assert got["dropped_kwh"] == pytest.approx(0.25)
+        assert got["peak_district_import_kwh"] == pytest.approx(4.0)
+        assert got["peak_district_import_kw"] == pytest.approx(8.0)  # 4 kWh in half an hour
+        assert got["peak_to_average"] == pytest.approx(1.6)
+        assert got["ramping_kwh"] == pytest.approx(2.0 + 3.0 + 2.0)
+        # (in the order of the last step's rows; a run writes them in building order)
+        assert sorted(got["final_lambda"]) == pytest.approx([2.0, 15.0 - 1e-10])
+        assert got["agents_at_lambda_max"] == 1  # within 1e-9 of lambda_max counts
+        assert got["lambda_spread_last10pct"] == pytest.approx(13.0 - 1e-10)  # last step
+    from agents.fleet_kpis import cumulative_average_unmet_kwh, district_grid_kwh
+
+    assert district_grid_kwh(df).tolist() == pytest.approx([3.0, 1.0, 4.0, 2.0])
+    assert cumulative_average_unmet_kwh(df).tolist() == pytest.approx([2.0, 1.0, 1.0, 1.0])
+
+
+def test_kpi_edge_cases():
+    one = pd.DataFrame({"time": [0], "building": ["a"], "grid_kwh": [0.0], "unmet_kwh": [0.0],
+                        "cost": [0.0], "dropped_kwh": [0.0], "lambda": [0.0]})
+    kpis = fleet_kpis(one, limit_kwh=1.0, dt_h=1.0, lambda_max=0.0)
+    assert kpis["steps"] == 1 and kpis["peak_to_average"] is None  # mean 0: no ratio
+    assert kpis["lambda_spread_last10pct_rel"] is None  # lambda_max 0: no share
+    assert kpis["agents_at_lambda_max"] == 1
+    with pytest.raises(ValueError, match="the results table is empty"):
+        fleet_kpis(one.iloc[:0], 1.0, 1.0)
+    for dt_h in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="dt_h must be > 0"):
+            fleet_kpis(one, 1.0, dt_h)
