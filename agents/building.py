@@ -30,7 +30,7 @@ from agents.data import BuildingData
 
 
 def _as_fleet_array(name: str, value: object, n: int, dtype: type = np.float64) -> np.ndarray:
-    arr = np.asarray(value, dtype=dtype)
+    arr: np.ndarray = np.asarray(value, dtype=dtype)
     if arr.ndim == 0:
         arr = np.full(n, arr, dtype=dtype)
     if arr.shape != (n,):
@@ -69,6 +69,7 @@ class FleetParams:
 
     @property
     def n(self) -> int:
+        """Number of buildings N."""
         return int(self.capacity_kwh.shape[0])
 
     @classmethod
@@ -95,7 +96,7 @@ class FleetParams:
     def from_buildings(
         cls,
         buildings: Sequence[BuildingData],
-        demand_scale: Sequence[float] | float = 1.0,
+        demand_scale: Sequence[float] | np.ndarray | float = 1.0,
         backlog_cap_kwh: Sequence[float] | float = np.inf,
         export_pv: Sequence[bool] | bool = True,
     ) -> FleetParams:
@@ -132,12 +133,19 @@ class FleetState:
 
     @classmethod
     def initial(cls, params: FleetParams, soc_fraction: float | np.ndarray = 0.0) -> FleetState:
+        """Empty backlogs and batteries holding ``soc_fraction`` of their capacity.
+
+        Raises:
+            ValueError: if ``soc_fraction`` is neither a scalar nor N values, or a fraction
+                lies outside [0, 1].
+        """
         frac = _as_fleet_array("soc_fraction", soc_fraction, params.n)
         if ((frac < 0) | (frac > 1)).any():
             raise ValueError(f"soc_fraction must lie in [0, 1], got {frac}")
         return cls(np.zeros(params.n), frac * params.capacity_kwh)
 
     def select(self, index: np.ndarray | slice | Sequence[int]) -> FleetState:
+        """The state of the buildings picked by ``index`` (always 1-D arrays)."""
         return FleetState(
             np.atleast_1d(self.backlog_kwh[index]), np.atleast_1d(self.soc_kwh[index])
         )
@@ -166,11 +174,14 @@ class StepResult:
 
     @property
     def served_kwh(self) -> np.ndarray:
-        return self.grid_kwh + self.battery_kwh
+        """Demand served this step, grid plus battery, kWh."""
+        result: np.ndarray = self.grid_kwh + self.battery_kwh
+        return result
 
     def net_load_kw(self, dt_h: float) -> np.ndarray:
         """Net consumption on the feeder, kW (negative when exporting)."""
-        return (self.grid_kwh - self.export_kwh) / dt_h
+        result: np.ndarray = (self.grid_kwh - self.export_kwh) / dt_h
+        return result
 
 
 def exogenous_kwh(

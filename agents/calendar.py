@@ -30,7 +30,7 @@ def row_datetimes(start_row: int, steps: np.ndarray | int) -> np.ndarray:
 
     ``steps`` is an array of step indices ``t`` or a count (``t = 0 .. steps - 1``).
     """
-    t = np.arange(steps) if np.ndim(steps) == 0 else np.asarray(steps)
+    t = np.arange(int(steps)) if np.ndim(steps) == 0 else np.asarray(steps)
     if t.size and not np.issubdtype(t.dtype, np.integer):
         raise ValueError(f"step indices must be integers, got dtype {t.dtype}")
     if int(start_row) < 0:

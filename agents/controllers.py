@@ -17,9 +17,14 @@ from agents.observation import FleetObservation
 
 
 class Controller(Protocol):
-    name: str
+    """A fleet controller: one (N, 2) array of actions per observation."""
 
-    def act(self, obs: FleetObservation) -> np.ndarray: ...
+    @property
+    def name(self) -> str:
+        """Short label of the controller."""
+
+    def act(self, obs: FleetObservation) -> np.ndarray:
+        """Actions ``(u_grid, u_batt)`` for every building, shape (N, 2)."""
 
 
 class NoControl:
@@ -28,6 +33,7 @@ class NoControl:
     name = "none"
 
     def act(self, obs: FleetObservation) -> np.ndarray:
+        """All demand from the grid: ``u_grid = 1``, ``u_batt = 0``."""
         actions = np.zeros((obs.n, 2))
         actions[:, 0] = 1.0
         return actions
@@ -53,6 +59,7 @@ class RuleBasedPeakShaving:
             raise ValueError(f"threshold_kwh must be >= 0, got {self.threshold_kwh}")
 
     def act(self, obs: FleetObservation) -> np.ndarray:
+        """Actions under which the battery serves, as far as it can, demand above the threshold."""
         to_serve = obs.demand_kwh + obs.backlog_kwh
         from_battery = np.minimum(np.maximum(to_serve - self.threshold_kwh, 0.0),
                                   obs.battery_available_kwh)
@@ -117,5 +124,6 @@ class PriceAwareHeuristic:
         return grid, battery
 
     def act(self, obs: FleetObservation) -> np.ndarray:
+        """Model actions of :meth:`plan`, shape (N, 2)."""
         grid, battery = self.plan(obs)
         return model_actions(grid, battery, obs.demand_kwh + obs.backlog_kwh)

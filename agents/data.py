@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -53,6 +54,7 @@ class BuildingData:
 
     @property
     def n_steps(self) -> int:
+        """Number of hourly rows in the profiles."""
         return int(self.demand_kwh.shape[0])
 
 
@@ -68,10 +70,12 @@ class CityLearnData:
 
     @property
     def n_steps(self) -> int:
+        """Number of hourly rows in the price series."""
         return int(self.price_per_kwh.shape[0])
 
     @property
     def names(self) -> list[str]:
+        """Names of the included buildings, in the order of the schema."""
         return list(self.buildings)
 
     def window(
@@ -93,6 +97,11 @@ class CityLearnData:
         return demand, solar, np.array(self.price_per_kwh[window])
 
     def building(self, name: str) -> BuildingData:
+        """The building called ``name``.
+
+        Raises:
+            DataError: if the data hold no such building.
+        """
         try:
             return self.buildings[name]
         except KeyError:
@@ -136,7 +145,7 @@ def _check_range(path: Path, column: str, values: np.ndarray, low: float,
         )
 
 
-def _read_schema(path: Path) -> dict:
+def _read_schema(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
@@ -145,10 +154,11 @@ def _read_schema(path: Path) -> dict:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(schema.get("buildings"), dict) or not schema["buildings"]:
         raise DataError(f"{path}: field 'buildings' must be a non-empty mapping")
-    return schema
+    result: dict[str, Any] = schema
+    return result
 
 
-def _attribute(path: Path, building: str, spec: dict, device: str, key: str) -> float:
+def _attribute(path: Path, building: str, spec: dict[str, Any], device: str, key: str) -> float:
     field = f"buildings.{building}.{device}.attributes.{key}"
     try:
         value = float(spec[device]["attributes"][key])

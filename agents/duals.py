@@ -223,7 +223,7 @@ class DualDynamics:
     def __init__(
         self,
         config: DualConfig,
-        graph: nx.Graph,
+        graph: nx.Graph[int],
         limit_kwh: float,
         faults: FaultModel | None = None,
         seed: int = 0,
@@ -325,6 +325,7 @@ class DualDynamics:
 
     @property
     def state(self) -> DualState:
+        """A copy of the multipliers and the step count."""
         return DualState(self._lam.copy(), self._mu.copy(), self._nu.copy(), self._step)
 
     @property
@@ -335,7 +336,8 @@ class DualDynamics:
     @property
     def v1_kwh(self) -> np.ndarray:
         """V1 of the last update (zeros before the first)."""
-        return self._v1.copy()
+        result: np.ndarray = self._v1.copy()
+        return result
 
     def _vector(self, name: str, value: np.ndarray | float) -> np.ndarray:
         arr = np.asarray(value, dtype=np.float64)
@@ -345,7 +347,8 @@ class DualDynamics:
             raise ValueError(f"{name}: expected a scalar or {self.n} values, got shape {arr.shape}")
         if not np.isfinite(arr).all():
             raise ValueError(f"{name}: every value must be finite")
-        return arr.copy()
+        result: np.ndarray = arr.copy()
+        return result
 
     def _push_v1(self, grid_kwh: np.ndarray) -> np.ndarray:
         w = self.config.v1_window
@@ -353,7 +356,8 @@ class DualDynamics:
             return grid_kwh
         self._v1_hist[self._v1_count % w] = grid_kwh
         self._v1_count += 1
-        return self._v1_hist[: min(self._v1_count, w)].mean(axis=0)
+        result: np.ndarray = self._v1_hist[: min(self._v1_count, w)].mean(axis=0)
+        return result
 
     # --- snapshots (resume) -------------------------------------------------------------------
 
@@ -435,9 +439,11 @@ class DualDynamics:
     def _laplacian(self, x: np.ndarray) -> np.ndarray:
         """``(L x)_i = sum_j W_ij (x_i - xhat_ij)`` after one exchange of ``x``."""
         if self._channel is None:
-            return self._lap_nodes @ x
+            result: np.ndarray = self._lap_nodes @ x
+            return result
         received = self._channel.exchange(x, self._step)
-        return self._w_deg * x - self._w_edges @ received
+        result = self._w_deg * x - self._w_edges @ received
+        return result
 
     def _combine(self, x: np.ndarray) -> np.ndarray:
         """K = ``rounds`` Metropolis rounds ``x <- W x``, one exchange each."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -150,9 +151,15 @@ class BuildingEnv(gym.Env):
 
     def _observe(self) -> np.ndarray:
         self._last_obs = self._loop.observe((self.lam, 0.0, self.nu))  # battery_first reuses it
-        return observation_matrix(self._last_obs, self.scales)[0]
+        result: np.ndarray = observation_matrix(self._last_obs, self.scales)[0]
+        return result
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start an episode: draw building, start hour, multipliers, tariff, backlog and charge.
+
+        ``options`` may fix the multipliers with the keys ``"lambda"`` and ``"nu"``.
+        """
         super().reset(seed=seed)
         rng = self.np_random
         self._building = int(rng.integers(len(self.building_names)))
@@ -170,7 +177,7 @@ class BuildingEnv(gym.Env):
         demand, solar, price = self.data.window([name], self._start, self.episode_steps + 1)
         hours = (self._start + np.arange(price.shape[0]) * self.dt_h) % 24
         price = self.tariff.draw(rng, hours, price)
-        setup = FleetSetup([name], params, NO_BUS, demand, solar, price,
+        setup = FleetSetup([name], params, np.asarray(NO_BUS), demand, solar, price,
                            start_hour=self._start, dt_h=self.dt_h)
         self._loop = FleetLoop(setup, None, None)  # the learner acts; multipliers held fixed
         self._loop.state = FleetState(np.array([backlog0]),
@@ -179,7 +186,11 @@ class BuildingEnv(gym.Env):
         return self._observe(), {"building": self.building_names[self._building],
                                  "start": self._start, "lambda": self.lam, "nu": self.nu}
 
-    def step(self, action):
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Serve one hour with ``action``; returns ``(obs, reward, terminated, truncated, info)``.
+
+        The episode never terminates; it is truncated after ``episode_steps`` steps.
+        """
         action = np.asarray(action, dtype=np.float64).reshape(1, 2)
         backlog_before = float(self._loop.state.backlog_kwh[0])
         if self.action_order == "battery_first":

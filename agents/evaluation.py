@@ -18,6 +18,7 @@ import csv
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,12 +26,18 @@ from agents.building import FleetParams
 from agents.data import CityLearnData
 from agents.runner import NO_BUS, FleetLoop, FleetSetup
 
+if TYPE_CHECKING:
+    from agents.controllers import Controller
+    from agents.policy import Policy
+
 RESPONSE_NU = 10.0  # nu of the headline lambda-response (mid of the positive range)
 LAMBDA_SWEEP_NUS = (0.0, 5.0, 10.0, 20.0)
 
 
 @dataclass(frozen=True)
 class ResponseCurves:
+    """Mean grid energy against lambda at fixed nu, and served energy against nu at lambda = 0."""
+
     lambdas: np.ndarray
     sweep_nus: np.ndarray  # the fixed nu of each lambda sweep
     grid_kwh_vs_lambda: np.ndarray  # (len(sweep_nus), len(lambdas)) mean grid kWh/building/step
@@ -39,9 +46,17 @@ class ResponseCurves:
     demand_kwh: float  # mean new demand per building per step over the window
 
     def grid_at(self, nu: float) -> np.ndarray:
-        return self.grid_kwh_vs_lambda[int(np.flatnonzero(np.isclose(self.sweep_nus, nu))[0])]
+        """Grid energy over the lambda sweep at the fixed ``nu``, kWh per building and step.
+
+        Raises:
+            IndexError: if ``nu`` is not one of ``sweep_nus``.
+        """
+        row: np.ndarray = self.grid_kwh_vs_lambda[
+            int(np.flatnonzero(np.isclose(self.sweep_nus, nu))[0])]
+        return row
 
     def summary(self) -> dict[str, float]:
+        """Headline numbers: grid and served energy at the ends of the sweeps, and mean demand."""
         out: dict[str, float] = {}
         for nu in self.sweep_nus:
             g = self.grid_at(nu)
@@ -68,12 +83,13 @@ def _window_setup(data: CityLearnData, buildings: Sequence[str], demand_scale: f
                                         demand_scale=demand_scale,
                                         backlog_cap_kwh=backlog_cap_kwh)
     demand, solar, price = data.window(list(buildings), start, steps)
-    return FleetSetup(list(buildings), params, NO_BUS, demand, solar, price, start_hour=start,
+    return FleetSetup(list(buildings), params, np.asarray(NO_BUS), demand, solar, price,
+                      start_hour=start,
                       dt_h=data.hours_per_step, initial_soc_fraction=0.5)
 
 
 def fixed_multiplier_run(
-    controller, data: CityLearnData, buildings: Sequence[str], demand_scale: float,
+    controller: Controller, data: CityLearnData, buildings: Sequence[str], demand_scale: float,
     start: int, steps: int, backlog_cap_kwh: float, lam: float, nu: float,
 ) -> dict[str, float]:
     """Mean grid, served and demand energy per building per step with fixed multipliers."""
@@ -102,7 +118,9 @@ class PriceResponse:
     multipliers: np.ndarray  # (n_states, 2): lambda, nu of each state
 
     def mean_grid_kwh(self) -> np.ndarray:
-        return self.grid_kwh.mean(axis=1)
+        """Mean requested grid energy over the states at each price, kWh, shape (len(prices),)."""
+        result: np.ndarray = self.grid_kwh.mean(axis=1)
+        return result
 
     def share_not_rising(self, atol_kwh: float) -> float:
         """Share of states whose request at the highest price is at most that at the lowest."""
@@ -116,7 +134,7 @@ PRICE_STATE_NUS = (1.0, 3.0, 6.0, 10.0)
 
 
 def price_response(
-    policy, data: CityLearnData, buildings: Sequence[str], demand_scale: float,
+    policy: Policy, data: CityLearnData, buildings: Sequence[str], demand_scale: float,
     start: int, steps: int, backlog_cap_kwh: float,
     prices: Sequence[float] = PRICE_LEVELS, lambdas: Sequence[float] = PRICE_STATE_LAMBDAS,
     nus: Sequence[float] = PRICE_STATE_NUS,
@@ -140,14 +158,21 @@ def price_response(
 
 
 def response_curves(
-    controller, data: CityLearnData, buildings: Sequence[str], demand_scale: float,
+    controller: Controller, data: CityLearnData, buildings: Sequence[str], demand_scale: float,
     start: int, steps: int, backlog_cap_kwh: float,
     lambda_range: tuple[float, float], nu_range: tuple[float, float], points: int = 7,
 ) -> ResponseCurves:
+    """Fleet runs of ``controller`` with fixed multipliers over lambda and nu sweeps.
+
+    Lambda takes ``points`` values of ``lambda_range`` at each nu of ``LAMBDA_SWEEP_NUS`` and
+    ``RESPONSE_NU``; nu takes ``points`` values of ``nu_range`` at lambda = 0.
+    """
     lambdas = np.linspace(lambda_range[0], lambda_range[1], points)
     nus = np.linspace(nu_range[0], nu_range[1], points)
-    run = lambda lam, nu: fixed_multiplier_run(  # noqa: E731
-        controller, data, buildings, demand_scale, start, steps, backlog_cap_kwh, lam, nu)
+    def run(lam: float, nu: float) -> dict[str, float]:
+        return fixed_multiplier_run(controller, data, buildings, demand_scale, start, steps,
+                                    backlog_cap_kwh, lam, nu)
+
     sweep_nus = np.array(sorted({*LAMBDA_SWEEP_NUS, RESPONSE_NU}))
     grid = np.array([[run(lam, nu)["grid_kwh"] for lam in lambdas] for nu in sweep_nus])
     by_nu = [run(0.0, nu) for nu in nus]

@@ -114,6 +114,7 @@ class MessageChannel:
 
     @property
     def n_messages(self) -> int:
+        """Number of directed edges, one message each per exchange."""
         return int(self.src.shape[0])
 
     def reset(self, initial: np.ndarray) -> None:
@@ -130,6 +131,11 @@ class MessageChannel:
                 "rng_state": np.array(json.dumps(self.rng.bit_generator.state))}
 
     def restore(self, snap: dict[str, np.ndarray]) -> None:
+        """Load the messages and RNG state of a :meth:`snapshot`.
+
+        Raises:
+            ValueError: if the snapshot holds a different number of messages.
+        """
         received = np.asarray(snap["received"], dtype=np.float64)
         if received.shape != (self.n_messages,):
             raise ValueError(f"channel snapshot: {received.shape[0]} messages, "

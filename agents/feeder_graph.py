@@ -49,7 +49,7 @@ class _UnionFind:
         return True
 
 
-def _within(bus_graph: nx.Graph, start: int, max_hops: int) -> dict[int, int]:
+def _within(bus_graph: nx.Graph[int], start: int, max_hops: int) -> dict[int, int]:
     """Buses within ``max_hops`` of ``start`` and their hop distance (BFS)."""
     dist = {start: 0}
     queue = deque([start])
@@ -64,7 +64,7 @@ def _within(bus_graph: nx.Graph, start: int, max_hops: int) -> dict[int, int]:
     return dist
 
 
-def _voronoi_links(bus_graph: nx.Graph, seeds: list[int]) -> list[tuple[int, int, int]]:
+def _voronoi_links(bus_graph: nx.Graph[int], seeds: list[int]) -> list[tuple[int, int, int]]:
     """Candidate links ``(hops, seed_a, seed_b)`` between neighbouring cells, sorted."""
     label = {s: s for s in seeds}
     dist = {s: 0 for s in seeds}
@@ -84,12 +84,12 @@ def _voronoi_links(bus_graph: nx.Graph, seeds: list[int]) -> list[tuple[int, int
 
 
 def build_feeder_graph(
-    net: Any,
+    net: Any,  # a pandapower net (pandapower ships no types)
     building_buses: Sequence[int],
     *,
     max_hops: int | None = None,
     allow_disconnected: bool = False,
-) -> nx.Graph:
+) -> nx.Graph[int]:
     """See the module docstring; ``agents.graphs.feeder_graph`` is the public name."""
     import pandapower.topology as top  # local: pandapower is slow to import
 
@@ -107,13 +107,13 @@ def build_feeder_graph(
             f"feeder_graph: building bus(es) {missing[:10]} are not buses of the feeder "
             "(a building without a bus, -1, cannot take part in a feeder graph)"
         )
-    bus_graph = nx.Graph(top.create_nxgraph(net, respect_switches=True, multi=False))
+    bus_graph: nx.Graph[int] = nx.Graph(top.create_nxgraph(net, respect_switches=True, multi=False))
     bus_graph.add_nodes_from(buses)  # a building bus cut off by open switches still counts
     by_bus: dict[int, list[int]] = {}
     for i, b in enumerate(buses):
         by_bus.setdefault(b, []).append(i)
 
-    g = nx.Graph()
+    g: nx.Graph[int] = nx.Graph()
     g.add_nodes_from((i, {"bus": b}) for i, b in enumerate(buses))
     for bus, members in by_bus.items():
         for other, hops in _within(bus_graph, bus, radius).items():

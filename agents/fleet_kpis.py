@@ -36,10 +36,12 @@ the lambda spread is kept as one number per step, S_t of each step's rows.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 LAMBDA_MAX_ATOL = 1e-9
 
@@ -188,9 +190,10 @@ def _pairwise_blocks(n: int, block: int) -> list[int]:
     return _pairwise_blocks(half, block) + _pairwise_blocks(n - half, block)
 
 
-def _pairwise_combine(n: int, block: int, sums: Any) -> float:
+def _pairwise_combine(n: int, block: int, sums: Iterator[float]) -> float:
     if n <= block:
-        return next(sums)
+        result: float = next(sums)
+        return result
     half = _pairwise_split(n)
     left = _pairwise_combine(half, block, sums)
     return left + _pairwise_combine(n - half, block, sums)
@@ -201,7 +204,8 @@ def _nansum(values: np.ndarray) -> float:
     nan = np.isnan(values)
     if nan.any():
         values = np.where(nan, 0.0, values)
-    return values.sum()
+    result: float = values.sum()
+    return result
 
 
 class PairwiseSum:
@@ -226,7 +230,12 @@ class PairwiseSum:
         self._pending_n = 0
         self._seen = 0
 
-    def add(self, values: Any) -> None:
+    def add(self, values: ArrayLike) -> None:
+        """Take the next values (flattened), in order.
+
+        Raises:
+            ValueError: if more than the ``n`` announced values arrive.
+        """
         x = np.asarray(values, dtype=np.float64).ravel()
         self._seen += x.size
         if self._seen > self.n:
@@ -245,6 +254,11 @@ class PairwiseSum:
             self._pending_n = int(rest.size)
 
     def result(self) -> float:
+        """The sum of all ``n`` values, NaN counted as 0.
+
+        Raises:
+            ValueError: if fewer than ``n`` values arrived.
+        """
         if self._seen != self.n or len(self._sums) != len(self._sizes):
             raise ValueError(f"PairwiseSum: got {self._seen} of {self.n} values")
         return _pairwise_combine(self.n, self.block, iter(self._sums))
@@ -293,12 +307,13 @@ class FleetKpiStream:
         self._rows = 0
         self._cost = PairwiseSum(n_rows, block)
         self._dropped = PairwiseSum(n_rows, block)
-        self._buildings: set[Any] = set()
-        self._last_time: Any = None
+        self._buildings: set[object] = set()  # the ids as the table holds them
+        self._last_time: Any = None  # a value of the "time" column (pandas' max() is Any)
         self._last_lambda: list[np.ndarray] = []
         self._spread: list[pd.Series] = []
 
     def add(self, chunk: pd.DataFrame) -> None:
+        """Take the next piece of whole steps, in time order; an empty piece is ignored."""
         if chunk.empty:
             return
         self._rows += len(chunk)

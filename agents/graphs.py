@@ -68,7 +68,7 @@ def _check_params(topology: str, params: Mapping[str, Any], valid: Sequence[str]
         )
 
 
-def _two_clusters(n: int, split: int | None) -> nx.Graph:
+def _two_clusters(n: int, split: int | None) -> nx.Graph[int]:
     if n < 2:
         raise GraphError(f"topology 'two_clusters' needs n >= 2 agents, got {n}")
     split = n // 2 if split is None else int(split)
@@ -78,10 +78,11 @@ def _two_clusters(n: int, split: int | None) -> nx.Graph:
     g.add_nodes_from(range(split, n))
     g.add_edges_from((i, j) for i in range(split, n) for j in range(i + 1, n))
     g.add_edge(split - 1, split)
-    return g
+    result: nx.Graph[int] = g
+    return result
 
 
-def _random_geometric(n: int, seed: int, radius: float | None) -> nx.Graph:
+def _random_geometric(n: int, seed: int, radius: float | None) -> nx.Graph[int]:
     if radius is None:
         radius = min(1.5, math.sqrt(3.0 * math.log(max(n, 2)) / (math.pi * max(n, 1))))
     if not (np.isfinite(radius) and radius > 0):
@@ -92,19 +93,21 @@ def _random_geometric(n: int, seed: int, radius: float | None) -> nx.Graph:
     return g
 
 
-def _small_world(n: int, seed: int, k: int, p: float) -> nx.Graph:
+def _small_world(n: int, seed: int, k: int, p: float) -> nx.Graph[int]:
     if not 0.0 <= p <= 1.0:
         raise GraphError(f"topology 'small_world': p must lie in [0, 1], got {p}")
     if k < 2:
         raise GraphError(f"topology 'small_world': k must be >= 2, got {k}")
     if n <= 2:
-        return nx.complete_graph(n)
-    return nx.watts_strogatz_graph(n, min(int(k), n - 1), float(p), seed=seed)
+        result: nx.Graph[int] = nx.complete_graph(n)
+        return result
+    result = nx.watts_strogatz_graph(n, min(int(k), n - 1), float(p), seed=seed)
+    return result
 
 
 def _first_connected(
-    build: Callable[[int], nx.Graph], seed: int, allow_disconnected: bool
-) -> nx.Graph:
+    build: Callable[[int], nx.Graph[int]], seed: int, allow_disconnected: bool
+) -> nx.Graph[int]:
     """The first connected draw of a random graph, as networkx's
     ``connected_watts_strogatz_graph`` does: draw 0 uses ``seed``, draw k > 0 a
     seed derived from ``(seed, k)``; at most ``RANDOM_GRAPH_DRAWS`` draws."""
@@ -123,8 +126,8 @@ def make_graph(
     *,
     seed: int = 0,
     allow_disconnected: bool = False,
-    **params: Any,
-) -> nx.Graph:
+    **params: Any,  # per-topology parameters of mixed types, checked by _check_params
+) -> nx.Graph[int]:
     """The communication graph ``topology`` over agents ``0..n-1``.
 
     Raises ``GraphError`` for an unknown topology or parameter, or for a
@@ -173,7 +176,7 @@ def make_graph(
     return check_connected(g, allow_disconnected=allow_disconnected)
 
 
-def check_connected(g: nx.Graph, *, allow_disconnected: bool = False) -> nx.Graph:
+def check_connected(g: nx.Graph[int], *, allow_disconnected: bool = False) -> nx.Graph[int]:
     """Return ``g`` after checking it is connected (or recording that it may not be)."""
     if g.number_of_nodes() == 0:
         raise GraphError("the communication graph has no agents")
@@ -189,7 +192,7 @@ def check_connected(g: nx.Graph, *, allow_disconnected: bool = False) -> nx.Grap
     return g
 
 
-def directed_edges(g: nx.Graph) -> tuple[np.ndarray, np.ndarray]:
+def directed_edges(g: nx.Graph[int]) -> tuple[np.ndarray, np.ndarray]:
     """``(src, dst)`` int arrays: each undirected edge both ways, in a fixed order.
 
     The order (sorted by ``(src, dst)``) is the message order the fault model's
@@ -203,7 +206,7 @@ def directed_edges(g: nx.Graph) -> tuple[np.ndarray, np.ndarray]:
     return arr[:, 0].copy(), arr[:, 1].copy()
 
 
-def check_agent_nodes(g: nx.Graph) -> int:
+def check_agent_nodes(g: nx.Graph[int]) -> int:
     """Number of agents; raises unless the nodes are exactly ``0..n-1`` without self-loops."""
     n = g.number_of_nodes()
     if n == 0:
@@ -222,12 +225,12 @@ def check_agent_nodes(g: nx.Graph) -> int:
 
 
 def feeder_graph(
-    net: Any,
+    net: Any,  # a pandapower net (pandapower ships no types)
     building_buses: Sequence[int],
     *,
     max_hops: int | None = None,
     allow_disconnected: bool = False,
-) -> nx.Graph:
+) -> nx.Graph[int]:
     """Communication graph of buildings that neighbour each other along a feeder.
 
     The rule (details in :mod:`agents.feeder_graph`): buildings are adjacent when
@@ -246,7 +249,7 @@ def feeder_graph(
 # --- JSON (results contract: comm_graph.json) --------------------------------------------------
 
 
-def graph_to_json(g: nx.Graph, names: Sequence[str]) -> str:
+def graph_to_json(g: nx.Graph[int], names: Sequence[str]) -> str:
     """networkx node-link JSON of ``g`` with node ids = building ids ``names[i]``."""
     n = check_agent_nodes(g)
     names = [str(x) for x in names]
@@ -258,7 +261,7 @@ def graph_to_json(g: nx.Graph, names: Sequence[str]) -> str:
     return json.dumps(data, indent=1, sort_keys=False)
 
 
-def graph_from_json(text: str | Mapping[str, Any]) -> tuple[nx.Graph, list[str]]:
+def graph_from_json(text: str | Mapping[str, Any]) -> tuple[nx.Graph[int], list[str]]:
     """Inverse of :func:`graph_to_json`: ``(graph over 0..n-1, building ids)``.
 
     Agent ``i`` is the ``i``-th node in the JSON's node list. Accepts the edge
@@ -277,7 +280,7 @@ def graph_from_json(text: str | Mapping[str, Any]) -> tuple[nx.Graph, list[str]]
     if len(set(names)) != len(names):
         raise GraphError("graph_from_json: building ids must be distinct")
     g = nx.relabel_nodes(g_named, {node_id: i for i, node_id in enumerate(ids)}, copy=True)
-    ordered = nx.Graph()
+    ordered: nx.Graph[int] = nx.Graph()
     ordered.graph.update(g.graph)
     ordered.add_nodes_from(sorted(g.nodes(data=True)))
     ordered.add_edges_from(g.edges(data=True))
@@ -288,7 +291,7 @@ def graph_from_json(text: str | Mapping[str, Any]) -> tuple[nx.Graph, list[str]]
 
 
 def graph_from_file(path: str | Path, names: Sequence[str], *, max_bytes: int,
-                    max_edges: int, allow_disconnected: bool = False) -> nx.Graph:
+                    max_edges: int, allow_disconnected: bool = False) -> nx.Graph[int]:
     """The communication graph of buildings ``names`` from a file, over agents 0..N-1.
 
     Two formats: networkx node-link JSON (as the run's ``comm_graph.json``: node ids =
@@ -347,7 +350,7 @@ def graph_from_file(path: str | Path, names: Sequence[str], *, max_bytes: int,
     if loops:
         raise GraphError(f"{where}: self-loop at {loops[0]} (a building cannot message "
                          "itself)")
-    g = nx.Graph(topology=f"file {path.name}")
+    g: nx.Graph[int] = nx.Graph(topology=f"file {path.name}")
     g.add_nodes_from(range(len(names)))
     g.add_edges_from((index[u], index[v]) for u, v in edges)
     if not allow_disconnected and not nx.is_connected(g):
@@ -364,7 +367,7 @@ def graph_from_file(path: str | Path, names: Sequence[str], *, max_bytes: int,
 COMMUNITY_EDGES_MAX = 200_000
 
 
-def communities(g: nx.Graph, max_communities: int = 6, seed: int = 0) -> list[list[int]]:
+def communities(g: nx.Graph[int], max_communities: int = 6, seed: int = 0) -> list[list[int]]:
     """Groups of agents that talk more among themselves than with the others.
 
     Louvain modularity communities (deterministic in ``seed``), each sorted, ordered by

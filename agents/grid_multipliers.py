@@ -177,6 +177,7 @@ class GridConstraint:
 
     @property
     def n_buildings(self) -> int:
+        """Number of buildings N, the length of ``weights``."""
         return int(self.weights.shape[0])
 
 
@@ -304,6 +305,8 @@ class _GridMultipliers(ABC):
     """What both modes share: the constraints, alpha, mu_max, signs, excess, prices and
     the update's frame (:meth:`update`); a mode supplies its ascent step and its price."""
 
+    _step: int  # updates since the last reset (set by each mode's reset)
+
     def __init__(
         self,
         constraints: Sequence[GridConstraint],
@@ -347,12 +350,14 @@ class _GridMultipliers(ABC):
     @property
     def signs(self) -> np.ndarray:
         """The sign (K,) of each constraint's weights, +1 or -1 (a copy; module docstring)."""
-        return self._signs.copy()
+        result: np.ndarray = self._signs.copy()
+        return result
 
     def _new_signs(self, sign: np.ndarray | Sequence[float] | None) -> np.ndarray:
         """The signs after ``update(..., sign)``: non-finite or 0 entries keep the old one."""
         if sign is None:
-            return self._signs.copy()
+            result: np.ndarray = self._signs.copy()
+            return result
         arr = _check_signs("sign", sign, self.n_constraints)
         keep = ~np.isfinite(arr) | (arr == 0.0)
         return np.where(keep, self._signs, arr)
@@ -368,7 +373,8 @@ class _GridMultipliers(ABC):
 
     def _signed_weights(self) -> np.ndarray:
         """``sign_k W_k`` (K, N)."""
-        return self._signs[:, None] * self.weights
+        result: np.ndarray = self._signs[:, None] * self.weights
+        return result
 
     # --- measurements and prices --------------------------------------------------------
 
@@ -378,7 +384,9 @@ class _GridMultipliers(ABC):
         if h.shape != (self.n_constraints,):
             raise ValueError(f"measured must have shape ({self.n_constraints},), got {h.shape}")
         h = np.where(np.isfinite(h), h, np.nan)
-        return np.where(self._min_kind, self._limit - h, h - self._limit) / self._scale
+        result: np.ndarray = (np.where(self._min_kind, self._limit - h, h - self._limit)
+                              / self._scale)
+        return result
 
     @abstractmethod
     def price_shift(self) -> np.ndarray:
@@ -397,7 +405,8 @@ class _GridMultipliers(ABC):
     @property
     def step(self) -> int:
         """Number of updates since the last reset."""
-        return self._step
+        result: int = self._step
+        return result
 
     def update(
         self,
@@ -430,7 +439,8 @@ class _GridMultipliers(ABC):
                              f"got {lam.shape}")
         if not np.isfinite(lam).all():
             raise ValueError("lam must be finite")
-        return np.clip(lam + self.price_shift(), 0.0, lam_max)
+        result: np.ndarray = np.clip(lam + self.price_shift(), 0.0, lam_max)
+        return result
 
     def _initial_mu(self, mu: np.ndarray | float | None) -> np.ndarray:
         """``mu`` of :meth:`reset` as (K,) (default 0), checked against [0, mu_max]."""
@@ -483,7 +493,8 @@ class OperatorMultipliers(_GridMultipliers):
     @property
     def mu(self) -> np.ndarray:
         """The multipliers (K,), a copy."""
-        return self._mu.copy()
+        result: np.ndarray = self._mu.copy()
+        return result
 
     @property
     def mu_spread(self) -> np.ndarray:
@@ -521,7 +532,8 @@ class OperatorMultipliers(_GridMultipliers):
 
     def price_shift(self) -> np.ndarray:
         """``sum_k sign_k W_k mu_k`` (N,), what the grid constraints add to each lambda."""
-        return self._signed_weights().T @ self._mu
+        result: np.ndarray = self._signed_weights().T @ self._mu
+        return result
 
 
 # -- the buildings' own multipliers (peer mode) ----------------------------------------
@@ -558,9 +570,9 @@ def _cluster_masks(
     return np.stack(masks)
 
 
-def _cluster_graph(graph: nx.Graph | None, members: np.ndarray) -> nx.Graph:
+def _cluster_graph(graph: nx.Graph[int] | None, members: np.ndarray) -> nx.Graph[int]:
     """The subgraph of ``graph`` induced by ``members``, relabelled 0..n_k-1 in order."""
-    sub = nx.Graph()
+    sub: nx.Graph[int] = nx.Graph()
     sub.add_nodes_from(range(members.size))
     if graph is not None:
         index = {int(b): i for i, b in enumerate(members)}
@@ -595,7 +607,7 @@ class PeerMultipliers(_GridMultipliers):
         constraints: Sequence[GridConstraint],
         alpha: float | np.ndarray | Sequence[float],
         mu_max: float,
-        graph: nx.Graph | None,
+        graph: nx.Graph[int] | None,
         *,
         mode: str = "pi",
         beta: float = 10.0,
@@ -631,7 +643,7 @@ class PeerMultipliers(_GridMultipliers):
         self.reset()
 
     def _cluster_dynamics(
-        self, k: int, graph: nx.Graph | None, mode: str, beta: float, gamma: float,
+        self, k: int, graph: nx.Graph[int] | None, mode: str, beta: float, gamma: float,
         rounds: int, seed: int,
     ) -> DualDynamics:
         name = self.names[k]
@@ -731,7 +743,8 @@ class PeerMultipliers(_GridMultipliers):
     def price_shift(self) -> np.ndarray:
         """``sum_k sign_k W_ki mu_ki`` (N,), what the grid constraints add to each lambda
         (0 for a building outside every cluster)."""
-        return (self._signed_weights() * self.mu_per_building).sum(axis=0)
+        result: np.ndarray = (self._signed_weights() * self.mu_per_building).sum(axis=0)
+        return result
 
 
 # -- choosing the mode -----------------------------------------------------------------
@@ -745,7 +758,7 @@ def make_grid_multipliers(
     alpha: float | np.ndarray | Sequence[float],
     mu_max: float,
     *,
-    graph: nx.Graph | None = None,
+    graph: nx.Graph[int] | None = None,
     consensus_mode: str = "pi",
     beta: float = 10.0,
     gamma: float = 0.9,

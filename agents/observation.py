@@ -40,10 +40,12 @@ class ObservationScales:
     nu_abs_max: float = 20.0
 
     def to_dict(self) -> dict[str, float]:
+        """The scales as a plain dict, field name to value."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, float]) -> ObservationScales:
+        """Scales from a dict of :meth:`to_dict`; missing fields keep their defaults."""
         return cls(**{k: float(v) for k, v in values.items()})
 
 
@@ -64,6 +66,7 @@ class FleetObservation:
 
     @property
     def n(self) -> int:
+        """Number of buildings N."""
         return int(self.demand_kwh.shape[0])
 
 
@@ -116,4 +119,5 @@ def fleet_observation(
 
 def battery_available_kwh(params: FleetParams, state: FleetState, dt_h: float) -> np.ndarray:
     """The most the battery can deliver in a step: ``min(e * eta_dis, P * dt)``, kWh."""
-    return np.minimum(state.soc_kwh * params.eta_discharge, params.power_kw * dt_h)
+    result: np.ndarray = np.minimum(state.soc_kwh * params.eta_discharge, params.power_kw * dt_h)
+    return result

@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -93,6 +93,8 @@ class OracleInfeasible(ValueError):
 
 @dataclass(frozen=True)
 class OracleSchedule:
+    """A fleet schedule planned by the oracle: energies per step and building (kWh), and cost."""
+
     grid_kwh: np.ndarray  # (T, N)
     battery_kwh: np.ndarray  # (T, N) delivered by the battery
     charge_kwh: np.ndarray  # (T, N) PV into the battery
@@ -112,28 +114,33 @@ class OracleSchedule:
         """Planned net feeder consumption per building, kW (T, N) (needs ``export_kwh``)."""
         if self.export_kwh is None:
             raise ValueError("this schedule holds no export_kwh")
-        return (self.grid_kwh - self.export_kwh) / self.dt_h
+        result: np.ndarray = (self.grid_kwh - self.export_kwh) / self.dt_h
+        return result
 
     @property
     def grid_peak(self) -> np.ndarray:
         """Worst planned linearised value per grid limit (K,), to compare with upper."""
         if self.grid_value is None:
             raise ValueError("this schedule was planned without grid limits")
-        return self.grid_value.max(axis=0)
+        result: np.ndarray = self.grid_value.max(axis=0)
+        return result
 
     @property
     def grid_peak_step(self) -> np.ndarray:
         """The step of ``grid_peak`` per grid limit (K,)."""
         if self.grid_value is None:
             raise ValueError("this schedule was planned without grid limits")
-        return self.grid_value.argmax(axis=0)
+        result: np.ndarray = self.grid_value.argmax(axis=0)
+        return result
 
     @property
     def mean_district_grid_kwh(self) -> float:
+        """Planned district grid energy per step, averaged over the steps, kWh."""
         return float(self.grid_kwh.sum(axis=1).mean())
 
     @property
     def peak_district_grid_kwh(self) -> float:
+        """Largest planned district grid energy of a step, kWh."""
         return float(self.grid_kwh.sum(axis=1).max())
 
 
@@ -168,7 +175,8 @@ def solve_oracle(
     size = steps * n
 
     def idx(block: int) -> np.ndarray:  # variable indices of a block, (T, N)
-        return block * size + np.arange(size).reshape(steps, n)
+        result: np.ndarray = block * size + np.arange(size).reshape(steps, n)
+        return result
 
     g, x, ch, b, e = (idx(k) for k in range(5))
     n_var = 5 * size
@@ -252,7 +260,7 @@ def solve_oracle(
         alone = linprog(cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=rhs, bounds=bounds,
                         method="highs")
         if alone.status == 0:
-            at_zero = (grid_limits.offset > grid_limits.upper).any(axis=0)
+            at_zero = np.asarray((grid_limits.offset > grid_limits.upper).any(axis=0))
             zero = [nm for nm, bad in zip(grid_limits.names, at_zero, strict=True) if bad]
             note = (f"; already exceeded at zero fleet consumption in some step: "
                     f"{', '.join(zero[:8])}" if zero else "")
@@ -302,7 +310,8 @@ def solve_oracle(
     )
 
 
-def _stage2_greedy_charge(stage1, cost: np.ndarray, ch: np.ndarray, a_ub: sp.csr_array,
+def _stage2_greedy_charge(stage1: Any,  # scipy's OptimizeResult (scipy ships no types)
+                          cost: np.ndarray, ch: np.ndarray, a_ub: sp.csr_array,
                           b_ub: np.ndarray, a_eq: sp.csr_array, b_eq: np.ndarray,
                           bounds: np.ndarray) -> np.ndarray:
     """Stage 2: the model's greedy charging among the (near) cost-optimal plans.
@@ -325,8 +334,10 @@ def _stage2_greedy_charge(stage1, cost: np.ndarray, ch: np.ndarray, a_ub: sp.csr
     if res.status != 0:
         warnings.warn(f"oracle stage 2 (greedy charging) failed, keeping stage 1's plan: "
                       f"{res.message}", RuntimeWarning, stacklevel=3)
-        return stage1.x
-    return res.x
+        result: np.ndarray = stage1.x
+        return result
+    result = res.x
+    return result
 
 
 def greedy_charge_kwh(params: FleetParams, battery_kwh: np.ndarray, pv_kwh: np.ndarray,
@@ -352,6 +363,11 @@ class OracleController:
         self.t = 0
 
     def act(self, obs: FleetObservation) -> np.ndarray:
+        """Actions that take the next step's planned grid and battery energy, capped by demand.
+
+        Raises:
+            RuntimeError: if the schedule has no steps left.
+        """
         if self.t >= self.grid_kwh.shape[0]:
             raise RuntimeError(f"the oracle's schedule holds {self.grid_kwh.shape[0]} steps")
         to_serve = obs.demand_kwh + obs.backlog_kwh
@@ -361,7 +377,9 @@ class OracleController:
         return model_actions(g, x, to_serve)
 
     def snapshot(self) -> dict[str, np.ndarray]:
+        """The replay position, for :meth:`restore`."""
         return {"t": np.array(self.t, dtype=np.int64)}
 
     def restore(self, snap: dict[str, np.ndarray]) -> None:
+        """Continue the replay from the position of a :meth:`snapshot`."""
         self.t = int(snap["t"])

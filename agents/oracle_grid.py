@@ -71,14 +71,17 @@ class LinearGridLimits:
 
     @property
     def n_limits(self) -> int:
+        """Number of linearised limits K."""
         return len(self.names)
 
     @property
     def n_steps(self) -> int:
+        """Number of steps T."""
         return int(self.offset.shape[0])
 
     @property
     def n_buildings(self) -> int:
+        """Number of buildings N."""
         return int(self.sensitivity.shape[1])
 
     def value(self, net_load_kw: np.ndarray) -> np.ndarray:
@@ -87,7 +90,8 @@ class LinearGridLimits:
         if p.shape != (self.n_steps, self.n_buildings):
             raise ValueError(f"net_load_kw: expected shape ({self.n_steps}, "
                              f"{self.n_buildings}), got {p.shape}")
-        return self.offset + p @ self.sensitivity.T
+        result: np.ndarray = self.offset + p @ self.sensitivity.T
+        return result
 
     def describe(self, max_names: int = 8) -> str:
         """``"trafo 0 loading <= 100 %, ..."`` (at most ``max_names``, then a count)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,12 @@ from agents.observation import OBS_DIM, OBS_NAMES, FleetObservation, Observation
 from agents.observation import observation_matrix as _obs_matrix
 
 FORMAT_VERSION = 1
-ACTIVATIONS = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0)}
+def _relu(x: np.ndarray) -> np.ndarray:
+    result: np.ndarray = np.maximum(x, 0.0)
+    return result
+
+
+ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"tanh": np.tanh, "relu": _relu}
 
 
 class PolicyFileError(ValueError):
@@ -39,6 +44,7 @@ class PolicyFileError(ValueError):
 
 
 def sha256_file(path: Path) -> str:
+    """Hex SHA-256 digest of the file's bytes."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -72,9 +78,11 @@ class Policy:
         for w, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
             x = act(np.einsum("ij,kj->ik", x, w) + b)
         mean = np.einsum("ij,kj->ik", x, self.weights[-1]) + self.biases[-1]
-        return np.clip(mean, self.action_low, self.action_high)
+        result: np.ndarray = np.clip(mean, self.action_low, self.action_high)
+        return result
 
     def act(self, obs: FleetObservation) -> np.ndarray:
+        """Model actions ``(u_grid, u_batt)`` for every building, shape (N, 2)."""
         outputs = self.act_matrix(_obs_matrix(obs, self.scales)).astype(np.float64)
         if self.action_order == "battery_first":
             return battery_first_to_model(outputs, obs.demand_kwh + obs.backlog_kwh,
@@ -82,7 +90,8 @@ class Policy:
         return outputs
 
 
-def export_sb3_policy(model: Any, directory: str | Path, name: str,
+def export_sb3_policy(model: Any,  # an SB3 PPO; its Box space and activation_fn are untyped
+                      directory: str | Path, name: str,
                       metadata: Mapping[str, Any], scales: ObservationScales,
                       action_order: str = "grid_first") -> Path:
     """Write the actor of an SB3 PPO ``MlpPolicy`` as ``name.safetensors`` + ``name.json``."""
@@ -238,11 +247,21 @@ class PolicyLibrary:
 
     @classmethod
     def from_directory(cls, directory: str | Path, classes: Sequence[str]) -> PolicyLibrary:
+        """The library of the policies ``<class>.json`` in ``directory`` that ``classes`` name.
+
+        Raises:
+            PolicyFileError: if a policy file is missing or fails its checks.
+        """
         directory = Path(directory)
         needed = sorted(set(classes))
         return cls({c: load_policy(directory / f"{c}.json") for c in needed}, classes)
 
     def act(self, obs: FleetObservation) -> np.ndarray:
+        """Actions of every building from the policy of its class, shape (N, 2).
+
+        Raises:
+            ValueError: if ``obs`` holds a different number of buildings than ``classes``.
+        """
         if obs.n != self.classes.shape[0]:
             raise ValueError(f"observation for {obs.n} buildings, library for {len(self.classes)}")
         actions = np.empty((obs.n, 2))

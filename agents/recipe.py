@@ -21,6 +21,8 @@ class _Strict(BaseModel):
 
 
 class PPOConfig(_Strict):
+    """PPO settings: SB3 hyperparameters, network layers and activation, length and threads."""
+
     n_envs: int = Field(4, ge=1)
     n_steps: int = Field(1024, ge=8)
     batch_size: int = Field(256, ge=8)
@@ -47,6 +49,8 @@ class PPOConfig(_Strict):
 
 
 class ClassConfig(_Strict):
+    """A demand class: its demand scale and its buildings (None: all buildings of the data)."""
+
     demand_scale: float = Field(gt=0)
     buildings: list[str] | None = None  # None: all buildings of the data
 
@@ -76,11 +80,15 @@ class TariffConfig(_Strict):
 
 
 class HeldOut(_Strict):
+    """Hours kept out of training episodes: ``steps`` hours from data row ``start``."""
+
     start: int = Field(ge=0)
     steps: int = Field(ge=1)
 
 
 class Recipe(_Strict):
+    """A whole training recipe: data, episodes, draws, reward, PPO settings and demand classes."""
+
     seed: int = 0
     data: str = "data/citylearn_2022"
     episode_steps: int = Field(80, ge=1)
@@ -115,9 +123,11 @@ class Recipe(_Strict):
                 MultiplierDraw(*self.nu_range, **self.nu_draw.model_dump()))
 
     def tariff_draw(self) -> TariffDraw:
+        """The tariff draw of a training episode."""
         return TariffDraw(**self.tariff.model_dump())
 
     def data_dir(self, base: Path | None = None) -> Path:
+        """The data directory; a relative ``data`` lies under ``base`` (default: the repository)."""
         path = Path(self.data)
         return path if path.is_absolute() else (base or REPO_ROOT) / path
 
@@ -131,6 +141,11 @@ def _format_errors(path: Path, exc: ValidationError) -> str:
 
 
 def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe YAML file.
+
+    Raises:
+        RecipeError: if the file is missing, malformed or invalid (the message names the field).
+    """
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found")

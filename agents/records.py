@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Column:
+    """One column of the record: its name, unit and meaning."""
+
     name: str  # the unit is part of the name where there is one
     unit: str
     meaning: str

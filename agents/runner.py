@@ -17,9 +17,9 @@ dual update that follows it).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -97,10 +97,12 @@ class FleetSetup:
 
     @property
     def n(self) -> int:
+        """Number of buildings N."""
         return len(self.names)
 
     @property
     def n_steps(self) -> int:
+        """Number of steps T in the data."""
         return int(self.base_demand_kwh.shape[0])
 
     def select(self, index: np.ndarray | Sequence[int]) -> FleetSetup:
@@ -114,11 +116,13 @@ class FleetSetup:
                           initial_soc_fraction=soc)
 
     def hour_of_day(self, t: int) -> float:
+        """Hour of day at the start of step ``t``, in [0, 24)."""
         return float((self.start_hour + t * self.dt_h) % 24)
 
     def demand_kwh(self) -> np.ndarray:
         """New demand per step and building, demand scale applied, (T, N)."""
-        return self.base_demand_kwh * self.params.demand_scale
+        result: np.ndarray = self.base_demand_kwh * self.params.demand_scale
+        return result
 
     @classmethod
     def from_citylearn(
@@ -168,7 +172,7 @@ def district_peak_kwh(base_demand_kwh: np.ndarray, demand_scale: np.ndarray) -> 
     return float((np.asarray(base_demand_kwh) * demand_scale).sum(axis=1).max())
 
 
-def _actions(controller: Controller, actions: object, n: int) -> np.ndarray:
+def _actions(controller: Controller | None, actions: object, n: int) -> np.ndarray:
     arr = np.asarray(actions, dtype=np.float64)
     if arr.shape != (n, 2) or not np.isfinite(arr).all():
         name = getattr(controller, "name", type(controller).__name__)
@@ -177,6 +181,19 @@ def _actions(controller: Controller, actions: object, n: int) -> np.ndarray:
             f"(u_grid, u_batt); got shape {arr.shape}"
         )
     return arr
+
+
+class GridConstraints(Protocol):
+    """What :class:`FleetLoop` needs of its grid constraints (see there)."""
+
+    def effective_lambda(self, lam: np.ndarray) -> np.ndarray:
+        """The lambda the controller sees in place of ``lam`` (N,)."""
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """The multiplier state, for a checkpoint."""
+
+    def restore(self, snap: dict[str, np.ndarray]) -> None:
+        """Set the multiplier state back to a :meth:`snapshot`."""
 
 
 class FleetLoop:
@@ -196,7 +213,8 @@ class FleetLoop:
     """
 
     def __init__(self, setup: FleetSetup, controller: Controller | None,
-                 duals: DualDynamics | None, grid_constraints: Any = None) -> None:
+                 duals: DualDynamics | None,
+                 grid_constraints: GridConstraints | None = None) -> None:
         if duals is not None and duals.n != setup.n:
             raise ValueError(f"duals are for {duals.n} agents, the fleet has {setup.n} buildings")
         self.setup, self.controller, self.duals = setup, controller, duals
@@ -229,8 +247,10 @@ class FleetLoop:
         """Base demand of step ``self.t`` (before the demand scale), extra demand included."""
         demand_t = self.setup.base_demand_kwh[self.t]
         if extra_demand_kwh is None:
-            return demand_t
-        return demand_t + np.asarray(extra_demand_kwh) / self.setup.params.demand_scale
+            result: np.ndarray = demand_t
+            return result
+        result = demand_t + np.asarray(extra_demand_kwh) / self.setup.params.demand_scale
+        return result
 
     def _observation(self, demand_t: np.ndarray, lam: np.ndarray,
                      nu: np.ndarray) -> FleetObservation:
@@ -295,6 +315,11 @@ class FleetLoop:
         return snap
 
     def restore(self, snap: dict[str, np.ndarray]) -> None:
+        """Resume from a :meth:`snapshot`: fleet state, step, multipliers and controller.
+
+        Raises:
+            ValueError: if the snapshot is for a different number of buildings.
+        """
         n = self.setup.n
         backlog = np.array(snap["backlog_kwh"], dtype=np.float64)
         soc = np.array(snap["soc_kwh"], dtype=np.float64)
@@ -331,7 +356,7 @@ def run_plain(
         raise ValueError(f"steps must lie in 1..{setup.n_steps}, got {steps}")
     loop = FleetLoop(setup, controller, duals)
     cols = {name: np.empty((steps, n)) for name in VALUE_COLUMNS}
-    iterator = range(steps)
+    iterator: Iterable[int] = range(steps)
     if progress:
         from tqdm import tqdm
 

@@ -49,6 +49,12 @@ class MultiplierDraw:
             raise ValueError(f"MultiplierDraw.negative_share must lie in [0, 1], got {share}")
 
     def draw(self, rng: np.random.Generator) -> float:
+        """One value in ``[low, high]``.
+
+        0 with probability ``zero_share`` (when the range holds 0); otherwise uniform, or, with
+        ``power > 1`` or a ``negative_share``, ``u ** power`` scaled out from the point of the
+        range closest to 0.
+        """
         lo, hi = self.low, self.high
         if self.zero_share and lo <= 0.0 <= hi and rng.random() < self.zero_share:
             return 0.0

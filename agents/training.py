@@ -14,8 +14,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +25,14 @@ from agents.env import BuildingEnv
 from agents.evaluation import PRICE_ATOL_KWH
 from agents.observation import ObservationScales
 from agents.recipe import Recipe
+
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+    import gymnasium as gym
+    from numpy.typing import NDArray
+    from stable_baselines3.common.callbacks import CallbackList
+    from tqdm import tqdm
 
 
 def training_data_hash(recipe: Recipe, buildings: list[str]) -> str:
@@ -36,11 +45,14 @@ def training_data_hash(recipe: Recipe, buildings: list[str]) -> str:
     return digest.hexdigest()
 
 
-def _make_env_fn(recipe: Recipe, class_name: str, rank: int):
+def _make_env_fn(
+    recipe: Recipe, class_name: str, rank: int
+) -> Callable[[], gym.Env[NDArray[np.float32], NDArray[np.float32]]]:
+    """A factory of the class's training env (float32 observations and actions)."""
     cfg = recipe.classes[class_name]
     lambda_draw, nu_draw = recipe.multiplier_draws()
 
-    def _init():
+    def _init() -> gym.Env[NDArray[np.float32], NDArray[np.float32]]:
         from stable_baselines3.common.monitor import Monitor
 
         env = BuildingEnv(
@@ -67,7 +79,8 @@ def _make_env_fn(recipe: Recipe, class_name: str, rank: int):
     return _init
 
 
-def _callbacks(out_dir: Path, class_name: str, recipe: Recipe, progress: bool):
+def _callbacks(out_dir: Path, class_name: str, recipe: Recipe,
+               progress: bool) -> CallbackList:
     from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
 
     class CurveAndProgress(BaseCallback):
@@ -77,7 +90,7 @@ def _callbacks(out_dir: Path, class_name: str, recipe: Recipe, progress: bool):
             super().__init__()
             self.path = out_dir / f"{class_name}_learning_curve.csv"
             self.rows = 0
-            self.bar = None
+            self.bar: tqdm[NoReturn] | None = None  # a tqdm bar when progress is shown
 
         def _on_training_start(self) -> None:
             self.fh = open(self.path, "w", newline="")
@@ -120,7 +133,7 @@ def train_class(recipe: Recipe, class_name: str, out_dir: str | Path,
     """Train, export and report one demand class. Returns a summary dict."""
     import torch
     from stable_baselines3 import PPO
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
     from agents.evaluation import price_response, response_curves, write_report
     from agents.policy import export_sb3_policy, load_policy
@@ -131,7 +144,8 @@ def train_class(recipe: Recipe, class_name: str, out_dir: str | Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(recipe.ppo.torch_threads)
     cfg = recipe.ppo
-    venv = DummyVecEnv([_make_env_fn(recipe, class_name, i) for i in range(cfg.n_envs)])
+    venv: VecEnv = DummyVecEnv([_make_env_fn(recipe, class_name, i)
+                                for i in range(cfg.n_envs)])
     venv.seed(recipe.seed)
     if cfg.normalize_reward:
         venv = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=cfg.gamma)

@@ -151,7 +151,7 @@ def _run_timeseries(net, bg: BackgroundProfiles) -> Callable[[], dict[str, np.nd
 
 def _scenario_grid(path: str, steps: int, backend: str | None = None):
     """The scenario's GridModel, built as cosim builds it (no data, policies or graph)."""
-    from cosim.grid import build_grid
+    from cosim.grid import BuildingRow, build_grid
     from cosim.scenario import load_scenario
 
     overrides: list[tuple[str, object]] = [("time.steps", steps)]
@@ -160,11 +160,11 @@ def _scenario_grid(path: str, steps: int, backend: str | None = None):
     sc = load_scenario(path, overrides)
     b = sc.buildings
     if b.explicit is not None:
-        rows = [(f"buildings.explicit.{i}", s.id, None, 1.0, None, None, None, s.bus)
+        rows = [BuildingRow(f"buildings.explicit.{i}", s.id, None, 1.0, None, None, None, s.bus)
                 for i, s in enumerate(b.explicit)]
     else:
-        rows = [("buildings.generate", f"B{i}", None, 1.0, None, None, None,
-                 b.generate.buses[i] if b.generate.buses else None)
+        rows = [BuildingRow("buildings.generate", f"B{i}", None, 1.0, None, None, None,
+                            b.generate.buses[i] if b.generate.buses else None)
                 for i in range(b.generate.count)]
     return sc, build_grid(sc, rows, path)
 

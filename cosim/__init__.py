@@ -1,0 +1,1 @@
+"""Co-simulation of a building fleet and its distribution feeder: scenarios, runs, results."""

@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import networkx as nx
 import numpy as np
+from numpy.typing import NDArray
 
 from agents.building import FleetParams
-from agents.controllers import NoControl, PriceAwareHeuristic, RuleBasedPeakShaving
+from agents.controllers import Controller, NoControl, PriceAwareHeuristic, RuleBasedPeakShaving
 from agents.data import REPO_ROOT, CityLearnData, DataError, load_citylearn
 from agents.duals import DualConfig, DualDynamics
 from agents.faults import FaultModel
@@ -26,10 +27,17 @@ from agents.graphs import GraphError, make_graph
 from agents.policy import Policy, PolicyFileError, PolicyLibrary, load_policy
 from agents.runner import FleetSetup, district_peak_kwh
 from cosim.limits import MAX_GRAPH_EDGES
-from cosim.scenario import Problems, Scenario, ScenarioInfeasible
+from cosim.scenario import BatteryConfig, Problems, Scenario, ScenarioInfeasible
+
+if TYPE_CHECKING:  # cosim.grid and the oracle import the power-flow and LP stacks: lazily
+    from agents.oracle import OracleSchedule
+    from agents.oracle_grid import LinearGridLimits
+    from cosim.grid import BuildingRow, GridModel
+    from cosim.grid_constraints import GridConstraintSet
 
 
 def resolve_path(path: str, base: Path | None = None) -> Path:
+    """``path`` as it is when absolute, else relative to ``base`` (default: the repository)."""
     p = Path(path)
     return p if p.is_absolute() else (base or REPO_ROOT) / p
 
@@ -43,18 +51,21 @@ class Built:
     profiles: list[str]
     classes: list[str]
     setup: FleetSetup
-    controller: Any
-    graph: nx.Graph
-    duals: DualDynamics
+    controller: Controller | None  # None only until build() sets it (controller_for)
+    # None only in a shard built without the feeder with topology "feeder" (the graph and
+    # the duals then live in the main process)
+    graph: nx.Graph[int] | None
+    duals: DualDynamics | None
     limit_kwh: float
-    grid: Any  # cosim.grid.GridModel, or None when built without the feeder
-    policies: dict[str, Any]  # loaded policies by class (controller kind "policy")
-    oracle: Any = None  # agents.oracle.OracleSchedule (controller kind "oracle")
+    grid: GridModel | None  # None when built without the feeder
+    policies: dict[str, Policy]  # loaded policies by class (controller kind "policy")
+    oracle: OracleSchedule | None = None  # controller kind "oracle"
     limit_basis: str = ""  # how limit_kwh was obtained, for people
-    grid_constraints: Any = None  # cosim.grid_constraints.GridConstraintSet, or None
+    grid_constraints: GridConstraintSet | None = None
 
     @property
     def n(self) -> int:
+        """The number of buildings."""
         return len(self.names)
 
 
@@ -67,14 +78,16 @@ class Row:
     profile: str | None  # None: the data are missing, the profiles unknown
     scale: float
     policy_class: str | None
-    battery: Any
+    battery: BatteryConfig
     pv_kw: float | None
     bus: int | None
 
-    def as_tuple(self) -> tuple:
-        """(field path, id, profile, scale, class, battery, pv, bus), as cosim.grid takes it."""
-        return (self.path, self.id, self.profile, self.scale, self.policy_class, self.battery,
-                self.pv_kw, self.bus)
+    def as_tuple(self) -> BuildingRow:
+        """The row as cosim.grid takes it."""
+        from cosim.grid import BuildingRow
+
+        return BuildingRow(self.path, self.id, self.profile, self.scale, self.policy_class,
+                           self.battery, self.pv_kw, self.bus)
 
 
 def _rows(sc: Scenario, data: CityLearnData | None) -> list[Row]:
@@ -83,7 +96,9 @@ def _rows(sc: Scenario, data: CityLearnData | None) -> list[Row]:
         return [Row(f"buildings.explicit.{i}", s.id, s.profile, s.demand_scale, s.policy_class,
                     s.battery, s.pv_kw, s.bus) for i, s in enumerate(b.explicit)]
     g = b.generate
-    profiles = g.profiles or (data.names if data is not None else [None])
+    assert g is not None  # BuildingsConfig holds exactly one of explicit and generate
+    profiles: list[str] | list[None] = g.profiles or (data.names if data is not None
+                                                      else [None])
     width = len(str(g.count))
     return [Row("buildings.generate", f"B{i + 1:0{width}d}", profiles[i % len(profiles)],
                 g.demand_scales[i % len(g.demand_scales)], None, g.battery, g.pv_kw,
@@ -135,9 +150,18 @@ def _check_profiles(rows: list[Row], data: CityLearnData, problems: Problems) ->
     return ok
 
 
+def _checked_profiles(rows: list[Row]) -> list[str]:
+    """The rows' profiles, once ``_check_profiles`` found every one in the data."""
+    profiles: list[str] = []
+    for r in rows:
+        assert r.profile is not None  # a missing profile is a problem raised before
+        profiles.append(r.profile)
+    return profiles
+
+
 def _fleet_params(sc: Scenario, rows: list[Row], data: CityLearnData) -> FleetParams:
     bl = sc.buildings
-    base = FleetParams.from_buildings([data.building(r.profile) for r in rows],
+    base = FleetParams.from_buildings([data.building(p) for p in _checked_profiles(rows)],
                                       demand_scale=np.array([r.scale for r in rows], dtype=float),
                                       backlog_cap_kwh=bl.backlog_cap_kwh, export_pv=bl.export_pv)
     cap, power = base.capacity_kwh.copy(), base.power_kw.copy()
@@ -162,14 +186,17 @@ def _class_field(row: Row) -> str:
 
 def _classes(sc: Scenario, rows: list[Row], problems: Problems) -> list[str] | None:
     by_scale = {float(k): v for k, v in sc.buildings.class_for_scale.items()}
-    classes, missing = [], set()
+    classes: list[str] = []
+    missing: set[float] = set()
     for row in rows:
         cls = row.policy_class or by_scale.get(row.scale)
-        if cls is None and row.scale not in missing:
-            missing.add(row.scale)
-            problems.add(_class_field(row), f"no policy class for demand scale {row.scale:g}; set "
-                         f"policy_class or add it to buildings.class_for_scale "
-                         f"({sc.buildings.class_for_scale})")
+        if cls is None:
+            if row.scale not in missing:
+                missing.add(row.scale)
+                problems.add(_class_field(row), f"no policy class for demand scale "
+                             f"{row.scale:g}; set policy_class or add it to "
+                             f"buildings.class_for_scale ({sc.buildings.class_for_scale})")
+            continue  # the list is not returned (missing is not empty)
         classes.append(cls)
     return None if missing else classes
 
@@ -205,7 +232,7 @@ def _policies(sc: Scenario, rows: list[Row], classes: list[str],
 
 
 def _check_lambda_range(sc: Scenario, policies: dict[str, Policy], problems: Problems) -> None:
-    ranges = {}
+    ranges: dict[str, float] = {}
     for cls, p in policies.items():
         try:
             ranges[cls] = float(p.metadata["multipliers"]["lambda_range"][1])
@@ -221,12 +248,13 @@ def _check_lambda_range(sc: Scenario, policies: dict[str, Policy], problems: Pro
                      f"policies were trained on (lambda <= {lam_hi:g})")
 
 
-def _grid(sc: Scenario, rows: list[Row], problems: Problems) -> Any:
+def _grid(sc: Scenario, rows: list[Row], problems: Problems) -> GridModel | None:
     from cosim.grid import build_grid
 
+    grid = None  # stays None when build_grid raises a ScenarioError (collected)
     with problems.collect():
-        return build_grid(sc, [r.as_tuple() for r in rows], problems.source)
-    return None
+        grid = build_grid(sc, [r.as_tuple() for r in rows], problems.source)
+    return grid
 
 
 def _limit(sc: Scenario, setup: FleetSetup, data: CityLearnData,
@@ -242,12 +270,14 @@ def _limit(sc: Scenario, setup: FleetSetup, data: CityLearnData,
         base, _, _ = data.window(profiles, sc.time.start, horizon)
     peak = district_peak_kwh(base, setup.params.demand_scale)
     last = sc.time.start + horizon - 1
+    assert c.fraction_of_peak is not None  # ConstraintConfig: exactly one of the two
     return c.fraction_of_peak * peak, (
         f"{c.fraction_of_peak:g} x the district's peak demand {peak:.3f} kWh per step over "
         f"the {horizon} declared steps, data rows {sc.time.start}..{last}")
 
 
-def _graph(sc: Scenario, names: list[str], grid: Any, problems: Problems) -> nx.Graph | None:
+def _graph(sc: Scenario, names: list[str], grid: GridModel | None,
+           problems: Problems) -> nx.Graph[int] | None:
     n = len(names)
     com = sc.communication
     params = dict(com.params)
@@ -287,7 +317,8 @@ def _graph(sc: Scenario, names: list[str], grid: Any, problems: Problems) -> nx.
 def _faults(sc: Scenario, names: list[str], problems: Problems) -> FaultModel | None:
     com = sc.communication
     index = {name: i for i, name in enumerate(names)}
-    silent, ok = [], True
+    silent: list[tuple[int, int, int]] = []
+    ok = True
     for k, s in enumerate(com.faults.silent):
         if s.agent not in index:
             ok = False
@@ -312,7 +343,7 @@ def _dual_config(sc: Scenario, problems: Problems) -> DualConfig | None:
         return None
 
 
-def _duals(sc: Scenario, config: DualConfig, graph: nx.Graph, limit_kwh: float,
+def _duals(sc: Scenario, config: DualConfig, graph: nx.Graph[int], limit_kwh: float,
            faults: FaultModel, problems: Problems) -> DualDynamics | None:
     try:
         return DualDynamics(config, graph, limit_kwh,
@@ -325,13 +356,15 @@ def _duals(sc: Scenario, config: DualConfig, graph: nx.Graph, limit_kwh: float,
 
 
 def _oracle(sc: Scenario, setup: FleetSetup, limit_kwh: float, source: str,
-            grid_limits: Any = None) -> Any:
+            grid_limits: LinearGridLimits | None = None) -> OracleSchedule:
     from agents.oracle import OracleInfeasible, solve_oracle
 
+    limit = sc.controller.oracle_limit
+    assert limit is not None  # ControllerConfig fills it in for kind "oracle"
     try:
         return solve_oracle(setup.params, setup.base_demand_kwh, setup.solar_w_per_kw,
                             setup.price_per_kwh, limit_kwh, setup.dt_h,
-                            setup.initial_soc_fraction, limit=sc.controller.oracle_limit,
+                            setup.initial_soc_fraction, limit=limit,
                             grid_limits=grid_limits)
     except OracleInfeasible as exc:
         field = "grid_constraints" if grid_limits is not None else "constraint"
@@ -353,17 +386,19 @@ def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True) -
     fleet_ok = data is not None and _check_time(sc, data, problems)
     fleet_ok = data is not None and _check_profiles(rows, data, problems) and fleet_ok
     classes = _classes(sc, rows, problems)
-    policies = None
+    policies: dict[str, Policy] | None = None
     if sc.controller.kind == "policy" and classes is not None:
         policies = _policies(sc, rows, classes, problems)
     grid = _grid(sc, rows, problems) if with_grid else None
     grid_ok = grid is not None or not with_grid
 
-    setup = limit_kwh = None
+    setup: FleetSetup | None = None
+    limit_kwh: float | None = None
     limit_basis = ""
     if fleet_ok and grid_ok:
+        assert data is not None  # fleet_ok
         params = _fleet_params(sc, rows, data)
-        profiles = [r.profile for r in rows]
+        profiles = _checked_profiles(rows)
         demand, solar, price = data.window(profiles, sc.time.start, sc.time.steps)
         buses = grid.building_bus if grid is not None else np.full(len(rows), -1, np.int64)
         setup = FleetSetup(names, params, buses, demand, solar, price,
@@ -376,7 +411,7 @@ def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True) -
     graph = _graph(sc, names, grid, problems)
     faults = _faults(sc, names, problems)
     config = _dual_config(sc, problems)
-    duals = None
+    duals: DualDynamics | None = None
     if graph is not None and faults is not None and config is not None and limit_kwh is not None:
         duals = _duals(sc, config, graph, limit_kwh, faults, problems)
     if policies is not None:
@@ -388,18 +423,24 @@ def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True) -
 
         constraints = build_grid_constraints(sc, grid, graph, setup, problems)
     problems.raise_if_any()
+    # without problems the fleet was built (its data, profiles and feeder were fine) and
+    # every building has a policy class
+    assert setup is not None and limit_kwh is not None and classes is not None
 
     oracle = None
     if sc.controller.kind == "oracle":
-        limits = constraints.oracle_limits(grid, setup.n_steps) if constraints else None
+        limits = None
+        if constraints:
+            assert grid is not None  # grid constraints are built on the feeder
+            limits = constraints.oracle_limits(grid, setup.n_steps)
         oracle = _oracle(sc, setup, limit_kwh, source, limits)
-    built = Built(sc, names, [r.profile for r in rows], classes, setup, None, graph, duals,
+    built = Built(sc, names, _checked_profiles(rows), classes, setup, None, graph, duals,
                   limit_kwh, grid, policies or {}, oracle, limit_basis, constraints)
     built.controller = controller_for(built, np.arange(len(names)))
     return built
 
 
-def controller_for(built: Built, index: np.ndarray) -> Any:
+def controller_for(built: Built, index: NDArray[np.int64]) -> Controller:
     """The scenario's controller for the buildings ``index`` (a shard or the whole fleet)."""
     ctl = built.scenario.controller
     if ctl.kind == "none":
@@ -408,10 +449,14 @@ def controller_for(built: Built, index: np.ndarray) -> Any:
         return RuleBasedPeakShaving(built.setup.params.select(index), ctl.rule_threshold_kwh,
                                     built.setup.dt_h)
     if ctl.kind == "heuristic":
+        # ControllerConfig fills both in for kind "heuristic"
+        assert ctl.heuristic_price_threshold is not None
+        assert ctl.heuristic_backlog_margin is not None
         return PriceAwareHeuristic(built.setup.params.select(index),
                                    ctl.heuristic_price_threshold, ctl.heuristic_backlog_margin)
     if ctl.kind == "oracle":
         from agents.oracle import OracleController
 
+        assert built.oracle is not None  # build() solves it for kind "oracle"
         return OracleController(built.oracle, np.asarray(index))
     return PolicyLibrary(built.policies, [built.classes[i] for i in index])

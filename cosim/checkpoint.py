@@ -19,6 +19,7 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,7 @@ def shard_component(start: int) -> str:
 
 
 def step_dir(run_dir: Path, steps_done: int) -> Path:
+    """The folder of the checkpoint taken after ``steps_done`` steps."""
     return Path(run_dir) / STATE_DIR / f"step-{steps_done:08d}"
 
 
@@ -48,12 +50,16 @@ def save_arrays(run_dir: Path, steps_done: int, component: str,
     target = directory / f"{component}.npz"
     tmp = directory / f".{component}.npz.tmp"
     with open(tmp, "wb") as f:
-        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+        # Any: np.savez takes the arrays as **kwds beside its allow_pickle: bool, so mypy
+        # wants each value to fit both (the keys are state names, never "allow_pickle")
+        named: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+        np.savez(f, **named)
     os.replace(tmp, target)
     return target
 
 
 def load_arrays(run_dir: Path, steps_done: int, component: str) -> dict[str, np.ndarray]:
+    """A component's arrays saved at the checkpoint of ``steps_done`` steps."""
     path = step_dir(run_dir, steps_done) / f"{component}.npz"
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
@@ -100,11 +106,16 @@ class Checkpoints:
             raise ValueError("resuming at a step needs the run directory (run_dir=)")
 
     def load(self, component: str) -> dict[str, np.ndarray]:
+        """A component's arrays saved at the checkpoint this run resumes from."""
         assert self.run_dir is not None
         return load_arrays(self.run_dir, self.start_step, component)
 
     def after_step(self, step: int, component: str,
                    snapshot: Callable[[], dict[str, np.ndarray]]) -> None:
+        """Save ``snapshot()`` of ``component`` when the step ends at a checkpoint.
+
+        Nothing without a run directory, with ``every`` 0, or after the run's last step.
+        """
         done = int(step) + 1
         if (self.run_dir is not None and self.every > 0 and done % self.every == 0
                 and done < self.total_steps):

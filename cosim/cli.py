@@ -6,6 +6,11 @@ import argparse
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the command line imports what a command needs when it runs
+    from cosim.build import Built
+    from cosim.scenario import Scenario
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -77,7 +82,8 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scenario_or_exit(args: argparse.Namespace, *, announce_limit: bool = True):
+def _scenario_or_exit(args: argparse.Namespace, *,
+                      announce_limit: bool = True) -> tuple[Scenario, Built]:
     """Load, override and build a scenario; on error print one line per problem, exit 2.
 
     ``announce_limit``: print the constraint c and how it was obtained.
@@ -97,7 +103,7 @@ def _scenario_or_exit(args: argparse.Namespace, *, announce_limit: bool = True):
     return sc, built
 
 
-def _limit_text(built) -> str:
+def _limit_text(built: Built) -> str:
     return f"limit {built.limit_kwh:.3f} kWh per step ({built.limit_basis})"
 
 
@@ -164,6 +170,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.resume is not None:
             outcome = resume(out, progress=not args.quiet, notes=notes)
+            assert outcome.scenario is not None  # cosim.run's outcomes name their scenario
             sc = outcome.scenario
         else:
             outcome = execute(sc, built, out, progress=not args.quiet, force=args.force,
@@ -336,6 +343,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``cosim`` argument parser: one subcommand per task, each with its options."""
     parser = argparse.ArgumentParser(
         prog="cosim",
         description="Grid-checked distributed control of building fleets.",

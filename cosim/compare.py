@@ -58,6 +58,7 @@ class Tolerance:
                 raise ValueError(f"tolerance {name} must be a finite number >= 0, got {value!r}")
 
     def text(self) -> str:
+        """The tolerance as text: ``atol 1e-09, rtol 1e-07`` (rtol left out when 0)."""
         return f"atol {self.atol:g}" + (f", rtol {self.rtol:g}" if self.rtol else "")
 
 
@@ -101,9 +102,11 @@ class Check:
 
     @property
     def ok(self) -> bool:
+        """Whether every value is within the tolerance and nothing structural is wrong."""
         return self.failed == 0 and not self.problem
 
     def message(self) -> str:
+        """What was found: the problem, or how many values failed and the worst deviation."""
         if self.problem:
             return self.problem
         if self.compared == 0:
@@ -118,16 +121,20 @@ class Check:
 
 @dataclass
 class Comparison:
+    """The checks of one run against one reference."""
+
     run: Path
     reference: Path
     checks: list[Check] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
+        """Whether every check passes."""
         return all(c.ok for c in self.checks)
 
     @property
     def failures(self) -> list[Check]:
+        """The checks that fail."""
         return [c for c in self.checks if not c.ok]
 
     def report(self, all_checks: bool = False) -> str:
@@ -389,7 +396,8 @@ def junit_xml(result: Comparison) -> str:
         if not c.ok:
             failure = ET.SubElement(case, "failure", message=c.message())
             failure.text = c.message()
-    return ET.tostring(ET.ElementTree(suite).getroot(), encoding="unicode", xml_declaration=True)
+    # ElementTree(suite).getroot() is suite itself
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True)
 
 
 def parse_tolerance_options(items: list[str] | None, kind: str) -> dict[str, float]:

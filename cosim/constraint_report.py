@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 #: the columns of the constraint table, in the order the run writes them
 CONSTRAINT_COLUMNS: tuple[str, ...] = (
@@ -106,29 +107,30 @@ def _checked(frame: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------ per-row helpers
 
 
-def _is_min_kind(kind: pd.Series) -> np.ndarray:
+def _is_min_kind(kind: pd.Series[str]) -> NDArray[np.bool_]:
     return kind.isin(MIN_KINDS).to_numpy()
 
 
-def _margin(frame: pd.DataFrame) -> np.ndarray:
+def _margin(frame: pd.DataFrame) -> NDArray[np.float64]:
     """By how much each row goes past its limit, in the limit's unit (> 0: violated;
     NaN on unknown steps)."""
-    measured = frame["measured"].to_numpy(dtype=float)
-    limit = frame["limit"].to_numpy(dtype=float)
+    measured: NDArray[np.float64] = frame["measured"].to_numpy(dtype=float)
+    limit: NDArray[np.float64] = frame["limit"].to_numpy(dtype=float)
     return np.where(_is_min_kind(frame["kind"]), limit - measured, measured - limit)
 
 
-def _violated(frame: pd.DataFrame) -> np.ndarray:
+def _violated(frame: pd.DataFrame) -> NDArray[np.bool_]:
     """Strict violation per row; ``False`` on unknown steps (NaN compares false)."""
     return _margin(frame) > 0.0
 
 
-def _known(frame: pd.DataFrame) -> np.ndarray:
-    return ~np.isnan(frame["measured"].to_numpy(dtype=float))
+def _known(frame: pd.DataFrame) -> NDArray[np.bool_]:
+    measured: NDArray[np.float64] = frame["measured"].to_numpy(dtype=float)
+    return ~np.isnan(measured)
 
 
-def _plain(value: Any) -> Any:
-    """A plain Python number, ``None`` for NaN/inf."""
+def _plain(value: Any) -> float | None:  # Any: numpy's reductions return Any
+    """A plain Python number (an int for integers), ``None`` for NaN/inf."""
     if value is None:
         return None
     if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):

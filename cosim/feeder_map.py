@@ -39,10 +39,10 @@ def _geo_point(value: Any) -> tuple[float, float] | None:
     return point if np.isfinite(point).all() else None
 
 
-def feeder_nx(net: Any) -> nx.Graph:
+def feeder_nx(net: Any) -> nx.Graph[int]:  # net: pandapower ships no types
     """The feeder as a graph of buses: in-service lines and transformers, closed
     bus-bus switches."""
-    g = nx.Graph()
+    g: nx.Graph[int] = nx.Graph()
     g.add_nodes_from(int(b) for b in net.bus.index[net.bus.in_service.astype(bool)])
     for table, a, b in (("line", "from_bus", "to_bus"), ("trafo", "hv_bus", "lv_bus")):
         frame = getattr(net, table)
@@ -55,13 +55,13 @@ def feeder_nx(net: Any) -> nx.Graph:
     return g
 
 
-def tree_positions(g: nx.Graph, roots: list[int]) -> dict[int, tuple[float, float]]:
+def tree_positions(g: nx.Graph[int], roots: list[int]) -> dict[int, tuple[float, float]]:
     """Depth from the nearest root across (x), depth-first leaf order down (y, a parent
     at the mean of its children). Buses no root reaches follow below, in a column."""
     pos: dict[int, tuple[float, float]] = {}
     next_leaf = [0.0]
 
-    def place(tree: nx.DiGraph, node: int, depth: int) -> float:
+    def place(tree: nx.DiGraph[int], node: int, depth: int) -> float:
         children = sorted(tree.successors(node))
         if not children:
             y = next_leaf[0]
@@ -115,12 +115,13 @@ def draw_feeder_map(net: Any, line_max: dict[int, float], trafo_max: dict[int, f
     """Draw and save the map (module docstring); elements without values are grey."""
     import matplotlib.pyplot as plt
     from matplotlib.collections import LineCollection
+    from matplotlib.colors import Normalize
 
     pos, source = bus_positions(net)
     fig, ax = plt.subplots(figsize=(9, 7))
     loads = [v for v in [*line_max.values(), *trafo_max.values()] if np.isfinite(v)]
     lmax = max([LOADING_SCALE_MIN_PERCENT, *loads])
-    loading_norm = plt.Normalize(0.0, lmax)
+    loading_norm = Normalize(0.0, lmax)
     loading_cmap = plt.get_cmap("RdYlGn_r")
     for table, a, b, values, width in (("line", "from_bus", "to_bus", line_max, 2.0),
                                        ("trafo", "hv_bus", "lv_bus", trafo_max, 6.0)):
@@ -140,7 +141,7 @@ def draw_feeder_map(net: Any, line_max: dict[int, float], trafo_max: dict[int, f
     vm = np.array([bus_min[b] for b in buses])
     low = min(VOLTAGE_SCALE_PU[0], float(vm.min()) if vm.size else 1.0)
     high = max(VOLTAGE_SCALE_PU[1], float(vm.max()) if vm.size else 1.0)
-    voltage_norm = plt.Normalize(low, high)
+    voltage_norm = Normalize(low, high)
     xy = np.array([pos[b] for b in buses]).reshape(-1, 2)
     ax.scatter(xy[:, 0], xy[:, 1], c=vm, cmap="coolwarm_r", norm=voltage_norm, s=18,
                edgecolors="black", linewidths=0.3, zorder=3)

@@ -10,7 +10,9 @@ from here for compatibility.
 
 from __future__ import annotations
 
-from cosim.scenario import Scenario, ScenarioError
+from typing import NamedTuple
+
+from cosim.scenario import BatteryConfig, Scenario, ScenarioError
 from grid_models.errors import BackgroundError, GridModelError, IslandedBusError, SupplyError
 from grid_models.feeders import load_feeder
 from grid_models.grid_model import (
@@ -22,16 +24,29 @@ from grid_models.grid_model import (
 from grid_models.placement import MAX_LISTED_BUILDINGS, place_buildings
 from grid_models.topology import check_supply
 
-__all__ = ["CITYLEARN_ROW0_HOUR_OF_YEAR", "HOURS_PER_YEAR", "GridModel", "build_grid",
-           "hour_of_year"]
+__all__ = ["CITYLEARN_ROW0_HOUR_OF_YEAR", "HOURS_PER_YEAR", "BuildingRow", "GridModel",
+           "build_grid", "hour_of_year"]
 
 
-def _islanded_errors(exc: IslandedBusError, rows: list[tuple]) -> list[tuple[str, str]]:
+class BuildingRow(NamedTuple):
+    """One building as the scenario gives it (``cosim.build.Row.as_tuple``)."""
+
+    field_path: str  # where the scenario declares it, e.g. "buildings.explicit.3"
+    id: str
+    profile: str | None  # CityLearn building; None when the data are missing
+    demand_scale: float
+    policy_class: str | None
+    battery: BatteryConfig | None
+    pv_kw: float | None
+    bus: int | None  # feeder bus; None: placed automatically
+
+
+def _islanded_errors(exc: IslandedBusError, rows: list[BuildingRow]) -> list[tuple[str, str]]:
     """(field, message) per building on a bus that is not energised (the first few)."""
     explicit: list[tuple[str, str]] = []
     generated: list[str] = []
     for pos, bus, reason in zip(exc.positions, exc.buses, exc.reasons, strict=True):
-        path, building_id = rows[pos][0], rows[pos][1]
+        path, building_id = rows[pos].field_path, rows[pos].id
         text = f"building {building_id} is on bus {bus}, which is not energised ({reason})"
         if path.startswith("buildings.explicit"):
             explicit.append((f"{path}.bus", text))
@@ -48,8 +63,8 @@ def _islanded_errors(exc: IslandedBusError, rows: list[tuple]) -> list[tuple[str
     return errors
 
 
-def build_grid(sc: Scenario, rows: list[tuple], source: str) -> GridModel:
-    """``rows``: (field path, id, profile, scale, class, battery, pv, bus) per building.
+def build_grid(sc: Scenario, rows: list[BuildingRow], source: str) -> GridModel:
+    """``rows``: one :class:`BuildingRow` per building.
 
     Refuses (as :class:`ScenarioError` naming the field) a feeder without an in-service
     external grid (``feeder.source``) and buildings on buses that are not energised.
@@ -64,22 +79,24 @@ def build_grid(sc: Scenario, rows: list[tuple], source: str) -> GridModel:
         check_supply(feeder)
     except SupplyError as exc:
         raise ScenarioError(source, [("feeder.source", str(exc))]) from None
-    explicit = [r[7] for r in rows]
+    explicit = [r.bus for r in rows]
     try:
         if all(b is None for b in explicit):
             buses = place_buildings(feeder, len(rows), seed=sc.seed)
         elif any(b is None for b in explicit):
-            missing = [r[0] for r in rows if r[7] is None]
+            missing = [r.field_path for r in rows if r.bus is None]
             raise ScenarioError(source, [(f"{missing[0]}.bus", "give a bus for every building "
                                           "or for none (automatic placement)")])
         else:
-            buses = place_buildings(feeder, len(rows), buses=explicit)
+            # every building names its bus here (the list only narrows the type)
+            buses = place_buildings(feeder, len(rows),
+                                    buses=[b for b in explicit if b is not None])
     except IslandedBusError as exc:
         raise ScenarioError(source, _islanded_errors(exc, rows)) from None
     except GridModelError as exc:
         valid = set(feeder.bus.index.tolist())
-        bad = next((r for r in rows if r[7] is not None and r[7] not in valid), rows[0])
-        field = f"{bad[0]}.bus" if bad[0].startswith("buildings.explicit") else \
+        bad = next((r for r in rows if r.bus is not None and r.bus not in valid), rows[0])
+        field = f"{bad.field_path}.bus" if bad.field_path.startswith("buildings.explicit") else \
             "buildings.generate.buses"
         raise ScenarioError(source, [(field, str(exc))]) from None
     try:

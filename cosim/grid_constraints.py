@@ -29,15 +29,28 @@ the same constraints, linearised (docs/equations.md).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
-from agents.grid_multipliers import GridConstraint, make_grid_multipliers
+from agents.grid_multipliers import (
+    GridConstraint,
+    OperatorMultipliers,
+    PeerMultipliers,
+    make_grid_multipliers,
+)
 from cosim.scenario import GridConstraintsConfig, Problems, Scenario
 from grid_models.constraint_probe import ConstraintProbe, ConstraintSpec, constraint_weights
 from grid_models.errors import GridModelError, format_choices
 from grid_models.sensitivity import Sensitivities
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+    from agents.oracle_grid import LinearGridLimits
+    from agents.runner import FleetSetup
+    from grid_models.grid_model import GridModel
 
 #: Peer mode: a voltage constraint's cluster holds the buildings with |weight| >= this.
 VOLTAGE_CLUSTER_MIN_WEIGHT = 0.1
@@ -54,7 +67,7 @@ class GridConstraintSet:
     weights: np.ndarray  # (K, N)
     clusters: np.ndarray  # (K, N) bool: the buildings concerned
     probe: ConstraintProbe
-    phases: list[Any]  # per phase of the period: OperatorMultipliers | PeerMultipliers
+    phases: list[OperatorMultipliers | PeerMultipliers]  # per phase of the period
     sens: Sensitivities
     operating_point_kw: np.ndarray  # (N,) fleet load of the linearisation
     mode: str
@@ -67,19 +80,22 @@ class GridConstraintSet:
 
     @property
     def period_steps(self) -> int:
+        """The number of phases of the period (1: one multiplier per constraint)."""
         return len(self.phases)
 
     @property
-    def multipliers(self) -> Any:
+    def multipliers(self) -> OperatorMultipliers | PeerMultipliers:
         """The multipliers of the coming step's phase."""
         return self.phases[self.t % len(self.phases)]
 
     @property
     def names(self) -> list[str]:
+        """The constraints' names, in order."""
         return [s.name for s in self.specs]
 
     @property
     def n_constraints(self) -> int:
+        """The number of constraints."""
         return len(self.specs)
 
     def effective_lambda(self, lam: np.ndarray) -> np.ndarray:
@@ -102,12 +118,14 @@ class GridConstraintSet:
         return row
 
     def snapshot(self) -> dict[str, np.ndarray]:
+        """The step count and every phase's multiplier state, for a checkpoint."""
         snap = {"t": np.array(self.t, dtype=np.int64)}
         for j, m in enumerate(self.phases):
             snap.update({f"p{j}_{k}": v for k, v in m.snapshot().items()})
         return snap
 
     def restore(self, snap: dict[str, np.ndarray]) -> None:
+        """Set the step count and the multipliers back to a :meth:`snapshot`."""
         for j, m in enumerate(self.phases):
             prefix = f"p{j}_"
             m.restore({k.removeprefix(prefix): v for k, v in snap.items()
@@ -148,7 +166,7 @@ class GridConstraintSet:
             "constraints": constraints,
         }
 
-    def oracle_limits(self, grid: Any, steps: int) -> Any:
+    def oracle_limits(self, grid: GridModel, steps: int) -> LinearGridLimits:
         """The constraints as linear limits of the LP oracle, with per-step offsets from
         background-only power flows (:mod:`agents.oracle_grid`, docs/equations.md).
 
@@ -164,7 +182,10 @@ class GridConstraintSet:
         names, offsets, sens_rows, upper = [], [], [], []
         for j, spec in enumerate(self.specs):
             if spec.kind == "loading_max":
-                table, col = self.probe.element_pos[j]
+                element = self.probe.element_pos[j]
+                # a loading_max constraint names its element (ConstraintSpec checks it)
+                assert element is not None and spec.element is not None
+                table, col = element
                 loading = (background.trafo_loading_percent if table == "trafo"
                            else background.line_loading_percent)[:, col]
                 down = self.probe.downstream_pos[j]
@@ -272,9 +293,10 @@ def _voltage_specs(cfg: GridConstraintsConfig, sens: Sensitivities, problems: Pr
     return out, ok
 
 
-def _operating_point_kw(setup: Any) -> np.ndarray:
+def _operating_point_kw(setup: FleetSetup) -> NDArray[np.float64]:
     """The fleet's mean demand per building, kW: where the feeder is linearised."""
-    return setup.demand_kwh().mean(axis=0) / setup.dt_h
+    mean_kwh: NDArray[np.float64] = setup.demand_kwh().mean(axis=0)
+    return mean_kwh / setup.dt_h
 
 
 def _clusters(specs: list[ConstraintSpec], weights: np.ndarray,
@@ -282,7 +304,8 @@ def _clusters(specs: list[ConstraintSpec], weights: np.ndarray,
     out = np.zeros(weights.shape, dtype=bool)
     for k, spec in enumerate(specs):
         if spec.kind == "loading_max":
-            mask = masks.get(spec.element)  # type: ignore[arg-type]
+            assert spec.element is not None  # a loading_max constraint names its element
+            mask = masks.get(spec.element)
             out[k] = mask if mask is not None and mask.any() else weights[k] != 0.0
         elif spec.kind == "peak_kw_max":
             out[k] = True
@@ -291,7 +314,9 @@ def _clusters(specs: list[ConstraintSpec], weights: np.ndarray,
     return out
 
 
-def peer_graph(graph: Any, clusters: np.ndarray, feeder: Any, building_bus: np.ndarray) -> Any:
+def peer_graph(graph: nx.Graph[int], clusters: NDArray[np.bool_],
+               feeder: Any,  # a pandapower net: pandapower ships no types
+               building_bus: NDArray[np.int64]) -> nx.Graph[int]:
     """The graph the peers of every cluster talk over: the communication graph, plus, for
     a cluster whose members it leaves apart, the feeder graph among the cluster's own
     members (neighbours along the feeder, joined by the shortest feeder links;
@@ -311,7 +336,8 @@ def peer_graph(graph: Any, clusters: np.ndarray, feeder: Any, building_bus: np.n
     return out
 
 
-def build_grid_constraints(sc: Scenario, grid: Any, graph: Any, setup: Any,
+def build_grid_constraints(sc: Scenario, grid: GridModel, graph: nx.Graph[int],
+                           setup: FleetSetup,
                            problems: Problems) -> GridConstraintSet | None:
     """The run's grid constraints, or None (problems added) when they cannot be built."""
     from grid_models.sensitivity import downstream_buses, linearised_sensitivities

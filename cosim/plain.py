@@ -11,6 +11,8 @@ that ``--resume`` continues exactly.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from cosim.build import Built
 from cosim.checkpoint import FLEET_COMPONENT, GRID_COMPONENT, Checkpoints
 from cosim.results import RunWriter
@@ -18,6 +20,12 @@ from cosim.results import RunWriter
 
 def run_plain_into(built: Built, writer: RunWriter, *, progress: bool = False,
                    start_step: int = 0, grid_solve: str = "batch") -> None:
+    """Run the fleet loop and the feeder's power flow step by step into ``writer``.
+
+    From ``start_step`` on (resumed from the writer's checkpoints when > 0); the fleet's
+    and the grid's state is saved at each checkpoint. Raises ``ValueError`` when the
+    scenario has grid constraints and ``grid_solve`` is not ``"per_step"``.
+    """
     from agents.runner import FleetLoop
     from grid_models.grid_model import GridFeed
 
@@ -34,7 +42,7 @@ def run_plain_into(built: Built, writer: RunWriter, *, progress: bool = False,
         loop.restore(checkpoints.load(FLEET_COMPONENT))
         if grid is not None:
             grid.powerflow.set_warm_start_state(checkpoints.load(GRID_COMPONENT))
-    steps = range(start_step, setup.n_steps)
+    steps: Iterable[int] = range(start_step, setup.n_steps)
     if progress:
         from tqdm import tqdm
 

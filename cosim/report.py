@@ -178,6 +178,7 @@ class LambdaTracks:
         return self._layout[1]
 
     def add(self, chunk: pd.DataFrame) -> None:
+        """Add the lambda statistics of the whole steps in ``chunk`` (buildings table rows)."""
         lam = chunk.pivot(index="time", columns="building", values="lambda")
         values = lam.to_numpy(dtype=float)
         stats = np.full((len(lam), len(self.labels), 3), np.nan)
@@ -255,7 +256,7 @@ def _kpis(data: ReportData, limit_kwh: float, dt_h: float, lambda_max: float,
         raise ValueError("the report data were read without the KPI columns")
     fleet = data.fleet.kpis(limit_kwh, dt_h, lambda_max=lambda_max)
     grid = compute_grid_kpis(data.grid, dt_h) if data.grid is not None else {}
-    return json_safe({
+    kpis: dict[str, Any] = json_safe({
         "scenario": scenario_name,
         "limit_kwh": float(limit_kwh),
         "fleet": fleet,
@@ -263,10 +264,15 @@ def _kpis(data: ReportData, limit_kwh: float, dt_h: float, lambda_max: float,
         "units": {"fleet": FLEET_KPI_UNITS, "grid": {k: GRID_KPI_UNITS[k] for k in grid}},
         **(extra or {}),
     })
+    return kpis
 
 
 def compute_kpis(run_dir: Path, limit_kwh: float, dt_h: float, lambda_max: float,
                  scenario_name: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The KPIs of a run from its tables: fleet and grid KPIs with units, plus ``extra``.
+
+    ``limit_kwh`` is the district grid limit (kWh per step), ``dt_h`` the step length in hours.
+    """
     data = read_report_data(run_dir, kpis=True, plots=False)
     return _kpis(data, limit_kwh, dt_h, lambda_max, scenario_name, extra)
 
@@ -324,6 +330,7 @@ def write_plots(run_dir: Path, kpis: dict[str, Any], data: ReportData | None = N
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import Normalize
 
     if data is None or data.lam is None:
         data = read_report_data(run_dir, kpis=False, plots=True)
@@ -442,7 +449,7 @@ def write_plots(run_dir: Path, kpis: dict[str, Any], data: ReportData | None = N
                          node_size=300 if small else 20, font_size=6,
                          width=1.0 if graph.number_of_nodes() <= SPRING_LAYOUT_MAX else 0.05)
         mappable = plt.cm.ScalarMappable(cmap="viridis",
-                                         norm=plt.Normalize(vmin=vmin, vmax=vmax))
+                                         norm=Normalize(vmin=vmin, vmax=vmax))
         fig.colorbar(mappable, ax=ax, shrink=0.8, label="final lambda")
         ax.set(title="Communication graph (colour: final lambda)")
         ax.axis("off")
@@ -564,4 +571,6 @@ def summary_table(kpis: dict[str, Any]) -> str:
 
 
 def load_kpis(run_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / "kpis.json").read_text())
+    """The run's ``kpis.json``, read back."""
+    kpis: dict[str, Any] = json.loads((Path(run_dir) / "kpis.json").read_text())
+    return kpis

@@ -207,6 +207,7 @@ def study_report_html(out: str | Path) -> str:
 
 
 def write_study_report(out: str | Path) -> Path:
+    """Write the study folder's HTML report into it and return its path."""
     path = Path(out) / REPORT_FILE
     path.write_text(study_report_html(out), encoding="utf-8")
     return path

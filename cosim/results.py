@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from agents.calendar import row_datetimes
-from agents.runner import RESULT_COLUMNS
+from agents.records import RESULT_COLUMNS
 from cosim.checkpoint import KEEP_CHECKPOINTS, STATE_DIR, load_arrays, prune, save_arrays
 from cosim.provenance import code_fingerprint
 from cosim.rundir import (
@@ -265,9 +265,11 @@ class RunWriter:
     # --- buffering ------------------------------------------------------------------------
 
     def add_buildings(self, t: int, values: dict[str, np.ndarray]) -> None:
+        """Buffer step ``t``'s building values until the next flush."""
         self._buf["buildings"].append((t, values))
 
     def add_grid(self, t: int, result: Any) -> None:
+        """Buffer step ``t``'s power flow result until the next flush."""
         self._buf["grid"].append((t, result))
 
     def add_constraints(self, t: int, row: dict[str, np.ndarray]) -> None:
@@ -296,6 +298,10 @@ class RunWriter:
         return pa.table(columns)
 
     def step_done(self, t: int) -> None:
+        """Mark step ``t`` done; flush at every ``flush_every`` steps.
+
+        Raises :class:`RunStopped` when a stop was requested, after the step is counted.
+        """
         self.steps_done = t + 1
         if self.steps_done % self.flush_every == 0:
             self.flush()
@@ -324,6 +330,8 @@ class RunWriter:
         rows = self._buf["grid"]
         if not rows or self.bus_ids is None:
             return {}
+        line_ids, trafo_ids = self.line_ids, self.trafo_ids
+        assert line_ids is not None and trafo_ids is not None  # given with bus_ids (the feeder)
         times = np.array([t for t, _ in rows], dtype=np.int64)
 
         def long(ids: np.ndarray, key: str, cols: dict[str, str]) -> pa.Table:
@@ -338,9 +346,9 @@ class RunWriter:
         return {
             "buses": long(self.bus_ids, "bus",
                           {"vm_pu": "bus_vm_pu", "p_mw": "bus_p_mw", "q_mvar": "bus_q_mvar"}),
-            "lines": long(self.line_ids, "line", {"loading_percent": "line_loading_percent",
+            "lines": long(line_ids, "line", {"loading_percent": "line_loading_percent",
                                                   "i_ka": "line_i_ka"}),
-            "trafos": long(self.trafo_ids, "trafo", {"loading_percent": "trafo_loading_percent",
+            "trafos": long(trafo_ids, "trafo", {"loading_percent": "trafo_loading_percent",
                                                      "p_hv_mw": "trafo_p_hv_mw"}),
             "grid": pa.table({
                 "time": pa.array(times),
@@ -696,6 +704,7 @@ class TableScan:
 
 
 def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (a temporary file, then a rename)."""
     _write_json(Path(path), obj)
 
 

@@ -39,6 +39,8 @@ ENGINES = ("mosaik", "plain")
 
 @dataclass
 class RunOutcome:
+    """What a run returns: its directory, KPIs, wall time (s) and steps run."""
+
     run_dir: Path
     kpis: dict[str, Any]
     wall_s: float
@@ -136,6 +138,8 @@ def execute(sc: Scenario, built: Built, run_dir: Path, *, progress: bool = True,
                 from grid_models.feeders import save_feeder_json
 
                 save_feeder_json(built.grid.net, run_dir / "feeder.json")
+            # only a shard built without the feeder lacks the graph (cosim.build.Built)
+            assert built.graph is not None
             (run_dir / "comm_graph.json").write_text(graph_to_json(built.graph, built.names))
             if built.grid_constraints is not None:
                 from cosim.results import write_json

@@ -144,6 +144,7 @@ def holder_alive(holder: dict[str, Any]) -> bool | None:
 
 
 def describe_holder(holder: dict[str, Any]) -> str:
+    """Who holds a lock, in words: pid, host and start time."""
     since = holder.get("started_unix")
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if since else "?"
     return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')} since {when}"
@@ -173,6 +174,12 @@ class DirLock:
     @classmethod
     def acquire(cls, directory: Path, *, clear_stale: bool, notes: list[str] | None = None
                 ) -> DirLock:
+        """Take the lock of ``directory``; ``clear_stale``: remove a dead run's lock first.
+
+        Raises :class:`RunDirError` when a live run (or one on another host) holds it, when the
+        holder is dead and ``clear_stale`` is false, or after three tries. A cleared stale lock
+        is reported in ``notes``.
+        """
         path = Path(directory) / LOCK_FILE
         pid = os.getpid()
         info = {"pid": pid, "host": socket.gethostname(), "started_unix": round(time.time(), 3),

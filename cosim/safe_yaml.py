@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from yaml.events import Event
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from cosim.limits import MAX_YAML_ALIASES, MAX_YAML_DEPTH, MAX_YAML_NODES
@@ -28,8 +29,10 @@ class YamlProblems(ValueError):
         super().__init__("; ".join(f"{p}: {m}" if p else m for p, m in errors))
 
 
-def _line(node_or_event: Any) -> int:
-    return node_or_event.start_mark.line + 1
+def _line(node_or_event: Node | Event) -> int:
+    mark = node_or_event.start_mark
+    assert mark is not None  # the parser marks where every event and node starts
+    return mark.line + 1
 
 
 class _BoundedLoader(yaml.SafeLoader):
@@ -40,19 +43,24 @@ class _BoundedLoader(yaml.SafeLoader):
         self.alias_uses = 0
         self.depth = 0
 
-    def compose_node(self, parent: Node | None, index: Any) -> Node:
+    # Any: PyYAML passes None, a list position or a mapping's key node as index (its
+    # stubs say int); the return type is the stubs' (Composer.compose_node)
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         if self.check_event(yaml.AliasEvent):
             self.alias_uses += 1
             if self.alias_uses > MAX_YAML_ALIASES:
+                # the stubs leave Parser.peek_event unannotated
+                event = self.peek_event()  # type: ignore[no-untyped-call]
                 raise YamlProblems([("", f"more than {MAX_YAML_ALIASES} alias uses (*name), "
-                                     f"the last at line {_line(self.peek_event())}; "
+                                     f"the last at line {_line(event)}; "
                                      "write the values out")])
             return super().compose_node(parent, index)
         self.depth += 1
         try:
             if self.depth > MAX_YAML_DEPTH:
+                event = self.peek_event()  # type: ignore[no-untyped-call]  # as above
                 raise YamlProblems([("", f"nested more than {MAX_YAML_DEPTH} levels deep at "
-                                     f"line {_line(self.peek_event())}")])
+                                     f"line {_line(event)}")])
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1

@@ -14,6 +14,7 @@ there enough hours, is the policy file there) run when the scenario is built
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from agents.controllers import HEURISTIC_BACKLOG_MARGIN, HEURISTIC_PRICE_THRESHOLD_PER_KWH
 from agents.duals import mode_problem, pi_gain_problem
@@ -109,6 +111,7 @@ class Problems:
         self.errors: list[tuple[str, str]] = []
 
     def add(self, path: str, msg: str) -> None:
+        """Record a problem with the field at ``path`` (dotted, e.g. ``time.steps``)."""
         self.errors.append((path, msg))
 
     def __bool__(self) -> bool:
@@ -126,6 +129,7 @@ class Problems:
             self.errors.extend(exc.errors)
 
     def raise_if_any(self) -> None:
+        """Raise the recorded problems as one :class:`ScenarioError`; nothing if none."""
         if self.errors:
             raise ScenarioError(self.source, list(self.errors))
 
@@ -171,22 +175,30 @@ class _Strict(BaseModel):
 
 
 class TimeConfig(_Strict):
+    """The run's steps: the data row of step 0, how many steps, their length."""
+
     start: Step = Field(0, description="data row (hour of the CityLearn year) of step 0")
     steps: int = Field(ge=1, le=MAX_TIME_STEPS)
     step_h: float = Field(1.0, gt=0, le=24, description="step length in hours")
 
 
 class DataConfig(_Strict):
+    """Where the buildings' data set is read from."""
+
     source: Literal["citylearn_2022"] = "citylearn_2022"
     path: Text = "data/citylearn_2022"
 
 
 class BackgroundConfig(_Strict):
+    """The feeder's own loads besides the fleet: SimBench profiles, nominal or off; scaled."""
+
     mode: Literal["simbench", "nominal", "off"] = "off"
     scale: float = Field(1.0, ge=0, le=MAX_FLEET_SCALE)
 
 
 class FeederConfig(_Strict):
+    """The distribution feeder, its power flow backend and the fleet's load on it."""
+
     source: Text = Field(description="simbench:CODE, pandapower:NAME or a pandapower JSON path")
     backend: Literal["pandapower", "power-grid-model"] = "power-grid-model"
     background: BackgroundConfig = BackgroundConfig()
@@ -196,12 +208,16 @@ class FeederConfig(_Strict):
 
 
 class BatteryConfig(_Strict):
+    """A building's battery; a None field keeps the value of its data."""
+
     capacity_kwh: float | None = Field(None, ge=0)
     power_kw: float | None = Field(None, ge=0)
     efficiency: float | None = Field(None, gt=0, le=1, description="round trip")
 
 
 class BuildingSpec(_Strict):
+    """One building given by hand: its profile, scale, policy class, bus and battery."""
+
     id: Id
     profile: Text = Field(description="CityLearn building name, e.g. Building_1")
     demand_scale: DemandScale = 1.0
@@ -212,6 +228,8 @@ class BuildingSpec(_Strict):
 
 
 class GeneratorConfig(_Strict):
+    """``count`` buildings generated from cycled profiles and demand scales."""
+
     count: Count
     profiles: list[Text] | None = Field(None, min_length=1, max_length=MAX_LIST_ITEMS,
                                         description="cycled; default all")
@@ -231,6 +249,8 @@ class GeneratorConfig(_Strict):
 
 
 class BuildingsConfig(_Strict):
+    """The fleet: ``explicit`` buildings or ``generate``, and their shared settings."""
+
     explicit: list[BuildingSpec] | None = Field(None, min_length=1, max_length=MAX_BUILDINGS)
     generate: GeneratorConfig | None = None
     backlog_cap_kwh: float = Field(24.0, gt=0)
@@ -281,6 +301,8 @@ CONTROLLER_KIND_FIELDS: dict[str, tuple[str, Any]] = {
 
 
 class ControllerConfig(_Strict):
+    """What acts for the buildings (``kind``) and the settings of that kind."""
+
     kind: Literal["policy", "none", "rule", "heuristic", "oracle"] = "policy"
     policy_dir: Text = "data/policies"
     rule_threshold_kwh: float | None = Field(None, ge=0)
@@ -317,6 +339,8 @@ class ControllerConfig(_Strict):
 
 
 class ConstraintConfig(_Strict):
+    """The fleet's grid limit c: a fraction of its peak demand or ``limit_kw``."""
+
     fraction_of_peak: float | None = Field(None, gt=0, le=1_000)
     limit_kw: float | None = Field(None, gt=0)
     peak_horizon_steps: int | None = Field(
@@ -335,6 +359,8 @@ class ConstraintConfig(_Strict):
 
 
 class DualsConfig(_Strict):
+    """The multipliers' dynamics (:mod:`agents.duals`): mode, gains and bounds."""
+
     mode: str = Field("pi", max_length=MAX_TEXT_CHARS)
     alpha: float = Field(0.1, ge=0)
     beta: float = Field(0.1, ge=0)
@@ -456,6 +482,8 @@ class GridConstraintsConfig(_Strict):
 
 
 class SilentConfig(_Strict):
+    """An agent that sends nothing at steps ``start <= t < end``."""
+
     agent: Id
     start: Step
     end: Step
@@ -468,12 +496,16 @@ class SilentConfig(_Strict):
 
 
 class FaultsConfig(_Strict):
+    """Faults of the agents' messages: dropped, delayed, silent agents."""
+
     drop_probability: float = Field(0.0, ge=0, le=1)
     delay_steps: int = Field(0, ge=0, le=MAX_DELAY_STEPS)
     silent: list[SilentConfig] = Field(default_factory=list, max_length=MAX_SILENT_INTERVALS)
 
 
 class CommunicationConfig(_Strict):
+    """The agents' communication graph and the faults of their messages."""
+
     topology: str = Field("complete", max_length=MAX_TEXT_CHARS)
     params: dict[str, Any] = Field(default_factory=dict, max_length=MAX_PARAMS,
                                    description="scalar parameters of the topology")
@@ -525,6 +557,8 @@ def _param_problem(topology: str, accepted: dict[str, type], key: str, value: An
 
 
 class OutputConfig(_Strict):
+    """Where the run is written, how often it is flushed, whether plots are drawn."""
+
     directory: Text = "runs/{name}"
     flush_every: int = Field(100, ge=1, le=MAX_FLUSH_EVERY,
                              description="steps between flushes to disk")
@@ -541,11 +575,15 @@ class OutputConfig(_Strict):
 
 
 class ShardingConfig(_Strict):
+    """How many shards the fleet is split into and where they run."""
+
     shards: int = Field(1, ge=1, le=MAX_SHARDS)
     mode: Literal["inprocess", "cmd"] = "inprocess"
 
 
 class Scenario(_Strict):
+    """A whole scenario file, validated, with every default filled in."""
+
     name: str = Field(min_length=1, max_length=2 * MAX_ID_CHARS,
                       pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
                       description="letters, digits, '_', '-', '.'; starts with a letter or digit")
@@ -564,12 +602,14 @@ class Scenario(_Strict):
     sharding: ShardingConfig = ShardingConfig()
 
     def n_buildings(self) -> int:
+        """The number of buildings, given or generated."""
         b = self.buildings
         if b.explicit is not None:
             return len(b.explicit)
         return b.generate.count  # type: ignore[union-attr]
 
     def buildings_field(self) -> str:
+        """The field that sets the number of buildings, to name in errors."""
         return "buildings.explicit" if self.buildings.explicit is not None else \
             "buildings.generate.count"
 
@@ -726,7 +766,7 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _message(err: dict[str, Any]) -> str:
+def _message(err: ErrorDetails) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         valid = _valid_keys(tuple(err["loc"]))
@@ -746,7 +786,7 @@ def _shown(value: Any) -> str:
 
 
 def _pydantic_errors(exc: ValidationError) -> list[tuple[str, str]]:
-    errors = []
+    errors: list[tuple[str, str]] = []
     for err in exc.errors():
         where = _loc(err["loc"])
         inner = err.get("ctx", {}).get("error")
@@ -796,7 +836,7 @@ def scenario_from_dict(raw: Any, source: str = "<scenario>",
     return scenario
 
 
-def read_scenario_file(path: str | Path, max_bytes: int = MAX_SCENARIO_FILE_BYTES,
+def read_scenario_file(path: str | os.PathLike[str], max_bytes: int = MAX_SCENARIO_FILE_BYTES,
                        duplicates: list[tuple[str, str]] | None = None) -> Any:
     """The YAML value of a scenario file, read with the bounded reader (``duplicates``:
     see ``cosim.safe_yaml.read_yaml``)."""
@@ -822,7 +862,7 @@ def read_scenario_file(path: str | Path, max_bytes: int = MAX_SCENARIO_FILE_BYTE
         raise ScenarioError(source, [("", f"malformed YAML{where}: {problem}")]) from None
 
 
-def load_scenario(path: str | Path, overrides: list[tuple[str, Any]] | None = None,
+def load_scenario(path: str | os.PathLike[str], overrides: list[tuple[str, Any]] | None = None,
                   steps: int | None = None, *,
                   max_bytes: int = MAX_SCENARIO_FILE_BYTES) -> Scenario:
     """Read and validate a scenario file (plus ``--set`` overrides and ``--steps``)."""

@@ -55,7 +55,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 import numpy as np
@@ -66,6 +66,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from cosim.limits import MAX_SCENARIO_FILE_BYTES
 from cosim.provenance import code_fingerprint
 from cosim.results import read_table
+
+if TYPE_CHECKING:
+    from distributed import Client, LocalCluster
 from cosim.rundir import (
     STUDY_MARKER,
     DirLock,
@@ -87,18 +90,26 @@ MAX_NOTE = 300  # longest note of a failed run
 POLL_S = 0.1  # how often a study waiting on its dask workers looks for a stop request
 
 
+def _base_variant() -> dict[str, dict[str, Any]]:
+    return {"base": {}}
+
+
 class StudyFile(BaseModel):
+    """The schema of a study file (module docstring); unknown keys are errors."""
+
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     scenario: str
     engine: str = "mosaik"
     set: dict[str, Any] = Field(default_factory=dict)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
-    variants: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"base": {}})
+    variants: dict[str, dict[str, Any]] = Field(default_factory=_base_variant)
 
 
 @dataclass
 class Study:
+    """A loaded study: its base scenario (absolute path), overrides, sweep and variants."""
+
     name: str
     scenario: Path
     engine: str
@@ -154,6 +165,10 @@ def _safe(value: Any) -> str:
 
 
 def load_study(path: str | Path) -> Study:
+    """Read and check a study file; its ``scenario`` is resolved from the file's folder.
+
+    Raises :class:`~cosim.scenario.ScenarioError` naming every problem found.
+    """
     path = Path(path)
     if not path.is_file():
         raise ScenarioError(str(path), [("", "study file not found")])
@@ -231,9 +246,9 @@ def run_metrics(run_dir: Path, classes: list[str], lambda_max: float,
     cu = cumulative_average_unmet_kwh(b).to_numpy()
     backlog = b.groupby("time").backlog_kwh.sum().to_numpy()
     first, last = _slope(cu[:third]), _slope(cu[-third:])
-    lam = b.pivot(index="time", columns="building", values="lambda")
+    lam_by_building = b.pivot(index="time", columns="building", values="lambda")
     names = list(dict.fromkeys(b.building))
-    lam = lam[names].to_numpy()
+    lam = lam_by_building[names].to_numpy()
     final = lam[-1]
     at_max = lam >= lambda_max - LAMBDA_AT_MAX_ATOL
     double = [i for i, c in enumerate(classes) if c == "double"]
@@ -415,16 +430,18 @@ def study_workers(workers: int | None = None,
     return workers, scheduler
 
 
-def _client(workers: int, scheduler: str | None) -> tuple[Any, Any]:
+def _client(workers: int, scheduler: str | None) -> tuple[Client, LocalCluster | None]:
     """A dask client (and the LocalCluster it owns, None for ``scheduler``)."""
     from distributed import Client, LocalCluster
 
+    # distributed leaves Client.__init__ and LocalCluster.__init__ unannotated
     if scheduler is not None:
-        return Client(scheduler), None
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, memory_limit=0, silence_logs=logging.ERROR)
+        return Client(scheduler), None  # type: ignore[no-untyped-call]
+    cluster = LocalCluster(  # type: ignore[no-untyped-call]
+        n_workers=workers, threads_per_worker=1, processes=True,
+        dashboard_address=None, memory_limit=0, silence_logs=logging.ERROR)
     try:
-        return Client(cluster), cluster
+        return Client(cluster), cluster  # type: ignore[no-untyped-call]
     except BaseException:
         cluster.close()
         raise
@@ -516,9 +533,11 @@ def _run_on_dask(args: list[tuple[Any, ...]], todo: list[int], record: Any, work
                 record(i, run_one(*args[i]))
         # a stop request (SIGTERM) from now on raises at once: nothing steps here
         steps_finished()
-        done = as_completed(futures)
-        while not done.is_empty():
-            batch = done.next_batch(block=False) if done.has_ready() else []
+        # distributed leaves as_completed and its methods unannotated
+        done = as_completed(futures)  # type: ignore[no-untyped-call]
+        while not done.is_empty():  # type: ignore[no-untyped-call]
+            batch = (done.next_batch(block=False)  # type: ignore[no-untyped-call]
+                     if done.has_ready() else [])  # type: ignore[no-untyped-call]
             if not batch:
                 time.sleep(POLL_S)
                 continue
@@ -534,7 +553,7 @@ def _run_on_dask(args: list[tuple[Any, ...]], todo: list[int], record: Any, work
                 record(i, row)
                 future.release()
     finally:
-        client.close()
+        client.close()  # type: ignore[no-untyped-call]  # distributed: Client.close untyped
         if cluster is not None:
             cluster.close()
 
@@ -583,6 +602,7 @@ MD_COLUMNS = [
 
 
 def markdown_table(table: pd.DataFrame) -> str:
+    """The study table as Markdown: the columns of ``MD_COLUMNS`` it has, formatted."""
     df = table.rename(columns=lambda c: c.rsplit(".", 1)[-1])
     cols = [(c, h, f) for c, h, f in MD_COLUMNS if c in df]
     lines = ["| " + " | ".join(h for _, h, _ in cols) + " |",
@@ -706,7 +726,7 @@ def grid_hours_figure(ok: pd.DataFrame, path: Path) -> None:
         ax.bar(x + (j - 1) * width, ok[col].to_numpy(dtype=float), width, label=name)
     top = np.nanmax(ok[[c for c, _ in GRID_HOURS]].to_numpy(dtype=float))
     for xi, cost in zip(x, ok["cost"].to_numpy(dtype=float), strict=True):
-        ax.text(xi, top * 1.02, f"${cost:,.0f}", ha="center", fontsize=7)
+        ax.text(float(xi), top * 1.02, f"${cost:,.0f}", ha="center", fontsize=7)
     ax.set_xticks(x, labels, rotation=30, ha="right")
     ax.set(ylabel="hours", title="Grid limits by controller (cost above)")
     ax.set_ylim(0, top * 1.12 if top > 0 else 1)

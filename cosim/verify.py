@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from cosim.compare import deviation, flatten_kpis, worst_index
 
@@ -50,6 +51,8 @@ DEFAULT_SAMPLE_STEPS = 24
 
 @dataclass
 class VerifyCheck:
+    """One check of a run: how many values it compared and failed, and the worst."""
+
     name: str
     tolerance: str
     worst: float = 0.0
@@ -60,9 +63,11 @@ class VerifyCheck:
 
     @property
     def ok(self) -> bool:
+        """Whether no value is beyond the tolerance (a skipped check is ok)."""
         return self.failed == 0
 
     def line(self) -> str:
+        """The check as one line of the report: status, counts, worst deviation."""
         status = "skip" if self.skipped else ("ok  " if self.ok else "FAIL")
         if self.skipped:
             return f"  {status}  {self.name:<22} {self.skipped}"
@@ -73,14 +78,18 @@ class VerifyCheck:
 
 @dataclass
 class Verification:
+    """The checks of one run directory."""
+
     run: Path
     checks: list[VerifyCheck] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
+        """Whether every check passes or was skipped."""
         return all(c.ok for c in self.checks)
 
     def report(self) -> str:
+        """A header with the counts, then one line per check."""
         passed = sum(1 for c in self.checks if c.ok and not c.skipped)
         skipped = sum(1 for c in self.checks if c.skipped)
         head = (f"verify {self.run}: {passed} checks pass, "
@@ -126,15 +135,22 @@ def check_energy(b: pd.DataFrame) -> VerifyCheck:
     return check
 
 
-def _sample(times: np.ndarray, steps: int | None) -> np.ndarray:
+# Any: the values of a frame's index, of the dtype it was read with
+def _sample(times: NDArray[Any], steps: int | None) -> NDArray[Any]:
     if steps is None or steps >= len(times):
         return times
-    idx = np.unique(np.linspace(0, len(times) - 1, max(steps, 2)).round().astype(int))
+    idx: NDArray[np.intp] = np.unique(
+        np.linspace(0, len(times) - 1, max(steps, 2)).round().astype(int))
     return times[idx]
 
 
 def check_power_flow(run: Path, steps: int | None = DEFAULT_SAMPLE_STEPS
                      ) -> list[VerifyCheck]:
+    """The recorded bus voltages and line and transformer loadings against pandapower.
+
+    Re-solves ``steps`` steps spread over the run (None: all) from the recorded bus
+    injections; steps whose power flow did not converge are left out.
+    """
     import warnings
 
     import pandapower as pp
@@ -280,6 +296,7 @@ def _numbers(obj: Any) -> dict[str, float]:
 
 
 def check_kpis(run: Path, scenario: dict[str, Any], kpis: dict[str, Any]) -> VerifyCheck:
+    """The fleet, grid and constraint KPIs of ``kpis.json`` against a recomputation."""
     from cosim.report import compute_kpis
 
     check = VerifyCheck("KPIs", f"rtol {KPI_RTOL:g}")

@@ -112,7 +112,9 @@ def run_world(built: Built, writer: RunWriter, *, scenario_path: Path | None = N
         world.run(until=sc.time.steps - start_step, print_progress=progress,
                   lazy_stepping=False)
     finally:
-        world.shutdown()  # idempotent: run() already shut down after a normal end
+        # idempotent: run() already shut down after a normal end; mosaik leaves
+        # World.shutdown unannotated
+        world.shutdown()  # type: ignore[no-untyped-call]
 
 
 @dataclass
@@ -140,6 +142,8 @@ def _wire(world: mosaik.World, built: Built, writer: RunWriter, sharded_cmd: boo
     start_step = ckpt["start_step"]
     duals = world.start("ConsensusSim", built=built, lists=sharded_cmd,
                         **ckpt).Duals.create(1)[0]
+    # only a shard built without the feeder lacks the duals (cosim.build.Built)
+    assert built.duals is not None
     multipliers = built.duals.state  # restored by ConsensusSim's init on --resume
     lam_eff = multipliers.lam if built.grid_constraints is None else \
         built.grid_constraints.effective_lambda(multipliers.lam)

@@ -55,10 +55,12 @@ class BackgroundProfiles:
             object.__setattr__(self, name, arr)
 
     def __len__(self) -> int:
-        return self.load_p_mw.shape[0]
+        result: int = self.load_p_mw.shape[0]
+        return result
 
     @property
     def n_steps(self) -> int:
+        """Number of steps, as ``len()``."""
         return len(self)
 
     def window(self, start: int, stop: int) -> BackgroundProfiles:
@@ -85,7 +87,8 @@ class BackgroundProfiles:
 
     def total_p_mw(self) -> np.ndarray:
         """Net background consumption per step (loads minus static generators), MW."""
-        return self.load_p_mw.sum(axis=1) - self.sgen_p_mw.sum(axis=1)
+        result: np.ndarray = self.load_p_mw.sum(axis=1) - self.sgen_p_mw.sum(axis=1)
+        return result
 
 
 def background_profiles(
@@ -190,7 +193,8 @@ def _simbench_window(
         if frame is None or n_cols == 0:
             return np.zeros((n_steps, n_cols))
         values = frame.to_numpy(dtype=float)
-        return values.reshape(n_steps, per_step, n_cols).mean(axis=1)
+        result: np.ndarray = values.reshape(n_steps, per_step, n_cols).mean(axis=1)
+        return result
 
     return (
         block_mean(("load", "p_mw"), len(net.load)),

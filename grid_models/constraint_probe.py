@@ -198,6 +198,7 @@ class ConstraintProbe:
 
     @property
     def n_constraints(self) -> int:
+        """Number of constraints K."""
         return len(self.specs)
 
     def measure(self, result: GridResult, p_kw: np.ndarray
@@ -212,7 +213,9 @@ class ConstraintProbe:
                 total = float(p_kw.sum()) * self.fleet_scale
                 measured[j] = total if np.isfinite(total) else np.nan
             elif spec.kind == "loading_max":
-                table, col = self.element_pos[j]  # type: ignore[misc]
+                element = self.element_pos[j]
+                assert element is not None  # ConstraintSpec: loading_max always names one
+                table, col = element
                 values = result.trafo_loading_percent if table == "trafo" else \
                     result.line_loading_percent
                 measured[j] = values[col]

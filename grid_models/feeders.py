@@ -30,7 +30,7 @@ import os
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from grid_models.errors import FeederError, FeederFileError, format_choices
 
@@ -233,7 +233,7 @@ def _screen(node: object, path: Path, depth: int) -> None:
         _screen(inner, path, depth + 1)
 
 
-def _screen_object(node: dict, path: Path) -> None:
+def _screen_object(node: dict[str, Any], path: Path) -> None:
     module, cls = node.get("_module"), node.get("_class")
     if not isinstance(module, str) or not isinstance(cls, str):
         raise FeederFileError(f"{path}: refused feeder JSON: object with _module={module!r}, "

@@ -81,10 +81,10 @@ def calendar_background(
     if len(pieces) == 1:
         return pieces[0]
     first = pieces[0]
-    return BackgroundProfiles(
-        *(np.concatenate([getattr(p, f) for p in pieces]) for f in _BACKGROUND_FIELDS),
-        first.load_ids, first.sgen_ids, first.dt_h, first.start, first.mode,
-    )
+    load_p, load_q, sgen_p, sgen_q = (np.concatenate([getattr(p, f) for p in pieces])
+                                      for f in _BACKGROUND_FIELDS)
+    return BackgroundProfiles(load_p, load_q, sgen_p, sgen_q, first.load_ids, first.sgen_ids,
+                              first.dt_h, first.start, first.mode)
 
 
 def q_per_p_of(power_factor: float) -> float:
@@ -110,7 +110,7 @@ class GridModel:
     * ``feeder``: the pandapower net it was built from (not modified; for linearisations).
     """
 
-    net: Any
+    net: Any  # a pandapower net (pandapower ships no types)
     powerflow: PowerFlow
     building_bus: np.ndarray
     background: BackgroundProfiles
@@ -195,25 +195,31 @@ class GridModel:
 
     @property
     def n_buildings(self) -> int:
+        """Number of buildings N."""
         return len(self.building_bus)
 
     @property
     def bus_ids(self) -> np.ndarray:
+        """Bus indices, the order of the power flow's bus arrays."""
         return self.powerflow.bus_ids
 
     @property
     def line_ids(self) -> np.ndarray:
+        """Line indices, the order of the power flow's line arrays."""
         return self.powerflow.line_ids
 
     @property
     def trafo_ids(self) -> np.ndarray:
+        """Transformer indices, the order of the power flow's transformer arrays."""
         return self.powerflow.trafo_ids
 
     def warm_start_state(self) -> dict[str, np.ndarray]:
         """The power flow's warm start (see ``PowerFlow.warm_start_state``), for resume."""
-        return self.powerflow.warm_start_state()
+        result: dict[str, np.ndarray] = self.powerflow.warm_start_state()
+        return result
 
     def set_warm_start_state(self, state: dict[str, np.ndarray]) -> None:
+        """Start the next power flow from a saved :meth:`warm_start_state`."""
         self.powerflow.set_warm_start_state(state)
 
     # -- solving ----------------------------------------------------------------------

@@ -24,6 +24,7 @@ over no data are NaN (JSON writers turn them into null).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -95,7 +96,8 @@ def known_steps(batch: BatchGridResult) -> np.ndarray:
     for values in (vm, batch.line_loading_percent, batch.trafo_loading_percent):
         if values.shape[1]:
             ok &= ~np.isinf(values).any(axis=1)
-    return ok
+    result: np.ndarray = ok
+    return result
 
 
 def unknown_elements(values: np.ndarray, known: np.ndarray) -> np.ndarray:
@@ -105,6 +107,12 @@ def unknown_elements(values: np.ndarray, known: np.ndarray) -> np.ndarray:
     live = np.isfinite(values[known]).any(axis=0)
     return ~np.isfinite(values[:, live]).all(axis=1) if live.any() else np.zeros(
         values.shape[0], dtype=bool)
+
+
+def _outside_band(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Where ``x`` lies outside ``[low, high]`` (NaN: False)."""
+    result: np.ndarray = (x < low) | (x > high)
+    return result
 
 
 def beyond(
@@ -147,7 +155,7 @@ def grid_kpis(
     }
     for name, (low, high) in VOLTAGE_BANDS_PU.items():
         checks[f"hours_outside_{name}_pu"] = beyond(
-            vm, known, lambda x, lo=low, hi=high: (x < lo) | (x > hi))
+            vm, known, functools.partial(_outside_band, low=low, high=high))
     any_unknown = ~known
     kpis: dict[str, float] = {
         "steps": float(len(batch)),

@@ -134,7 +134,8 @@ def bus_injections(
 
     Args:
         building_bus: bus of each building, shape (N,).
-        p_kw, q_kvar: building net consumption, shape (N,) or (T, N); q defaults to 0.
+        p_kw: building net consumption, kW, shape (N,) or (T, N).
+        q_kvar: building reactive consumption, kvar, the shape of ``p_kw`` (default 0).
         bus_ids: the power flow's bus order (``PowerFlow.bus_ids``).
         scale: factor on every building's power.
 

@@ -39,6 +39,7 @@ import numpy as np
 from grid_models.errors import BackendError, format_choices
 
 if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
     from pandapower.auxiliary import pandapowerNet
 
     from grid_models.background import BackgroundProfiles
@@ -61,7 +62,7 @@ ARRAY_FIELDS = _BUS_FIELDS + _LINE_FIELDS + _TRAFO_FIELDS
 SCALAR_FIELDS = ("losses_mw", "ext_grid_p_mw", "ext_grid_q_mvar")
 
 
-def _frozen(a: Any) -> np.ndarray:
+def _frozen(a: ArrayLike) -> NDArray[np.float64]:
     arr = np.array(a, dtype=float)  # always a copy: results never alias solver buffers
     arr.setflags(write=False)
     return arr
@@ -99,8 +100,10 @@ class GridResult:
     def nan(cls, n_bus: int, n_line: int, n_trafo: int, step: int | None = None) -> GridResult:
         """The result of a step that did not converge."""
         sizes = {"bus": n_bus, "line": n_line, "trafo": n_trafo}
-        arrays = {f: np.full(sizes[f.split("_", 1)[0]], np.nan) for f in ARRAY_FIELDS}
-        scalars = dict.fromkeys(SCALAR_FIELDS, np.nan)
+        # Any: passed by name into fields of mixed types (arrays, floats, bool)
+        arrays: dict[str, Any] = {f: np.full(sizes[f.split("_", 1)[0]], np.nan)
+                                  for f in ARRAY_FIELDS}
+        scalars: dict[str, Any] = dict.fromkeys(SCALAR_FIELDS, np.nan)  # fields by name
         return cls(**arrays, **scalars, converged=False, step=step)
 
 
@@ -166,6 +169,7 @@ class BatchGridResult:
 
     @property
     def n_nonconverged(self) -> int:
+        """Number of steps that did not converge."""
         return int((~self.converged).sum())
 
     @classmethod
@@ -173,11 +177,13 @@ class BatchGridResult:
         """Stack single-step results (steps without a step index get their position)."""
         if len(results) == 0:
             raise ValueError("cannot stack an empty sequence of GridResult")
-        values = {name: np.stack([getattr(r, name) for r in results]) for name in ARRAY_FIELDS}
+        values: dict[str, Any] = {name: np.stack([getattr(r, name) for r in results])
+                                  for name in ARRAY_FIELDS}  # fields by name
         values.update(
             {name: np.array([getattr(r, name) for r in results]) for name in SCALAR_FIELDS}
         )
-        steps = [i if r.step is None else r.step for i, r in enumerate(results)]
+        steps = np.array([i if r.step is None else r.step for i, r in enumerate(results)],
+                         dtype=np.int64)  # as __post_init__ makes it
         return cls(**values, converged=np.array([r.converged for r in results]), steps=steps)
 
     @classmethod
@@ -193,7 +199,10 @@ class BatchGridResult:
 class PowerFlow(Protocol):
     """What every backend offers (see the module docstring for the conventions)."""
 
-    backend: str
+    @property
+    def backend(self) -> str:
+        """Name of the backend, one of ``BACKENDS``."""
+
     bus_ids: np.ndarray
     line_ids: np.ndarray
     trafo_ids: np.ndarray
@@ -203,10 +212,12 @@ class PowerFlow(Protocol):
     nonconverged_steps: list[int | None]
 
     @property
-    def buses(self) -> np.ndarray: ...
+    def buses(self) -> np.ndarray:
+        """Bus indices in the order of the injection arrays (same as ``bus_ids``)."""
 
     @property
-    def net(self) -> pandapowerNet: ...
+    def net(self) -> pandapowerNet:
+        """The backend's pandapower net: the feeder plus the injection loads."""
 
     def set_background(
         self,
@@ -214,11 +225,13 @@ class PowerFlow(Protocol):
         load_q_mvar: np.ndarray | None = None,
         sgen_p_mw: np.ndarray | None = None,
         sgen_q_mvar: np.ndarray | None = None,
-    ) -> None: ...
+    ) -> None:
+        """Set the feeder's own loads and sgens (MW, Mvar) for later solves; None keeps a value."""
 
     def solve(
         self, p_mw: np.ndarray, q_mvar: np.ndarray | None = None, *, step: int | None = None
-    ) -> GridResult: ...
+    ) -> GridResult:
+        """Solve one step for per-bus net consumption (MW, Mvar, order ``bus_ids``)."""
 
     def solve_batch(
         self,
@@ -227,7 +240,14 @@ class PowerFlow(Protocol):
         *,
         background: BackgroundProfiles | None = None,
         first_step: int = 0,
-    ) -> BatchGridResult: ...
+    ) -> BatchGridResult:
+        """Solve T steps at once for injections of shape (T, n_bus)."""
+
+    def warm_start_state(self) -> dict[str, np.ndarray]:
+        """What the next solve starts from, as named arrays (empty: nothing)."""
+
+    def set_warm_start_state(self, state: dict[str, np.ndarray]) -> None:
+        """Start the next solve from a saved :meth:`warm_start_state`."""
 
 
 def make_powerflow(net: pandapowerNet, backend: str = "pandapower", **options: Any) -> PowerFlow:

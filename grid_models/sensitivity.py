@@ -49,19 +49,24 @@ sensitivities are per kW of the *building's* consumption.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from grid_models.errors import FeederError, GridModelError, PlacementError, format_choices
 from grid_models.topology import supplied_buses
 
 if TYPE_CHECKING:
+    import networkx as nx
+    import pandas as pd
     from pandapower.auxiliary import pandapowerNet
 
 ElementKey = tuple[str, int]
+#: a node of :func:`feeder_graph`: a bus index or :data:`SOURCE_NODE`
+Node = int | str
 
 #: Element tables whose loading the sensitivities report (in this order).
 ELEMENT_TABLES = ("trafo", "line")
@@ -75,11 +80,12 @@ DEFAULT_DELTA_KW = 1.0
 # -- topology -------------------------------------------------------------------------
 
 
-def _in_service(df: Any) -> np.ndarray:
+def _in_service(df: pd.DataFrame) -> NDArray[np.bool_]:
+    """The ``in_service`` column of a pandapower element table as booleans."""
     return df["in_service"].to_numpy(dtype=bool) if len(df) else np.zeros(0, dtype=bool)
 
 
-def feeder_graph(net: pandapowerNet) -> Any:
+def feeder_graph(net: pandapowerNet) -> nx.MultiGraph[Node]:
     """The feeder as a ``networkx.MultiGraph`` (see the module docstring).
 
     Nodes are bus indices plus :data:`SOURCE_NODE`; each edge's key is its element,
@@ -88,7 +94,7 @@ def feeder_graph(net: pandapowerNet) -> Any:
     """
     import networkx as nx
 
-    graph = nx.MultiGraph()
+    graph: nx.MultiGraph[Node] = nx.MultiGraph()  # bus indices and SOURCE_NODE
     bus_ok = net.bus["in_service"].astype(bool)
     live = {int(b) for b in net.bus.index[bus_ok.to_numpy()]}
     graph.add_nodes_from(sorted(live))
@@ -139,21 +145,22 @@ def feeder_graph(net: pandapowerNet) -> Any:
 
 
 def _dfs_subtrees(
-    graph: Any,
-) -> tuple[dict[ElementKey, set[Any]], set[ElementKey], set[Any]]:
+    graph: nx.MultiGraph[Node],
+) -> tuple[dict[ElementKey, set[Node]], set[ElementKey], set[Node]]:
     """Iterative DFS from the source over a multigraph.
 
     Returns, for every tree edge (by key), the nodes of the subtree below it; the set of
     tree edges that are bridges (low-link of the child > discovery of the parent); and
     the nodes reached. Parallel edges count as distinct edges, so they are never bridges.
     """
-    disc: dict[Any, int] = {SOURCE_NODE: 0}
-    low: dict[Any, int] = {SOURCE_NODE: 0}
-    order: list[Any] = [SOURCE_NODE]
-    parent_edge: dict[Any, tuple[Any, ElementKey]] = {}
-    children: dict[Any, list[Any]] = {SOURCE_NODE: []}
+    disc: dict[Node, int] = {SOURCE_NODE: 0}
+    low: dict[Node, int] = {SOURCE_NODE: 0}
+    order: list[Node] = [SOURCE_NODE]
+    parent_edge: dict[Node, tuple[Node, ElementKey]] = {}
+    children: dict[Node, list[Node]] = {SOURCE_NODE: []}
     # stack of (node, key of the edge we came by, iterator over incident edges)
-    stack = [(SOURCE_NODE, None, iter(graph.edges(SOURCE_NODE, keys=True)))]
+    stack: list[tuple[Node, ElementKey | None, Iterator[tuple[Node, Node, ElementKey]]]] = [
+        (SOURCE_NODE, None, iter(graph.edges(SOURCE_NODE, keys=True)))]
     while stack:
         node, via, edges = stack[-1]
         advanced = False
@@ -176,13 +183,13 @@ def _dfs_subtrees(
             if node in parent_edge:
                 parent = parent_edge[node][0]
                 low[parent] = min(low[parent], low[node])
-    subtree: dict[Any, set[Any]] = {}
+    subtree: dict[Node, set[Node]] = {}
     for node in reversed(order):  # children are discovered after their parent
-        below = {node}
+        below: set[Node] = {node}
         for child in children[node]:
             below |= subtree[child]
         subtree[node] = below
-    by_edge: dict[ElementKey, set[Any]] = {}
+    by_edge: dict[ElementKey, set[Node]] = {}
     bridges: set[ElementKey] = set()
     for node, (parent, key) in parent_edge.items():
         by_edge[key] = subtree[node]
@@ -328,6 +335,7 @@ class Sensitivities:
 
     @property
     def n_buildings(self) -> int:
+        """Number of buildings N."""
         return len(self.building_bus)
 
     def element_index(self, key: ElementKey) -> int:
@@ -376,6 +384,7 @@ class Sensitivities:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Sensitivities:
+        """Sensitivities from a :meth:`to_dict` dict (None read as NaN)."""
         def arr(name: str) -> np.ndarray:
             return np.array(data[name], dtype=float)  # None -> nan
 
@@ -399,6 +408,7 @@ class Sensitivities:
 
     @classmethod
     def from_json(cls, text: str) -> Sensitivities:
+        """Sensitivities from the JSON text of :meth:`to_json`."""
         return cls.from_dict(json.loads(text))
 
 
@@ -428,7 +438,8 @@ def linearised_sensitivities(
     Args:
         net: the feeder (not modified).
         building_bus: bus of each building, (N,).
-        base_p_mw, base_q_mvar: extra per-bus consumption at the operating point.
+        base_p_mw: extra per-bus consumption at the operating point, MW (default zero).
+        base_q_mvar: the same in Mvar (default from ``base_p_mw`` and ``power_factor``).
         delta_kw: finite-difference step, kW of one building's consumption (> 0 or < 0,
             not 0; a negative step measures the slope towards less consumption).
         power_factor: the buildings' lagging power factor in (0, 1], as GridModel.

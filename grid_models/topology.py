@@ -13,13 +13,14 @@ Only ``ext_grid`` counts as a source: both backends need one as the slack (a sla
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from grid_models.errors import SupplyError
 
 if TYPE_CHECKING:
+    import networkx as nx
     from pandapower.auxiliary import pandapowerNet
 
 #: Explanations of why a bus is not energised (see :func:`unsupplied_reasons`).
@@ -95,7 +96,7 @@ def unsupplied_reasons(net: pandapowerNet, buses: list[int]) -> list[str]:
     return reasons
 
 
-def _components(graph: Any) -> list[set[int]]:
+def _components(graph: nx.Graph[int]) -> list[set[int]]:
     import networkx as nx
 
     return [set(int(n) for n in c) for c in nx.connected_components(graph)]

@@ -23,14 +23,20 @@ import stat
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mosaik_api_v3
 import numpy as np
+from numpy.typing import NDArray
 
 from agents.records import VALUE_COLUMNS
 from cosim.checkpoint import Checkpoints, shard_component
 from cosim.sims.meta import MULTIPLIERS, meta
+
+if TYPE_CHECKING:
+    from mosaik_api_v3.types import CreateResult, InputData, Meta, OutputData, OutputRequest
+
+    from cosim.build import Built
 
 RECORD = VALUE_COLUMNS
 
@@ -48,7 +54,7 @@ class ShardScenarioError(ValueError):
     """A scenario file a shard cannot use (the message names the path, never content)."""
 
 
-def load_shard_scenario(path: str | os.PathLike[str]) -> Any:
+def load_shard_scenario(path: str | os.PathLike[str]) -> Built:
     """Build a shard's fleet from a resolved scenario file.
 
     A file that is missing, not a regular file, too large, not a scenario or not
@@ -117,7 +123,7 @@ def shard_start(full_id: str) -> int:
     return int(full_id.rsplit("Fleet-", 1)[1])
 
 
-def as_wire(values: np.ndarray, remote: bool) -> Any:
+def as_wire(values: NDArray[np.float64], remote: bool) -> NDArray[np.float64] | list[float]:
     """Arrays travel as they are in-process and as lists over mosaik's socket (JSON)."""
     return values.tolist() if remote else values
 
@@ -131,14 +137,22 @@ class FleetSim(mosaik_api_v3.Simulator):
     """
 
     def __init__(self) -> None:
-        super().__init__(meta("FleetSim"))
+        # mosaik_api_v3 leaves Simulator.__init__ unannotated
+        super().__init__(meta("FleetSim"))  # type: ignore[no-untyped-call]
         self.start = -1
         self.count = 0
         self.attached: dict[str, int] = {}  # Building entity id -> position in the shard
 
-    def init(self, sid: str, time_resolution: float = 1.0, built: Any = None,
-             scenario_path: str | None = None, run_dir: str | None = None,
-             start_step: int = 0, checkpoint_every: int = 0) -> dict:
+    # mosaik passes a simulator's own parameters as keywords; its base class declares them
+    # as **sim_params (and **model_params in create), which a simulator names instead
+    def init(self, sid: str, time_resolution: float = 1.0,  # type: ignore[override]
+             built: Built | None = None, scenario_path: str | None = None,
+             run_dir: str | None = None, start_step: int = 0,
+             checkpoint_every: int = 0) -> Meta:
+        """Take the built run (in-process) or build it from ``scenario_path`` (a shard process).
+
+        Raises ``ValueError`` when neither is given.
+        """
         self.remote = built is None  # a cmd-mode or connected shard: lists on the wire
         if built is None:
             if scenario_path is None:
@@ -147,11 +161,18 @@ class FleetSim(mosaik_api_v3.Simulator):
         self.built = built
         self.checkpoints = Checkpoints(run_dir, start_step, checkpoint_every,
                                        built.scenario.time.steps)
-        self.values: dict[str, np.ndarray] = {}
+        self.values: dict[str, NDArray[np.float64]] = {}
         return self.meta
 
-    def create(self, num: int, model: str, index: int = 0, count: int | None = None,
-               building: str | None = None) -> list[dict]:
+    def create(self, num: int, model: str,  # type: ignore[override]
+               index: int = 0, count: int | None = None,
+               building: str | None = None) -> list[CreateResult]:
+        """Create the shard's ``Fleet`` entity, or a ``Building`` entity for one of its buildings.
+
+        ``index`` and ``count`` place the shard in the fleet (count None: to the end).
+        Raises ``ValueError`` for a second ``Fleet``, a ``Building`` before the ``Fleet`` or
+        a building not in this shard.
+        """
         if model == "Building":
             if self.start < 0:
                 raise ValueError("create the shard's Fleet entity before its Buildings")
@@ -159,6 +180,7 @@ class FleetSim(mosaik_api_v3.Simulator):
             if building not in names:
                 raise ValueError(f"building {building!r} is not in this shard "
                                  f"({names[0]}..{names[-1]})")
+            assert building is not None  # it is one of the names
             self.attached[building] = names.index(building)
             return [{"eid": building, "type": model}]
         if num != 1 or self.start >= 0:
@@ -168,6 +190,7 @@ class FleetSim(mosaik_api_v3.Simulator):
         return [{"eid": fleet_eid(self.start), "type": model}]
 
     def setup_done(self) -> None:
+        """Build the shard's fleet loop and restore its checkpoint when resuming."""
         from agents.runner import FleetLoop
         from cosim.build import controller_for
 
@@ -180,7 +203,11 @@ class FleetSim(mosaik_api_v3.Simulator):
             self.loop.restore(self.checkpoints.load(self.component))
         self.loop.t = start
 
-    def step(self, time: int, inputs: dict, max_advance: int) -> int:
+    def step(self, time: int, inputs: InputData, max_advance: int) -> int:
+        """Step the shard's buildings with the step's multipliers and extra demand (kWh).
+
+        Extra demand arrives on ``Building`` entities; the shard's state is saved at checkpoints.
+        """
         fleet = inputs.get(fleet_eid(self.start), {})
         part = slice(self.start, self.start + self.count)
         multipliers = tuple(np.asarray(next(iter(fleet[m].values())), dtype=np.float64)[part]
@@ -197,8 +224,13 @@ class FleetSim(mosaik_api_v3.Simulator):
         self.checkpoints.after_step(run_step, self.component, self.loop.snapshot)
         return time + 1
 
-    def get_data(self, outputs: dict) -> dict:
-        data: dict[str, dict[str, Any]] = {}
+    def get_data(self, outputs: OutputRequest) -> OutputData:
+        """The step's values: one float per ``Building`` attribute, arrays per ``Fleet`` one.
+
+        The ``record`` attribute carries every record column and the shard's first index;
+        arrays go as lists over a socket.
+        """
+        data: dict[str, dict[str, Any]] = {}  # Any: mosaik's OutputData values
         for eid, attrs in outputs.items():
             if eid in self.attached:
                 j = self.attached[eid]
@@ -214,7 +246,7 @@ class FleetSim(mosaik_api_v3.Simulator):
             data[eid] = out
         return data
 
-    def configure(self, args: dict) -> None:
+    def configure(self, args: dict[str, Any]) -> None:  # Any: docopt's parsed arguments
         """Command-line arguments (parsed by mosaik_api_v3), checked before any bind."""
         refusal = bind_refusal(str(args.get("HOST:PORT", "")), bool(args.get("--remote")),
                                bool(args.get(ALLOW_REMOTE_BIND)))
@@ -247,6 +279,7 @@ def exit_when_orphaned(parent_pid: int, check_s: float = PARENT_CHECK_S) -> thre
 
 
 def main() -> int:
+    """Serve a FleetSim shard over mosaik's socket; the exit code of the simulation."""
     from loguru import logger
 
     logger.remove()

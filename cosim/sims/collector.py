@@ -6,23 +6,39 @@ processes); one connection per shard and one from the grid, each carrying arrays
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import mosaik_api_v3
 import numpy as np
+from numpy.typing import NDArray
 
 from cosim.results import BUILDING_VALUE_COLUMNS, RunWriter
 from cosim.sims.meta import meta
 
+if TYPE_CHECKING:
+    from mosaik_api_v3.types import CreateResult, InputData, Meta, OutputData, OutputRequest
+
 
 class Collector(mosaik_api_v3.Simulator):
-    def __init__(self) -> None:
-        super().__init__(meta("Collector"))
-        self.progress = None
+    """The mosaik simulator that gathers each step's results into the run writer."""
 
-    def init(self, sid: str, time_resolution: float = 1.0, writer: RunWriter | None = None,
-             names: list[str] | None = None, progress: Any = None,
-             start_step: int = 0) -> dict:
+    def __init__(self) -> None:
+        # mosaik_api_v3 leaves Simulator.__init__ unannotated
+        super().__init__(meta("Collector"))  # type: ignore[no-untyped-call]
+        self.progress: Callable[[int], object] | None = None
+
+    # mosaik passes a simulator's own parameters as keywords; its base class declares them
+    # as **sim_params (and **model_params in create), which a simulator names instead
+    def init(  # type: ignore[override]
+            self, sid: str, time_resolution: float = 1.0, writer: RunWriter | None = None,
+            names: list[str] | None = None, progress: Callable[[int], object] | None = None,
+            start_step: int = 0) -> Meta:
+        """Take the run writer, the building names and an optional progress callback.
+
+        ``start_step`` is the run's step at mosaik time 0 (resumed runs). Raises ``ValueError``
+        without ``writer`` or ``names``.
+        """
         if writer is None or names is None:
             raise ValueError("Collector needs writer= (a cosim.results.RunWriter) and names=")
         self.writer = writer
@@ -31,13 +47,19 @@ class Collector(mosaik_api_v3.Simulator):
         self.start_step = int(start_step)  # the run's step at mosaik time 0 (--resume)
         return self.meta
 
-    def create(self, num: int, model: str) -> list[dict]:
+    def create(self, num: int, model: str) -> list[CreateResult]:  # type: ignore[override]
+        """Create the one ``Monitor`` entity."""
         return [{"eid": "Monitor", "type": model}]
 
-    def step(self, time: int, inputs: dict, max_advance: int) -> int:
+    def step(self, time: int, inputs: InputData, max_advance: int) -> int:
+        """Hand the step's building records, grid results and constraint rows to the writer.
+
+        Raises ``RuntimeError`` when the records do not cover every building.
+        """
         attrs = inputs.get("Monitor", {})
         t = self.start_step + time
-        building = {c: np.empty(self.n) for c in BUILDING_VALUE_COLUMNS}
+        building: dict[str, NDArray[np.float64]] = {c: np.empty(self.n)
+                                                     for c in BUILDING_VALUE_COLUMNS}
         filled = 0
         for record in attrs.get("record", {}).values():
             start = int(record["index"])
@@ -58,5 +80,6 @@ class Collector(mosaik_api_v3.Simulator):
             self.progress(t)
         return time + 1
 
-    def get_data(self, outputs: dict) -> dict:
+    def get_data(self, outputs: OutputRequest) -> OutputData:
+        """Nothing: the collector has no outputs."""
         return {}

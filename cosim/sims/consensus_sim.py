@@ -15,19 +15,26 @@ zero, or the saved state after ``--resume``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mosaik_api_v3
 import numpy as np
+from numpy.typing import NDArray
 
 from cosim.checkpoint import DUALS_COMPONENT, Checkpoints
 from cosim.sims.building_sim import as_wire, shard_start
 from cosim.sims.meta import meta
 
+if TYPE_CHECKING:
+    from mosaik_api_v3.types import CreateResult, InputData, Meta, OutputData, OutputRequest
+
+    from cosim.build import Built
+
 DUALS_EID = "Duals"
 
 
-def gather(sources: dict[str, Any], n: int) -> np.ndarray:
+# Any: mosaik's input values (arrays in-process, lists between processes)
+def gather(sources: dict[str, Any], n: int) -> NDArray[np.float64]:
     """One array over all buildings from the shards' arrays (keyed by their entity ids)."""
     out = np.empty(n)
     filled = 0
@@ -42,15 +49,28 @@ def gather(sources: dict[str, Any], n: int) -> np.ndarray:
 
 
 class ConsensusSim(mosaik_api_v3.Simulator):
-    def __init__(self) -> None:
-        super().__init__(meta("ConsensusSim"))
+    """The mosaik simulator of the fleet's multipliers: one ``Duals`` entity (module docstring)."""
 
-    def init(self, sid: str, time_resolution: float = 1.0, built: Any = None,
-             run_dir: str | None = None, start_step: int = 0,
-             checkpoint_every: int = 0, lists: bool = False) -> dict:
+    def __init__(self) -> None:
+        # mosaik_api_v3 leaves Simulator.__init__ unannotated
+        super().__init__(meta("ConsensusSim"))  # type: ignore[no-untyped-call]
+
+    # mosaik passes a simulator's own parameters as keywords; its base class declares them
+    # as **sim_params (and **model_params in create), which a simulator names instead
+    def init(self, sid: str, time_resolution: float = 1.0,  # type: ignore[override]
+             built: Built | None = None, run_dir: str | None = None, start_step: int = 0,
+             checkpoint_every: int = 0, lists: bool = False) -> Meta:
+        """Take the built run's duals and grid constraints; restore them when resuming.
+
+        ``lists``: send lists instead of arrays (some reader is another process). Raises
+        ``ValueError`` without ``built``.
+        """
         if built is None:
             raise ValueError("ConsensusSim needs built= (a cosim.build.Built)")
         self.built = built
+        # only a shard built without the feeder (topology "feeder") lacks the duals; this
+        # simulator gets the main process's build
+        assert built.duals is not None
         self.duals = built.duals
         self.constraints = built.grid_constraints  # None without grid constraints
         self.row: dict[str, Any] | None = None  # the step's constraints row
@@ -65,12 +85,18 @@ class ConsensusSim(mosaik_api_v3.Simulator):
                                           if k.startswith("gridmu_")})
         return self.meta
 
-    def create(self, num: int, model: str) -> list[dict]:
+    def create(self, num: int, model: str) -> list[CreateResult]:  # type: ignore[override]
+        """Create the one ``Duals`` entity; ``ValueError`` for more than one."""
         if num != 1:
             raise ValueError("ConsensusSim holds one Duals entity")
         return [{"eid": DUALS_EID, "type": model}]
 
-    def step(self, time: int, inputs: dict, max_advance: int) -> int:
+    def step(self, time: int, inputs: InputData, max_advance: int) -> int:
+        """Update the multipliers with the shards' ``grid_kwh`` and ``r2_kwh`` of the step.
+
+        With grid constraints, also their multipliers from the grid's measurement, which
+        makes the step's ``constraints`` row. The state is saved at checkpoints.
+        """
         attrs = inputs[DUALS_EID]
         n = self.duals.n
         self.duals.update(gather(attrs["grid_kwh"], n), gather(attrs["r2_kwh"], n))
@@ -83,19 +109,23 @@ class ConsensusSim(mosaik_api_v3.Simulator):
         self.checkpoints.after_step(run_step, DUALS_COMPONENT, self._snapshot)
         return time + 1
 
-    def _snapshot(self) -> dict[str, np.ndarray]:
+    def _snapshot(self) -> dict[str, NDArray[Any]]:  # Any: state arrays of several dtypes
         snap = self.duals.snapshot()
         if self.constraints is not None:
             snap.update({f"gridmu_{k}": v for k, v in self.constraints.snapshot().items()})
         return snap
 
-    def _effective(self, lam: np.ndarray) -> np.ndarray:
+    def _effective(self, lam: NDArray[np.float64]) -> NDArray[np.float64]:
         return lam if self.constraints is None else self.constraints.effective_lambda(lam)
 
-    def get_data(self, outputs: dict) -> dict:
+    def get_data(self, outputs: OutputRequest) -> OutputData:
+        """The multipliers after this step's update as arrays over all buildings.
+
+        ``constraints`` is the step's constraints row, left out without grid constraints.
+        """
         s = self.duals.state
         arrays = {"lambda": s.lam, "mu": s.mu, "nu": s.nu, "lambda_eff": self._effective(s.lam)}
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, dict[str, Any]] = {}  # Any: mosaik's OutputData values
         for eid, attrs in outputs.items():
             out[eid] = {}
             for a in attrs:

@@ -9,15 +9,20 @@ are declared once (the habit of mosaik-pandapower-2's ``MODEL_TO_ELEMENT_SPECS``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Final, Literal
 
 from agents.records import MULTIPLIER_COLUMNS, VALUE_COLUMNS
 
-API_VERSION = "3.0"
+if TYPE_CHECKING:
+    from mosaik_api_v3.types import Meta, ModelDescription
+
+API_VERSION: Final = "3.0"
 
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """One mosaik model: its parameters, the attributes it reads and provides, a description."""
+
     public: bool = True
     params: tuple[str, ...] = ()
     inputs: tuple[str, ...] = ()  # attrs this model reads
@@ -41,7 +46,9 @@ GRID_RESULTS = (
 
 @dataclass(frozen=True)
 class SimSpec:
-    step_type: str = "time-based"
+    """One simulator: its mosaik step type and its models by name."""
+
+    step_type: Literal["time-based", "event-based", "hybrid"] = "time-based"
     models: dict[str, ModelSpec] = field(default_factory=dict)
 
 
@@ -83,9 +90,10 @@ SIMULATORS: dict[str, SimSpec] = {
 }
 
 
-def meta(sim: str) -> dict[str, Any]:
+def meta(sim: str) -> Meta:
+    """The mosaik META dict of simulator ``sim`` (a key of ``SIMULATORS``)."""
     spec = SIMULATORS[sim]
-    models = {}
+    models: dict[str, ModelDescription] = {}
     for name, m in spec.models.items():
         models[name] = {
             "public": m.public,

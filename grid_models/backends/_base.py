@@ -95,7 +95,8 @@ class PowerFlowBase(ABC):
     @property
     def buses(self) -> np.ndarray:
         """Bus indices in the order of the injection arrays (same as ``bus_ids``)."""
-        return self.bus_ids
+        result: np.ndarray = self.bus_ids
+        return result
 
     @property
     def net(self) -> pandapowerNet:
@@ -204,7 +205,9 @@ class PowerFlowBase(ABC):
                 bad_rows |= ~np.isfinite(arr).all(axis=1)
         if bad_rows.any():  # solve the others on zeros in their place, then blank them
             p, q = np.where(bad_rows[:, None], 0.0, p), np.where(bad_rows[:, None], 0.0, q)
-            bg = tuple(np.where(bad_rows[:, None], 0.0, a) if a.shape[1] else a for a in bg)
+            b0, b1, b2, b3 = (np.where(bad_rows[:, None], 0.0, a) if a.shape[1] else a
+                              for a in bg)
+            bg = (b0, b1, b2, b3)
         batch = self._solve_many(p, q, bg, steps, skip=bad_rows)
         implausible = batch.converged & ~_finite_rows(batch)
         unknown = bad_rows | implausible

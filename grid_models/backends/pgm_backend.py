@@ -14,6 +14,7 @@ losses = sum of the branch losses, bus P/Q = net consumption at the bus.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -62,6 +63,7 @@ class PgmPowerFlow(PowerFlowBase):
         self._model = PowerGridModel(
             self.model_data.input_data, system_frequency=self.model_data.system_frequency
         )
+        # Any: keyword options of calculate_power_flow, of mixed types
         self._options: dict[str, Any] = {
             "symmetric": True,
             "calculation_method": CalculationMethod.newton_raphson,
@@ -122,7 +124,11 @@ class PgmPowerFlow(PowerFlowBase):
     def _calculate(
         self, update: dict[str, dict[str, np.ndarray]], n_steps: int
     ) -> tuple[dict[str, Any], np.ndarray, list[str]]:
-        """Run a batch; return the output, a converged mask and the error messages."""
+        """Run a batch; return the output, a converged mask and the error messages.
+
+        The output (Any) is power-grid-model's dataset: structured arrays by component,
+        which its declared types give as a union of dense and sparse layouts.
+        """
         output = self._model.calculate_power_flow(
             update_data=update,
             threading=self.threads,
@@ -144,7 +150,11 @@ class PgmPowerFlow(PowerFlowBase):
         Every step rewrites all load and generator P/Q, so the in-place update leaves
         nothing of an earlier step behind.
         """
-        from power_grid_model.errors import IterationDiverge, SparseMatrixError
+        # power_grid_model.errors re-exports these from its private _core without __all__
+        from power_grid_model.errors import (  # type: ignore[attr-defined]
+            IterationDiverge,
+            SparseMatrixError,
+        )
 
         self._model.update(
             update_data={k: {a: v[0] for a, v in d.items()} for k, d in update.items()}
@@ -246,9 +256,13 @@ class PgmPowerFlow(PowerFlowBase):
         return self._results(output, converged, steps)
 
 
-def _raise_unless_divergence(errors: list[Exception], messages: list[str]) -> None:
+def _raise_unless_divergence(errors: Sequence[Exception], messages: list[str]) -> None:
     """Failed scenarios are non-convergence only if the solver diverged; else re-raise."""
-    from power_grid_model.errors import IterationDiverge, SparseMatrixError
+    # power_grid_model.errors re-exports these from its private _core without __all__
+    from power_grid_model.errors import (  # type: ignore[attr-defined]
+        IterationDiverge,
+        SparseMatrixError,
+    )
 
     for err, msg in zip(errors, messages, strict=False):
         if not isinstance(err, (IterationDiverge, SparseMatrixError)):

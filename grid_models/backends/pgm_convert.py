@@ -370,9 +370,10 @@ def pandapower_to_pgm(net: pandapowerNet) -> PgmModel:
         ComponentType.sym_gen: sym_gen,
         ComponentType.shunt: pgm_shunt,
     }
-    input_data = {k: v for k, v in input_data.items() if len(v)}
+    # ComponentType is a str enum: its members are the component names PgmModel keys on
+    kept: dict[str, np.ndarray] = {k: v for k, v in input_data.items() if len(v)}
     return PgmModel(
-        input_data=input_data,
+        input_data=kept,
         system_frequency=f_hz,
         node_pgm_ids=node_ids,
         line_pgm_ids=line_ids,
