@@ -490,3 +490,48 @@ def test_reset_accepts_the_bounds_and_names_what_is_outside():
             d.reset(**kwargs)
     with pytest.raises(ValueError, match=r"^r2_kwh\b"):
         d.update(np.ones(7), np.ones(3))
+
+
+@pytest.mark.parametrize("mode", DUAL_MODES)
+@pytest.mark.parametrize("faulty", [False, True])
+def test_a_restored_snapshot_continues_bit_for_bit(mode, faulty):
+    """What --resume relies on: restore(snapshot()) into a fresh DualDynamics built the same
+    way continues exactly, the moving V1 window and the message faults' RNG included."""
+    faults = FaultModel(drop_probability=0.3, delay_steps=2) if faulty else None
+    cfg = {**FAULT_CFG, "v1_window": 4}
+    rng = np.random.default_rng(5)
+    inputs = [(rng.uniform(0.5, 2.0, 7), rng.uniform(-0.5, 0.0, 7)) for _ in range(40)]
+    first = _dyn(mode, faults=faults, seed=3, **cfg)
+    for grid, r2 in inputs[:20]:
+        first.update(grid, r2)
+    snap = first.snapshot()
+    assert all(isinstance(v, np.ndarray) for v in snap.values())
+    second = _dyn(mode, faults=faults, seed=3, **cfg)
+    second.restore(snap)
+    assert second.state.lam.tolist() == first.state.lam.tolist()
+    for grid, r2 in inputs[20:]:
+        a, b = first.update(grid, r2), second.update(grid, r2)
+        for x, y in ((a.lam, b.lam), (a.mu, b.mu), (a.nu, b.nu)):
+            np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(first.v1_kwh, second.v1_kwh)
+
+
+def test_a_snapshot_of_another_fleet_is_refused():
+    snap = _dyn("pi").snapshot()
+    small = _dyn("pi", graph=make_graph("complete", 5), limit=5.0)
+    with pytest.raises(ValueError, match=r"dual snapshot 'lam': shape \(7,\), expected \(5,\)"):
+        small.restore(snap)
+    faulty = _dyn("pi", faults=FaultModel(drop_probability=0.3), seed=1)
+    with pytest.raises(ValueError, match="message-fault channel state does not match"):
+        faulty.restore(snap)
+
+
+def test_v1_is_the_mean_over_the_moving_window():
+    """V1 of step t: the mean grid energy of the last min(t, v1_window) steps."""
+    d = _dyn("independent", graph=nx.empty_graph(2), limit=2.0, v1_window=3)
+    for grid, want in ((1.0, 1.0), (2.0, 1.5), (3.0, 2.0), (4.0, 3.0), (8.0, 5.0)):
+        d.update(np.array([grid, 2 * grid]), np.zeros(2))
+        np.testing.assert_allclose(d.v1_kwh, [want, 2 * want], rtol=0, atol=1e-15)
+    d.reset()  # a reset forgets the window
+    d.update(np.array([6.0, 6.0]), np.zeros(2))
+    np.testing.assert_allclose(d.v1_kwh, [6.0, 6.0], rtol=0, atol=1e-15)

@@ -147,14 +147,14 @@ def test_steps_over_limit_ignores_float_rounding_at_c():
 def test_every_fleet_kpi_by_hand_in_memory_and_streamed():
     """Two buildings, four steps, dt = 0.5 h, rows shuffled: each KPI worked out by hand.
 
-    G_t = 3, 1, 4, 2 kWh; unmet per step 2, 0, 1, 1 -> cumulative average 2, 1, 1, 1;
+    G_t = 3, 1, 4, 2 kWh; unmet per step 2, 0, 1, 3 -> cumulative average 2, 1, 1, 1.5;
     cost 0.5 per row; dropped 0.25 once; lambda at the last step 2 and 15 (lambda_max).
     """
     df = pd.DataFrame({
         "time": np.repeat(np.arange(4), 2),
         "building": ["a", "b"] * 4,
         "grid_kwh": [1.0, 2.0, 0.5, 0.5, 3.0, 1.0, 1.5, 0.5],
-        "unmet_kwh": [2.0, 0.0, 0.0, 0.0, 0.5, 0.5, 0.0, 1.0],
+        "unmet_kwh": [2.0, 0.0, 0.0, 0.0, 0.5, 0.5, 2.0, 1.0],
         "cost": 0.5, "dropped_kwh": [0, 0, 0, 0, 0.25, 0, 0, 0],
         "lambda": [0.0, 1.0, 1.0, 1.0, 3.0, 7.0, 2.0, 15.0 - 1e-10],
     }).sample(frac=1.0, random_state=3)  # groups by step, not by row order
@@ -168,7 +168,7 @@ def test_every_fleet_kpi_by_hand_in_memory_and_streamed():
         assert got["total_cost"] == pytest.approx(4.0)
         assert got["mean_district_grid_kwh"] == pytest.approx(2.5)
         assert got["steps_over_limit"] == 2  # G = 3 and 4 exceed c = 2; G = 2 does not
-        assert got["final_avg_unmet_kwh"] == pytest.approx(1.0)  # (2 + 0 + 1 + 1) / 4
+        assert got["final_avg_unmet_kwh"] == pytest.approx(1.5)  # (2 + 0 + 1 + 3) / 4
         assert got["dropped_kwh"] == pytest.approx(0.25)
         assert got["peak_district_import_kwh"] == pytest.approx(4.0)
         assert got["peak_district_import_kw"] == pytest.approx(8.0)  # 4 kWh in half an hour
@@ -181,7 +181,7 @@ def test_every_fleet_kpi_by_hand_in_memory_and_streamed():
     from agents.fleet_kpis import cumulative_average_unmet_kwh, district_grid_kwh
 
     assert district_grid_kwh(df).tolist() == pytest.approx([3.0, 1.0, 4.0, 2.0])
-    assert cumulative_average_unmet_kwh(df).tolist() == pytest.approx([2.0, 1.0, 1.0, 1.0])
+    assert cumulative_average_unmet_kwh(df).tolist() == pytest.approx([2.0, 1.0, 1.0, 1.5])
 
 
 def test_kpi_edge_cases():
@@ -191,8 +191,36 @@ def test_kpi_edge_cases():
     assert kpis["steps"] == 1 and kpis["peak_to_average"] is None  # mean 0: no ratio
     assert kpis["lambda_spread_last10pct_rel"] is None  # lambda_max 0: no share
     assert kpis["agents_at_lambda_max"] == 1
+    low = fleet_kpis(one.assign(grid_kwh=0.5), limit_kwh=1.0, dt_h=1.0)
+    assert low["peak_to_average"] == 1.0 and low["steps_over_limit"] == 0  # any mean > 0
     with pytest.raises(ValueError, match="the results table is empty"):
         fleet_kpis(one.iloc[:0], 1.0, 1.0)
     for dt_h in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="dt_h must be > 0"):
             fleet_kpis(one, 1.0, dt_h)
+
+
+@pytest.mark.parametrize("n", [1, 127, 128, 129, 1000, 4097, 20_011])
+def test_pairwise_sum_in_pieces_equals_numpy_bit_for_bit(n: int):
+    """Fed in uneven pieces with the smallest block (many blocks), the total is exactly
+    numpy's sum of the whole array (the order of float additions is numpy's)."""
+    from agents.fleet_kpis import PairwiseSum
+
+    rng = np.random.default_rng(n)
+    values = rng.standard_normal(n) * 10.0 ** rng.integers(-3, 4, n)
+    values[rng.random(n) < 0.01] = np.nan  # NaN counted as 0, like pandas' sum
+    acc = PairwiseSum(n, block=128)
+    cuts = np.sort(rng.choice(np.arange(1, n), size=min(n - 1, 7), replace=False)) if n > 1 \
+        else np.zeros(0, dtype=int)
+    for piece in np.split(values, cuts):
+        acc.add(piece)
+    assert acc.result() == np.where(np.isnan(values), 0.0, values).sum()
+    assert acc.result() == pd.Series(values).sum()
+    with pytest.raises(ValueError, match="more than the"):
+        acc.add([1.0])
+    short = PairwiseSum(n, block=128)
+    short.add(values[:-1])
+    with pytest.raises(ValueError, match=f"got {n - 1} of {n} values"):
+        short.result()
+    with pytest.raises(ValueError, match="block must be >= 128"):
+        PairwiseSum(n, block=127)
