@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint coverage bench golden clean-venv
+.PHONY: demo test test-serial lint types mutation coverage bench golden clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,15 +18,33 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/cosim demo
 
-test: $(STAMP)
+# lint, types, then the whole suite on every core (pytest-xdist; a test file stays on
+# one worker, so its module fixtures are built once)
+test: $(STAMP) lint types
+	$(PY) -m pytest -n auto --dist loadfile
+
+# the same suite in one process (for debugging, or to compare timings)
+test-serial: $(STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# mypy --strict on agents/, grid_models/ and cosim/ (pyproject.toml [tool.mypy])
+types: $(STAMP)
+	$(VENV)/bin/mypy
+
+# mutation testing of the core modules (pyproject.toml [tool.mutmut]): each mutant is
+# checked by the tests that cover its function; survivors are listed at the end
+mutation: $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,mutation]'
+	$(VENV)/bin/mutmut run
+	$(VENV)/bin/mutmut results
+
 # line coverage of agents/, grid_models/ and cosim/ (HTML report in runs/coverage/)
 coverage: $(STAMP)
-	$(PY) -m pytest --cov --cov-report=term --cov-report=html:runs/coverage
+	$(PY) -m pytest -n auto --dist loadfile --cov --cov-report=term \
+		--cov-report=html:runs/coverage
 
 # refresh the golden reference runs ON PURPOSE (after a change that is meant to alter
 # results; say why in the commit): replaces only runs that cosim made there
