@@ -96,6 +96,25 @@ def test_kill_9_then_resume_gives_identical_tables(case: str, tmp_path: Path, ca
         k: v for k, v in kpis_ref.items() if k not in timing}
 
 
+def _stopped_at(step: int, argv: list[str], monkeypatch) -> int:
+    """``cosim`` with ``argv``, stopped by Ctrl-C inside the plain engine at ``step``;
+    its exit code (the engine is whole again afterwards)."""
+    from agents.runner import FleetLoop
+
+    original_step = FleetLoop.step
+
+    def crashing(self):
+        if self.t == step:
+            raise KeyboardInterrupt("stopped for the test")
+        return original_step(self)
+
+    monkeypatch.setattr(FleetLoop, "step", crashing)
+    try:
+        return main(argv)
+    finally:
+        monkeypatch.setattr(FleetLoop, "step", original_step)
+
+
 def test_a_resumed_run_equals_an_uninterrupted_one_in_process(tmp_path: Path, monkeypatch):
     """Stopped by Ctrl-C inside the engine (no subprocess), resumed, identical."""
     base = ["run", str(SCENARIO), "--steps", "120", "--set", "output.flush_every=20",
@@ -103,19 +122,8 @@ def test_a_resumed_run_equals_an_uninterrupted_one_in_process(tmp_path: Path, mo
             "--set", "communication.faults.drop_probability=0.5"]
     ref, run = tmp_path / "ref", tmp_path / "run"
     assert main([*base, "--out", str(ref)]) == 0
-    from agents.runner import FleetLoop
-
-    original_step = FleetLoop.step
-
-    def crashing(self):
-        if self.t == 77:
-            raise KeyboardInterrupt("stopped for the test")
-        return original_step(self)
-
-    monkeypatch.setattr(FleetLoop, "step", crashing)
-    assert main([*base, "--out", str(run)]) == 130
+    assert _stopped_at(77, [*base, "--out", str(run)], monkeypatch) == 130
     assert read_status(run)["state"] == "failed"
-    monkeypatch.setattr(FleetLoop, "step", original_step)
     assert main(["run", "--resume", str(run), "--quiet"]) == 0
     assert read_status(run)["resumes"][0]["from_step"] == 60
     assert_same_tables(run, ref)
@@ -140,20 +148,9 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path: Path, capsys):
 
 def _interrupted(out: Path, monkeypatch) -> None:
     """A run stopped by Ctrl-C at step 25 of 40 (checkpoints every 10 steps)."""
-    from agents.runner import FleetLoop
-
-    original_step = FleetLoop.step
-
-    def crashing(self):
-        if self.t == 25:
-            raise KeyboardInterrupt("stopped for the test")
-        return original_step(self)
-
-    monkeypatch.setattr(FleetLoop, "step", crashing)
-    assert main(["run", str(SCENARIO), "--steps", "40", "--set", "output.flush_every=10",
-                 "--set", "output.plots=false", "--quiet", "--engine", "plain",
-                 "--out", str(out)]) == 130
-    monkeypatch.setattr(FleetLoop, "step", original_step)
+    assert _stopped_at(25, ["run", str(SCENARIO), "--steps", "40", "--set",
+                            "output.flush_every=10", "--set", "output.plots=false", "--quiet",
+                            "--engine", "plain", "--out", str(out)], monkeypatch) == 130
 
 
 def test_resume_refuses_a_run_started_by_other_code(tmp_path: Path, monkeypatch, capsys):
