@@ -119,14 +119,13 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1 (argparse turns the error into exit 2)."""
+    """argparse type of ``--workers``: :func:`cosim.study.parse_workers` (exit 2 if bad)."""
+    from cosim.study import parse_workers
+
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
-    return value
+        return parse_workers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _on_sigterm(signum: int, _frame: object) -> None:

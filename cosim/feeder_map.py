@@ -40,18 +40,11 @@ def _geo_point(value: Any) -> tuple[float, float] | None:
 
 
 def feeder_nx(net: Any) -> nx.Graph[int]:  # net: pandapower ships no types
-    """The feeder as a graph of buses: in-service lines and transformers, closed
-    bus-bus switches."""
-    g: nx.Graph[int] = nx.Graph()
-    g.add_nodes_from(int(b) for b in net.bus.index[net.bus.in_service.astype(bool)])
-    for table, a, b in (("line", "from_bus", "to_bus"), ("trafo", "hv_bus", "lv_bus")):
-        frame = getattr(net, table)
-        for u, v in frame.loc[frame.in_service.astype(bool), [a, b]].to_numpy(dtype=int):
-            g.add_edge(int(u), int(v))
-    sw = net.switch
-    if len(sw):
-        closed = sw[(sw.et == "b") & sw.closed.astype(bool)]
-        g.add_edges_from((int(u), int(v)) for u, v in closed[["bus", "element"]].to_numpy())
+    """The feeder as a graph of its in-service buses, switches respected (pandapower's
+    ``create_nxgraph``, as :mod:`agents.feeder_graph` builds it)."""
+    import pandapower.topology as top
+
+    g: nx.Graph[int] = nx.Graph(top.create_nxgraph(net, respect_switches=True, multi=False))
     return g
 
 
@@ -145,7 +138,8 @@ def draw_feeder_map(net: Any, line_max: dict[int, float], trafo_max: dict[int, f
     xy = np.array([pos[b] for b in buses]).reshape(-1, 2)
     ax.scatter(xy[:, 0], xy[:, 1], c=vm, cmap="coolwarm_r", norm=voltage_norm, s=18,
                edgecolors="black", linewidths=0.3, zorder=3)
-    others = np.array([p for b, p in pos.items() if b not in set(buses)]).reshape(-1, 2)
+    drawn = set(buses)
+    others = np.array([p for b, p in pos.items() if b not in drawn]).reshape(-1, 2)
     if len(others):
         ax.scatter(others[:, 0], others[:, 1], color="lightgrey", s=8, zorder=3)
     worst_bus = min(buses, key=lambda b: bus_min[b]) if buses else None

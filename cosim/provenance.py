@@ -14,8 +14,10 @@ installed libraries are not part of it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 PACKAGES = ("agents", "grid_models", "cosim")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -47,3 +49,10 @@ def fingerprint_of(root: Path, version: str) -> str:
 def code_fingerprint() -> str:
     """The fingerprint of the code this process runs (computed once per process)."""
     return fingerprint_of(REPO_ROOT, _version())
+
+
+def other_code(status: Mapping[str, Any]) -> str | None:
+    """The fingerprint a run's ``status.json`` records when it is not this code's, else
+    None (also for runs of older versions, which record none)."""
+    made_by = status.get("code")
+    return str(made_by) if made_by is not None and made_by != code_fingerprint() else None

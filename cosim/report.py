@@ -181,7 +181,7 @@ class LambdaTracks:
         """Add the lambda statistics of the whole steps in ``chunk`` (buildings table rows)."""
         lam = chunk.pivot(index="time", columns="building", values="lambda")
         values = lam.to_numpy(dtype=float)
-        stats = np.full((len(lam), len(self.labels), 3), np.nan)
+        stats = np.full((len(lam), len(self.clusters) if self.clusters else 1, 3), np.nan)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a cluster all NaN in a step
             for k, cols in enumerate(self._columns(lam.columns)):
@@ -218,6 +218,8 @@ class ReportData:
     grid: BatchGridResult | None
     #: element ids of each grid table read (``{"buses": ids, ...}``), in column order
     element_ids: dict[str, np.ndarray] = field(default_factory=dict)
+    #: the communication graph and building ids (``comm_graph.json``), read for the plots
+    comm: tuple[nx.Graph[int], list[str]] | None = None
 
 
 def read_report_data(run_dir: Path, *, kpis: bool = True, plots: bool = True) -> ReportData:
@@ -226,7 +228,8 @@ def read_report_data(run_dir: Path, *, kpis: bool = True, plots: bool = True) ->
     scan = TableScan(run_dir, "buildings", columns)
     fleet = FleetKpiStream(scan.num_rows) if kpis else None
     steps = fleet.steps if fleet is not None else StepTotals()
-    lam = LambdaTracks(lambda_clusters(run_dir)) if plots else None
+    comm = read_comm_graph(run_dir) if plots else None
+    lam = LambdaTracks(lambda_clusters(comm)) if plots else None
     for chunk in scan.steps():
         if fleet is not None:
             fleet.add(chunk)
@@ -236,16 +239,22 @@ def read_report_data(run_dir: Path, *, kpis: bool = True, plots: bool = True) ->
             lam.add(chunk)
     fields = KPI_GRID_FIELDS if kpis else PLOT_GRID_FIELDS
     batch, ids = _grid_batch(run_dir, fields)
-    return ReportData(steps=steps, fleet=fleet, lam=lam, grid=batch, element_ids=ids)
+    return ReportData(steps=steps, fleet=fleet, lam=lam, grid=batch, element_ids=ids,
+                      comm=comm)
 
 
-def lambda_clusters(run_dir: Path) -> list[list[str]] | None:
-    """Building ids of each community of the run's communication graph (at most
-    :data:`LAMBDA_CLUSTERS_MAX`), or None for a run without ``comm_graph.json``."""
-    comm = run_dir / "comm_graph.json"
-    if not comm.is_file():
+def read_comm_graph(run_dir: Path) -> tuple[nx.Graph[int], list[str]] | None:
+    """The run's communication graph and building ids, None without ``comm_graph.json``."""
+    path = run_dir / "comm_graph.json"
+    return graph_from_json(path.read_text()) if path.is_file() else None
+
+
+def lambda_clusters(comm: tuple[nx.Graph[int], list[str]] | None) -> list[list[str]] | None:
+    """Building ids of each community of the communication graph ``comm`` (from
+    :func:`read_comm_graph`; at most :data:`LAMBDA_CLUSTERS_MAX`), None without one."""
+    if comm is None:
         return None
-    graph, names = graph_from_json(comm.read_text())
+    graph, names = comm
     return [[names[i] for i in group]
             for group in communities(graph, max_communities=LAMBDA_CLUSTERS_MAX)]
 
@@ -426,9 +435,8 @@ def write_plots(run_dir: Path, kpis: dict[str, Any], data: ReportData | None = N
                 title=f"{kpis.get('scenario', '')}: maximum loading and minimum voltage "
                       "over the run"))
 
-    comm = run_dir / "comm_graph.json"
-    if comm.is_file():
-        graph, names = graph_from_json(comm.read_text())
+    if data.comm is not None:
+        graph, names = data.comm
         fig, ax = plt.subplots(figsize=(6.5, 5))
         # a force-directed layout costs O(n^2) per iteration: minutes for 10,000 agents
         pos = (nx.spring_layout(graph, seed=0) if graph.number_of_nodes() <= SPRING_LAYOUT_MAX

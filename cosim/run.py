@@ -22,7 +22,7 @@ from agents.graphs import graph_to_json
 from cosim.build import Built, build
 from cosim.checkpoint import DUALS_COMPONENT, FLEET_COMPONENT, GRID_COMPONENT, shard_component
 from cosim.limits import MAX_RESOLVED_SCENARIO_BYTES
-from cosim.provenance import code_fingerprint
+from cosim.provenance import code_fingerprint, other_code
 from cosim.results import (
     RunWriteError,
     RunWriter,
@@ -172,14 +172,14 @@ def resume(run_dir: str | Path, *, progress: bool = True,
                           "status.json); nothing to resume")
     if status.get("state") == "complete":
         raise RunDirError(f"{run_dir}: the run is complete; nothing to resume")
-    made_by, this_code = status.get("code"), code_fingerprint()
-    if made_by is not None and made_by != this_code:
+    made_by = other_code(status)
+    if made_by is not None:
         raise RunDirError(
             f"{run_dir}: the run was started by other code (fingerprint {made_by}, this code "
-            f"{this_code}; cosim.provenance); resuming would join results of two versions "
-            "in one table. Resume it with the code that started it, or run it anew "
+            f"{code_fingerprint()}; cosim.provenance); resuming would join results of two "
+            "versions in one table. Resume it with the code that started it, or run it anew "
             "(cosim run SCENARIO --out DIR --force)")
-    if made_by is None and notes is not None:
+    if status.get("code") is None and notes is not None:
         notes.append(f"{run_dir}: status.json records no code fingerprint (a run from an "
                      "older version): cannot tell whether the code changed since it started")
     lock = DirLock.acquire(run_dir, clear_stale=True, notes=notes)

@@ -64,7 +64,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cosim.limits import MAX_SCENARIO_FILE_BYTES
-from cosim.provenance import code_fingerprint
+from cosim.provenance import other_code
 from cosim.results import read_table
 
 if TYPE_CHECKING:
@@ -330,7 +330,7 @@ def _existing_run(run_dir: Path, resolved: str) -> str:
         same = False
     if not same:
         return "changed"
-    if status.get("code", code_fingerprint()) != code_fingerprint():  # older runs: no code
+    if other_code(status) is not None:  # older runs record no code: taken as they are
         return "other_code"
     return "complete" if status.get("state") == "complete" else "incomplete"
 
@@ -404,6 +404,21 @@ def run_one(scenario: str | Path, run_id: str, point: dict[str, Any],
             "run_dir": str(run_dir.relative_to(out)), **metrics}
 
 
+def parse_workers(text: str) -> int:
+    """A worker count given as text (``--workers``, ``COSIM_STUDY_WORKERS``).
+
+    Raises:
+        ValueError: ``text`` is not a whole number >= 1 (the message says so).
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
 def study_workers(workers: int | None = None,
                   scheduler: str | None = None) -> tuple[int, str | None]:
     """The worker count and scheduler address a study uses: the arguments, else
@@ -414,12 +429,9 @@ def study_workers(workers: int | None = None,
         text = os.environ.get("COSIM_STUDY_WORKERS", "").strip()
         if text:
             try:
-                workers = int(text)
-            except ValueError:
-                workers = 0
-            if workers < 1:
-                raise ScenarioError("COSIM_STUDY_WORKERS",
-                                    [("", f"{text!r} is not a whole number >= 1")])
+                workers = parse_workers(text)
+            except ValueError as exc:
+                raise ScenarioError("COSIM_STUDY_WORKERS", [("", str(exc))]) from None
         else:
             try:
                 workers = len(os.sched_getaffinity(0))

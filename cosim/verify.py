@@ -144,12 +144,13 @@ def _sample(times: NDArray[Any], steps: int | None) -> NDArray[Any]:
     return times[idx]
 
 
-def check_power_flow(run: Path, steps: int | None = DEFAULT_SAMPLE_STEPS
-                     ) -> list[VerifyCheck]:
+def check_power_flow(run: Path, steps: int | None = DEFAULT_SAMPLE_STEPS, *,
+                     grid: pd.DataFrame | None = None) -> list[VerifyCheck]:
     """The recorded bus voltages and line and transformer loadings against pandapower.
 
     Re-solves ``steps`` steps spread over the run (None: all) from the recorded bus
-    injections; steps whose power flow did not converge are left out.
+    injections; steps whose power flow did not converge are left out. ``grid``: the
+    run's grid table when the caller has read it already.
     """
     import warnings
 
@@ -165,7 +166,8 @@ def check_power_flow(run: Path, steps: int | None = DEFAULT_SAMPLE_STEPS
         vm.skipped = loading.skipped = "no feeder.json (a run without a feeder)"
         return [vm, loading]
     net = read_feeder_json(feeder_file)
-    buses, grid = read_table(run, "buses"), read_table(run, "grid")
+    buses = read_table(run, "buses")
+    grid = read_table(run, "grid") if grid is None else grid
     p_mw, q_mvar = recorded_bus_loads(run, net.ext_grid.bus, buses=buses, grid=grid)
     net.load["in_service"] = False
     net.sgen["in_service"] = False
@@ -348,14 +350,15 @@ def verify_run(run: str | Path, steps: int | None = DEFAULT_SAMPLE_STEPS) -> Ver
                           "complete runs")
     scenario = yaml.safe_load((run / "scenario.yaml").read_text())
     kpis = json.loads((run / "kpis.json").read_text())
-    buildings = read_table(run, "buildings")  # read once, for two checks
-    result = Verification(run)
-    result.checks.append(check_energy(buildings))
-    result.checks.extend(check_power_flow(run, steps))
-    result.checks.extend(check_multipliers(run, buildings, scenario, kpis))
-    result.checks.append(check_kpis(run, scenario, kpis))
-    tables = {"buildings": buildings}
+    # each table read once, for the checks that use it
+    tables = {"buildings": read_table(run, "buildings")}
     if "grid" in status.get("tables", []):
         tables["grid"] = read_table(run, "grid")  # one row per step
+    buildings = tables["buildings"]
+    result = Verification(run)
+    result.checks.append(check_energy(buildings))
+    result.checks.extend(check_power_flow(run, steps, grid=tables.get("grid")))
+    result.checks.extend(check_multipliers(run, buildings, scenario, kpis))
+    result.checks.append(check_kpis(run, scenario, kpis))
     result.checks.append(check_calendar(tables, scenario))
     return result

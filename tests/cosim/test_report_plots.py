@@ -86,9 +86,9 @@ def test_lambda_tracks_give_mean_and_band_per_cluster():
 
 
 def test_the_lambda_plot_groups_the_papers_two_clusters():
-    from cosim.report import lambda_clusters
+    from cosim.report import lambda_clusters, read_comm_graph
 
-    assert lambda_clusters(REPO_ROOT / "data" / "golden" / "paper_fig1d") == [
+    assert lambda_clusters(read_comm_graph(REPO_ROOT / "data" / "golden" / "paper_fig1d")) == [
         ["B1", "B2", "B3"], ["B4", "B5", "B6", "B7"]]
 
 
