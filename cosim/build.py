@@ -27,9 +27,17 @@ from agents.graphs import GraphError, make_graph
 from agents.policy import Policy, PolicyFileError, PolicyLibrary, load_policy
 from agents.runner import FleetSetup, district_peak_kwh
 from cosim.limits import MAX_GRAPH_EDGES
-from cosim.scenario import BatteryConfig, Problems, Scenario, ScenarioInfeasible
+from cosim.scenario import (
+    FLEET_WIDE_KINDS,
+    BatteryConfig,
+    Problems,
+    Scenario,
+    ScenarioError,
+    ScenarioInfeasible,
+)
 
 if TYPE_CHECKING:  # cosim.grid and the oracle import the power-flow and LP stacks: lazily
+    from agents.coupling import CouplingRows, Forecast
     from agents.oracle import OracleSchedule
     from agents.oracle_grid import LinearGridLimits
     from cosim.grid import BuildingRow, GridModel
@@ -62,6 +70,10 @@ class Built:
     oracle: OracleSchedule | None = None  # controller kind "oracle"
     limit_basis: str = ""  # how limit_kwh was obtained, for people
     grid_constraints: GridConstraintSet | None = None
+    # controller kinds dmpc and epos: what they plan with (FLEET_WIDE_KINDS)
+    forecast: Forecast | None = None
+    coupling: CouplingRows | None = None
+    overlay: nx.Graph[int] | None = None  # epos: the graph its tree overlay is built from
 
     @property
     def n(self) -> int:
@@ -436,8 +448,52 @@ def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True) -
         oracle = _oracle(sc, setup, limit_kwh, source, limits)
     built = Built(sc, names, _checked_profiles(rows), classes, setup, None, graph, duals,
                   limit_kwh, grid, policies or {}, oracle, limit_basis, constraints)
+    if sc.controller.kind in FLEET_WIDE_KINDS:
+        assert data is not None  # the fleet was built
+        _planning(built, data, source)
     built.controller = controller_for(built, np.arange(len(names)))
     return built
+
+
+def _planning(built: Built, data: CityLearnData, source: str) -> None:
+    """The forecast, coupling rows and overlay of a dmpc or epos controller (in ``built``)."""
+    from agents.coupling import (
+        DAY_STEPS,
+        CouplingRows,
+        Forecast,
+        history_steps,
+        wrapped_rows,
+    )
+
+    sc, setup = built.scenario, built.setup
+    ctl = sc.controller
+    horizon = ctl.dmpc_horizon_h if ctl.kind == "dmpc" else DAY_STEPS
+    mode = ctl.dmpc_forecast if ctl.kind == "dmpc" else ctl.epos_forecast
+    assert horizon is not None and mode is not None  # filled in for the kind
+    history = history_steps(horizon)
+    rows = wrapped_rows(sc.time.start - history, history + setup.n_steps + horizon,
+                        data.n_steps)
+    chosen = [data.building(p) for p in built.profiles]
+    demand = np.stack([b.demand_kwh[rows] for b in chosen], axis=1)
+    solar = np.stack([b.solar_w_per_kw[rows] for b in chosen], axis=1)
+    built.forecast = Forecast(setup.params, demand, solar, np.asarray(data.price_per_kwh)[rows],
+                              history, mode, setup.dt_h)
+    coupling = CouplingRows.district(built.n, built.limit_kwh, setup.n_steps)
+    if built.grid_constraints:
+        assert built.grid is not None  # grid constraints are built on the feeder
+        limits = built.grid_constraints.oracle_limits(built.grid, setup.n_steps)
+        coupling = coupling.with_grid_limits(limits, setup.dt_h)
+    built.coupling = coupling
+    if ctl.kind == "epos":
+        overlay = built.graph
+        if ctl.epos_overlay == "feeder":
+            if built.grid is None:
+                raise ScenarioError(source, [("controller.epos_overlay", "the feeder overlay "
+                                              "needs the feeder")])
+            from agents.graphs import feeder_graph
+
+            overlay = feeder_graph(built.grid.net, built.grid.building_bus.tolist())
+        built.overlay = overlay
 
 
 def controller_for(built: Built, index: NDArray[np.int64]) -> Controller:
@@ -459,4 +515,42 @@ def controller_for(built: Built, index: NDArray[np.int64]) -> Controller:
 
         assert built.oracle is not None  # build() solves it for kind "oracle"
         return OracleController(built.oracle, np.asarray(index))
+    if ctl.kind in FLEET_WIDE_KINDS:
+        return _fleet_wide_controller(built, index)
     return PolicyLibrary(built.policies, [built.classes[i] for i in index])
+
+
+def _fleet_wide_controller(built: Built, index: NDArray[np.int64]) -> Controller:
+    """A dmpc or epos controller: the whole fleet in one (the scenario allows one shard)."""
+    ctl = built.scenario.controller
+    if len(index) != built.n:
+        raise ValueError(f"controller kind {ctl.kind!r} plans for the whole fleet; "
+                         f"got a shard of {len(index)} of {built.n} buildings")
+    # a shard built without the feeder has no forecast: build() makes it for these kinds
+    assert built.forecast is not None and built.coupling is not None
+    steps = built.setup.n_steps
+    if ctl.kind == "dmpc":
+        from agents.dmpc import DmpcConfig, DmpcController
+
+        assert ctl.dmpc_horizon_h is not None and ctl.dmpc_iterations is not None
+        assert ctl.dmpc_tolerance is not None and ctl.dmpc_step is not None
+        assert ctl.dmpc_negotiation is not None and ctl.dmpc_consensus_rounds is not None
+        config = DmpcConfig(horizon=ctl.dmpc_horizon_h, iterations=ctl.dmpc_iterations,
+                            tolerance=ctl.dmpc_tolerance, step=ctl.dmpc_step,
+                            negotiation=ctl.dmpc_negotiation,
+                            consensus_rounds=ctl.dmpc_consensus_rounds,
+                            soc_value=ctl.dmpc_soc_value, backlog_value=ctl.dmpc_backlog_value)
+        return DmpcController(built.setup.params, built.forecast, built.coupling, config, steps,
+                              graph=built.graph)
+    from agents.epos import EposConfig, EposController, tree_from_graph
+
+    assert ctl.epos_plans is not None and ctl.epos_iterations is not None
+    assert ctl.epos_alpha is not None and ctl.epos_beta is not None
+    assert ctl.epos_reorganisations is not None
+    assert built.overlay is not None  # build() sets it for kind epos
+    config_e = EposConfig(plans=ctl.epos_plans, iterations=ctl.epos_iterations,
+                          alpha=ctl.epos_alpha, beta=ctl.epos_beta,
+                          reorganisations=ctl.epos_reorganisations)
+    return EposController(built.setup.params, built.forecast, built.coupling, config_e,
+                          tree_from_graph(built.overlay), steps, built.scenario.seed)
+

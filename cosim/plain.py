@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 from cosim.build import Built
 from cosim.checkpoint import FLEET_COMPONENT, GRID_COMPONENT, Checkpoints
+from cosim.decisions import write_decisions
 from cosim.results import RunWriter
 
 
@@ -61,3 +62,4 @@ def run_plain_into(built: Built, writer: RunWriter, *, progress: bool = False,
         checkpoints.after_step(t, FLEET_COMPONENT, loop.snapshot)
         if grid is not None:
             checkpoints.after_step(t, GRID_COMPONENT, grid.powerflow.warm_start_state)
+    write_decisions(writer.run_dir, built.controller)

@@ -44,14 +44,17 @@ from cosim.limits import (
     MAX_DELAY_STEPS,
     MAX_DEMAND_SCALE,
     MAX_DUAL_ROUNDS,
+    MAX_EPOS_PLANS,
     MAX_FLEET_SCALE,
     MAX_FLUSH_EVERY,
     MAX_GRAPH_EDGES,
     MAX_GRID_PERIOD_STEPS,
     MAX_ID_CHARS,
     MAX_LIST_ITEMS,
+    MAX_NEGOTIATION_ITERATIONS,
     MAX_ORACLE_BUILDING_STEPS,
     MAX_PARAMS,
+    MAX_PLAN_HORIZON_STEPS,
     MAX_REPORTED_ERRORS,
     MAX_SCENARIO_FILE_BYTES,
     MAX_SEED,
@@ -297,13 +300,32 @@ CONTROLLER_KIND_FIELDS: dict[str, tuple[str, Any]] = {
     "heuristic_price_threshold": ("heuristic", HEURISTIC_PRICE_THRESHOLD_PER_KWH),
     "heuristic_backlog_margin": ("heuristic", HEURISTIC_BACKLOG_MARGIN),
     "oracle_limit": ("oracle", "run_average"),
+    "dmpc_horizon_h": ("dmpc", 24),
+    "dmpc_forecast": ("dmpc", "perfect"),
+    "dmpc_iterations": ("dmpc", 10),
+    "dmpc_tolerance": ("dmpc", 0.01),
+    "dmpc_step": ("dmpc", 0.05),
+    "dmpc_negotiation": ("dmpc", "coordinator"),
+    "dmpc_consensus_rounds": ("dmpc", 10),
+    "dmpc_soc_value": ("dmpc", None),
+    "dmpc_backlog_value": ("dmpc", None),
+    "epos_plans": ("epos", 16),
+    "epos_forecast": ("epos", "perfect"),
+    "epos_iterations": ("epos", 20),
+    "epos_alpha": ("epos", 0.0),
+    "epos_beta": ("epos", 0.1),
+    "epos_overlay": ("epos", "communication"),
+    "epos_reorganisations": ("epos", 5),
 }
+#: The controllers that plan for the whole fleet at once (one negotiation or selection
+#: over every building): they run in one shard.
+FLEET_WIDE_KINDS = ("dmpc", "epos")
 
 
 class ControllerConfig(_Strict):
     """What acts for the buildings (``kind``) and the settings of that kind."""
 
-    kind: Literal["policy", "none", "rule", "heuristic", "oracle"] = "policy"
+    kind: Literal["policy", "none", "rule", "heuristic", "oracle", "dmpc", "epos"] = "policy"
     policy_dir: Text = "data/policies"
     rule_threshold_kwh: float | None = Field(None, ge=0)
     heuristic_price_threshold: float | None = Field(
@@ -316,6 +338,52 @@ class ControllerConfig(_Strict):
     oracle_limit: Literal["run_average", "per_step"] | None = Field(
         None, description="c on the run's average or in every step (kind oracle; default "
                           "run_average)")
+    dmpc_horizon_h: int | None = Field(None, ge=1, le=MAX_PLAN_HORIZON_STEPS,
+                                       description="hours each building plans ahead "
+                                                   "(kind dmpc; default 24)")
+    dmpc_forecast: Literal["perfect", "persistence"] | None = Field(
+        None, description="perfect: the data; persistence: yesterday's demand and PV "
+                          "(kind dmpc; default perfect)")
+    dmpc_iterations: int | None = Field(None, ge=1, le=MAX_NEGOTIATION_ITERATIONS,
+                                        description="most negotiation iterations per step "
+                                                    "(kind dmpc; default 10)")
+    dmpc_tolerance: float | None = Field(None, gt=0, le=1,
+                                         description="relative excess at which negotiation "
+                                                     "stops (kind dmpc; default 0.01)")
+    dmpc_step: float | None = Field(None, gt=0, le=100,
+                                    description="subgradient step, $/kWh per unit of relative "
+                                                "excess (kind dmpc; default 0.05)")
+    dmpc_negotiation: Literal["coordinator", "consensus"] | None = Field(
+        None, description="how the fleet's sum is obtained: a coordinator, or consensus on "
+                          "the communication graph (kind dmpc; default coordinator)")
+    dmpc_consensus_rounds: int | None = Field(None, ge=1, le=MAX_DUAL_ROUNDS,
+                                              description="averaging rounds per negotiation "
+                                                          "iteration (kind dmpc; default 10)")
+    dmpc_soc_value: float | None = Field(None, ge=0, le=100,
+                                         description="$/kWh of stored energy at the horizon's "
+                                                     "end (kind dmpc; default eta x mean price)")
+    dmpc_backlog_value: float | None = Field(None, ge=0, le=100,
+                                             description="$/kWh of backlog at the horizon's "
+                                                         "end (kind dmpc; default 1.05 x max "
+                                                         "price)")
+    epos_plans: int | None = Field(None, ge=1, le=MAX_EPOS_PLANS,
+                                   description="candidate day plans per building (kind epos; "
+                                               "default 16)")
+    epos_forecast: Literal["perfect", "persistence"] | None = Field(
+        None, description="what the day plans are made from (kind epos; default perfect)")
+    epos_iterations: int | None = Field(None, ge=1, le=MAX_NEGOTIATION_ITERATIONS,
+                                        description="I-EPOS iterations per day (kind epos; "
+                                                    "default 20)")
+    epos_alpha: float | None = Field(None, ge=0, le=1,
+                                     description="weight of unfairness (kind epos; default 0)")
+    epos_beta: float | None = Field(None, ge=0, le=1,
+                                    description="weight of discomfort (kind epos; default 0.1)")
+    epos_overlay: Literal["communication", "feeder"] | None = Field(
+        None, description="the graph the tree overlay is built from (kind epos; default "
+                          "communication)")
+    epos_reorganisations: int | None = Field(None, ge=0, le=MAX_NEGOTIATION_ITERATIONS,
+                                             description="restarts on a shuffled tree after a "
+                                                         "violation (kind epos; default 5)")
 
     @model_validator(mode="before")
     @classmethod
@@ -333,6 +401,11 @@ class ControllerConfig(_Strict):
         errors = [(name, f"only used with kind {owner!r} (kind is {self.kind!r})")
                   for name, (owner, _) in CONTROLLER_KIND_FIELDS.items()
                   if owner != self.kind and getattr(self, name) is not None]
+        if self.kind == "epos" and self.epos_alpha is not None and self.epos_beta is not None \
+                and self.epos_alpha + self.epos_beta > 1:
+            errors.append(("epos_beta", f"epos_alpha + epos_beta must be <= 1 (the global "
+                           f"cost's weight is 1 - alpha - beta), got {self.epos_alpha:g} + "
+                           f"{self.epos_beta:g}"))
         if errors:
             raise _FieldErrors(errors)
         return self
@@ -627,6 +700,14 @@ def _shard_problems(sc: Scenario) -> list[tuple[str, str]]:
     if sc.sharding.shards > sc.n_buildings():
         return [("sharding.shards", f"{sc.sharding.shards} exceeds the number of buildings "
                  f"({sc.n_buildings()})")]
+    if sc.controller.kind in FLEET_WIDE_KINDS:
+        where = f"controller kind {sc.controller.kind!r} plans for the whole fleet in one " \
+                "in-process FleetSim"
+        if sc.sharding.shards > 1:
+            return [("sharding.shards", f"{where}; give shards: 1 (got {sc.sharding.shards})")]
+        if sc.sharding.mode != "inprocess":
+            return [("sharding.mode", f"{where}; give mode: inprocess (got "
+                     f"{sc.sharding.mode!r})")]
     return []
 
 

@@ -86,6 +86,8 @@ VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,63}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.=+-]")
 MAX_RUN_NAME = 200
 NEAR_MAX = 0.9  # "near lambda_max": at least 90 % of it
+#: A step is over the limit c when its district grid energy exceeds c (1 + this).
+OVER_LIMIT_RTOL = 1e-6
 MAX_NOTE = 300  # longest note of a failed run
 POLL_S = 0.1  # how often a study waiting on its dask workers looks for a stop request
 
@@ -239,7 +241,7 @@ def run_metrics(run_dir: Path, classes: list[str], lambda_max: float,
 
     kpis = json.loads((run_dir / "kpis.json").read_text())
     b = read_table(run_dir, "buildings",
-                   columns=["time", "building", "unmet_kwh", "backlog_kwh", "lambda"])
+                   columns=["time", "building", "unmet_kwh", "backlog_kwh", "lambda", "grid_kwh"])
     fleet, grid = kpis["fleet"], kpis["grid"]
     steps = fleet["steps"]
     third = max(2, steps // 3)
@@ -275,7 +277,11 @@ def run_metrics(run_dir: Path, classes: list[str], lambda_max: float,
         "unmet_slope_last_third": last,
         "unmet_slope_ratio": last / first if first > 0 else float("nan"),
         "dropped_kwh": fleet["dropped_kwh"],
+        # steps whose district grid energy exceeds c (the per-step reading of the limit)
+        "hours_over_limit": int((b.groupby("time").grid_kwh.sum().to_numpy()
+                                 > kpis["limit_kwh"] * (1 + OVER_LIMIT_RTOL)).sum()),
         **duals,
+        **controller_metrics(run_dir, steps),
         "trafo_overload_hours": grid.get("trafo_overload_hours", float("nan")),
         "max_trafo_loading_percent": grid.get("max_trafo_loading_percent", float("nan")),
         "line_overload_hours": grid.get("line_overload_hours", float("nan")),
@@ -287,6 +293,40 @@ def run_metrics(run_dir: Path, classes: list[str], lambda_max: float,
         "grid_constraint_violation_hours": (kpis.get("grid_constraint_totals") or {}).get(
             "grid_constraint_violation_hours", float("nan")),
     }
+
+
+def controller_metrics(run_dir: Path, steps: int) -> dict[str, float]:
+    """Messages and compute time per step of a run (NaN where the run did not record them).
+
+    ``messages_per_step``: what a planning controller (dmpc, epos) exchanged, from its
+    decision tables; ``wall_ms_per_step``: the whole run's wall time (status.json) per
+    step; ``controller_ms_per_step``: the planning controller's own time (solver and
+    negotiation, or plan making and selection) per step.
+    """
+    from cosim.decisions import DECISIONS_DIR, read_decisions
+
+    nan = float("nan")
+    out = {"messages_per_step": nan, "negotiation_iterations_mean": nan,
+           "wall_ms_per_step": nan, "controller_ms_per_step": nan}
+    status_path = run_dir / "status.json"
+    if status_path.is_file():
+        wall = json.loads(status_path.read_text()).get("wall_s")
+        if wall is not None and steps:
+            out["wall_ms_per_step"] = 1e3 * float(wall) / steps
+    dmpc = read_decisions(run_dir, "dmpc_steps")
+    if dmpc is not None and len(dmpc):
+        out["messages_per_step"] = float(dmpc["messages"].mean())
+        out["negotiation_iterations_mean"] = float(dmpc["iterations"].mean())
+    epos = read_decisions(run_dir, "epos_days")
+    if epos is not None and len(epos) and steps:
+        out["messages_per_step"] = float(epos["messages"].sum()) / steps
+        out["negotiation_iterations_mean"] = float(epos["iterations"].mean())
+    timing_path = run_dir / DECISIONS_DIR / "timing.json"
+    if timing_path.is_file() and steps:
+        timing = json.loads(timing_path.read_text())
+        spent = sum(float(v) for k, v in timing.items() if k.endswith("_s"))
+        out["controller_ms_per_step"] = 1e3 * spent / steps
+    return out
 
 
 def claim_study_dir(out: Path, study: Study, *, force: bool) -> DirLock:
@@ -597,7 +637,8 @@ MD_COLUMNS = [
     ("grid_over_limit", "grid/c", "{:.3f}"), ("final_backlog_kwh", "final backlog kWh", "{:.1f}"),
     ("final_avg_unmet_kwh", "cum. avg unmet kWh", "{:.2f}"),
     ("unmet_slope_ratio", "unmet slope last/first", "{:.3f}"),
-    ("dropped_kwh", "dropped kWh", "{:.1f}"), ("lambda_mean_final", "mean lambda", "{:.2f}"),
+    ("dropped_kwh", "dropped kWh", "{:.1f}"), ("hours_over_limit", "h over c", "{:g}"),
+    ("lambda_mean_final", "mean lambda", "{:.2f}"),
     ("lambda_spread_last10pct", "lambda spread, last 10 %", "{:.2f}"),
     ("lambda_spread_last10pct_rel", "spread / lambda_max", "{:.1%}"),
     ("agents_at_lambda_max", "at lambda_max", "{:.0f}"),
@@ -610,6 +651,10 @@ MD_COLUMNS = [
     ("hours_outside_090_110_pu", "V outside 0.90-1.10 h", "{:g}"),
     ("grid_unknown_steps", "unknown grid steps (hours are lower bounds)", "{:g}"),
     ("grid_constraint_violation_hours", "grid constraint violated h", "{:g}"),
+    ("messages_per_step", "messages/step", "{:,.0f}"),
+    ("negotiation_iterations_mean", "negotiation iterations", "{:.1f}"),
+    ("wall_ms_per_step", "wall ms/step", "{:,.1f}"),
+    ("controller_ms_per_step", "controller ms/step", "{:,.1f}"),
 ]
 
 

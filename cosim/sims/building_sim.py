@@ -224,6 +224,15 @@ class FleetSim(mosaik_api_v3.Simulator):
         self.checkpoints.after_step(run_step, self.component, self.loop.snapshot)
         return time + 1
 
+    def finalize(self) -> None:
+        """At the run's end: write what a planning controller decided (``decisions/``)."""
+        from cosim.decisions import write_decisions
+
+        loop = getattr(self, "loop", None)
+        if loop is not None and self.checkpoints.run_dir is not None \
+                and loop.t >= self.built.setup.n_steps:
+            write_decisions(self.checkpoints.run_dir, loop.controller)
+
     def get_data(self, outputs: OutputRequest) -> OutputData:
         """The step's values: one float per ``Building`` attribute, arrays per ``Fleet`` one.
 
