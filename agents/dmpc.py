@@ -159,6 +159,8 @@ class DmpcStep:
     max_rel_excess: float
     messages: int
     cost_planned: float
+    dual_bound: float = -math.inf  # the best dual function value seen (a lower bound)
+    objective: float = math.nan  # the chosen plans' local objectives, summed ($)
 
 
 @dataclass
@@ -399,7 +401,8 @@ class DmpcController:
         assert chosen is not None  # iterations >= 1
         self.mu = _padded(mu, cfg.horizon)
         cost = float((chosen.grid_kwh.sum(axis=0) * price).sum())
-        return DmpcStep(chosen, mu_used, j, converged, excess_max, messages, cost)
+        return DmpcStep(chosen, mu_used, j, converged, excess_max, messages, cost, best_dual,
+                        chosen_cost)
 
     def _step_size(self, j: int, consensus: bool, excess_max: float, upper_bound: float,
                    dual_now: float, value: np.ndarray, scale: np.ndarray) -> np.ndarray:

@@ -37,12 +37,12 @@ Messages: one up and one down per tree edge and iteration.
 **Hard upper bounds** (:class:`HardBounds`: the district's c per hour, linearised grid
 limits), ``offset + sum_i contribution_i <= upper`` per row and hour, hold as follows. An
 hour and row is *feasible* when even everyone's smallest contribution there fits
-(``offset + sum_i min_p contribution <= upper``); only feasible ones count. An agent
-discards every option whose prediction violates a bound; if all do, it takes the least
-violation. **Cold start**: in the first iteration, an agent checks its options against
+(``offset + sum_i min_p contribution <= upper``); where it is not, the bound becomes that
+floor (the least excess any selection can reach). An agent discards every option whose
+prediction violates a bound; if all do, it takes the least violation. **Cold start**: in the first iteration, an agent checks its options against
 its subtree's aggregate plus the lower envelope (per hour, the smallest contribution of
 each agent) of everyone outside its subtree. **Reorganisation**: if the best selection
-still violates a feasible bound, the agents reorganise into a shuffled balanced tree and
+still violates a bound, the agents reorganise into a shuffled balanced tree and
 start again (at most ``reorganisations`` times); the selection with the least violation,
 then the least cost, is kept.
 
@@ -238,10 +238,19 @@ class HardBounds:
     offset: np.ndarray
     upper: np.ndarray
 
+    def floor(self) -> np.ndarray:
+        """(R, H): the smallest value any selection can reach (everyone's smallest)."""
+        result: np.ndarray = self.offset + self.contribution.min(axis=1).sum(axis=0)
+        return result
+
     def feasible(self) -> np.ndarray:
         """(R, H): True where everyone's smallest contribution fits."""
-        floor = self.offset + self.contribution.min(axis=1).sum(axis=0)
-        result: np.ndarray = floor <= self.upper[:, None] + VIOLATION_ATOL
+        result: np.ndarray = self.floor() <= self.upper[:, None] + VIOLATION_ATOL
+        return result
+
+    def effective_upper(self) -> np.ndarray:
+        """(R, H): the bound where it can hold, else the floor (the least excess possible)."""
+        result: np.ndarray = np.maximum(self.upper[:, None], self.floor())
         return result
 
 
@@ -257,7 +266,7 @@ class Selection:
     unfairness: float
     iterations: int
     reorganisations: int
-    violation: float  # positive excess over the feasible hard bounds, summed
+    violation: float  # positive excess over the hard bounds (where they can hold), summed
     messages: int
 
 
@@ -270,7 +279,7 @@ class _Problem:
     var_norm: float
     disc_norm: float
     hard: HardBounds | None
-    feasible: np.ndarray | None  # (R, H)
+    bound: np.ndarray | None  # (R, H): HardBounds.effective_upper
 
     def cost(self, global_kwh: np.ndarray, d_sum: np.ndarray, d_sq: np.ndarray,
              n: int) -> np.ndarray:
@@ -283,10 +292,11 @@ class _Problem:
         return result
 
     def violation(self, value: np.ndarray) -> np.ndarray:
-        """Positive excess over the feasible bounds of predicted row values (..., R, H)."""
-        if self.hard is None or self.feasible is None:
+        """Positive excess of predicted row values (..., R, H) over the bounds where they
+        can hold, and over the least possible value where they cannot."""
+        if self.bound is None:
             return np.zeros(value.shape[:-2])
-        excess = np.maximum(value - self.hard.upper[:, None], 0.0) * self.feasible
+        excess = np.maximum(value - self.bound, 0.0)
         result: np.ndarray = excess.sum(axis=(-2, -1))
         return result
 
@@ -305,7 +315,7 @@ def select_plans(plans_kwh: np.ndarray, discomfort: np.ndarray, parent: np.ndarr
     disc = float(discomfort.mean())
     problem = _Problem(plans_kwh, discomfort, alpha, beta, var0 if var0 > 0 else 1.0,
                        disc if disc > 0 else 1.0, hard,
-                       hard.feasible() if hard is not None else None)
+                       hard.effective_upper() if hard is not None else None)
     best: Selection | None = None
     tree = parent
     messages = 0
@@ -494,7 +504,7 @@ class EposController:
         self.t = 0
         self.plan_kwh = np.zeros((self.n, config.day_steps))
         days = -(-self.steps // config.day_steps)
-        self.log_days = np.full((days, 9), np.nan)
+        self.log_days = np.full((days, 10), np.nan)
         self.log_plan = np.full((days, self.n), -1, dtype=np.int64)
         self.log_discomfort = np.full((days, self.n), np.nan)
         self.timing = {"plans_s": 0.0, "select_s": 0.0, "calls": 0.0}
@@ -545,7 +555,8 @@ class EposController:
         self.plan_kwh[:, :h] = plans.grid_kwh[rows, sel.index]
         self.log_days[day] = (self.t, sel.iterations, sel.reorganisations, sel.global_cost,
                               sel.local_cost, sel.unfairness, float(sel.global_kwh.max()),
-                              sel.violation, sel.messages)
+                              sel.violation, sel.messages,
+                              0 if hard is None else int((~hard.feasible()).sum()))
         self.log_plan[day] = sel.index
         self.log_discomfort[day] = plans.discomfort[rows, sel.index]
 
@@ -558,7 +569,8 @@ class EposController:
             "iterations": log[:, 1].astype(np.int64),
             "reorganisations": log[:, 2].astype(np.int64), "global_cost": log[:, 3],
             "local_cost": log[:, 4], "unfairness": log[:, 5], "planned_peak_kwh": log[:, 6],
-            "violation_kwh": log[:, 7], "messages": log[:, 8].astype(np.int64)})
+            "violation_kwh": log[:, 7], "messages": log[:, 8].astype(np.int64),
+            "unreachable_hours": log[:, 9].astype(np.int64)})
         selection = pd.DataFrame({
             "day": np.repeat(np.arange(days, dtype=np.int64), self.n),
             "building": np.tile(np.arange(self.n, dtype=np.int64), days),

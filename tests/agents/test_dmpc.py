@@ -1,0 +1,170 @@
+"""Distributed MPC (agents/dmpc.py): its optimality conditions and its closed loop.
+
+One building under a constraint that does not bind plans exactly what the single LP
+(the oracle over the same horizon) plans; under a binding constraint the negotiated
+plan fits the coupling rows, its multipliers are >= 0 and it costs within a few per cent
+of the central LP, which the dual bound never exceeds (weak duality).
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from agents.coupling import CouplingRows, Forecast, history_steps, wrapped_rows
+from agents.data import load_citylearn
+from agents.dmpc import DmpcConfig, DmpcController, metropolis_weights
+from agents.oracle import solve_oracle
+from agents.runner import FleetSetup, run_plain
+
+START, HORIZON = 2000, 24
+#: the single LP and the DMPC's plan agree to HiGHS's tolerances
+LP_RTOL = 1e-6
+#: a negotiated plan costs at most this much more than the central LP over its horizon
+NEGOTIATED_COST_RTOL = 0.03
+#: the negotiation's stopping tolerance on the relative excess (DmpcConfig.tolerance)
+TOLERANCE = 0.01
+#: terminal backlog cost high enough that every plan ends with the backlog empty, as the
+#: oracle's does
+BACKLOG_VALUE = 10.0
+
+
+def _fleet(names: list[str], steps: int, mode: str = "perfect",
+           scale: list[float] | None = None) -> tuple[FleetSetup, Forecast]:
+    setup = FleetSetup.from_citylearn(names, START, steps, demand_scale=scale or 1.0,
+                                      backlog_cap_kwh=24.0)
+    data = load_citylearn()
+    history = history_steps(HORIZON)
+    rows = wrapped_rows(START - history, history + steps + HORIZON, data.n_steps)
+    chosen = [data.building(x) for x in names]
+    forecast = Forecast(setup.params, np.stack([b.demand_kwh[rows] for b in chosen], axis=1),
+                        np.stack([b.solar_w_per_kw[rows] for b in chosen], axis=1),
+                        np.asarray(data.price_per_kwh)[rows], history,
+                        mode)  # type: ignore[arg-type]
+    return setup, forecast
+
+
+def _oracle_cost(setup: FleetSetup, limit_kwh: float) -> float:
+    return solve_oracle(setup.params, setup.base_demand_kwh[:HORIZON],
+                        setup.solar_w_per_kw[:HORIZON], setup.price_per_kwh[:HORIZON],
+                        limit_kwh, limit="per_step").cost
+
+
+def test_one_building_with_a_loose_limit_plans_the_single_lp():
+    setup, forecast = _fleet(["Building_1"], HORIZON)
+    ctl = DmpcController(setup.params, forecast, CouplingRows.district(1, 1e6, HORIZON),
+                         DmpcConfig(soc_value=0.0, backlog_value=BACKLOG_VALUE), HORIZON)
+    step = ctl.plan(0, np.zeros(1), np.zeros(1))
+    assert step.iterations == 1 and step.converged
+    assert not step.mu.any()
+    assert step.cost_planned == pytest.approx(_oracle_cost(setup, 1e6), rel=LP_RTOL)
+    assert step.plans.backlog_kwh[:, -1] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_a_binding_limit_is_met_at_near_central_cost():
+    names = ["Building_1", "Building_2", "Building_3", "Building_4"]
+    setup, forecast = _fleet(names, HORIZON, scale=[1.0, 2.0, 1.0, 1.0])
+    limit = 0.6 * float(setup.demand_kwh().sum(axis=1).max())
+    central = _oracle_cost(setup, limit)
+    ctl = DmpcController(setup.params, forecast, CouplingRows.district(4, limit, HORIZON),
+                         DmpcConfig(iterations=60, tolerance=TOLERANCE, soc_value=0.0,
+                                    backlog_value=BACKLOG_VALUE), HORIZON)
+    step = ctl.plan(0, np.zeros(4), np.zeros(4))
+    district = step.plans.grid_kwh.sum(axis=0)
+    assert district.max() <= limit * (1 + TOLERANCE)  # primal feasibility
+    assert (step.mu >= 0).all() and step.mu.any()  # dual feasibility, and it binds
+    assert step.max_rel_excess <= TOLERANCE
+    assert step.dual_bound <= central * (1 + LP_RTOL)  # weak duality
+    assert central * (1 - TOLERANCE) <= step.cost_planned <= central * (
+        1 + NEGOTIATED_COST_RTOL)
+    # complementary slackness, approximately: no multiplier of note on a slack hour
+    slack = district < limit * (1 - 0.2)
+    assert step.mu[0, slack].max(initial=0.0) <= 0.5 * step.mu.max()
+
+
+@pytest.fixture(scope="module")
+def closed_loop():
+    names = ["Building_1", "Building_2", "Building_3"]
+    setup, forecast = _fleet(names, 48)
+    limit = 0.6 * float(setup.demand_kwh().sum(axis=1).max())
+    return setup, forecast, CouplingRows.district(3, limit, 48), limit
+
+
+def test_closed_loop_serves_demand_within_the_limit_and_is_deterministic(closed_loop):
+    setup, forecast, rows, limit = closed_loop
+    runs = [run_plain(setup, DmpcController(setup.params, forecast, rows, DmpcConfig(), 48),
+                      None) for _ in range(2)]
+    a, b = runs
+    assert a.equals(b)
+    assert a.dropped_kwh.sum() == 0.0
+    district = a.groupby("time").grid_kwh.sum().to_numpy()
+    assert district.max() <= limit * (1 + 2 * TOLERANCE)
+
+
+def test_consensus_on_a_complete_graph_gives_every_agent_the_sum(closed_loop):
+    setup, forecast, rows, _ = closed_loop
+    graph = nx.complete_graph(3)
+    ctl = DmpcController(setup.params, forecast, rows,
+                         DmpcConfig(negotiation="consensus", consensus_rounds=2), 48,
+                         graph=graph)
+    step = ctl.plan(0, np.zeros(3), np.zeros(3))
+    assert step.messages == step.iterations * 2 * 2 * graph.number_of_edges()
+    assert np.ptp(step.mu, axis=0).max() <= 1e-12  # exact sums: the agents agree
+    coordinator = DmpcController(setup.params, forecast, rows, DmpcConfig(), 48)
+    assert coordinator.plan(0, np.zeros(3), np.zeros(3)).messages % (2 * 3) == 0
+    weights = metropolis_weights(nx.path_graph(4), 4).toarray()
+    np.testing.assert_allclose(weights.sum(axis=0), 1.0)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0)
+    with pytest.raises(ValueError, match="communication graph"):
+        DmpcController(setup.params, forecast, rows, DmpcConfig(negotiation="consensus"), 48)
+
+
+def test_a_restored_controller_continues_identically(closed_loop):
+    setup, forecast, rows, _ = closed_loop
+    from agents.runner import FleetLoop
+
+    loop = FleetLoop(setup, DmpcController(setup.params, forecast, rows, DmpcConfig(), 48),
+                     None)
+    for _ in range(10):
+        loop.step()
+    snap = loop.snapshot()
+    rest = [loop.step()["grid_kwh"] for _ in range(10)]
+    again = FleetLoop(setup, DmpcController(setup.params, forecast, rows, DmpcConfig(), 48),
+                      None)
+    again.restore(snap)
+    for expected in rest:
+        np.testing.assert_array_equal(again.step()["grid_kwh"], expected)
+    assert again.controller is not None
+    tables = again.controller.decisions()  # type: ignore[attr-defined]
+    assert list(tables["dmpc_steps"].time) == list(range(20))
+    assert len(tables["dmpc_multipliers"]) == 20
+
+
+def test_dedupe_and_persistence(closed_loop):
+    setup, forecast, rows, _ = closed_loop
+    # two identical buildings are one local problem: the same plan either way
+    twin = setup.params.select([0, 0])
+    twin_forecast = Forecast(twin, forecast.base_demand_kwh[:, [0, 0]],
+                             forecast.solar_w_per_kw[:, [0, 0]], forecast.price_per_kwh,
+                             forecast.history)
+    twin_rows = CouplingRows.district(2, rows.upper[0], 48)
+    plans = [DmpcController(twin, twin_forecast, twin_rows, DmpcConfig(dedupe=d), 48)
+             .plan(0, np.zeros(2), np.zeros(2)) for d in (True, False)]
+    assert plans[0].cost_planned == pytest.approx(plans[1].cost_planned, rel=LP_RTOL)
+    np.testing.assert_allclose(plans[0].plans.grid_kwh[0], plans[0].plans.grid_kwh[1])
+    _, persistence = _fleet(["Building_1", "Building_2", "Building_3"], 48, "persistence")
+    ctl = DmpcController(setup.params, persistence, rows, DmpcConfig(), 48)
+    other = ctl.plan(5, np.zeros(3), np.zeros(3))
+    perfect = DmpcController(setup.params, forecast, rows, DmpcConfig(), 48).plan(
+        5, np.zeros(3), np.zeros(3))
+    assert not np.allclose(other.plans.grid_kwh, perfect.plans.grid_kwh)
+
+
+@pytest.mark.parametrize("field, value", [("horizon", 0), ("iterations", 0),
+                                          ("tolerance", 0.0), ("step", -1.0),
+                                          ("negotiation", "gossip"), ("soc_value", -1.0),
+                                          ("chunk", 0)])
+def test_bad_settings_name_their_field(field: str, value: object):
+    with pytest.raises(ValueError, match=field):
+        DmpcConfig(**{field: value})  # type: ignore[arg-type]
