@@ -39,7 +39,8 @@ limits), ``offset + sum_i contribution_i <= upper`` per row and hour, hold as fo
 hour and row is *feasible* when even everyone's smallest contribution there fits
 (``offset + sum_i min_p contribution <= upper``); where it is not, the bound becomes that
 floor (the least excess any selection can reach). An agent discards every option whose
-prediction violates a bound; if all do, it takes the least violation. **Cold start**: in the first iteration, an agent checks its options against
+prediction violates a bound; if all do, it takes the least violation.
+**Cold start**: in the first iteration, an agent checks its options against
 its subtree's aggregate plus the lower envelope (per hour, the smallest contribution of
 each agent) of everyone outside its subtree. **Reorganisation**: if the best selection
 still violates a bound, the agents reorganise into a shuffled balanced tree and
