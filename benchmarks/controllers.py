@@ -86,6 +86,14 @@ def main() -> None:
         ratio = (r["wall_s"] / r["steps"]) / base if base else float("nan")
         print(f"{scenario:<14} {kind:<6} {r['steps']:>6} {per:>13.1f} {ctl:>19.1f} "
               f"{share:>13.1%} {ratio:>8.2f}")
+    figures = []
+    for scenario, kind, r, _ in rows:
+        if kind == "none":
+            continue
+        size = "7" if scenario == "paper_fig1d" else scenario.rsplit("_", 1)[-1]
+        figures.append(f"{kind}_{size}_ms_per_step={1e3 * r['wall_s'] / r['steps']:.1f}")
+        figures.append(f"{kind}_{size}_solver_share={r['solver_s'] / r['wall_s']:.3f}")
+    print(" ".join(figures))
 
 
 if __name__ == "__main__":
