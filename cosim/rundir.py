@@ -284,7 +284,10 @@ def claim_directory(directory: str | Path, kind: str, *, force: bool,
     path = Path(directory)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"{path}: exists and is not a directory")
-    refuse_foreign(path, kind)  # before the lock: a user's folder is not even touched
+    # before the lock: a user's folder is not even touched. A folder with a lock is left to
+    # the lock: another cosim process may be between taking it and writing its marker
+    if not (path / LOCK_FILE).exists():
+        refuse_foreign(path, kind)
     if not (force or reuse):
         _refuse_earlier(path, kind)
     path.mkdir(parents=True, exist_ok=True)

@@ -86,6 +86,8 @@ VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,63}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.=+-]")
 MAX_RUN_NAME = 200
 NEAR_MAX = 0.9  # "near lambda_max": at least 90 % of it
+#: Columns of study.csv measured in wall time: they differ between two runs of a study.
+TIMING_COLUMNS = ("wall_ms_per_step", "controller_ms_per_step")
 #: A step is over the limit c when its district grid energy exceeds c (1 + this).
 OVER_LIMIT_RTOL = 1e-6
 MAX_NOTE = 300  # longest note of a failed run
