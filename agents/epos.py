@@ -6,10 +6,15 @@ After I-EPOS (Pournaras, Pilgerstorfer & Asikis 2018) and its hard-constraint ex
 **Candidate plans** (:func:`candidate_plans`). Once a day every building makes k plans
 of its grid energy for the day, each simulated with the building model
 (:func:`agents.building.step_fleet`) from its state and the forecast, so every plan is
-feasible under its own dynamics. Plan 0 serves everything at once, battery first. Plan
-p > 0 draws (per building, seeded) a window ``[start, start + width)`` (width 1..6 h), a
-share ``f`` in {0.5, 1} of what is to be served in that window that is postponed, and
-whether the battery serves first; outside the window everything is served. The plan's
+feasible under its own dynamics. Plan 0 serves everything at once, battery first. Plans
+1-4 are capped: battery first, and the grid serves at most a cap, the rest waiting until
+an hour below it (peak shaving without a rebound). With a district limit c the caps are
+0.8, 0.9, 1 and 1.1 x c x the building's share of the day's forecast demand (if every
+building takes its factor-1 plan, the district stays within c in every hour); without
+one, 40, 55, 70 and 85 % of the building's largest hourly demand of the day. Every
+other plan draws (per building, seeded) a window ``[start, start + width)`` (width 1..6
+h), a share ``f`` in {0.5, 1} of what is to be served in that window that is postponed,
+and whether the battery serves first; outside the window everything is served. The plan's
 **discomfort** is the demand kept waiting, ``sum_h backlog_h`` (kWh h), plus
 ``DROP_PENALTY`` per kWh dropped.
 
@@ -71,6 +76,12 @@ from agents.observation import FleetObservation
 
 #: Discomfort per kWh of dropped demand (kWh h equivalent).
 DROP_PENALTY = 100.0
+#: Capped candidate plans: the grid serves at most these shares of the building's largest
+#: hourly demand of the day (peak shaving without the rebound of a window).
+CAP_LEVELS = (0.4, 0.55, 0.7, 0.85)
+#: With a district limit c, the capped plans' caps are these multiples of c times the
+#: building's share of the day's demand.
+CAP_FACTORS = (0.8, 0.9, 1.0, 1.1)
 #: Longest deferral window of a candidate plan, hours.
 MAX_WINDOW_H = 6
 #: An agent with more children than this approves all of them or none.
@@ -120,9 +131,14 @@ class Plans:
 
 def candidate_plans(params: FleetParams, backlog0_kwh: np.ndarray, soc0_kwh: np.ndarray,
                     demand_kwh: np.ndarray, pv_kwh: np.ndarray, k: int,
-                    rng: np.random.Generator, dt_h: float = 1.0) -> Plans:
+                    rng: np.random.Generator, dt_h: float = 1.0,
+                    cap_kwh: np.ndarray | None = None) -> Plans:
     """k plans per building for ``demand_kwh`` and ``pv_kwh`` (H, N), simulated with the
-    building model from the state ``(backlog0, soc0)`` (module docstring)."""
+    building model from the state ``(backlog0, soc0)`` (module docstring).
+
+    ``cap_kwh`` (N, m): the grid caps of the capped plans 1..m (default: ``CAP_LEVELS`` x
+    each building's largest hourly demand of the day).
+    """
     h, n = demand_kwh.shape
     rep = np.repeat(np.arange(n), k)  # copy c = building i, plan p: c = i k + p
     copies = n * k
@@ -134,8 +150,16 @@ def candidate_plans(params: FleetParams, backlog0_kwh: np.ndarray, soc0_kwh: np.
     share = rng.choice([0.5, 1.0], size=(n, k))
     battery_on = rng.random((n, k)) < 0.5
     start[:, 0], width[:, 0], share[:, 0], battery_on[:, 0] = 0, 0, 0.0, True
+    # capped plans (p = 1 .. len(CAP_LEVELS), as k allows): battery first, then the grid
+    # serves at most a level x the building's largest hourly demand of the day
+    cap = np.full((n, k), np.inf)
+    if cap_kwh is None:
+        cap_kwh = np.asarray(CAP_LEVELS)[None, :] * demand_kwh.max(axis=0)[:, None]
+    m = min(cap_kwh.shape[1], max(k - 1, 0))
+    cap[:, 1:1 + m] = cap_kwh[:, :m]
+    width[:, 1:1 + m], battery_on[:, 1:1 + m] = 0, True
     start, width, share = start.ravel(), width.ravel(), share.ravel()
-    battery_on = battery_on.ravel()
+    battery_on, cap_flat = battery_on.ravel(), cap.ravel()
     state = FleetState(backlog0_kwh[rep].astype(float), soc0_kwh[rep].astype(float))
     out = {name: np.empty((h, copies)) for name in ("grid", "export", "battery", "backlog")}
     dropped = np.zeros(copies)
@@ -147,7 +171,7 @@ def candidate_plans(params: FleetParams, backlog0_kwh: np.ndarray, soc0_kwh: np.
         battery = np.where(battery_on, np.minimum(to_serve, available), 0.0)
         rest = to_serve - battery
         in_window = (step >= start) & (step < start + width)
-        grid = np.where(in_window, (1.0 - share) * rest, rest)
+        grid = np.minimum(np.where(in_window, (1.0 - share) * rest, rest), cap_flat)
         actions = model_actions(grid, battery, to_serve)
         state, r = step_fleet(sim, state, demand, pv_kwh[step, rep], 0.0, actions[:, 0],
                               actions[:, 1], dt_h)
@@ -537,7 +561,7 @@ class EposController:
         rng = np.random.default_rng([self.seed, day])
         t0 = time.perf_counter()
         plans = candidate_plans(self.params, obs.backlog_kwh, obs.soc_kwh, demand, pv,
-                                cfg.plans, rng, self.forecast.dt_h)
+                                cfg.plans, rng, self.forecast.dt_h, self._caps(demand))
         t1 = time.perf_counter()
         hard = None
         if self.rows is not None:
@@ -560,6 +584,19 @@ class EposController:
                               0 if hard is None else int((~hard.feasible()).sum()))
         self.log_plan[day] = sel.index
         self.log_discomfort[day] = plans.discomfort[rows, sel.index]
+
+    def _caps(self, demand_kwh: np.ndarray) -> np.ndarray | None:
+        """Caps of the capped plans from the district limit: ``CAP_FACTORS`` x c x the
+        building's share of the day's forecast demand (everyone on factor 1 meets c in
+        every hour); None without a district row (then shares of the building's peak)."""
+        rows = self.rows
+        if rows is None or not rows.n_rows or not (rows.w_grid[0] == 1).all() \
+                or (rows.w_export[0] != 0).any():
+            return None
+        total = demand_kwh.sum(axis=0)
+        share = total / total.sum() if total.sum() > 0 else np.full(self.n, 1.0 / self.n)
+        result: np.ndarray = rows.upper[0] * share[:, None] * np.asarray(CAP_FACTORS)[None, :]
+        return result
 
     def decisions(self) -> dict[str, pd.DataFrame]:
         """``epos_days`` (one row per day planned) and ``epos_selection`` (per building)."""

@@ -151,6 +151,11 @@ def test_candidate_plans_follow_the_building_model(fleet):
         state, _ = step_fleet(setup.params, state, setup.base_demand_kwh[h], solar, 0.0,
                               u_grid, np.ones(4))
     assert (plans.discomfort[:, 0] == plans.backlog_kwh[:, 0].sum(axis=1)).all()
+    # capped plans: the grid never serves more than the cap
+    caps = np.array([[0.5, 1.0]] * 4)
+    capped = candidate_plans(setup.params, b0, e0, demand, pv, 4, np.random.default_rng(0),
+                             cap_kwh=caps)
+    assert (capped.grid_kwh[:, 1:3] <= caps[:, :, None] + ENERGY_ATOL_KWH).all()
 
 
 def _controller(fleet, limit: float, seed: int = 3) -> EposController:
