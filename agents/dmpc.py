@@ -31,10 +31,13 @@ step's, shifted by one step). Iteration j = 1, 2, ...:
 1. every building solves its local problem with the current mu;
 2. the coupling values ``v_kr = offset_kr + sum_i (w_grid_ri g_ik - w_export_ri y_ik)``
    and relative excess ``e_kr = (v_kr - upper_r) / max(|upper_r|, 1e-9)``;
-3. ``mu <- max(0, mu + (step / sqrt(j)) e^T)`` (step in $/kWh per unit of relative
-   excess);
-4. stop once ``max(e, 0) <= tolerance`` and the update moved no multiplier by more than
-   ``tolerance x`` the horizon's mean price, or after ``iterations``.
+3. ``mu <- max(0, mu + a_j e^T)``, with Polyak's step ``a_j = (UB - D(mu)) / ||v -
+   upper||^2 x |upper|`` once the coordinator holds a plan within the rows (UB its cost,
+   D(mu) the dual function: the Lagrangian at the buildings' answers), else
+   ``a_j = step / sqrt(j)`` (in $/kWh per unit of relative excess);
+4. stop once the recovered plan (below) exceeds no row by more than ``tolerance`` and its
+   cost is within ``tolerance`` of the best dual bound seen (a certificate of
+   near-optimality), or after ``iterations``.
 
 The sum is obtained by a **coordinator** (each building sends its plan's contribution
 and receives mu: 2N messages per iteration) or by **consensus** on the communication
@@ -44,13 +47,14 @@ mean, N times which is its estimate of the sum; each agent then updates its own 
 mu and plans with it.
 
 **Primal recovery.** A linear local problem answers a price with a corner of its
-feasible set, so the plans of one iteration can jump over the limit and back. The plan
-applied is the last iteration's if its coupling values are within ``tolerance`` of the
-limits, else the average of the iterations' plans (the ergodic average of the
-subgradient method, Nedic & Ozdaglar 2009; each building's average is a convex
-combination of its own feasible plans, so feasible for it). Only the first step is
-applied: ``g_0`` and ``x_0`` become the model's actions (capped by what there is to
-serve, as the oracle's replay does).
+feasible set, so the plans of one iteration jump over the limit and back (all buildings
+move their load to the same hour together). The coordinator recovers the plan from the
+buildings' proposals: per building, the least-cost convex combination of the plans it
+proposed so far that keeps the coupling rows (a restricted master LP, :meth:`_recover`;
+each building's combination is feasible for its own dynamics). Under consensus, with no
+coordinator, the plan is the ergodic average of the iterations' plans (Nedic & Ozdaglar
+2009). Only the first step is applied: ``g_0`` and ``x_0`` become the model's actions
+(capped by what there is to serve, as the oracle's replay does).
 
 **Batching.** The local problems are independent; for speed, up to ``chunk`` of them
 go to HiGHS together as one block-diagonal program (no row couples two blocks, so its
