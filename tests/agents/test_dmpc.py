@@ -168,3 +168,65 @@ def test_dedupe_and_persistence(closed_loop):
 def test_bad_settings_name_their_field(field: str, value: object):
     with pytest.raises(ValueError, match=field):
         DmpcConfig(**{field: value})  # type: ignore[arg-type]
+
+
+#: averaging rounds after which consensus on a 3-node path holds the sums to float rounding
+#: (the Metropolis-Hastings matrix's second eigenvalue is 2/3: (2/3)^200 ~ 1e-35)
+MANY_ROUNDS = 200
+#: consensus with (near) exact sums plans what it plans with exact sums, to this tolerance
+CONSENSUS_RTOL = 1e-6
+
+
+def test_message_counts_and_consensus_on_a_path_with_many_rounds(closed_loop):
+    setup, forecast, rows, _ = closed_loop
+    coordinator = DmpcController(setup.params, forecast, rows, DmpcConfig(), 48)
+    step = coordinator.plan(0, np.zeros(3), np.zeros(3))
+    assert step.messages == step.iterations * 2 * 3  # N plans up, N multipliers down
+    path, complete = nx.path_graph(3), nx.complete_graph(3)
+    steps = [DmpcController(setup.params, forecast, rows,
+                            DmpcConfig(negotiation="consensus", consensus_rounds=MANY_ROUNDS),
+                            48, graph=g).plan(0, np.zeros(3), np.zeros(3))
+             for g in (path, complete)]
+    on_path, exact = steps
+    assert on_path.messages == on_path.iterations * MANY_ROUNDS * 2 * path.number_of_edges()
+    assert on_path.iterations == exact.iterations
+    np.testing.assert_allclose(on_path.plans.grid_kwh[:, 0], exact.plans.grid_kwh[:, 0],
+                               rtol=CONSENSUS_RTOL, atol=1e-9)
+    np.testing.assert_allclose(on_path.mu, exact.mu, rtol=CONSENSUS_RTOL, atol=1e-9)
+
+
+def test_consensus_and_coordinator_agree_when_nothing_binds(closed_loop):
+    setup, forecast, _, _ = closed_loop
+    loose = CouplingRows.district(3, 1e6, 48)
+    plans = [DmpcController(setup.params, forecast, loose,
+                            DmpcConfig(negotiation=kind), 48,
+                            graph=nx.path_graph(3)).plan(0, np.zeros(3), np.zeros(3))
+             for kind in ("coordinator", "consensus")]
+    assert all(p.iterations == 1 and p.converged and not p.mu.any() for p in plans)
+    np.testing.assert_allclose(plans[0].plans.grid_kwh, plans[1].plans.grid_kwh,
+                               rtol=LP_RTOL, atol=1e-9)
+
+
+#: a recovered plan meets its building's balances to this many kWh (HiGHS's tolerances)
+BALANCE_ATOL = 1e-6
+
+
+def test_recovered_plans_keep_each_buildings_dynamics(closed_loop):
+    setup, forecast, rows, _ = closed_loop
+    demand, _, _ = forecast.window(0, HORIZON)
+    p = setup.params
+    for kind in ("coordinator", "consensus"):
+        ctl = DmpcController(setup.params, forecast, rows,
+                             DmpcConfig(negotiation=kind, iterations=30), 48,
+                             graph=nx.path_graph(3))
+        plans = ctl.plan(0, np.zeros(3), np.zeros(3)).plans  # (N, H) each
+        assert plans.grid_kwh.shape == (3, HORIZON)
+        b_prev = np.concatenate([np.zeros((3, 1)), plans.backlog_kwh[:, :-1]], axis=1)
+        e_prev = np.concatenate([np.zeros((3, 1)), plans.soc_kwh[:, :-1]], axis=1)
+        np.testing.assert_allclose(plans.backlog_kwh, b_prev + demand.T - plans.grid_kwh
+                                   - plans.battery_kwh, atol=BALANCE_ATOL)
+        np.testing.assert_allclose(plans.soc_kwh, e_prev
+                                   - plans.battery_kwh / p.eta_discharge[:, None]
+                                   + p.eta_charge[:, None] * plans.charge_kwh,
+                                   atol=BALANCE_ATOL)
+        assert (plans.battery_kwh <= p.eta_discharge[:, None] * e_prev + BALANCE_ATOL).all()
