@@ -1,11 +1,13 @@
 """Test helpers on run directories: corrupt a copy of a finished run on purpose
-(``cosim verify`` and ``cosim compare`` must catch it), and compare two runs' tables."""
+(``cosim verify`` and ``cosim compare`` must catch it), compare two runs' tables, and
+stop a run by Ctrl-C at a given step (to resume it)."""
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -31,3 +33,23 @@ def assert_same_tables(run: Path, ref: Path) -> None:
     for table in read_status(ref)["tables"]:
         pd.testing.assert_frame_equal(read_table(run, table), read_table(ref, table),
                                       check_exact=True, obj=table)
+
+
+def stopped_at(step: int, argv: list[str], monkeypatch: Any) -> int:
+    """``cosim`` with ``argv``, stopped by Ctrl-C inside the fleet engine (either engine) at
+    ``step``; its exit code (the engine is whole again afterwards)."""
+    from agents.runner import FleetLoop
+    from cosim.cli import main
+
+    original_step = FleetLoop.step
+
+    def crashing(self: FleetLoop, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if self.t == step:
+            raise KeyboardInterrupt("stopped for the test")
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(FleetLoop, "step", crashing)
+    try:
+        return main(argv)
+    finally:
+        monkeypatch.setattr(FleetLoop, "step", original_step)

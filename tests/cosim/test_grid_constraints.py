@@ -19,7 +19,7 @@ from cosim.cli import main
 from cosim.results import read_status, read_table
 from cosim.run import execute, prepare_scenario
 from cosim.scenario import ScenarioError, load_scenario
-from tests.run_edit import assert_same_tables
+from tests.run_edit import assert_same_tables, stopped_at
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LV_GRID = REPO_ROOT / "scenarios" / "lv_semiurb_40_grid.yaml"
@@ -215,18 +215,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(engine: str, tmp_path: Path, 
             "--set", "grid_constraints.mode=peer", "--set", "grid_constraints.beta=0.5"]
     ref, run = tmp_path / "ref", tmp_path / "run"
     assert main([*base, "--out", str(ref)]) == 0
-    from agents.runner import FleetLoop
-
-    original_step = FleetLoop.step
-
-    def crashing(self, *args, **kwargs):
-        if self.t == 41:
-            raise KeyboardInterrupt("stopped for the test")
-        return original_step(self, *args, **kwargs)
-
-    monkeypatch.setattr(FleetLoop, "step", crashing)
-    assert main([*base, "--out", str(run)]) == 130
-    monkeypatch.setattr(FleetLoop, "step", original_step)
+    assert stopped_at(41, [*base, "--out", str(run)], monkeypatch) == 130
     assert main(["run", "--resume", str(run), "--quiet"]) == 0
     assert read_status(run)["resumes"][0]["from_step"] == 36
     assert_same_tables(run, ref)

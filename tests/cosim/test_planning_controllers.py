@@ -15,7 +15,7 @@ from cosim.cli import main
 from cosim.decisions import DECISIONS_DIR
 from cosim.results import read_status, read_table
 from cosim.study import run_metrics
-from tests.run_edit import assert_same_tables
+from tests.run_edit import assert_same_tables, stopped_at
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = REPO_ROOT / "scenarios" / "paper_fig1d.yaml"
@@ -25,11 +25,16 @@ STEPS = 48
 DMPC_LIMIT_RTOL = 0.02
 
 
+def _argv(out: Path, kind: str, *extra: str, engine: str = "plain",
+          scenario: Path = SCENARIO, steps: int = STEPS) -> list[str]:
+    return ["run", str(scenario), "--steps", str(steps), "--out", str(out), "--quiet",
+            "--engine", engine, "--set", f"controller.kind={kind}",
+            "--set", "output.plots=false", "--set", "output.flush_every=12", *extra]
+
+
 def _run(out: Path, kind: str, *extra: str, engine: str = "plain",
          scenario: Path = SCENARIO, steps: int = STEPS) -> int:
-    return main(["run", str(scenario), "--steps", str(steps), "--out", str(out), "--quiet",
-                 "--engine", engine, "--set", f"controller.kind={kind}",
-                 "--set", "output.plots=false", "--set", "output.flush_every=12", *extra])
+    return main(_argv(out, kind, *extra, engine=engine, scenario=scenario, steps=steps))
 
 
 def _decisions(run: Path) -> dict[str, pd.DataFrame]:
@@ -88,20 +93,9 @@ def test_epos_holds_its_hard_bound_in_every_hour(tmp_path: Path):
 
 @pytest.mark.parametrize("kind", ["dmpc", "epos"])
 def test_a_resumed_run_writes_the_same_decisions(kind: str, tmp_path: Path, monkeypatch):
-    from agents.runner import FleetLoop
-
     ref, run = tmp_path / "ref", tmp_path / "run"
     assert _run(ref, kind) == 0
-    original = FleetLoop.step
-
-    def crashing(self, *args, **kwargs):
-        if self.t == 30:
-            raise KeyboardInterrupt("stopped for the test")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(FleetLoop, "step", crashing)
-    assert _run(run, kind) == 130
-    monkeypatch.setattr(FleetLoop, "step", original)
+    assert stopped_at(30, _argv(run, kind), monkeypatch) == 130
     assert not (run / DECISIONS_DIR).exists()
     assert main(["run", "--resume", str(run), "--quiet"]) == 0
     assert read_status(run)["resumes"][0]["from_step"] == 24

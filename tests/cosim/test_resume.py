@@ -20,7 +20,7 @@ import pytest
 from cosim.checkpoint import STATE_DIR
 from cosim.cli import main
 from cosim.results import PARTS_DIR, read_status
-from tests.run_edit import assert_same_tables
+from tests.run_edit import assert_same_tables, stopped_at
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = REPO_ROOT / "scenarios" / "paper_fig1d.yaml"
@@ -96,25 +96,6 @@ def test_kill_9_then_resume_gives_identical_tables(case: str, tmp_path: Path, ca
         k: v for k, v in kpis_ref.items() if k not in timing}
 
 
-def _stopped_at(step: int, argv: list[str], monkeypatch) -> int:
-    """``cosim`` with ``argv``, stopped by Ctrl-C inside the plain engine at ``step``;
-    its exit code (the engine is whole again afterwards)."""
-    from agents.runner import FleetLoop
-
-    original_step = FleetLoop.step
-
-    def crashing(self):
-        if self.t == step:
-            raise KeyboardInterrupt("stopped for the test")
-        return original_step(self)
-
-    monkeypatch.setattr(FleetLoop, "step", crashing)
-    try:
-        return main(argv)
-    finally:
-        monkeypatch.setattr(FleetLoop, "step", original_step)
-
-
 def test_a_resumed_run_equals_an_uninterrupted_one_in_process(tmp_path: Path, monkeypatch):
     """Stopped by Ctrl-C inside the engine (no subprocess), resumed, identical."""
     base = ["run", str(SCENARIO), "--steps", "120", "--set", "output.flush_every=20",
@@ -122,7 +103,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one_in_process(tmp_path: Path, mo
             "--set", "communication.faults.drop_probability=0.5"]
     ref, run = tmp_path / "ref", tmp_path / "run"
     assert main([*base, "--out", str(ref)]) == 0
-    assert _stopped_at(77, [*base, "--out", str(run)], monkeypatch) == 130
+    assert stopped_at(77, [*base, "--out", str(run)], monkeypatch) == 130
     assert read_status(run)["state"] == "failed"
     assert main(["run", "--resume", str(run), "--quiet"]) == 0
     assert read_status(run)["resumes"][0]["from_step"] == 60
@@ -148,7 +129,7 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path: Path, capsys):
 
 def _interrupted(out: Path, monkeypatch) -> None:
     """A run stopped by Ctrl-C at step 25 of 40 (checkpoints every 10 steps)."""
-    assert _stopped_at(25, ["run", str(SCENARIO), "--steps", "40", "--set",
+    assert stopped_at(25, ["run", str(SCENARIO), "--steps", "40", "--set",
                             "output.flush_every=10", "--set", "output.plots=false", "--quiet",
                             "--engine", "plain", "--out", str(out)], monkeypatch) == 130
 
