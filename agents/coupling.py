@@ -34,6 +34,7 @@ from typing import Literal
 import numpy as np
 
 from agents.building import FleetParams
+from agents.data import CityLearnData
 from agents.oracle_grid import LinearGridLimits
 
 ForecastMode = Literal["perfect", "persistence"]
@@ -79,6 +80,19 @@ class Forecast:
                              f"(rows, {self.params.n}) and (rows,)")
         if not 0 <= self.history < rows:
             raise ValueError(f"Forecast.history must lie in 0..{rows - 1}, got {self.history}")
+
+    @classmethod
+    def from_citylearn(cls, data: CityLearnData, profiles: list[str], params: FleetParams,
+                       start: int, steps: int, horizon: int, mode: ForecastMode = "perfect",
+                       dt_h: float = 1.0) -> Forecast:
+        """The forecast of a run of ``steps`` from data row ``start`` for buildings of the
+        CityLearn ``profiles``, planning ``horizon`` steps ahead (rows wrap the year)."""
+        history = history_steps(horizon)
+        rows = wrapped_rows(start - history, history + steps + horizon, data.n_steps)
+        chosen = [data.building(p) for p in profiles]
+        return cls(params, np.stack([b.demand_kwh[rows] for b in chosen], axis=1),
+                   np.stack([b.solar_w_per_kw[rows] for b in chosen], axis=1),
+                   np.asarray(data.price_per_kwh)[rows], history, mode, dt_h)
 
     @property
     def n(self) -> int:

@@ -457,27 +457,16 @@ def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True) -
 
 def _planning(built: Built, data: CityLearnData, source: str) -> None:
     """The forecast, coupling rows and overlay of a dmpc or epos controller (in ``built``)."""
-    from agents.coupling import (
-        DAY_STEPS,
-        CouplingRows,
-        Forecast,
-        history_steps,
-        wrapped_rows,
-    )
+    from agents.coupling import DAY_STEPS, CouplingRows, Forecast
 
     sc, setup = built.scenario, built.setup
     ctl = sc.controller
     horizon = ctl.dmpc_horizon_h if ctl.kind == "dmpc" else DAY_STEPS
     mode = ctl.dmpc_forecast if ctl.kind == "dmpc" else ctl.epos_forecast
     assert horizon is not None and mode is not None  # filled in for the kind
-    history = history_steps(horizon)
-    rows = wrapped_rows(sc.time.start - history, history + setup.n_steps + horizon,
-                        data.n_steps)
-    chosen = [data.building(p) for p in built.profiles]
-    demand = np.stack([b.demand_kwh[rows] for b in chosen], axis=1)
-    solar = np.stack([b.solar_w_per_kw[rows] for b in chosen], axis=1)
-    built.forecast = Forecast(setup.params, demand, solar, np.asarray(data.price_per_kwh)[rows],
-                              history, mode, setup.dt_h)
+    built.forecast = Forecast.from_citylearn(data, built.profiles, setup.params,
+                                             sc.time.start, setup.n_steps, horizon, mode,
+                                             setup.dt_h)
     coupling = CouplingRows.district(built.n, built.limit_kwh, setup.n_steps)
     if built.grid_constraints:
         assert built.grid is not None  # grid constraints are built on the feeder

@@ -5,12 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.coupling import (
-    CouplingRows,
-    Forecast,
-    history_steps,
-    wrapped_rows,
-)
+from agents.coupling import CouplingRows, Forecast
 from agents.data import load_citylearn
 from agents.oracle_grid import LinearGridLimits
 from agents.runner import FleetSetup
@@ -25,14 +20,8 @@ def setup() -> FleetSetup:
 
 
 def _forecast(setup: FleetSetup, mode: str) -> Forecast:
-    data = load_citylearn()
-    history = history_steps(HORIZON)
-    rows = wrapped_rows(START - history, history + STEPS + HORIZON, data.n_steps)
-    chosen = [data.building(x) for x in NAMES]
-    demand = np.stack([b.demand_kwh[rows] for b in chosen], axis=1)
-    solar = np.stack([b.solar_w_per_kw[rows] for b in chosen], axis=1)
-    return Forecast(setup.params, demand, solar, np.asarray(data.price_per_kwh)[rows],
-                    history, mode)  # type: ignore[arg-type]
+    return Forecast.from_citylearn(load_citylearn(), NAMES, setup.params, START, STEPS,
+                                   HORIZON, mode)  # type: ignore[arg-type]
 
 
 def test_perfect_forecast_is_the_run_data(setup: FleetSetup):

@@ -12,7 +12,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from agents.coupling import CouplingRows, Forecast, history_steps, wrapped_rows
+from agents.coupling import CouplingRows, Forecast
 from agents.data import load_citylearn
 from agents.dmpc import DmpcConfig, DmpcController, metropolis_weights
 from agents.oracle import solve_oracle
@@ -34,14 +34,8 @@ def _fleet(names: list[str], steps: int, mode: str = "perfect",
            scale: list[float] | None = None) -> tuple[FleetSetup, Forecast]:
     setup = FleetSetup.from_citylearn(names, START, steps, demand_scale=scale or 1.0,
                                       backlog_cap_kwh=24.0)
-    data = load_citylearn()
-    history = history_steps(HORIZON)
-    rows = wrapped_rows(START - history, history + steps + HORIZON, data.n_steps)
-    chosen = [data.building(x) for x in names]
-    forecast = Forecast(setup.params, np.stack([b.demand_kwh[rows] for b in chosen], axis=1),
-                        np.stack([b.solar_w_per_kw[rows] for b in chosen], axis=1),
-                        np.asarray(data.price_per_kwh)[rows], history,
-                        mode)  # type: ignore[arg-type]
+    forecast = Forecast.from_citylearn(load_citylearn(), names, setup.params, START, steps,
+                                       HORIZON, mode)  # type: ignore[arg-type]
     return setup, forecast
 
 

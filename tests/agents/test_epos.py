@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from agents.building import FleetState, step_fleet
-from agents.coupling import CouplingRows, Forecast, history_steps, wrapped_rows
+from agents.coupling import CouplingRows, Forecast
 from agents.data import load_citylearn
 from agents.epos import (
     MAX_APPROVAL_CHILDREN,
@@ -180,13 +180,8 @@ def fleet() -> tuple[FleetSetup, Forecast]:
     steps, start = 48, 2000
     setup = FleetSetup.from_citylearn(names, start, steps, backlog_cap_kwh=24.0,
                                       demand_scale=[1.0, 2.0, 1.0, 1.0])
-    data = load_citylearn()
-    history = history_steps(24)
-    rows = wrapped_rows(start - history, history + steps + 24, data.n_steps)
-    chosen = [data.building(x) for x in names]
-    forecast = Forecast(setup.params, np.stack([b.demand_kwh[rows] for b in chosen], axis=1),
-                        np.stack([b.solar_w_per_kw[rows] for b in chosen], axis=1),
-                        np.asarray(data.price_per_kwh)[rows], history)
+    forecast = Forecast.from_citylearn(load_citylearn(), names, setup.params, start, steps,
+                                       24)
     return setup, forecast
 
 
