@@ -310,11 +310,9 @@ def controller_metrics(run_dir: Path, steps: int) -> dict[str, float]:
     nan = float("nan")
     out = {"messages_per_step": nan, "negotiation_iterations_mean": nan,
            "wall_ms_per_step": nan, "controller_ms_per_step": nan}
-    status_path = run_dir / "status.json"
-    if status_path.is_file():
-        wall = json.loads(status_path.read_text()).get("wall_s")
-        if wall is not None and steps:
-            out["wall_ms_per_step"] = 1e3 * float(wall) / steps
+    wall = (read_marker(run_dir, "run") or {}).get("wall_s")
+    if wall is not None and steps:
+        out["wall_ms_per_step"] = 1e3 * float(wall) / steps
     dmpc = read_decisions(run_dir, "dmpc_steps")
     if dmpc is not None and len(dmpc):
         out["messages_per_step"] = float(dmpc["messages"].mean())
