@@ -96,6 +96,12 @@ class CityLearnData:
         solar = np.stack([b.solar_w_per_kw[window] for b in chosen], axis=1)
         return demand, solar, np.array(self.price_per_kwh[window])
 
+    def price_outlook(self, start: int, steps: int, ahead: int = 24) -> np.ndarray:
+        """The tariff of hours ``start .. start+steps+ahead-1``, wrapping past the year's
+        end (the tariff a run of ``steps`` from ``start`` sees ``ahead`` hours beyond)."""
+        rows = (int(start) + np.arange(int(steps) + int(ahead))) % self.n_steps
+        return np.array(self.price_per_kwh[rows], dtype=np.float64)
+
     def building(self, name: str) -> BuildingData:
         """The building called ``name``.
 

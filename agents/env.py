@@ -11,7 +11,7 @@ import numpy as np
 from agents.actions import ACTION_ORDERS, battery_first_to_model
 from agents.building import FleetParams, FleetState
 from agents.data import CityLearnData, load_citylearn
-from agents.observation import OBS_DIM, ObservationScales, observation_matrix
+from agents.observation import OBS_NAMES, PRICE_AHEAD_H, ObservationScales, observation_matrix
 from agents.runner import NO_BUS, FleetLoop, FleetSetup
 from agents.tariffs import MultiplierDraw, TariffDraw
 
@@ -28,9 +28,11 @@ class BuildingEnv(gym.Env):
     ``episode_steps`` hourly steps of the building model of ``agents.building``.
 
     ## Observation Space
-    ``Box(-inf, inf, (9,), float32)``: the columns of ``agents.observation.OBS_NAMES``
-    (demand, backlog, state of charge, price, PV, hour sin/cos, lambda, nu), each
-    divided by the fixed ``ObservationScales`` that are exported with the policy.
+    ``Box(-inf, inf, (15,), float32)``: the columns of ``agents.observation.OBS_NAMES``
+    (demand, backlog, state of charge, price, PV, hour sin/cos, lambda, nu, and six
+    features of the episode's tariff over the next 24 hours), each divided by the fixed
+    ``ObservationScales`` that are exported with the policy; ``(9,)`` with
+    ``obs_names=OBS_NAMES_V1``.
 
     ## Action Space
     ``Box(0, 1, (2,), float32)``: ``(u_grid, u_batt)``; the share of the demand to
@@ -75,6 +77,11 @@ class BuildingEnv(gym.Env):
     - ``scale_by_multipliers``: divide the rewards by ``1 + lambda + |nu|`` (above).
     - ``action_order``: ``grid_first`` (the actions are the model's ``u_grid, u_batt``)
       or ``battery_first`` (``agents.actions``: battery share first, then the grid's).
+    - ``obs_names``: the observation layout (``agents.observation.OBS_LAYOUTS``).
+
+    The vectorised training environment, with multipliers that evolve within an episode,
+    is :class:`agents.vec_env.FleetVecEnv`; this env is one building with the
+    multipliers held fixed per episode, the paper's recipe.
     """
 
     metadata = {"render_modes": []}
@@ -97,6 +104,7 @@ class BuildingEnv(gym.Env):
         shaping_gamma: float | None = None,
         scale_by_multipliers: bool = False,
         action_order: str = "grid_first",
+        obs_names: tuple[str, ...] = OBS_NAMES,
     ) -> None:
         super().__init__()
         self.data = data if data is not None else load_citylearn()
@@ -107,8 +115,10 @@ class BuildingEnv(gym.Env):
             raise ValueError(f"lambda_range must satisfy 0 <= low <= high, got {lambda_range}")
         if nu_range[1] < nu_range[0]:
             raise ValueError(f"nu_range must satisfy low <= high, got {nu_range}")
-        if not 1 <= episode_steps < self.data.n_steps:
-            raise ValueError(f"episode_steps must lie in 1..{self.data.n_steps - 1}")
+        if not 1 <= episode_steps < self.data.n_steps - PRICE_AHEAD_H:
+            raise ValueError("episode_steps must lie in "
+                             f"1..{self.data.n_steps - PRICE_AHEAD_H - 1}")
+        self.obs_names = tuple(obs_names)
         self.demand_scale = float(demand_scale)
         self.lambda_range = (float(lambda_range[0]), float(lambda_range[1]))
         self.nu_range = (float(nu_range[0]), float(nu_range[1]))
@@ -139,19 +149,21 @@ class BuildingEnv(gym.Env):
                                        backlog_cap_kwh=backlog_cap_kwh)
             for n in self.building_names
         ]
-        starts = np.arange(0, self.data.n_steps - self.episode_steps)
+        span = self.episode_steps + 1 + PRICE_AHEAD_H  # the tariff ahead of the last step
+        starts = np.arange(0, self.data.n_steps - span)
         if heldout is not None:
             h0, h_len = heldout
-            overlaps = (starts < h0 + h_len) & (starts + self.episode_steps > h0)
+            overlaps = (starts < h0 + h_len) & (starts + span > h0)
             starts = starts[~overlaps]
         self._starts = starts
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (len(self.obs_names),),
+                                                np.float32)
         self.action_space = gym.spaces.Box(0.0, 1.0, (2,), np.float32)
         self._t = 0
 
     def _observe(self) -> np.ndarray:
         self._last_obs = self._loop.observe((self.lam, 0.0, self.nu))  # battery_first reuses it
-        result: np.ndarray = observation_matrix(self._last_obs, self.scales)[0]
+        result: np.ndarray = observation_matrix(self._last_obs, self.scales, self.obs_names)[0]
         return result
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -173,12 +185,15 @@ class BuildingEnv(gym.Env):
         cap = float(params.backlog_cap_kwh[0])
         backlog0 = rng.uniform(0.0, 0.5 * cap) if np.isfinite(cap) else rng.uniform(0.0, 10.0)
         name = self.building_names[self._building]
-        # one row more than the episode: the observation after its last step
-        demand, solar, price = self.data.window([name], self._start, self.episode_steps + 1)
+        # one row more than the episode (the observation after its last step), and the
+        # tariff of the 24 hours after that
+        rows = self.episode_steps + 1
+        demand, solar, price = self.data.window([name], self._start, rows + PRICE_AHEAD_H)
         hours = (self._start + np.arange(price.shape[0]) * self.dt_h) % 24
         price = self.tariff.draw(rng, hours, price)
-        setup = FleetSetup([name], params, np.asarray(NO_BUS), demand, solar, price,
-                           start_hour=self._start, dt_h=self.dt_h)
+        setup = FleetSetup([name], params, np.asarray(NO_BUS), demand[:rows], solar[:rows],
+                           price[:rows], start_hour=self._start, dt_h=self.dt_h,
+                           price_outlook_per_kwh=price)
         self._loop = FleetLoop(setup, None, None)  # the learner acts; multipliers held fixed
         self._loop.state = FleetState(np.array([backlog0]),
                                       params.capacity_kwh * rng.uniform(0.0, 1.0))

@@ -12,8 +12,23 @@ Columns (``OBS_NAMES``):
     pv           PV yield s_t / pv_kwh
     hour_sin     sin(2 pi hour / 24)
     hour_cos     cos(2 pi hour / 24)
-    lambda       lambda / lambda_max              (global multiplier, >= 0)
+    lambda       lambda / lambda_max              (global multiplier; lambda_eff may be < 0)
     nu           nu / max(|nu_min|, |nu_max|)     (local multiplier, signed)
+
+Observation layout 2 (``OBS_NAMES``, the default since the policies of issue 23) adds
+features of the published tariff ahead, ``p_{t+1} .. p_{t+24}`` (``price_ahead_per_kwh``
+of the observation; the tariff is published, so nothing from the future that the data
+do not publish is read), each divided by ``price_per_kwh``:
+
+    price_max_6h        max of the next 6 hours' prices
+    price_max_12h       max of the next 12 hours' prices
+    price_min_6h        min of the next 6 hours' prices
+    price_min_12h       min of the next 12 hours' prices
+    price_mean_24h      mean of the next 24 hours' prices
+    price_dearer_12h    share of the next 12 hours dearer than now (not scaled)
+
+Layout 1 (``OBS_NAMES_V1``, the first nine columns) is what the policies trained before
+it see; a policy's JSON names its layout and is fed exactly that.
 """
 
 from __future__ import annotations
@@ -24,8 +39,16 @@ import numpy as np
 
 from agents.building import FleetParams, FleetState, exogenous_kwh
 
-OBS_NAMES = ("demand", "backlog", "soc", "price", "pv", "hour_sin", "hour_cos", "lambda", "nu")
+OBS_NAMES_V1 = ("demand", "backlog", "soc", "price", "pv", "hour_sin", "hour_cos", "lambda",
+                "nu")
+PRICE_FEATURES = ("price_max_6h", "price_max_12h", "price_min_6h", "price_min_12h",
+                  "price_mean_24h", "price_dearer_12h")
+OBS_NAMES = OBS_NAMES_V1 + PRICE_FEATURES
 OBS_DIM = len(OBS_NAMES)
+#: the observation layouts a policy may name, by their column names
+OBS_LAYOUTS: dict[str, tuple[str, ...]] = {"v1": OBS_NAMES_V1, "v2": OBS_NAMES}
+#: hours of the tariff ahead an observation carries (``price_ahead_per_kwh``)
+PRICE_AHEAD_H = 24
 
 
 @dataclass(frozen=True)
@@ -63,6 +86,16 @@ class FleetObservation:
     lam: np.ndarray  # lambda
     nu: np.ndarray
     battery_available_kwh: np.ndarray  # what the battery can deliver this step (not a policy input)
+    # the published tariff of the next PRICE_AHEAD_H steps, (N, H) (may be a broadcast view)
+    price_ahead_per_kwh: np.ndarray | None = None
+
+    def select(self, index: np.ndarray) -> FleetObservation:
+        """The observation of the buildings ``index`` (a policy class or a shard)."""
+        fields: dict[str, np.ndarray | None] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            fields[name] = None if value is None else np.asarray(value)[index]
+        return FleetObservation(**fields)  # type: ignore[arg-type]  # the fields as given
 
     @property
     def n(self) -> int:
@@ -70,8 +103,37 @@ class FleetObservation:
         return int(self.demand_kwh.shape[0])
 
 
-def observation_matrix(obs: FleetObservation, scales: ObservationScales) -> np.ndarray:
-    """(N, OBS_DIM) float32 matrix, the policy network's input."""
+def price_features(price_now_per_kwh: np.ndarray, price_ahead_per_kwh: np.ndarray,
+                   price_scale: float) -> np.ndarray:
+    """(N, 6) columns of ``PRICE_FEATURES`` from the current price (N,) and the tariff
+    ahead (N, H >= 24)."""
+    ahead = np.asarray(price_ahead_per_kwh, dtype=np.float64)
+    if ahead.ndim != 2 or ahead.shape[1] < PRICE_AHEAD_H:
+        raise ValueError(f"price_ahead_per_kwh must be (N, >= {PRICE_AHEAD_H}), got {ahead.shape}")
+    now = np.asarray(price_now_per_kwh, dtype=np.float64)
+    cols = (
+        ahead[:, :6].max(axis=1) / price_scale,
+        ahead[:, :12].max(axis=1) / price_scale,
+        ahead[:, :6].min(axis=1) / price_scale,
+        ahead[:, :12].min(axis=1) / price_scale,
+        ahead[:, :24].mean(axis=1) / price_scale,
+        (ahead[:, :12] > now[:, None]).mean(axis=1),
+    )
+    return np.stack(cols, axis=1)
+
+
+def observation_matrix(obs: FleetObservation, scales: ObservationScales,
+                       names: tuple[str, ...] = OBS_NAMES) -> np.ndarray:
+    """(N, len(names)) float32 matrix, the policy network's input, in layout ``names``
+    (``OBS_NAMES`` or ``OBS_NAMES_V1``).
+
+    Raises:
+        ValueError: if ``names`` is no known layout, or layout 2 is asked of an
+            observation without the tariff ahead.
+    """
+    if tuple(names) not in OBS_LAYOUTS.values():
+        raise ValueError(f"unknown observation layout {list(names)}; valid: "
+                         f"{ {k: list(v) for k, v in OBS_LAYOUTS.items()} }")
     n = obs.n
     soc = np.divide(obs.soc_kwh, obs.capacity_kwh, out=np.zeros(n), where=obs.capacity_kwh > 0)
     angle = 2.0 * np.pi * np.asarray(obs.hour_of_day, dtype=np.float64) / 24.0
@@ -86,7 +148,15 @@ def observation_matrix(obs: FleetObservation, scales: ObservationScales) -> np.n
         np.broadcast_to(obs.lam, (n,)) / scales.lambda_max,
         np.broadcast_to(obs.nu, (n,)) / scales.nu_abs_max,
     )
-    return np.stack(cols, axis=1).astype(np.float32)
+    base = np.stack(cols, axis=1)
+    if len(names) == len(OBS_NAMES_V1):
+        return base.astype(np.float32)
+    if obs.price_ahead_per_kwh is None:
+        raise ValueError("this observation layout needs the tariff ahead "
+                         "(FleetObservation.price_ahead_per_kwh), which the caller did not give")
+    now = np.broadcast_to(np.asarray(obs.price_per_kwh, dtype=np.float64), (n,))
+    extra = price_features(now, obs.price_ahead_per_kwh, scales.price_per_kwh)
+    return np.concatenate([base, extra], axis=1).astype(np.float32)
 
 
 def fleet_observation(
@@ -99,8 +169,10 @@ def fleet_observation(
     lam: np.ndarray | float,
     nu: np.ndarray | float,
     dt_h: float = 1.0,
+    price_ahead_per_kwh: np.ndarray | None = None,
 ) -> FleetObservation:
-    """The observation at the start of a step, from the same inputs as ``step_fleet``."""
+    """The observation at the start of a step, from the same inputs as ``step_fleet``;
+    ``price_ahead_per_kwh`` is the tariff of the next steps, (H,) for all or (N, H)."""
     demand, pv = exogenous_kwh(params, base_demand_kwh, solar_w_per_kw, dt_h)
     n = params.n
     return FleetObservation(
@@ -114,6 +186,9 @@ def fleet_observation(
         lam=np.broadcast_to(np.asarray(lam, dtype=float), (n,)),
         nu=np.broadcast_to(np.asarray(nu, dtype=float), (n,)),
         battery_available_kwh=battery_available_kwh(params, state, dt_h),
+        price_ahead_per_kwh=None if price_ahead_per_kwh is None else np.broadcast_to(
+            np.asarray(price_ahead_per_kwh, dtype=float),
+            (n, np.shape(price_ahead_per_kwh)[-1])),
     )
 
 

@@ -27,10 +27,14 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from agents.actions import ACTION_ORDERS, battery_first_to_model
-from agents.observation import OBS_DIM, OBS_NAMES, FleetObservation, ObservationScales
+from agents.observation import OBS_LAYOUTS, OBS_NAMES, FleetObservation, ObservationScales
 from agents.observation import observation_matrix as _obs_matrix
 
 FORMAT_VERSION = 1
+#: how the last layer's output becomes the action: clipped to the bounds (PPO's Gaussian
+#: mean), or squashed by tanh onto them (SAC; PPO with a squashed distribution)
+OUTPUTS = ("mean_action", "tanh_squashed")
+
 def _relu(x: np.ndarray) -> np.ndarray:
     result: np.ndarray = np.maximum(x, 0.0)
     return result
@@ -65,9 +69,11 @@ class Policy:
     action_high: np.ndarray
     metadata: Mapping[str, Any]
     action_order: str = "grid_first"  # agents.actions.ACTION_ORDERS
+    obs_names: tuple[str, ...] = OBS_NAMES  # the observation layout it was trained on
+    output: str = "mean_action"  # OUTPUTS
 
     def act_matrix(self, obs: np.ndarray) -> np.ndarray:
-        """Deterministic actions for an (N, OBS_DIM) observation matrix.
+        """Deterministic actions for an (N, len(obs_names)) observation matrix.
 
         The products use ``np.einsum`` rather than BLAS: each row's result is then the
         same whatever the batch size, so a fleet split over shards acts bit for bit
@@ -78,36 +84,54 @@ class Policy:
         for w, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
             x = act(np.einsum("ij,kj->ik", x, w) + b)
         mean = np.einsum("ij,kj->ik", x, self.weights[-1]) + self.biases[-1]
+        if self.output == "tanh_squashed":
+            mean = self.action_low + 0.5 * (np.tanh(mean) + 1.0) * (self.action_high
+                                                                    - self.action_low)
         result: np.ndarray = np.clip(mean, self.action_low, self.action_high)
         return result
 
     def act(self, obs: FleetObservation) -> np.ndarray:
         """Model actions ``(u_grid, u_batt)`` for every building, shape (N, 2)."""
-        outputs = self.act_matrix(_obs_matrix(obs, self.scales)).astype(np.float64)
+        matrix = _obs_matrix(obs, self.scales, self.obs_names)
+        outputs = self.act_matrix(matrix).astype(np.float64)
         if self.action_order == "battery_first":
             return battery_first_to_model(outputs, obs.demand_kwh + obs.backlog_kwh,
                                           obs.battery_available_kwh)
         return outputs
 
 
-def export_sb3_policy(model: Any,  # an SB3 PPO; its Box space and activation_fn are untyped
+def _actor_layers(model: Any) -> tuple[list[str], str]:
+    """The state-dict prefixes of the actor's hidden layers and output layer, and its
+    output (``OUTPUTS``), for an SB3 PPO (Gaussian or squashed) or SAC ``MlpPolicy``."""
+    state = model.policy.state_dict()
+    if any(k.startswith("actor.latent_pi.") for k in state):  # SAC: tanh-squashed
+        hidden_prefix, out_key, output = "actor.latent_pi.", "actor.mu", "tanh_squashed"
+    else:
+        hidden_prefix, out_key = "mlp_extractor.policy_net.", "action_net"
+        output = "tanh_squashed" if getattr(model.policy, "squash_output", False) \
+            else "mean_action"
+    hidden = sorted({k.rsplit(".", 1)[0] for k in state if k.startswith(hidden_prefix)},
+                    key=lambda k: int(k.rsplit(".", 1)[1]))
+    return [*hidden, out_key], output
+
+
+def export_sb3_policy(model: Any,  # an SB3 PPO or SAC; its spaces and activation are untyped
                       directory: str | Path, name: str,
                       metadata: Mapping[str, Any], scales: ObservationScales,
-                      action_order: str = "grid_first") -> Path:
-    """Write the actor of an SB3 PPO ``MlpPolicy`` as ``name.safetensors`` + ``name.json``."""
+                      action_order: str = "grid_first",
+                      obs_names: Sequence[str] = OBS_NAMES) -> Path:
+    """Write the actor of an SB3 PPO or SAC ``MlpPolicy`` as ``name.safetensors`` +
+    ``name.json`` (the deterministic action: the Gaussian mean clipped, or squashed)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().numpy() for k, v in model.policy.state_dict().items()}
-    hidden_keys = sorted(
-        {k.rsplit(".", 1)[0] for k in state if k.startswith("mlp_extractor.policy_net.")},
-        key=lambda k: int(k.rsplit(".", 1)[1]),
-    )
-    layers = hidden_keys + ["action_net"]
+    layers, output = _actor_layers(model)
     tensors: dict[str, np.ndarray] = {}
     for i, key in enumerate(layers):
         tensors[f"layer{i}.weight"] = np.ascontiguousarray(state[f"{key}.weight"], np.float32)
         tensors[f"layer{i}.bias"] = np.ascontiguousarray(state[f"{key}.bias"], np.float32)
-    act_fn = model.policy.activation_fn.__name__.lower()
+    act_fn = (model.policy.actor.activation_fn if hasattr(model.policy, "actor")
+              else model.policy.activation_fn).__name__.lower()
     if act_fn not in ACTIVATIONS:
         raise PolicyFileError(f"activation {act_fn!r} not supported; valid: {list(ACTIVATIONS)}")
     weights_path = directory / f"{name}.safetensors"
@@ -119,8 +143,8 @@ def export_sb3_policy(model: Any,  # an SB3 PPO; its Box space and activation_fn
     meta = {
         "format_version": FORMAT_VERSION,
         "name": name,
-        "architecture": {"layer_sizes": sizes, "activation": act_fn, "output": "mean_action"},
-        "observation": {"names": list(OBS_NAMES), "scales": scales.to_dict()},
+        "architecture": {"layer_sizes": sizes, "activation": act_fn, "output": output},
+        "observation": {"names": list(obs_names), "scales": scales.to_dict()},
         "action": {"names": (["u_grid", "u_batt"] if action_order == "grid_first"
                              else ["grid_share_after_battery", "battery_share"]),
                    "order": action_order, "low": space.low.tolist(),
@@ -149,6 +173,7 @@ def load_policy(json_path: str | Path) -> Policy:
         low = np.asarray(meta["action"]["low"], dtype=np.float32)
         high = np.asarray(meta["action"]["high"], dtype=np.float32)
         action_order = str(meta["action"].get("order", "grid_first"))
+        output = str(arch.get("output", "mean_action"))
         weights_name = str(meta["weights_file"])
         expected_hash = str(meta["weights_sha256"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
@@ -157,10 +182,15 @@ def load_policy(json_path: str | Path) -> Policy:
         raise PolicyFileError(
             f"{json_path}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}"
         )
-    if obs_names != list(OBS_NAMES) or sizes[0] != OBS_DIM:
+    layouts = [list(v) for v in OBS_LAYOUTS.values()]
+    if obs_names not in layouts or sizes[0] != len(obs_names):
         raise PolicyFileError(
-            f"{json_path}: observation {obs_names} does not match this version's {list(OBS_NAMES)}"
+            f"{json_path}: observation {obs_names} (input width {sizes[0]}) is none of this "
+            f"version's layouts {layouts}"
         )
+    if output not in OUTPUTS:
+        raise PolicyFileError(f"{json_path}: architecture.output {output!r}; valid: "
+                              f"{list(OUTPUTS)}")
     if action_order not in ACTION_ORDERS:
         raise PolicyFileError(f"{json_path}: action.order {action_order!r}; valid: "
                               f"{list(ACTION_ORDERS)}")
@@ -200,7 +230,7 @@ def load_policy(json_path: str | Path) -> Policy:
         raise PolicyFileError(f"{json_path}: action bounds do not match {sizes[-1]} outputs")
     _check_values(json_path, weights_path, weights, biases, scales, low, high)
     return Policy(str(meta.get("name", json_path.stem)), tuple(weights), tuple(biases),
-                  activation, scales, low, high, meta, action_order)
+                  activation, scales, low, high, meta, action_order, tuple(obs_names), output)
 
 
 def _check_values(json_path: Path, weights_path: Path, weights: list[np.ndarray],
@@ -268,8 +298,5 @@ class PolicyLibrary:
         for cls_name, idx in self._groups.items():
             if idx.size == 0:
                 continue
-            policy = self.policies[cls_name]
-            fields = obs.__dataclass_fields__
-            sub = FleetObservation(*(np.asarray(getattr(obs, f))[idx] for f in fields))
-            actions[idx] = policy.act(sub)
+            actions[idx] = self.policies[cls_name].act(obs.select(idx))
         return actions

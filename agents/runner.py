@@ -28,7 +28,7 @@ from agents.building import FleetParams, FleetState, step_fleet
 from agents.controllers import Controller
 from agents.data import CityLearnData, load_citylearn
 from agents.duals import DualDynamics
-from agents.observation import FleetObservation, fleet_observation
+from agents.observation import PRICE_AHEAD_H, FleetObservation, fleet_observation
 from agents.records import RESULT_COLUMNS, VALUE_COLUMNS
 
 NO_BUS = -1
@@ -54,6 +54,9 @@ class FleetSetup:
     start_hour: int = 0
     dt_h: float = 1.0
     initial_soc_fraction: float | np.ndarray = field(default=0.0)
+    # the published tariff from step 0 to PRICE_AHEAD_H steps past the last, (T + H,);
+    # None: the run's prices, continued past its end by repeating their last day
+    price_outlook_per_kwh: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         names = [str(x) for x in self.names]
@@ -82,7 +85,10 @@ class FleetSetup:
                 f"{self.solar_w_per_kw.shape[0]} and price_per_kwh shape {price.shape}"
             )
         object.__setattr__(self, "price_per_kwh", price)
-        for name in ("base_demand_kwh", "solar_w_per_kw", "price_per_kwh"):
+        object.__setattr__(self, "price_outlook_per_kwh",
+                           _price_outlook(price, self.price_outlook_per_kwh, self.dt_h))
+        for name in ("base_demand_kwh", "solar_w_per_kw", "price_per_kwh",
+                     "price_outlook_per_kwh"):
             if not np.isfinite(getattr(self, name)).all():
                 raise ValueError(f"FleetSetup.{name}: every value must be finite")
         if (self.base_demand_kwh < 0).any():
@@ -113,7 +119,8 @@ class FleetSetup:
         return FleetSetup([self.names[i] for i in idx], self.params.select(idx), self.bus[idx],
                           self.base_demand_kwh[:, idx], self.solar_w_per_kw[:, idx],
                           self.price_per_kwh, start_hour=self.start_hour, dt_h=self.dt_h,
-                          initial_soc_fraction=soc)
+                          initial_soc_fraction=soc,
+                          price_outlook_per_kwh=self.price_outlook_per_kwh)
 
     def hour_of_day(self, t: int) -> float:
         """Hour of day at the start of step ``t``, in [0, 24)."""
@@ -147,7 +154,31 @@ class FleetSetup:
         )
         demand, solar, price = data.window(names, start, steps)
         return cls(names, params, np.asarray(bus), demand, solar, price, start_hour=start,
-                   dt_h=data.hours_per_step, initial_soc_fraction=initial_soc_fraction)
+                   dt_h=data.hours_per_step, initial_soc_fraction=initial_soc_fraction,
+                   price_outlook_per_kwh=data.price_outlook(start, steps))
+
+
+def _price_outlook(price: np.ndarray, outlook: np.ndarray | None, dt_h: float) -> np.ndarray:
+    """The tariff from step 0 to ``PRICE_AHEAD_H`` steps past the run's last, (T + H,).
+
+    Without one given, the run's prices continued by repeating their last day (a daily
+    tariff's persistence; the last price alone for a run shorter than a day).
+    """
+    t = price.shape[0]
+    if outlook is not None:
+        arr = np.asarray(outlook, dtype=np.float64)
+        if arr.shape != (t + PRICE_AHEAD_H,):
+            raise ValueError(f"FleetSetup.price_outlook_per_kwh: expected shape "
+                             f"({t + PRICE_AHEAD_H},) (the run's {t} steps and "
+                             f"{PRICE_AHEAD_H} after), got {arr.shape}")
+        if not np.array_equal(arr[:t], price):
+            raise ValueError("FleetSetup.price_outlook_per_kwh must start with price_per_kwh")
+        return arr
+    day = max(1, int(round(24.0 / dt_h))) if np.isfinite(dt_h) and dt_h > 0 else 1
+    extra = np.arange(t, t + PRICE_AHEAD_H)
+    back = extra - day * ((extra - t) // day + 1)
+    rows = np.where(back >= 0, back, t - 1)
+    return np.concatenate([price, price[rows]])
 
 
 def district_limit_kwh(setup: FleetSetup, fraction: float, steps: int | None = None) -> float:
@@ -255,9 +286,11 @@ class FleetLoop:
     def _observation(self, demand_t: np.ndarray, lam: np.ndarray,
                      nu: np.ndarray) -> FleetObservation:
         setup, t = self.setup, self.t
+        assert setup.price_outlook_per_kwh is not None  # FleetSetup fills it in
         return fleet_observation(setup.params, self.state, demand_t, setup.solar_w_per_kw[t],
                                  setup.price_per_kwh[t], setup.hour_of_day(t), lam, nu,
-                                 setup.dt_h)
+                                 setup.dt_h,
+                                 setup.price_outlook_per_kwh[t + 1:t + 1 + PRICE_AHEAD_H])
 
     def observe(self, multipliers: Multipliers | None = None,
                 extra_demand_kwh: np.ndarray | None = None) -> FleetObservation:

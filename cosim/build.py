@@ -258,6 +258,15 @@ def _check_lambda_range(sc: Scenario, policies: dict[str, Policy], problems: Pro
     if sc.duals.lambda_max > lam_hi + 1e-9:
         problems.add("duals.lambda_max", f"{sc.duals.lambda_max:g} exceeds the range the "
                      f"policies were trained on (lambda <= {lam_hi:g})")
+    if sc.grid_constraints is not None and sc.grid_constraints.lambda_eff_min < 0:
+        lows = {cls: float(p.metadata["multipliers"].get("lambda_low", 0.0))
+                for cls, p in policies.items()}
+        lam_lo = max(lows.values())
+        if sc.grid_constraints.lambda_eff_min < lam_lo - 1e-9:
+            problems.add("grid_constraints.lambda_eff_min",
+                         f"{sc.grid_constraints.lambda_eff_min:g} lies below the range the "
+                         f"policies were trained on (lambda >= {lam_lo:g}); policies trained "
+                         "with multipliers.lambda_low <= it are needed")
 
 
 def _grid(sc: Scenario, rows: list[Row], problems: Problems) -> GridModel | None:
@@ -415,7 +424,9 @@ def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True) -
         buses = grid.building_bus if grid is not None else np.full(len(rows), -1, np.int64)
         setup = FleetSetup(names, params, buses, demand, solar, price,
                            start_hour=sc.time.start, dt_h=data.hours_per_step,
-                           initial_soc_fraction=sc.buildings.initial_soc_fraction)
+                           initial_soc_fraction=sc.buildings.initial_soc_fraction,
+                           price_outlook_per_kwh=data.price_outlook(sc.time.start,
+                                                                    sc.time.steps))
         limit_kwh, limit_basis = _limit(sc, setup, data, profiles)
 
     # without the feeder (a cmd-mode shard: buildings and controller only) a 'feeder'

@@ -85,7 +85,35 @@ def test_exported_policy_acts_like_sb3(tmp_path: Path):
     policy = load_policy(path)
     assert policy.scales == ObservationScales(lambda_max=15.0, nu_abs_max=20.0)
     rng = np.random.default_rng(0)
-    obs = rng.normal(size=(500, 9)).astype(np.float32)
+    obs = rng.normal(size=(500, env.observation_space.shape[0])).astype(np.float32)
+    expected, _ = model.predict(obs, deterministic=True)
+    np.testing.assert_allclose(policy.act_matrix(obs), expected, rtol=0, atol=ACTION_ATOL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["ppo_squashed", "sac"])
+def test_exported_squashed_policy_acts_like_sb3(tmp_path: Path, algorithm: str):
+    """The tanh-squashed actors (PPO with gSDE's squash_output, SAC) export as
+    ``tanh_squashed`` and act like SB3's deterministic predict."""
+    from stable_baselines3 import PPO, SAC
+
+    from agents.env import BuildingEnv
+    from agents.policy import export_sb3_policy
+
+    env = BuildingEnv()
+    if algorithm == "sac":
+        model = SAC("MlpPolicy", env, learning_starts=32, batch_size=32, seed=1, device="cpu",
+                    policy_kwargs={"net_arch": [8, 8]})
+        model.learn(64)
+    else:
+        model = PPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=1,
+                    device="cpu", use_sde=True,
+                    policy_kwargs={"net_arch": [8, 8], "squash_output": True})
+        model.learn(64)
+    policy = load_policy(export_sb3_policy(model, tmp_path, "p", {}, env.scales))
+    assert policy.output == "tanh_squashed"
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(300, env.observation_space.shape[0])).astype(np.float32)
     expected, _ = model.predict(obs, deterministic=True)
     np.testing.assert_allclose(policy.act_matrix(obs), expected, rtol=0, atol=ACTION_ATOL)
 
@@ -140,7 +168,8 @@ def test_library_acts_per_class_in_one_call(trained: Path):
                             price[0], 4, np.array([0.0, 1.0, 2.0, 3.0]), 5.0)
     actions = lib.act(obs)
     assert actions.shape == (4, 2) and ((actions >= 0) & (actions <= 1)).all()
-    matrix = observation_matrix(obs, lib.policies["double"].scales)
+    matrix = observation_matrix(obs, lib.policies["double"].scales,
+                                lib.policies["double"].obs_names)
     np.testing.assert_allclose(actions[[1, 3]],
                                lib.policies["double"].act_matrix(matrix[[1, 3]]), atol=ACTION_ATOL)
     with pytest.raises(PolicyFileError, match="not loaded"):
@@ -183,8 +212,10 @@ def test_battery_first_policy_maps_its_outputs(tmp_path: Path):
     params = FleetParams.from_buildings([data.building(n) for n in names])
     demand, solar, price = data.window(names, 200, 1)
     state = FleetState(np.array([0.0, 3.0, 9.0]), np.array([0.5, 4.0, 6.0]))
-    obs = fleet_observation(params, state, demand[0], solar[0], price[0], 18, 1.0, 4.0)
-    outputs = policy.act_matrix(observation_matrix(obs, policy.scales)).astype(np.float64)
+    obs = fleet_observation(params, state, demand[0], solar[0], price[0], 18, 1.0, 4.0,
+                            price_ahead_per_kwh=data.price_outlook(201, 0))
+    outputs = policy.act_matrix(observation_matrix(obs, policy.scales, policy.obs_names)
+                                ).astype(np.float64)
     expected = battery_first_to_model(outputs, obs.demand_kwh + obs.backlog_kwh,
                                       obs.battery_available_kwh)
     np.testing.assert_allclose(policy.act(obs), expected, rtol=0, atol=ACTION_ATOL)
