@@ -39,6 +39,10 @@ class PPOConfig(_Strict):
     normalize_reward: bool = True
     total_timesteps: int = Field(800_000, ge=1)
     torch_threads: int = Field(1, ge=1)
+    # a tanh-squashed Gaussian (SB3's gSDE with squash_output): the action keeps a
+    # gradient at its bounds, where a clipped Gaussian has none
+    squash: bool = False
+    log_std_init: float = 0.0
 
     @field_validator("activation")
     @classmethod
@@ -46,6 +50,72 @@ class PPOConfig(_Strict):
         if v not in ("tanh", "relu"):
             raise ValueError("must be 'tanh' or 'relu'")
         return v
+
+
+class SACConfig(_Strict):
+    """SAC settings (``algorithm: sac``): SB3 hyperparameters, network and length."""
+
+    learning_rate: float = Field(3e-4, gt=0)
+    buffer_size: int = Field(1_000_000, ge=1000)
+    batch_size: int = Field(512, ge=8)
+    tau: float = Field(0.005, gt=0, le=1)
+    gamma: float = Field(0.99, gt=0, le=1)
+    gradient_steps: int = Field(8, ge=1)  # per vectorised step (lanes transitions)
+    learning_starts: int = Field(10_000, ge=0)
+    ent_coef: str = "auto"
+    net_arch: list[int] = Field(default_factory=lambda: [64, 64], min_length=1)
+    activation: str = "tanh"
+    total_timesteps: int = Field(200_000, ge=1)
+    torch_threads: int = Field(1, ge=1)
+
+    @field_validator("activation")
+    @classmethod
+    def _activation(cls, v: str) -> str:
+        if v not in ("tanh", "relu"):
+            raise ValueError("must be 'tanh' or 'relu'")
+        return v
+
+
+class NuOffsetConfig(_Strict):
+    """The offset of nu_0 from eta x b_0, drawn per episode (agents.tariffs.MultiplierDraw)."""
+
+    low: float = -5.0
+    high: float = 5.0
+    zero_share: float = Field(0.5, ge=0, le=1)
+    power: float = Field(2.0, ge=1)
+
+
+class MultipliersConfig(_Strict):
+    """Multipliers that evolve within an episode (agents.training_fleet.MultiplierProcess)."""
+
+    lambda_low: float = Field(-2.0, le=0)
+    negative_share: float = Field(0.1, ge=0, le=1)
+    reversion: float = Field(0.1, ge=0, le=1)
+    noise: float = Field(0.15, ge=0)
+    nu_offset: NuOffsetConfig = NuOffsetConfig()
+    eta: tuple[float, float] = (1.0, 1.0)
+    fixed_share: float = Field(0.1, ge=0, le=1)
+
+
+class WarmStartConfig(_Strict):
+    """Behaviour cloning of the local-LP teacher (agents.teacher) before RL fine-tuning."""
+
+    steps: int = Field(2000, ge=1)  # vectorised steps of demonstrations (x lanes samples)
+    horizon: int = Field(24, ge=1, le=24)
+    mix: float = Field(0.3, ge=0, le=1)
+    noise: float = Field(0.3, ge=0)
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(4096, ge=8)
+    learning_rate: float = Field(1e-3, gt=0)
+    critic_warmup_steps: int = Field(100_000, ge=0)  # RL steps with the actor frozen
+    # DAgger: rounds of demonstrations on the states the cloned policy itself visits
+    # (labelled by the teacher), each followed by cloning on everything collected
+    dagger_rounds: int = Field(0, ge=0)
+    dagger_steps: int = Field(1000, ge=1)
+    # the demonstrations' own seed: training seeds that share it share the first round's
+    # demonstrations (and their cache), and differ in network initialisation and RL
+    seed: int = 0
+    cache_dir: str | None = None  # where the first round is kept and reused (None: not kept)
 
 
 class ClassConfig(_Strict):
@@ -97,7 +167,8 @@ class Recipe(_Strict):
     lambda_draw: DrawConfig = DrawConfig()
     nu_draw: DrawConfig = DrawConfig()
     tariff: TariffConfig = TariffConfig()
-    reward: Literal["lagrangian", "shaped"] = "lagrangian"  # shaped: see agents.env
+    # shaped: see agents.env; exogenous_nu (training fleet only): agents.training_fleet
+    reward: Literal["lagrangian", "shaped", "exogenous_nu"] = "lagrangian"
     scale_by_multipliers: bool = False  # divide an episode's rewards by 1 + lambda + |nu|
     action_order: Literal["grid_first", "battery_first"] = "grid_first"  # agents.actions
     backlog_cap_kwh: float = Field(24.0, gt=0)
@@ -107,6 +178,14 @@ class Recipe(_Strict):
     checkpoint_every: int = Field(100_000, ge=1)
     ppo: PPOConfig = PPOConfig()
     classes: dict[str, ClassConfig] = Field(min_length=1)
+    # the training fleet (agents.training_fleet): 0 = one gymnasium env per building
+    # (BuildingEnv, multipliers fixed per episode, observation v1 only)
+    lanes: int = Field(0, ge=0)
+    algorithm: Literal["ppo", "sac"] = "ppo"
+    observation: Literal["v1", "v2"] = "v1"  # agents.observation.OBS_LAYOUTS
+    multipliers: MultipliersConfig | None = None  # None: fixed per episode (the paper)
+    warm_start: WarmStartConfig | None = None
+    sac: SACConfig = SACConfig()
 
     @model_validator(mode="after")
     def _ranges(self) -> Recipe:
@@ -115,6 +194,15 @@ class Recipe(_Strict):
             raise ValueError(f"lambda_range must satisfy 0 <= low <= high, got {self.lambda_range}")
         if self.nu_range[0] > self.nu_range[1]:
             raise ValueError(f"nu_range must satisfy low <= high, got {self.nu_range}")
+        if self.lanes and self.reward == "shaped":
+            raise ValueError("reward 'shaped' is for the per-building env (lanes: 0); the "
+                             "training fleet takes 'lagrangian' or 'exogenous_nu'")
+        if self.lanes == 0 and self.reward == "exogenous_nu":
+            raise ValueError("reward 'exogenous_nu' needs the training fleet: set lanes >= 1")
+        if self.lanes == 0 and (self.observation != "v1" or self.multipliers is not None
+                                or self.warm_start is not None or self.algorithm != "ppo"):
+            raise ValueError("observation v2, evolving multipliers, warm_start and sac need the "
+                             "training fleet: set lanes >= 1")
         return self
 
     def multiplier_draws(self) -> tuple[MultiplierDraw, MultiplierDraw]:

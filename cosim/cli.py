@@ -56,16 +56,16 @@ def _train(args: argparse.Namespace) -> int:
               f"the recipe defines {sorted(recipe.classes)}", file=sys.stderr)
         return 2
     if args.timesteps is not None:
-        recipe = recipe.model_copy(
-            update={"ppo": recipe.ppo.model_copy(update={"total_timesteps": args.timesteps})}
-        )
-    from agents.training import train_class
+        algo = "sac" if recipe.algorithm == "sac" else "ppo"
+        recipe = recipe.model_copy(update={algo: getattr(recipe, algo).model_copy(
+            update={"total_timesteps": args.timesteps})})
+    from agents.training import total_timesteps, train_class
 
     out = Path(args.out) if args.out else Path(args.recipe).resolve().parent
     text = Path(args.recipe).read_text()
     for name in classes:
         summary = train_class(recipe, name, out, progress=not args.quiet, recipe_text=text)
-        print(f"{name}: trained {recipe.ppo.total_timesteps} steps in {summary['train_s']:.0f} s "
+        print(f"{name}: trained {total_timesteps(recipe)} steps in {summary['train_s']:.0f} s "
               f"-> {summary['policy']}")
         print(f"  grid kWh/step (nu={summary['response_nu']:g}) "
               f"at lambda={recipe.lambda_range[0]:g}: "
@@ -79,6 +79,13 @@ def _train(args: argparse.Namespace) -> int:
                            zip(summary["price_levels"], summary["grid_kwh_by_price"], strict=True))
         print(f"  requested grid kWh/step by price input ({levels}); not rising in "
               f"{100 * summary['share_not_rising_with_price']:.1f} % of held-out states")
+        if "objective_policy" in summary:
+            print(f"  training objective at execution's operating points (discounted return): "
+                  f"policy {summary['objective_policy']:.2f}, greedy "
+                  f"{summary['objective_greedy']:.2f}, heuristic "
+                  f"{summary['objective_heuristic']:.2f}; the policy beats greedy in "
+                  f"{100 * summary['policy_beats_greedy']:.0f} % and the heuristic in "
+                  f"{100 * summary['policy_beats_heuristic']:.0f} % of episodes")
     return 0
 
 
