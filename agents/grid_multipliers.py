@@ -428,18 +428,23 @@ class _GridMultipliers(ABC):
         self._step += 1
         return self.mu
 
-    def effective_lambda(self, lam: np.ndarray | float, lambda_max: float) -> np.ndarray:
-        """``clip(lam + price_shift(), 0, lambda_max)`` (N,), the multiplier the policies see."""
+    def effective_lambda(self, lam: np.ndarray | float, lambda_max: float,
+                         lambda_min: float = 0.0) -> np.ndarray:
+        """``clip(lam + price_shift(), lambda_min, lambda_max)`` (N,), the multiplier the
+        policies see (``lambda_min <= 0``; below 0 the grid asks for consumption)."""
         lam_max = _finite_float("lambda_max", lambda_max)
         if lam_max <= 0:
             raise ValueError(f"lambda_max must be > 0, got {lam_max}")
+        lam_min = _finite_float("lambda_min", lambda_min)
+        if lam_min > 0:
+            raise ValueError(f"lambda_min must be <= 0, got {lam_min}")
         lam = np.asarray(lam, dtype=np.float64)
         if lam.shape not in ((), (self.n_buildings,)):
             raise ValueError(f"lam must be a number or have shape ({self.n_buildings},), "
                              f"got {lam.shape}")
         if not np.isfinite(lam).all():
             raise ValueError("lam must be finite")
-        result: np.ndarray = np.clip(lam + self.price_shift(), 0.0, lam_max)
+        result: np.ndarray = np.clip(lam + self.price_shift(), lam_min, lam_max)
         return result
 
     def _initial_mu(self, mu: np.ndarray | float | None) -> np.ndarray:

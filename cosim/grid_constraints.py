@@ -74,6 +74,7 @@ class GridConstraintSet:
     weight_mode: str
     lambda_max: float
     skipped: list[str] = field(default_factory=list)
+    lambda_min: float = 0.0  # lower end of lambda_eff (< 0: the grid asks for consumption)
     t: int = 0  # steps taken (the next step's phase is t % period)
     #: peer mode: feeder links added to the communication graph to join a cluster
     peer_links: list[tuple[int, int]] = field(default_factory=list)
@@ -99,8 +100,9 @@ class GridConstraintSet:
         return len(self.specs)
 
     def effective_lambda(self, lam: np.ndarray) -> np.ndarray:
-        """What the policies see: ``clip(lambda + sum_k s_k W_k mu_k, 0, lambda_max)``."""
-        return self.multipliers.effective_lambda(lam, self.lambda_max)
+        """What the policies see: ``clip(lambda + sum_k s_k W_k mu_k, lambda_min,
+        lambda_max)`` (``lambda_min`` = ``grid_constraints.lambda_eff_min``, default 0)."""
+        return self.multipliers.effective_lambda(lam, self.lambda_max, self.lambda_min)
 
     def step(self, measured: np.ndarray, sign: np.ndarray) -> dict[str, np.ndarray]:
         """The step's constraint row (multipliers as the buildings used them), then update."""
@@ -413,4 +415,4 @@ def build_grid_constraints(sc: Scenario, grid: GridModel, graph: nx.Graph[int],
         return None
     return GridConstraintSet(specs, weights, clusters, probe, phases, sens, op_kw,
                              cfg.mode, cfg.weights, float(sc.duals.lambda_max), skipped,
-                             peer_links=links)
+                             peer_links=links, lambda_min=float(cfg.lambda_eff_min))

@@ -532,6 +532,10 @@ class GridConstraintsConfig(_Strict):
     alpha: float = Field(1.0, gt=0, description="step of a multiplier per unit of normalised "
                          "excess")
     mu_max: float = Field(15.0, gt=0, description="upper bound of each grid multiplier")
+    lambda_eff_min: float = Field(
+        0.0, le=0, ge=-1000, description="lower end of the effective multiplier the "
+        "buildings see (below 0 a grid constraint asks for more consumption, e.g. under "
+        "over-voltage); the policies must have been trained on it")
     period_steps: int = Field(
         1, ge=1, le=MAX_GRID_PERIOD_STEPS,
         description="1: one multiplier per constraint, updated every step; 24 (hourly "

@@ -592,6 +592,10 @@ def test_effective_lambda_is_clipped(mode):
     np.testing.assert_allclose(ops.effective_lambda(lam, LAMBDA_MAX), [LAMBDA_MAX, 5.0, 0.0])
     ops.update([50.0, 1.05], sign=[-1.0, 1.0])  # reverse flow on "up"
     np.testing.assert_allclose(ops.effective_lambda(lam, LAMBDA_MAX), [0.0, 0.0, 0.0])
+    # a signed floor: the grid may ask for consumption (lambda_eff below 0)
+    np.testing.assert_allclose(ops.effective_lambda(lam, LAMBDA_MAX, -2.0), [-2.0, -2.0, -2.0])
+    with pytest.raises(ValueError, match="lambda_min must be <= 0"):
+        ops.effective_lambda(lam, LAMBDA_MAX, 1.0)
 
 
 def test_peer_and_factory_validation():
