@@ -85,7 +85,8 @@ def _window_setup(data: CityLearnData, buildings: Sequence[str], demand_scale: f
     demand, solar, price = data.window(list(buildings), start, steps)
     return FleetSetup(list(buildings), params, np.asarray(NO_BUS), demand, solar, price,
                       start_hour=start,
-                      dt_h=data.hours_per_step, initial_soc_fraction=0.5)
+                      dt_h=data.hours_per_step, initial_soc_fraction=0.5,
+                      price_outlook_per_kwh=data.price_outlook(start, steps))
 
 
 def fixed_multiplier_run(

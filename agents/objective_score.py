@@ -11,7 +11,9 @@ with the multipliers as execution visits them (docs/equations.md):
   percentile of about 1.8;
 * the data's tariff, unscaled.
 
-The score of an episode is its discounted Lagrangian return (``gamma``), unscaled.
+The score of an episode is its discounted return (``gamma``) of the template fleet's
+reward (the Lagrangian, or ``exogenous_nu``: the policy's own training objective),
+without ``scale_by_multipliers``.
 The rules scored beside a policy:
 
 * ``greedy``: buy everything the battery leaves whenever nu >= price + lambda (what
@@ -102,7 +104,7 @@ def execution_fleet(template: TrainingFleet, lanes: int, seed: int,
         template.episode_steps, EXECUTION_PROCESS, TariffDraw(),
         template.lambda_range, template.nu_range,
         float(template._all_params.backlog_cap_kwh[0]), template.limit_per_agent_kwh,
-        heldout, seed, False, "grid_first", template.obs_names)
+        heldout, seed, False, "grid_first", template.obs_names, template.reward)
 
 
 def heuristic_actions(fleet: TrainingFleet, obs: FleetObservation) -> np.ndarray:
