@@ -316,7 +316,12 @@ CONTROLLER_KIND_FIELDS: dict[str, tuple[str, Any]] = {
     "epos_beta": ("epos", 0.1),
     "epos_overlay": ("epos", "communication"),
     "epos_reorganisations": ("epos", 5),
+    "entry": ("python", None),
+    "path": ("python", None),
+    "params": ("python", None),
 }
+#: ``controller.entry``: ``package.module:ClassName`` (a user's controller, kind python).
+ENTRY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 #: The controllers that plan for the whole fleet at once (one negotiation or selection
 #: over every building): they run in one shard.
 FLEET_WIDE_KINDS = ("dmpc", "epos")
@@ -325,7 +330,8 @@ FLEET_WIDE_KINDS = ("dmpc", "epos")
 class ControllerConfig(_Strict):
     """What acts for the buildings (``kind``) and the settings of that kind."""
 
-    kind: Literal["policy", "none", "rule", "heuristic", "oracle", "dmpc", "epos"] = "policy"
+    kind: Literal["policy", "none", "rule", "heuristic", "oracle", "dmpc", "epos",
+                  "python"] = "policy"
     policy_dir: Text = "data/policies"
     rule_threshold_kwh: float | None = Field(None, ge=0)
     heuristic_price_threshold: float | None = Field(
@@ -384,6 +390,18 @@ class ControllerConfig(_Strict):
     epos_reorganisations: int | None = Field(None, ge=0, le=MAX_NEGOTIATION_ITERATIONS,
                                              description="restarts on a shuffled tree after a "
                                                          "violation (kind epos; default 5)")
+    entry: str | None = Field(
+        None, max_length=MAX_TEXT_CHARS, pattern=ENTRY_PATTERN,
+        description="the controller class to run, 'package.module:ClassName', imported from "
+                    "the installed environment or from 'path' (kind python; this RUNS that "
+                    "code)")
+    path: Text | None = Field(
+        None, description="a directory to import 'entry' from (kind python; relative paths "
+                          "from the project directory); never the working directory "
+                          "implicitly")
+    params: dict[str, Any] | None = Field(
+        None, description="keyword arguments of the class: cls(context, **params) (kind "
+                          "python; JSON-like values)")
 
     @model_validator(mode="before")
     @classmethod
@@ -401,6 +419,9 @@ class ControllerConfig(_Strict):
         errors = [(name, f"only used with kind {owner!r} (kind is {self.kind!r})")
                   for name, (owner, _) in CONTROLLER_KIND_FIELDS.items()
                   if owner != self.kind and getattr(self, name) is not None]
+        if self.kind == "python" and self.entry is None:
+            errors.append(("entry", "kind 'python' needs entry: 'package.module:ClassName' "
+                           "(the controller class to run)"))
         if self.kind == "epos" and self.epos_alpha is not None and self.epos_beta is not None \
                 and self.epos_alpha + self.epos_beta > 1:
             errors.append(("epos_beta", f"epos_alpha + epos_beta must be <= 1 (the global "

@@ -190,12 +190,16 @@ class FleetSim(mosaik_api_v3.Simulator):
         return [{"eid": fleet_eid(self.start), "type": model}]
 
     def setup_done(self) -> None:
-        """Build the shard's fleet loop and restore its checkpoint when resuming."""
+        """Build the shard's fleet loop and restore its checkpoint when resuming.
+
+        The whole fleet's shard runs ``built.controller`` itself (the object the plain
+        engine runs, also one given from Python); see ``cosim.build.shard_controller``.
+        """
         from agents.runner import FleetLoop
-        from cosim.build import controller_for
+        from cosim.build import shard_controller
 
         idx = np.arange(self.start, self.start + self.count)
-        self.loop = FleetLoop(self.built.setup.select(idx), controller_for(self.built, idx),
+        self.loop = FleetLoop(self.built.setup.select(idx), shard_controller(self.built, idx),
                               duals=None)
         self.component = shard_component(self.start)  # one state file per shard
         start = self.checkpoints.start_step
