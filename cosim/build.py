@@ -573,6 +573,10 @@ def controller_for(built: Built, index: NDArray[np.int64]) -> Controller:
         return OracleController(built.oracle, np.asarray(index))
     if ctl.kind in FLEET_WIDE_KINDS:
         return _fleet_wide_controller(built, index)
+    if ctl.kind == "remote":
+        from cosim.remote_controller import RemoteAnswers
+
+        return RemoteAnswers()  # the actions come from the controller process (mosaik)
     if ctl.kind == "python":
         assert built.controller_class is not None and ctl.entry is not None  # build() loads it
         setup = built.setup

@@ -175,6 +175,9 @@ def execute(sc: Scenario, built: Built, run_dir: Path, *, progress: bool = True,
         raise ValueError("extend/extra_sims need the mosaik engine")
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
+    if sc.controller.kind == "remote" and engine != "mosaik":
+        raise ValueError("controller.kind remote joins the co-simulation through mosaik; run "
+                         "it with the mosaik engine")
     use_controller(built, controller)
     lock = claim_directory(run_dir, "run", force=force, notes=notes)
     try:
