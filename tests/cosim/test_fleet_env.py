@@ -144,3 +144,26 @@ def test_the_worked_example_trains_exports_and_runs_the_policy(tmp_path):
     scenario = (out / "run_trained" / "scenario.yaml").read_text()
     assert str(out / "policies") in scenario
     assert read_table(out / "run_trained", "buildings").time.max() == 47
+
+
+def test_grid_constraints_are_in_the_loop(tmp_path):
+    """On a scenario with grid constraints the buildings act under lambda_eff, which moves
+    with the power flow's measurements, as in the plain engine's run."""
+    scenario = REPO_ROOT / "scenarios" / "lv_semiurb_40_grid.yaml"
+    steps = 12
+    env = FleetParallelEnv.from_scenario(scenario, steps=steps)
+    sc, built = prepare_scenario(scenario, [("output.plots", False)], steps)
+    from agents.controllers import NoControl
+
+    run = execute(sc, built, tmp_path / "plain", progress=False, engine="plain",
+                  controller=NoControl()).run_dir
+    table = read_table(run, "buildings")
+    env.reset(seed=0)
+    names = [s.name for s in env.built.grid_constraints.specs]
+    for t in range(steps):
+        _, _, _, _, infos = env.step({a: np.array([1.0, 0.0]) for a in env.possible_agents})
+        rows = table[table.time == t]
+        np.testing.assert_array_equal([infos[a]["lambda_eff"] for a in env.possible_agents],
+                                      rows.lambda_eff.to_numpy())
+        assert list(infos[env.possible_agents[0]]["constraint_excess"]) == names
+    assert (rows.lambda_eff != rows["lambda"]).any()
