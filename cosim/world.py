@@ -23,6 +23,7 @@ import asyncio
 import shlex
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,13 +118,12 @@ def run_world(built: Built, writer: RunWriter, *, scenario_path: Path | None = N
         if remote is not None:
             assert sc.controller.remote_timeout_s is not None  # filled in for kind remote
             watchdog = AnswerWatchdog(world, sc.controller.remote_timeout_s)
+            watchdog.start()
         try:
             handles = _wire(world, built, writer, sharded_cmd, scenario_path, ckpt, grid_solve,
                             watchdog)
             if extend is not None:
                 extend(handles)
-            if watchdog is not None:
-                watchdog.start()
             world.run(until=sc.time.steps - start_step, print_progress=progress,
                       lazy_stepping=False)
             if watchdog is not None and watchdog.watch.waited_s() > 0:
@@ -176,6 +176,8 @@ class AnswerWatchdog:
         self.world, self.timeout_s = world, timeout_s
         self.watch = AnswerWatch()
         self.timed_out_step: int | None = None
+        self.setup_timed_out = False
+        self._setup_since: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="answer-watchdog", daemon=True)
 
@@ -189,22 +191,38 @@ class AnswerWatchdog:
         if self._thread.is_alive():
             self._thread.join()
 
+    def setting_up(self, on: bool) -> None:
+        """The controller process is being started, connected and set up (``on``), or done.
+
+        Set-up may take :data:`REMOTE_START_S` (or the timeout when longer)."""
+        self._setup_since = time.monotonic() if on else None
+
     def _run(self) -> None:
+        limit_setup = max(self.timeout_s, REMOTE_START_S)
         while not self._stop.wait(self.POLL_S):
-            if self.watch.waited_s() > self.timeout_s:
+            since = self._setup_since
+            if since is not None and time.monotonic() - since > limit_setup:
+                self.setup_timed_out = True
+            elif self.watch.waited_s() > self.timeout_s:
                 self.timed_out_step = self.watch.step
-                loop = self.world.loop
-                loop.call_soon_threadsafe(_cancel_all, loop)
-                return
+            else:
+                continue
+            loop = self.world.loop
+            loop.call_soon_threadsafe(_cancel_all, loop)
+            return
 
 
 def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
     """Cancel the World's run (its task, which cancels the simulators' step processes), and
     leave the connections' tasks to ``World.shutdown`` (which stops the processes)."""
     tasks = asyncio.all_tasks(loop)
-    runs = [t for t in tasks if getattr(t.get_coro(), "__qualname__", "") == "AsyncWorld.run"]
+    runs = [t for t in tasks if getattr(t.get_coro(), "__qualname__", "") in WORLD_CALLS]
     for task in runs or tasks:
         task.cancel()
+
+
+#: The World's calls the watchdog cancels (what the main thread waits on).
+WORLD_CALLS = ("AsyncWorld.run", "AsyncWorld.start", "AsyncModelMock.create")
 
 
 class NoAnswer(RuntimeError):
@@ -216,6 +234,11 @@ def remote_failure(sc: Any, exc: BaseException, watchdog: AnswerWatchdog | None)
     ctl = sc.controller
     how = f"remote_cmd {ctl.remote_cmd!r}" if ctl.remote_cmd else \
         f"remote_connect {ctl.remote_connect!r}"
+    if watchdog is not None and watchdog.setup_timed_out:
+        return ControllerError(f"controller.remote_timeout_s: the remote controller ({how}) was "
+                               "not connected and set up within "
+                               f"{max(watchdog.timeout_s, REMOTE_START_S):g} s; the run was "
+                               "stopped")
     if watchdog is not None and watchdog.timed_out_step is not None:
         return ControllerError(f"controller.remote_timeout_s: the remote controller ({how}) did "
                                f"not answer step {watchdog.timed_out_step} within "
@@ -274,8 +297,7 @@ def _wire(world: mosaik.World, built: Built, writer: RunWriter, sharded_cmd: boo
             world.connect(duals, collector, "constraints")
     handles = Handles(world, [], built.names)
     if watchdog is not None:
-        _wire_remote(world, built, duals, collector, grid, initial,
-                     {**ckpt, "watch": watchdog.watch}, handles)
+        _wire_remote(world, built, duals, collector, grid, initial, ckpt, handles, watchdog)
         return handles
     for start, count in shard_bounds(built.n, built.scenario.sharding.shards):
         if sharded_cmd:
@@ -293,7 +315,8 @@ def _wire(world: mosaik.World, built: Built, writer: RunWriter, sharded_cmd: boo
 
 
 def _wire_remote(world: mosaik.World, built: Built, duals: Any, collector: Any, grid: Any,
-                 initial: dict[str, Any], ckpt: dict[str, Any], handles: Handles) -> None:
+                 initial: dict[str, Any], ckpt: dict[str, Any], handles: Handles,
+                 watchdog: AnswerWatchdog) -> None:
     """The fleet and its controller process in a group (a same-time loop), then as a shard."""
     from agents.contract import ControllerContext
     from cosim.remote_controller import encode_context
@@ -303,10 +326,12 @@ def _wire_remote(world: mosaik.World, built: Built, duals: Any, collector: Any, 
                                 n_steps=setup.n_steps, limit_kwh=built.limit_kwh,
                                 seed=built.scenario.seed)
     with world.group():
-        sim = world.start("ControlledFleetSim", built=built, **ckpt)
+        sim = world.start("ControlledFleetSim", built=built, watch=watchdog.watch, **ckpt)
         fleet = sim.Fleet.create(1, index=0, count=built.n)[0]
+        watchdog.setting_up(True)
         controller = world.start("RemoteController",
                                  context=encode_context(context)).Controller.create(1)[0]
+        watchdog.setting_up(False)
     world.connect(fleet, controller, "observation")
     world.connect(controller, fleet, "actions", weak=True)
     handles.fleet_sims.append((0, built.n, sim))

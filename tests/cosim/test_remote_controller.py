@@ -111,6 +111,29 @@ def test_a_controller_that_does_not_answer_fails_the_run_after_the_timeout(tmp_p
     assert status["steps_done"] == 5
 
 
+def test_a_controller_that_never_finishes_setting_up_fails_the_run(tmp_path, monkeypatch):
+    import cosim.world
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "tests/cosim/user_code/remote_misbehaving.py",
+                             "hang_init", "0", f"127.0.0.1:{port}", "--remote"], cwd=REPO_ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_listening(proc, port)
+        monkeypatch.setattr(cosim.world, "REMOTE_START_S", 1.0)
+        sc, built = prepare_scenario(SCENARIO, [
+            ("controller", {"kind": "remote", "remote_connect": f"127.0.0.1:{port}",
+                            "remote_timeout_s": 1.0}), ("output.plots", False)], STEPS)
+        with pytest.raises(ControllerError, match=r"controller.remote_timeout_s: the remote "
+                           r"controller \(remote_connect '127.0.0.1:\d+'\) was not connected "
+                           r"and set up within 1 s"):
+            execute(sc, built, tmp_path / "run", progress=False)
+        assert read_status(tmp_path / "run")["state"] == "failed"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.mark.parametrize(("mode", "message"), [
     ("raise", "the remote controller (remote_cmd '%(python)s tests/cosim/user_code/"
               "remote_misbehaving.py raise 4 %(addr)s') failed at step 4"),

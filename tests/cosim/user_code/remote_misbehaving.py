@@ -3,7 +3,8 @@
     python remote_misbehaving.py MODE STEP HOST:PORT
 
 MODE: ``sleep`` (answers step STEP 600 s late), ``raise`` (raises at step STEP), ``nan``
-(a NaN u_grid for the third building from step STEP on).
+(a NaN u_grid for the third building from step STEP on), ``hang_init`` (never finishes
+setting up).
 """
 
 import sys
@@ -19,6 +20,8 @@ class Misbehaving:
 
     def __init__(self, context, mode, step):
         self.mode, self.step, self.t = mode, step, 0
+        if mode == "hang_init":
+            time.sleep(600)
 
     def act(self, obs):
         actions = np.column_stack([np.full(obs.n, 0.8), np.ones(obs.n)])
