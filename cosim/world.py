@@ -130,6 +130,7 @@ def run_world(built: Built, writer: RunWriter, *, scenario_path: Path | None = N
                 raise NoAnswer("it gave no answer and mosaik ended the run (the controller "
                                "raised or closed its connection; its own output says why)")
         except BaseException as exc:
+            _end_step_processes(world)
             if remote is not None and not isinstance(exc, (ControllerError, KeyboardInterrupt)):
                 raise remote_failure(sc, exc, watchdog) from exc
             raise
@@ -139,6 +140,17 @@ def run_world(built: Built, writer: RunWriter, *, scenario_path: Path | None = N
         # idempotent: run() already shut down after a normal end; mosaik leaves
         # World.shutdown unannotated
         world.shutdown()  # type: ignore[no-untyped-call]
+
+
+def _end_step_processes(world: mosaik.World) -> None:
+    """After a failed run: end mosaik's per-simulator step processes that the failure left
+    pending (else asyncio reports each as "Task was destroyed but it is pending")."""
+    pending = [t for t in asyncio.all_tasks(world.loop)
+               if t.get_name().startswith("Runner for") and not t.done()]
+    for task in pending:
+        task.cancel()
+    if pending and not world.loop.is_running():
+        world.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
 
 CONTROLLED_FLEET = "cosim.sims.controlled_fleet:ControlledFleetSim"
