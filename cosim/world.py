@@ -145,6 +145,8 @@ def run_world(built: Built, writer: RunWriter, *, scenario_path: Path | None = N
 def _end_step_processes(world: mosaik.World) -> None:
     """After a failed run: end mosaik's per-simulator step processes that the failure left
     pending (else asyncio reports each as "Task was destroyed but it is pending")."""
+    if world.loop.is_closed():  # mosaik ended the run itself and closed its loop
+        return
     pending = [t for t in asyncio.all_tasks(world.loop)
                if t.get_name().startswith("Runner for") and not t.done()]
     for task in pending:
