@@ -15,6 +15,11 @@ the fleet simulator and the feeder's background inside the grid simulator. The
 shards run in-process or each in its own process started by mosaik's "cmd" mode
 on loopback. Third-party simulators attach to one building through a
 ``FleetSim.Building`` entity (``run_world(extend=...)``, ``Handles.building``).
+
+With ``controller.kind: remote`` the fleet is one ``ControlledFleetSim.Fleet`` in a group
+with the user's controller process (``ControllerSim.Controller``, mosaik "cmd" or
+"connect"): ``observation`` to it and ``actions`` back in the same step (a weak
+connection), watched by :class:`AnswerWatchdog` (docs/controllers.md).
 """
 
 from __future__ import annotations
