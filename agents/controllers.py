@@ -1,30 +1,21 @@
 """Controllers that act for a whole fleet in one call.
 
-Every controller has ``act(obs: FleetObservation) -> np.ndarray`` of shape (N, 2):
-column 0 is ``u_grid``, column 1 ``u_batt`` (docs/equations.md), both in [0, 1].
-Trained policies (``agents.policy.PolicyLibrary``) follow the same interface.
+Every controller implements the contract of :mod:`agents.contract` (re-exported here as
+``Controller``): ``act(obs: FleetObservation) -> np.ndarray`` of shape (N, 2), column 0
+``u_grid``, column 1 ``u_batt`` (docs/equations.md), both in [0, 1]. Trained policies
+(``agents.policy.PolicyLibrary``), the oracle, DMPC and EPOS follow the same contract.
 """
 
 from __future__ import annotations
-
-from typing import Protocol
 
 import numpy as np
 
 from agents.actions import model_actions
 from agents.building import FleetParams
+from agents.contract import Controller
 from agents.observation import FleetObservation
 
-
-class Controller(Protocol):
-    """A fleet controller: one (N, 2) array of actions per observation."""
-
-    @property
-    def name(self) -> str:
-        """Short label of the controller."""
-
-    def act(self, obs: FleetObservation) -> np.ndarray:
-        """Actions ``(u_grid, u_batt)`` for every building, shape (N, 2)."""
+__all__ = ["Controller", "NoControl", "PriceAwareHeuristic", "RuleBasedPeakShaving"]
 
 
 class NoControl:

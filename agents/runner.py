@@ -25,7 +25,13 @@ import numpy as np
 import pandas as pd
 
 from agents.building import FleetParams, FleetState, step_fleet
-from agents.controllers import Controller
+from agents.contract import (
+    Controller,
+    ControllerError,
+    checked_actions,
+    checked_snapshot,
+    controller_name,
+)
 from agents.data import CityLearnData, load_citylearn
 from agents.duals import DualDynamics
 from agents.observation import PRICE_AHEAD_H, FleetObservation, fleet_observation
@@ -203,17 +209,6 @@ def district_peak_kwh(base_demand_kwh: np.ndarray, demand_scale: np.ndarray) -> 
     return float((np.asarray(base_demand_kwh) * demand_scale).sum(axis=1).max())
 
 
-def _actions(controller: Controller | None, actions: object, n: int) -> np.ndarray:
-    arr = np.asarray(actions, dtype=np.float64)
-    if arr.shape != (n, 2) or not np.isfinite(arr).all():
-        name = getattr(controller, "name", type(controller).__name__)
-        raise ValueError(
-            f"controller {name!r} must return a finite (N, 2) = ({n}, 2) array of "
-            f"(u_grid, u_batt); got shape {arr.shape}"
-        )
-    return arr
-
-
 class GridConstraints(Protocol):
     """What :class:`FleetLoop` needs of its grid constraints (see there)."""
 
@@ -311,15 +306,17 @@ class FleetLoop:
         after the demand scale;
         ``actions`` (N, 2) replace the controller's (the gym env: the learner acts).
         """
-        setup, t, n = self.setup, self.t, self.setup.n
+        setup, t = self.setup, self.t
         lam, mu, nu, eff = self._multipliers(multipliers)
         demand_t = self._base_demand(extra_demand_kwh)
         solar_t, price_t = setup.solar_w_per_kw[t], setup.price_per_kwh[t]
         if actions is None:
             if self.controller is None:
                 raise ValueError("this FleetLoop has no controller; pass actions=")
-            actions = self.controller.act(self._observation(demand_t, eff, nu))
-        act = _actions(self.controller, actions, n)
+            act = checked_actions(self._act(self._observation(demand_t, eff, nu)),
+                                  setup.names, t, self.controller)
+        else:  # a learner's raw actions: the building model clips them to [0, 1]
+            act = checked_actions(actions, setup.names, t, self.controller, bounded=False)
         self.state, r = step_fleet(setup.params, self.state, demand_t, solar_t, price_t,
                                    act[:, 0], act[:, 1], setup.dt_h)
         values = {
@@ -335,6 +332,19 @@ class FleetLoop:
         self.t += 1
         return values
 
+    def _act(self, obs: FleetObservation) -> object:
+        """The controller's answer to ``obs``; an exception in it becomes a
+        :class:`ControllerError` that names the controller and the step."""
+        try:
+            return self.controller.act(obs)  # type: ignore[union-attr]  # step() checked it
+        except ControllerError:
+            raise
+        except Exception as exc:
+            raise ControllerError(
+                f"controller {controller_name(self.controller)!r} raised at step {self.t} "
+                f"(buildings {self.setup.names[0]}..{self.setup.names[-1]}): "
+                f"{type(exc).__name__}: {exc}") from exc
+
     def snapshot(self) -> dict[str, np.ndarray]:
         """The state before step ``self.t`` as named arrays (see :meth:`restore`)."""
         snap = {"t": np.array(self.t, dtype=np.int64),
@@ -344,7 +354,8 @@ class FleetLoop:
         if self.grid_constraints is not None:
             snap.update({f"gridmu_{k}": v for k, v in self.grid_constraints.snapshot().items()})
         if self.controller is not None and hasattr(self.controller, "snapshot"):
-            snap.update({f"controller_{k}": v for k, v in self.controller.snapshot().items()})
+            state = checked_snapshot(self.controller.snapshot(), self.controller)
+            snap.update({f"controller_{k}": v for k, v in state.items()})
         return snap
 
     def restore(self, snap: dict[str, np.ndarray]) -> None:

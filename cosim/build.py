@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agents.building import FleetParams
+from agents.contract import ControllerContext
 from agents.controllers import Controller, NoControl, PriceAwareHeuristic, RuleBasedPeakShaving
 from agents.data import REPO_ROOT, CityLearnData, DataError, load_citylearn
 from agents.duals import DualConfig, DualDynamics
@@ -34,6 +35,12 @@ from cosim.scenario import (
     Scenario,
     ScenarioError,
     ScenarioInfeasible,
+)
+from cosim.user_controller import (
+    UserControllerError,
+    build_user_controller,
+    load_controller_class,
+    shard_forecast,
 )
 
 if TYPE_CHECKING:  # cosim.grid and the oracle import the power-flow and LP stacks: lazily
@@ -74,6 +81,17 @@ class Built:
     forecast: Forecast | None = None
     coupling: CouplingRows | None = None
     overlay: nx.Graph[int] | None = None  # epos: the graph its tree overlay is built from
+    controller_class: type | None = None  # kind python: the user's class (controller.entry)
+    # the controller build() made for the whole fleet: a ``controller`` that is not this
+    # object was given from Python (cosim.run.execute(controller=...)), see given_controller
+    scenario_controller: Controller | None = None
+
+    @property
+    def given_controller(self) -> Controller | None:
+        """The controller object given from Python in place of the scenario's, if any."""
+        if self.controller is None or self.controller is self.scenario_controller:
+            return None
+        return self.controller
 
     @property
     def n(self) -> int:
@@ -439,6 +457,7 @@ def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True) -
         duals = _duals(sc, config, graph, limit_kwh, faults, problems)
     if policies is not None:
         _check_lambda_range(sc, policies, problems)
+    controller_class = _controller_class(sc, problems)
     constraints = None
     if sc.grid_constraints is not None and grid is not None and setup is not None \
             and graph is not None:
@@ -458,12 +477,60 @@ def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True) -
             limits = constraints.oracle_limits(grid, setup.n_steps)
         oracle = _oracle(sc, setup, limit_kwh, source, limits)
     built = Built(sc, names, _checked_profiles(rows), classes, setup, None, graph, duals,
-                  limit_kwh, grid, policies or {}, oracle, limit_basis, constraints)
+                  limit_kwh, grid, policies or {}, oracle, limit_basis, constraints,
+                  controller_class=controller_class)
     if sc.controller.kind in FLEET_WIDE_KINDS:
         assert data is not None  # the fleet was built
         _planning(built, data, source)
-    built.controller = controller_for(built, np.arange(len(names)))
+    if sc.controller.kind == "python":
+        from agents.coupling import DAY_STEPS, Forecast
+
+        assert data is not None  # the fleet was built
+        built.forecast = Forecast.from_citylearn(data, built.profiles, setup.params,
+                                                 sc.time.start, setup.n_steps, DAY_STEPS,
+                                                 "perfect", setup.dt_h)
+    try:
+        built.controller = controller_for(built, np.arange(len(names)))
+    except UserControllerError as exc:
+        raise ScenarioError(source, [(exc.field, exc.message)]) from None
+    built.scenario_controller = built.controller
     return built
+
+
+def _controller_class(sc: Scenario, problems: Problems) -> type | None:
+    """Kind python: the user's class, imported and checked (problems name the field)."""
+    ctl = sc.controller
+    if ctl.kind != "python":
+        return None
+    assert ctl.entry is not None  # ControllerConfig requires it for kind python
+    try:
+        return load_controller_class(ctl.entry, resolve_path(ctl.path) if ctl.path else None)
+    except UserControllerError as exc:
+        problems.add(exc.field, exc.message)
+        return None
+
+
+def shard_controller(built: Built, index: NDArray[np.int64]) -> Controller:
+    """The controller of the shard ``index`` in an in-process or shard-process FleetSim.
+
+    The whole fleet's shard runs ``built.controller`` itself, the very object the plain
+    engine runs (the scenario's, or one given from Python); smaller shards get their own
+    from the scenario (:func:`controller_for`).
+
+    Raises:
+        ValueError: a controller object given from Python with a sharded fleet (the
+            object acts for the whole fleet and cannot be split).
+    """
+    if len(index) == built.n and built.controller is not None:
+        return built.controller
+    given = built.given_controller
+    if given is not None:
+        raise ValueError(f"the controller object {type(given).__qualname__} given from Python "
+                         f"acts for the whole fleet; the scenario splits it into "
+                         f"{built.scenario.sharding.shards} shards. Give sharding.shards: 1, "
+                         "or name the class in the scenario (controller.kind: python) so "
+                         "that each shard builds its own")
+    return controller_for(built, index)
 
 
 def _planning(built: Built, data: CityLearnData, source: str) -> None:
@@ -517,6 +584,18 @@ def controller_for(built: Built, index: NDArray[np.int64]) -> Controller:
         return OracleController(built.oracle, np.asarray(index))
     if ctl.kind in FLEET_WIDE_KINDS:
         return _fleet_wide_controller(built, index)
+    if ctl.kind == "remote":
+        from cosim.remote_controller import RemoteAnswers
+
+        return RemoteAnswers()  # the actions come from the controller process (mosaik)
+    if ctl.kind == "python":
+        assert built.controller_class is not None and ctl.entry is not None  # build() loads it
+        setup = built.setup
+        context = ControllerContext(
+            names=tuple(built.names[i] for i in index), params=setup.params.select(index),
+            dt_h=setup.dt_h, n_steps=setup.n_steps, limit_kwh=built.limit_kwh,
+            seed=built.scenario.seed, forecast=shard_forecast(built.forecast, index))
+        return build_user_controller(built.controller_class, context, ctl.params, ctl.entry)
     return PolicyLibrary(built.policies, [built.classes[i] for i in index])
 
 

@@ -144,6 +144,7 @@ def _on_sigterm(signum: int, _frame: object) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from agents.contract import ControllerError
     from cosim.report import summary_table
     from cosim.results import RunStopped, RunWriteError, clear_stop
     from cosim.run import execute, resume, run_directory
@@ -193,6 +194,11 @@ def _run(args: argparse.Namespace) -> int:
     except RunWriteError as exc:
         _print_notes(notes)
         print(f"error: {exc} (status.json says failed; {_resume_hint(out)})", file=sys.stderr)
+        return 1
+    except ControllerError as exc:  # the controller broke the contract during the run
+        _print_notes(notes)
+        print(f"error: {exc}\nthe steps before are kept in {out} (status.json says failed); "
+              f"fix the controller, then {_resume_hint(out)}", file=sys.stderr)
         return 1
     except OSError as exc:
         _print_notes(notes)

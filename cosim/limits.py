@@ -31,6 +31,7 @@ MAX_EPOS_PLANS = 256  # controller.epos_plans (candidate day plans per building)
 MAX_V1_WINDOW = 8_760  # duals.v1_window (steps), also <= time.steps
 MAX_FLUSH_EVERY = 8_760  # output.flush_every (steps buffered in memory)
 MAX_SHARDS = 64  # sharding.shards
+MAX_REMOTE_TIMEOUT_S = 3_600.0  # controller.remote_timeout_s (s a remote controller may take)
 MAX_DELAY_STEPS = 8_760  # communication.faults.delay_steps
 MAX_SILENT_INTERVALS = 10_000  # communication.faults.silent
 MAX_GRAPH_EDGES = 5_000_000  # communication graph edges (complete, two_clusters, ...)

@@ -12,11 +12,40 @@ that ``--resume`` continues exactly.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from cosim.build import Built
 from cosim.checkpoint import FLEET_COMPONENT, GRID_COMPONENT, Checkpoints
 from cosim.decisions import write_decisions
 from cosim.results import RunWriter
+
+if TYPE_CHECKING:
+    from cosim.grid_constraints import GridConstraintSet
+    from grid_models.grid_model import GridFeed
+    from grid_models.powerflow import GridResult
+
+#: one solved step: (step, power-flow result, grid constraints row or None)
+GridStep = tuple[int, "GridResult", "dict[str, np.ndarray] | None"]
+
+
+def grid_step(feed: GridFeed, constraints: GridConstraintSet | None, t: int,
+              p_kw: np.ndarray) -> list[GridStep]:
+    """Feed step ``t``'s net loads (kW per building) to the feeder; the steps solved now.
+
+    With grid constraints (solved per step) each step's measurement updates their
+    multipliers, which the buildings see from step t+1 on, and its row comes back.
+    The plain engine and the multi-agent env (cosim.fleet_env) step the grid through it.
+    """
+    out: list[GridStep] = []
+    for step, result in feed.add(t, p_kw):
+        row = None
+        if constraints is not None:  # the multipliers of step t+1
+            measured, sign = constraints.probe.measure(result, p_kw)
+            row = constraints.step(measured, sign)
+        out.append((step, result, row))
+    return out
 
 
 def run_plain_into(built: Built, writer: RunWriter, *, progress: bool = False,
@@ -53,11 +82,10 @@ def run_plain_into(built: Built, writer: RunWriter, *, progress: bool = False,
         values = loop.step()
         writer.add_buildings(t, values)
         if feed is not None:
-            for step, result in feed.add(t, values["p_kw"]):
+            for step, result, row in grid_step(feed, constraints, t, values["p_kw"]):
                 writer.add_grid(step, result)
-                if constraints is not None:  # the multipliers of step t+1
-                    measured, sign = constraints.probe.measure(result, values["p_kw"])
-                    writer.add_constraints(step, constraints.step(measured, sign))
+                if row is not None:
+                    writer.add_constraints(step, row)
         writer.step_done(t)
         checkpoints.after_step(t, FLEET_COMPONENT, loop.snapshot)
         if grid is not None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agents.contract import Controller, check_controller, controller_name
 from agents.graphs import graph_to_json
 from cosim.build import Built, build
 from cosim.checkpoint import DUALS_COMPONENT, FLEET_COMPONENT, GRID_COMPONENT, shard_component
@@ -31,7 +32,14 @@ from cosim.results import (
     steps_starting,
     truncate_parts,
 )
-from cosim.rundir import DirLock, RunDirError, check_output_path, claim_directory, read_marker
+from cosim.rundir import (
+    DirLock,
+    RunDirError,
+    check_output_path,
+    claim_directory,
+    new_marker,
+    read_marker,
+)
 from cosim.scenario import Scenario, load_scenario, resolved_yaml
 
 ENGINES = ("mosaik", "plain")
@@ -105,12 +113,53 @@ def _writer(sc: Scenario, built: Built, run_dir: Path, **kwargs: Any) -> RunWrit
     )
 
 
+def given_controller_marker(built: Built) -> dict[str, Any]:
+    """What ``status.json`` records of a controller object given from Python (else {})."""
+    given = built.given_controller
+    if given is None:
+        return {}
+    cls = type(given)
+    return {"controller_object": {"class": f"{cls.__module__}:{cls.__qualname__}",
+                                  "name": controller_name(given)}}
+
+
+def use_controller(built: Built, controller: Controller | None) -> None:
+    """Put a controller object given from Python in place of the scenario's.
+
+    Both engines then run this object (``built.controller``) for the whole fleet.
+
+    Raises:
+        ControllerError: if the object breaks the contract (agents.contract).
+        ValueError: if the scenario shards the fleet (the object cannot be split) or runs
+            shards in processes of their own (the object cannot travel there).
+    """
+    if controller is not None:
+        check_controller(controller, "controller=")
+        built.controller = controller
+    given = built.given_controller
+    if given is None:
+        return
+    sharding = built.scenario.sharding
+    if sharding.shards > 1 or sharding.mode != "inprocess":
+        raise ValueError(f"the controller object {type(given).__qualname__} given from Python "
+                         "acts for the whole fleet in this process; the scenario has "
+                         f"sharding.shards {sharding.shards}, mode {sharding.mode!r}. Give "
+                         "shards: 1, mode: inprocess, or name the class in the scenario "
+                         "(controller.kind: python) so that each shard builds its own")
+
+
 def execute(sc: Scenario, built: Built, run_dir: Path, *, progress: bool = True,
             force: bool = False, engine: str = "mosaik",
             notes: list[str] | None = None, extend: Callable[..., None] | None = None,
             extra_sims: dict[str, dict[str, Any]] | None = None,
-            grid_solve: str | None = None) -> RunOutcome:
+            grid_solve: str | None = None,
+            controller: Controller | None = None) -> RunOutcome:
     """Run a built scenario into a new ``run_dir`` (``engine``: "mosaik" or "plain").
+
+    ``controller``: an object that implements the contract of :mod:`agents.contract`,
+    run by both engines in place of the scenario's controller (so is an object assigned
+    to ``built.controller``); ``status.json`` records its class as ``controller_object``,
+    and :func:`resume` then needs it again.
 
     The directory is locked for the run; an earlier run there is replaced only
     with ``force`` (``cosim.rundir.claim_directory``). With the mosaik engine,
@@ -126,11 +175,16 @@ def execute(sc: Scenario, built: Built, run_dir: Path, *, progress: bool = True,
         raise ValueError("extend/extra_sims need the mosaik engine")
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
+    if sc.controller.kind == "remote" and engine != "mosaik":
+        raise ValueError("controller.kind remote joins the co-simulation through mosaik; run "
+                         "it with the mosaik engine")
+    use_controller(built, controller)
     lock = claim_directory(run_dir, "run", force=force, notes=notes)
     try:
         run_dir = Path(run_dir)
         writer = _writer(sc, built, run_dir, engine=engine,
-                         grid_solve=grid_solve or grid_solve_mode(built, extend))
+                         grid_solve=grid_solve or grid_solve_mode(built, extend),
+                         marker={**new_marker("run"), **given_controller_marker(built)})
         try:
             scenario_file = run_dir / "scenario.yaml"
             scenario_file.write_text(resolved_yaml(sc))
@@ -157,13 +211,17 @@ def execute(sc: Scenario, built: Built, run_dir: Path, *, progress: bool = True,
 
 
 def resume(run_dir: str | Path, *, progress: bool = True,
-           notes: list[str] | None = None) -> RunOutcome:
+           notes: list[str] | None = None, controller: Controller | None = None) -> RunOutcome:
     """Continue an interrupted run from its newest checkpoint (``cosim run --resume``).
 
     The run's own ``scenario.yaml`` (the resolved scenario) is built again; the
     fleet, duals and controller state saved with the checkpoint are set, the
     results after it dropped, and the run goes on with the engine it started
     with. The tables then equal those of an uninterrupted run, bit for bit.
+    A run started with a controller object given from Python (``controller_object``
+    in ``status.json``) needs that object again as ``controller``; a run of a scenario
+    that names a class (``controller.kind: python``) imports the class anew, so a fixed
+    controller continues the run.
     """
     run_dir = Path(run_dir)
     status = read_marker(run_dir, "run")
@@ -182,11 +240,21 @@ def resume(run_dir: str | Path, *, progress: bool = True,
     if status.get("code") is None and notes is not None:
         notes.append(f"{run_dir}: status.json records no code fingerprint (a run from an "
                      "older version): cannot tell whether the code changed since it started")
+    given = status.get("controller_object")
+    if given is not None and controller is None:
+        raise RunDirError(f"{run_dir}: the run was started with a controller object given "
+                          f"from Python ({given.get('class')}), which scenario.yaml does not "
+                          "name; resume it from Python with "
+                          "cosim.run.resume(RUN_DIR, controller=...)")
+    if given is None and controller is not None:
+        raise RunDirError(f"{run_dir}: the run was started with the scenario's controller; "
+                          "resume it without controller=")
     lock = DirLock.acquire(run_dir, clear_stale=True, notes=notes)
     try:
         scenario_file = run_dir / "scenario.yaml"
         sc = load_scenario(scenario_file, max_bytes=MAX_RESOLVED_SCENARIO_BYTES)
         built = build(sc, str(scenario_file))
+        use_controller(built, controller)
         engine = status.get("engine") or "mosaik"
         if engine not in ENGINES:
             raise RunDirError(f"{run_dir}: status.json names an unknown engine {engine!r}")
@@ -195,7 +263,8 @@ def resume(run_dir: str | Path, *, progress: bool = True,
         history = [*status.get("resumes", []),
                    {"from_step": start, "at_unix": round(time.time(), 3),
                     "previous_state": status.get("state")}]
-        marker = {k: status[k] for k in ("format", "run_id", "created_unix") if k in status}
+        marker = {k: status[k] for k in ("format", "run_id", "created_unix",
+                                         "controller_object") if k in status}
         writer = _writer(sc, built, run_dir, engine=engine,
                          grid_solve=status.get("grid_solve") or grid_solve_mode(built, None),
                          marker=marker, start_step=start,

@@ -55,6 +55,7 @@ from cosim.limits import (
     MAX_ORACLE_BUILDING_STEPS,
     MAX_PARAMS,
     MAX_PLAN_HORIZON_STEPS,
+    MAX_REMOTE_TIMEOUT_S,
     MAX_REPORTED_ERRORS,
     MAX_SCENARIO_FILE_BYTES,
     MAX_SEED,
@@ -316,7 +317,15 @@ CONTROLLER_KIND_FIELDS: dict[str, tuple[str, Any]] = {
     "epos_beta": ("epos", 0.1),
     "epos_overlay": ("epos", "communication"),
     "epos_reorganisations": ("epos", 5),
+    "entry": ("python", None),
+    "path": ("python", None),
+    "params": ("python", None),
+    "remote_cmd": ("remote", None),
+    "remote_connect": ("remote", None),
+    "remote_timeout_s": ("remote", 30.0),
 }
+#: ``controller.entry``: ``package.module:ClassName`` (a user's controller, kind python).
+ENTRY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 #: The controllers that plan for the whole fleet at once (one negotiation or selection
 #: over every building): they run in one shard.
 FLEET_WIDE_KINDS = ("dmpc", "epos")
@@ -325,7 +334,8 @@ FLEET_WIDE_KINDS = ("dmpc", "epos")
 class ControllerConfig(_Strict):
     """What acts for the buildings (``kind``) and the settings of that kind."""
 
-    kind: Literal["policy", "none", "rule", "heuristic", "oracle", "dmpc", "epos"] = "policy"
+    kind: Literal["policy", "none", "rule", "heuristic", "oracle", "dmpc", "epos",
+                  "python", "remote"] = "policy"
     policy_dir: Text = "data/policies"
     rule_threshold_kwh: float | None = Field(None, ge=0)
     heuristic_price_threshold: float | None = Field(
@@ -384,6 +394,30 @@ class ControllerConfig(_Strict):
     epos_reorganisations: int | None = Field(None, ge=0, le=MAX_NEGOTIATION_ITERATIONS,
                                              description="restarts on a shuffled tree after a "
                                                          "violation (kind epos; default 5)")
+    entry: str | None = Field(
+        None, max_length=MAX_TEXT_CHARS, pattern=ENTRY_PATTERN,
+        description="the controller class to run, 'package.module:ClassName', imported from "
+                    "the installed environment or from 'path' (kind python; this RUNS that "
+                    "code)")
+    path: Text | None = Field(
+        None, description="a directory to import 'entry' from (kind python; relative paths "
+                          "from the project directory); never the working directory "
+                          "implicitly")
+    params: dict[str, Any] | None = Field(
+        None, description="keyword arguments of the class: cls(context, **params) (kind "
+                          "python; JSON-like values)")
+    remote_cmd: Text | None = Field(
+        None, description="command that starts the controller process, with %(addr)s (where "
+                          "it connects to) and optionally %(python)s; run in the project "
+                          "directory (kind remote; this RUNS that command)")
+    remote_connect: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.:\[\]-]+:[0-9]{1,5}$",
+        description="HOST:PORT of a controller process already listening (kind remote)")
+    remote_timeout_s: float | None = Field(
+        None, gt=0, le=MAX_REMOTE_TIMEOUT_S,
+        description="seconds the remote controller may take to answer a step before the run "
+                    "fails (kind remote; default 30; a started process has at least 60 s to "
+                    "connect)")
 
     @model_validator(mode="before")
     @classmethod
@@ -401,6 +435,15 @@ class ControllerConfig(_Strict):
         errors = [(name, f"only used with kind {owner!r} (kind is {self.kind!r})")
                   for name, (owner, _) in CONTROLLER_KIND_FIELDS.items()
                   if owner != self.kind and getattr(self, name) is not None]
+        if self.kind == "remote" and (self.remote_cmd is None) == (self.remote_connect is None):
+            errors.append(("remote_cmd", "kind 'remote' needs exactly one of remote_cmd (a "
+                           "command with %(addr)s) or remote_connect (HOST:PORT)"))
+        if self.remote_cmd is not None and "%(addr)s" not in self.remote_cmd:
+            errors.append(("remote_cmd", "the command must contain %(addr)s, the address the "
+                           "controller process connects to"))
+        if self.kind == "python" and self.entry is None:
+            errors.append(("entry", "kind 'python' needs entry: 'package.module:ClassName' "
+                           "(the controller class to run)"))
         if self.kind == "epos" and self.epos_alpha is not None and self.epos_beta is not None \
                 and self.epos_alpha + self.epos_beta > 1:
             errors.append(("epos_beta", f"epos_alpha + epos_beta must be <= 1 (the global "
@@ -704,8 +747,9 @@ def _shard_problems(sc: Scenario) -> list[tuple[str, str]]:
     if sc.sharding.shards > sc.n_buildings():
         return [("sharding.shards", f"{sc.sharding.shards} exceeds the number of buildings "
                  f"({sc.n_buildings()})")]
-    if sc.controller.kind in FLEET_WIDE_KINDS:
-        where = f"controller kind {sc.controller.kind!r} plans for the whole fleet in one " \
+    if sc.controller.kind in (*FLEET_WIDE_KINDS, "remote"):
+        verb = "answers" if sc.controller.kind == "remote" else "plans"
+        where = f"controller kind {sc.controller.kind!r} {verb} for the whole fleet in one " \
                 "in-process FleetSim"
         if sc.sharding.shards > 1:
             return [("sharding.shards", f"{where}; give shards: 1 (got {sc.sharding.shards})")]

@@ -190,12 +190,16 @@ class FleetSim(mosaik_api_v3.Simulator):
         return [{"eid": fleet_eid(self.start), "type": model}]
 
     def setup_done(self) -> None:
-        """Build the shard's fleet loop and restore its checkpoint when resuming."""
+        """Build the shard's fleet loop and restore its checkpoint when resuming.
+
+        The whole fleet's shard runs ``built.controller`` itself (the object the plain
+        engine runs, also one given from Python); see ``cosim.build.shard_controller``.
+        """
         from agents.runner import FleetLoop
-        from cosim.build import controller_for
+        from cosim.build import shard_controller
 
         idx = np.arange(self.start, self.start + self.count)
-        self.loop = FleetLoop(self.built.setup.select(idx), controller_for(self.built, idx),
+        self.loop = FleetLoop(self.built.setup.select(idx), shard_controller(self.built, idx),
                               duals=None)
         self.component = shard_component(self.start)  # one state file per shard
         start = self.checkpoints.start_step
@@ -203,11 +207,18 @@ class FleetSim(mosaik_api_v3.Simulator):
             self.loop.restore(self.checkpoints.load(self.component))
         self.loop.t = start
 
-    def step(self, time: int, inputs: InputData, max_advance: int) -> int:
+    def step(self, time: int, inputs: InputData, max_advance: int) -> int | None:
         """Step the shard's buildings with the step's multipliers and extra demand (kWh).
 
         Extra demand arrives on ``Building`` entities; the shard's state is saved at checkpoints.
         """
+        multipliers, extra = self._inputs(inputs)
+        self._step_fleet(time, multipliers, extra)
+        return time + 1
+
+    def _inputs(self, inputs: InputData) -> tuple[tuple[NDArray[np.float64], ...],
+                                                  NDArray[np.float64] | None]:
+        """The step's multipliers (this shard's part) and extra demand per building (kWh)."""
         fleet = inputs.get(fleet_eid(self.start), {})
         part = slice(self.start, self.start + self.count)
         multipliers = tuple(np.asarray(next(iter(fleet[m].values())), dtype=np.float64)[part]
@@ -219,10 +230,14 @@ class FleetSim(mosaik_api_v3.Simulator):
                     extra = np.zeros(self.count)
                 extra[self.attached[eid]] += sum(float(v) for v in
                                                  attrs["extra_demand_kwh"].values())
+        return multipliers, extra
+
+    def _step_fleet(self, time: int, multipliers: tuple[NDArray[np.float64], ...],
+                    extra: NDArray[np.float64] | None) -> None:
+        """One step of the fleet engine, then the checkpoint of its run step."""
         self.values = self.loop.step(multipliers, extra)
         run_step = self.checkpoints.start_step + time
         self.checkpoints.after_step(run_step, self.component, self.loop.snapshot)
-        return time + 1
 
     def finalize(self) -> None:
         """At the run's end: write what a planning controller decided (``decisions/``)."""

@@ -29,6 +29,9 @@ class ModelSpec:
     outputs: tuple[str, ...] = ()  # attrs this model provides
     any_inputs: bool = False
     doc: str = ""
+    # hybrid simulators: the inputs that trigger a step, the outputs that persist
+    trigger: tuple[str, ...] | None = None
+    persistent: tuple[str, ...] | None = None
 
 
 MULTIPLIERS = MULTIPLIER_COLUMNS
@@ -84,6 +87,23 @@ SIMULATORS: dict[str, SimSpec] = {
                               "feeder's background read inside; 'result': the step's "
                               "GridResult (in-process only)"),
     }),
+    "ControlledFleetSim": SimSpec(step_type="hybrid", models={
+        "Fleet": ModelSpec(
+            params=("index", "count"), inputs=MULTIPLIERS + ("actions",),
+            outputs=FLEET_FLOWS + ("record", "observation"),
+            trigger=("actions",), persistent=FLEET_FLOWS + ("record",) + MULTIPLIERS,
+            doc="the whole fleet with its controller in another process: at each step it "
+                "sends 'observation' (fields of agents.observation.FleetObservation as lists) "
+                "and steps once the 'actions' (N rows u_grid, u_batt) come back (a same-time "
+                "loop); otherwise a FleetSim Fleet",
+        ),
+    }),
+    "ControllerSim": SimSpec(step_type="event-based", models={
+        "Controller": ModelSpec(inputs=("observation",), outputs=("actions",),
+                                doc="a user's controller in its own process "
+                                    "(cosim.sims.controller_sim): observation in, actions "
+                                    "out, in the same step"),
+    }),
     "Collector": SimSpec(models={
         "Monitor": ModelSpec(any_inputs=True, doc="streams results to the run directory"),
     }),
@@ -102,4 +122,11 @@ def meta(sim: str) -> Meta:
         }
         if m.any_inputs:
             models[name]["any_inputs"] = True
+        attrs = set(m.inputs) | set(m.outputs)
+        if m.trigger is not None:
+            models[name]["trigger"] = sorted(m.trigger)
+            models[name]["non-trigger"] = sorted(attrs - set(m.trigger))
+        if m.persistent is not None:
+            models[name]["persistent"] = sorted(m.persistent)
+            models[name]["non-persistent"] = sorted(attrs - set(m.persistent))
     return {"api_version": API_VERSION, "type": spec.step_type, "models": models}

@@ -142,7 +142,8 @@ def test_runner_rejects_mismatches(setup):
         def act(self, obs):
             return np.ones((obs.n, 3))
 
-    with pytest.raises(ValueError, match=r"controller 'broken' must return a finite \(N, 2\)"):
+    with pytest.raises(ValueError, match=r"controller 'broken' at step 0: actions must have "
+                       r"shape \(N, 2\) = \(5, 2\)"):
         run_plain(setup, Broken(), None)
     small = DualDynamics(DualConfig(), make_graph("ring", 3), 1.0)
     with pytest.raises(ValueError, match="duals are for 3 agents, the fleet has 5"):
