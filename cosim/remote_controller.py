@@ -32,10 +32,18 @@ from agents.observation import FleetObservation
 ADDR_PLACEHOLDER = "%(addr)s"
 
 
-def encode_observation(obs: FleetObservation) -> dict[str, list[float]]:
-    """``obs`` as JSON-ready lists, one per field (by name)."""
-    return {f.name: np.broadcast_to(np.asarray(getattr(obs, f.name), dtype=np.float64),
-                                    (obs.n,)).tolist() for f in fields(obs)}
+def encode_observation(obs: FleetObservation) -> dict[str, Any]:
+    """``obs`` as JSON-ready lists, one per field (by name): (N,) per building, and the
+    tariff ahead as N rows (an optional field left out when None)."""
+    out: dict[str, Any] = {}
+    for f in fields(obs):
+        value = getattr(obs, f.name)
+        if value is None:
+            continue
+        arr = np.asarray(value, dtype=np.float64)
+        shape = (obs.n,) if arr.ndim <= 1 else (obs.n, arr.shape[-1])
+        out[f.name] = np.broadcast_to(arr, shape).tolist()
+    return out
 
 
 def decode_observation(data: dict[str, Any]) -> FleetObservation:

@@ -129,7 +129,7 @@ def test_vec_env_resets_finished_lanes(data):
     venv = FleetVecEnv(_fleet(data, lanes=3, episode_steps=5))
     obs = venv.reset()
     assert obs.shape == (3, len(OBS_NAMES))
-    for k in range(5):
+    for _ in range(5):
         obs, rewards, dones, infos = venv.step(np.full((3, 2), 0.5, np.float32))
     assert dones.all() and rewards.dtype == np.float32
     for info in infos:
