@@ -67,6 +67,8 @@ class CityLearnData:
     price_per_kwh: np.ndarray
     carbon_kg_per_kwh: np.ndarray
     hours_per_step: float = HOURS_PER_STEP
+    #: every file the loader read (schema, price, carbon, profiles), in reading order
+    files: tuple[Path, ...] = ()
 
     @property
     def n_steps(self) -> int:
@@ -183,11 +185,14 @@ def _load_cached(directory: Path) -> CityLearnData:
     carbon = _read_column(directory / "carbon_intensity.csv", CARBON_COLUMN)
     n_steps = price.shape[0]
     buildings: dict[str, BuildingData] = {}
+    files = [schema_path, directory / "pricing.csv", directory / "carbon_intensity.csv"]
     for name, spec in schema["buildings"].items():
         if not spec.get("include", True):
             continue
         csv_name = spec.get("energy_simulation", f"{name}.csv")
         csv_path = directory / csv_name
+        if csv_path not in files:
+            files.append(csv_path)
         demand = _read_column(csv_path, DEMAND_COLUMN)
         solar = _read_column(csv_path, SOLAR_COLUMN)
         if demand.shape[0] != n_steps:
@@ -213,4 +218,4 @@ def _load_cached(directory: Path) -> CityLearnData:
         )
     for arr in (price, carbon):
         arr.setflags(write=False)
-    return CityLearnData(directory, buildings, price, carbon)
+    return CityLearnData(directory, buildings, price, carbon, files=tuple(files))

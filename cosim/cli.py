@@ -185,7 +185,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     except RunWriteError as exc:
         _print_notes(notes)
-        print(f"error: {exc} (status.json says failed; {_resume_hint(out)})", file=sys.stderr)
+        print(f"error: {exc} ({_resume_hint(out)})", file=sys.stderr)
         return 1
     except OSError as exc:
         _print_notes(notes)
@@ -195,8 +195,8 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as exc:
         _print_notes(notes)
         what = str(exc) or "interrupted"
-        print(f"{what}; whole steps flushed so far are in {out} (status.json says failed); "
-              f"{_resume_hint(out)}", file=sys.stderr)
+        print(f"{what}; whole steps flushed so far are kept in {out}; {_resume_hint(out)}",
+              file=sys.stderr)
         return 143 if isinstance(exc, RunStopped) else 130
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -219,7 +219,21 @@ def _print_notes(notes: list[str]) -> None:
 
 
 def _resume_hint(out: Path) -> str:
-    return f"continue with: cosim run --resume {out}"
+    """What the run directory ``out`` says after a failure, and how to go on, read from its
+    ``status.json`` (never assumed: a full disk may have kept it from being updated)."""
+    from cosim.run import SETUP_COMPLETE
+    from cosim.rundir import read_marker
+
+    status = read_marker(out, "run")
+    if status is None:
+        return (f"no run was recorded in {out} (its marker status.json could not be "
+                "written); run the same command again")
+    state = status.get("state")
+    said = f"status.json says {state}" if state == "failed" else (
+        f"status.json could not be updated and still says {state}")
+    if status.get("setup", SETUP_COMPLETE) != SETUP_COMPLETE:
+        said += " with its set-up unfinished; --resume starts it again from step 0"
+    return f"{said}; continue with: cosim run --resume {out}"
 
 
 def _study(args: argparse.Namespace) -> int:
