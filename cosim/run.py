@@ -223,10 +223,14 @@ def _refuse_changed_inputs(run_dir: Path, status: dict[str, Any], now: dict[str,
     if status.get("setup") == SETUP_COMPLETE and isinstance(setup_files, dict):
         changes.extend(changed_setup_files(run_dir, setup_files))
     if changes:
-        raise RunDirError(
-            f"{run_dir}: cannot resume: changed since the run started: {'; '.join(changes)}. "
-            "Resuming would join results of different inputs in one table; restore them, "
-            "or run anew (cosim run SCENARIO --out DIR --force)")
+        raise _changed(run_dir, changes)
+
+
+def _changed(run_dir: Path, changes: list[str]) -> RunDirError:
+    return RunDirError(
+        f"{run_dir}: cannot resume: changed since the run started: {'; '.join(changes)}. "
+        "Resuming would join results of different inputs in one table; restore them, "
+        "or run anew (cosim run SCENARIO --out DIR --force)")
 
 
 def _no_marker(run_dir: Path) -> RunDirError:
@@ -273,6 +277,10 @@ def resume(run_dir: str | Path, *, progress: bool = True,
             raise RunDirError(f"{run_dir}: the run's set-up stopped before scenario.yaml was "
                               "written; nothing to resume; start the run again (cosim run "
                               f"SCENARIO --out {run_dir} --force)")
+        recorded_inputs = status.get("inputs")
+        if isinstance(recorded_inputs, dict) and recorded_inputs.get(
+                "scenario") != sha256_file(scenario_file):  # before it is even read
+            raise _changed(run_dir, ["the resolved scenario (the run's scenario.yaml)"])
         sc = load_scenario(scenario_file, max_bytes=MAX_RESOLVED_SCENARIO_BYTES)
         built = build(sc, str(scenario_file))
         texts = setup_texts(sc, built)
