@@ -39,6 +39,7 @@ from agents.graphs import TOPOLOGIES
 from cosim.limits import (
     ID_PATTERN,
     ID_RULE,
+    MAX_BATTERY_CAPACITY_KWH,
     MAX_BUILDING_STEPS,
     MAX_BUILDINGS,
     MAX_DELAY_STEPS,
@@ -55,6 +56,7 @@ from cosim.limits import (
     MAX_ORACLE_BUILDING_STEPS,
     MAX_PARAMS,
     MAX_PLAN_HORIZON_STEPS,
+    MAX_POWER_KW,
     MAX_REPORTED_ERRORS,
     MAX_SCENARIO_FILE_BYTES,
     MAX_SEED,
@@ -213,8 +215,8 @@ class FeederConfig(_Strict):
 class BatteryConfig(_Strict):
     """A building's battery; a None field keeps the value of its data."""
 
-    capacity_kwh: float | None = Field(None, ge=0)
-    power_kw: float | None = Field(None, ge=0)
+    capacity_kwh: float | None = Field(None, ge=0, le=MAX_BATTERY_CAPACITY_KWH)
+    power_kw: float | None = Field(None, ge=0, le=MAX_POWER_KW)
     efficiency: float | None = Field(None, gt=0, le=1, description="round trip")
 
 
@@ -227,7 +229,7 @@ class BuildingSpec(_Strict):
     policy_class: Id | None = None
     bus: BusId | None = None
     battery: BatteryConfig = BatteryConfig()
-    pv_kw: float | None = Field(None, ge=0)
+    pv_kw: float | None = Field(None, ge=0, le=MAX_POWER_KW)
 
 
 class GeneratorConfig(_Strict):
@@ -239,7 +241,7 @@ class GeneratorConfig(_Strict):
     demand_scales: list[DemandScale] = Field(default_factory=lambda: [1.0], min_length=1,
                                              max_length=MAX_LIST_ITEMS)
     battery: BatteryConfig = BatteryConfig()
-    pv_kw: float | None = Field(None, ge=0)
+    pv_kw: float | None = Field(None, ge=0, le=MAX_POWER_KW)
     buses: list[BusId] | None = Field(None, min_length=1, max_length=MAX_BUILDINGS,
                                       description="one per building; default: placed")
 
