@@ -919,6 +919,32 @@ def scenario_from_dict(raw: Any, source: str = "<scenario>",
     return scenario
 
 
+def _not_a_file(path: Path) -> str:
+    """Why ``path`` (not a regular file) cannot be read as a scenario, in words."""
+    if not path.exists():
+        return "scenario file not found"
+    if path.is_dir():
+        return "is a directory, not a scenario file; give the YAML file inside it"
+    kind = "a FIFO (named pipe)" if path.is_fifo() else (
+        "a socket" if path.is_socket() else "a device" if path.is_char_device() or
+        path.is_block_device() else "not a regular file")
+    return f"is {kind}, not a scenario file; give a YAML file"
+
+
+def _not_utf8(data: bytes) -> str:
+    """What a scenario file that is not UTF-8 is, in words."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        try:
+            data.decode("utf-16")
+        except UnicodeDecodeError:
+            pass
+        else:
+            return "UTF-16 text; save the file as UTF-8"
+    if b"\x00" in data:
+        return "a binary file, not YAML text (UTF-8)"
+    return "not UTF-8 text (another encoding?); save the file as UTF-8"
+
+
 def read_scenario_file(path: str | os.PathLike[str], max_bytes: int = MAX_SCENARIO_FILE_BYTES,
                        duplicates: list[tuple[str, str]] | None = None) -> Any:
     """The YAML value of a scenario file, read with the bounded reader (``duplicates``:
@@ -926,16 +952,20 @@ def read_scenario_file(path: str | os.PathLike[str], max_bytes: int = MAX_SCENAR
     path = Path(path)
     source = str(path)
     if not path.is_file():
-        raise ScenarioError(source, [("", "scenario file not found")])
-    with open(path, "rb") as fh:
-        data = fh.read(max_bytes + 1)
+        raise ScenarioError(source, [("", _not_a_file(path))])
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise ScenarioError(source, [("", f"cannot read the scenario file: "
+                                      f"{exc.strerror or exc}")]) from None
     if len(data) > max_bytes:
         raise ScenarioError(source, [("", f"larger than {max_bytes:,} bytes; a scenario file "
                                       "is a few KB (use buildings.generate for large fleets)")])
     try:
         return read_yaml(data.decode("utf-8"), duplicates)
     except UnicodeDecodeError:
-        raise ScenarioError(source, [("", "not a text file (UTF-8)")]) from None
+        raise ScenarioError(source, [("", _not_utf8(data))]) from None
     except YamlProblems as exc:
         raise ScenarioError(source, exc.errors) from None
     except yaml.YAMLError as exc:

@@ -14,9 +14,10 @@ no equipment has is a mistake either way).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
+import pandas as pd
 
 from grid_models.errors import FeederError
 
@@ -72,9 +73,8 @@ class FeederPhysicsError(FeederError):
     """A feeder with values no real equipment has (negative lengths, impedances, ...)."""
 
 
-def _as_floats(values: object) -> np.ndarray:
-    import pandas as pd
-
+def _as_floats(values: pd.Series[Any]) -> np.ndarray:
+    """A column as floats; what is not a number becomes NaN."""
     return np.asarray(pd.to_numeric(values, errors="coerce"), dtype=float)
 
 
