@@ -233,6 +233,12 @@ def _changed(run_dir: Path, changes: list[str]) -> RunDirError:
         "or run anew (cosim run SCENARIO --out DIR --force)")
 
 
+def _moved_on(now: dict[str, Any] | None, then: dict[str, Any]) -> bool:
+    """True if the run's marker ``now`` is not the one ``then`` that resume checked."""
+    keys = ("run_id", "state", "steps_done", "setup", "updated_unix")
+    return now is None or any(now.get(k) != then.get(k) for k in keys)
+
+
 def _no_marker(run_dir: Path) -> RunDirError:
     """The error for ``--resume`` on a folder without a run marker."""
     if run_dir.is_dir() and not unmarked_entries(run_dir):
@@ -270,25 +276,29 @@ def resume(run_dir: str | Path, *, progress: bool = True,
     if status.get("code") is None and notes is not None:
         notes.append(f"{run_dir}: status.json records no code fingerprint (a run from an "
                      "older version): cannot tell whether the code changed since it started")
+    # every check reads only: a refused resume leaves the folder as it was, lock included
+    scenario_file = run_dir / SCENARIO_FILE
+    if not scenario_file.is_file():
+        raise RunDirError(f"{run_dir}: the run's set-up stopped before scenario.yaml was "
+                          "written; nothing to resume; start the run again (cosim run "
+                          f"SCENARIO --out {run_dir} --force)")
+    recorded_inputs = status.get("inputs")
+    if isinstance(recorded_inputs, dict) and recorded_inputs.get(
+            "scenario") != sha256_file(scenario_file):  # before it is even read
+        raise _changed(run_dir, ["the resolved scenario (the run's scenario.yaml)"])
+    sc = load_scenario(scenario_file, max_bytes=MAX_RESOLVED_SCENARIO_BYTES)
+    built = build(sc, str(scenario_file))
+    texts = setup_texts(sc, built)
+    now = input_hashes(built, scenario_file.read_bytes(), texts.get(FEEDER_FILE))
+    _refuse_changed_inputs(run_dir, status, now, notes)
+    engine = status.get("engine") or "mosaik"
+    if engine not in ENGINES:
+        raise RunDirError(f"{run_dir}: status.json names an unknown engine {engine!r}")
     lock = DirLock.acquire(run_dir, clear_stale=True, notes=notes)
     try:
-        scenario_file = run_dir / SCENARIO_FILE
-        if not scenario_file.is_file():
-            raise RunDirError(f"{run_dir}: the run's set-up stopped before scenario.yaml was "
-                              "written; nothing to resume; start the run again (cosim run "
-                              f"SCENARIO --out {run_dir} --force)")
-        recorded_inputs = status.get("inputs")
-        if isinstance(recorded_inputs, dict) and recorded_inputs.get(
-                "scenario") != sha256_file(scenario_file):  # before it is even read
-            raise _changed(run_dir, ["the resolved scenario (the run's scenario.yaml)"])
-        sc = load_scenario(scenario_file, max_bytes=MAX_RESOLVED_SCENARIO_BYTES)
-        built = build(sc, str(scenario_file))
-        texts = setup_texts(sc, built)
-        now = input_hashes(built, scenario_file.read_bytes(), texts.get(FEEDER_FILE))
-        _refuse_changed_inputs(run_dir, status, now, notes)
-        engine = status.get("engine") or "mosaik"
-        if engine not in ENGINES:
-            raise RunDirError(f"{run_dir}: status.json names an unknown engine {engine!r}")
+        if _moved_on(read_marker(run_dir, "run"), status):
+            raise RunDirError(f"{run_dir}: another cosim process changed the run while this "
+                              "one checked it; look at its status.json before resuming again")
         # runs of older versions record no set-up state: theirs finished before any step
         setup_done = status.get("setup", SETUP_COMPLETE) == SETUP_COMPLETE
         if setup_done:
