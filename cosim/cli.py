@@ -232,7 +232,7 @@ def _error(text: str) -> None:
 def _resume_hint(out: Path) -> str:
     """What the run directory ``out`` says after a failure, and how to go on, read from its
     ``status.json`` (never assumed: a full disk may have kept it from being updated)."""
-    from cosim.run import SETUP_COMPLETE
+    from cosim.run import SCENARIO_FILE, SETUP_COMPLETE
     from cosim.rundir import read_marker
 
     status = read_marker(out, "run")
@@ -243,6 +243,9 @@ def _resume_hint(out: Path) -> str:
     said = f"status.json says {state}" if state == "failed" else (
         f"status.json could not be updated and still says {state}")
     if status.get("setup", SETUP_COMPLETE) != SETUP_COMPLETE:
+        if not (Path(out) / SCENARIO_FILE).is_file():
+            return (f"{said} with its set-up unfinished, before scenario.yaml; start it "
+                    f"again: cosim run SCENARIO --out {out} --force")
         said += " with its set-up unfinished; --resume starts it again from step 0"
     return f"{said}; continue with: cosim run --resume {out}"
 

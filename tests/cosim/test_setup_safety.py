@@ -126,7 +126,9 @@ def _interrupted_run(out: Path, nth: int, mode: str, monkeypatch: pytest.MonkeyP
     else:
         assert rc == 130
         if nth > 0:
-            assert "status.json says failed" in err and "--resume" in err
+            assert "status.json says failed" in err
+    if nth > 0:  # the way on: --force while there is no scenario.yaml, else --resume
+        assert ("--force" if SETUP_WRITES[nth] == "scenario.yaml" else "--resume") in err
 
 
 def _no_temporary_files(run: Path) -> None:
@@ -328,3 +330,86 @@ def test_a_full_tmpfs_during_set_up_then_resume(reference: Path, tmp_path: Path,
         assert main(["verify", str(run), "--steps", "2"]) == 0
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=30)
+
+
+# --- a disk that stays full; unknown is never zero; a closed pipe -------------------------
+
+
+def test_a_disk_that_stays_full_is_reported_as_it_is(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Every write after the marker fails: status.json still says running (it could not be
+    updated), the error line says so, and no temporary file is left."""
+    real_open = open
+    seen = {"n": 0}
+
+    def full(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if "w" in mode and str(path).endswith(".tmp"):
+            seen["n"] += 1
+            if seen["n"] > 1:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(cosim.rundir, "open", full, raising=False)
+    run = tmp_path / "run"
+    assert main(_argv(run)) == 1
+    monkeypatch.delattr(cosim.rundir, "open")
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err
+    assert "could not be updated and still says running" in lines[0]
+    assert "says failed" not in lines[0]
+    assert read_status(run)["state"] == "running"
+    assert "before scenario.yaml" in lines[0] and "--force" in lines[0]
+    _no_temporary_files(run)
+    assert main(_argv(run, "--force")) == 0
+
+
+def test_an_all_unknown_grid_reports_unknown_losses_not_zero(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A fleet 100,000 times its size on the LV feeder: no power flow converges, every step
+    is unknown; the losses are null in kpis.json and "unknown" in the printed table."""
+    from grid_models.powerflow import PowerFlowNotConvergedWarning
+
+    run = tmp_path / "run"
+    with pytest.warns(PowerFlowNotConvergedWarning):
+        assert main(_argv(run, "--set", "feeder.fleet_scale=100000")) == 0
+    out = capsys.readouterr().out
+    kpis = json.loads((run / "kpis.json").read_text())["grid"]
+    assert kpis["unknown_steps"] == STEPS
+    assert kpis["losses_mwh"] is None
+    row = next(ln for ln in out.splitlines() if " losses_mwh " in ln)
+    assert row.split()[2] == "unknown", row
+
+
+def test_a_closed_output_pipe_gives_no_traceback(reference: Path,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """``cosim verify RUN | head -1``: the reader goes away; exit 141, nothing on stderr."""
+    from cosim.cli import EXIT_BROKEN_PIPE
+
+    class Closed:
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+        def flush(self) -> None:
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+    monkeypatch.setattr(sys, "stdout", Closed())
+    assert main(["verify", str(reference), "--steps", "2"]) == EXIT_BROKEN_PIPE
+    monkeypatch.undo()
+    assert capsys.readouterr().err == ""
+
+
+def test_verify_into_a_closed_pipe_end_to_end(reference: Path) -> None:
+    """The real thing: a pipe whose reader has closed it before cosim writes."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "cosim.cli", "verify", str(reference),
+                               "--steps", "2"], cwd=REPO_ROOT, stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=SUBPROCESS_TIMEOUT_S)
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    assert done.returncode == 141
