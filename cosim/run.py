@@ -1,13 +1,16 @@
 """``cosim run``: scenario file in, run directory out (docs/results_contract.md).
 
 Order of work: validate and build everything (errors name the field, nothing is
-written yet); create the run directory and write ``scenario.yaml``, ``feeder.json``,
-``comm_graph.json`` (and ``grid_constraints.json``); run mosaik while the Collector
+written yet); create the run directory, write its marker ``status.json`` first (with
+``setup: started`` and the hashes of its inputs, ``cosim.inputs``), then
+``scenario.yaml``, ``feeder.json``, ``comm_graph.json`` (and ``grid_constraints.json``),
+each whole or not at all, then ``setup: complete``; run mosaik while the Collector
 streams results; join the parts, compute ``kpis.json``, the plots and ``report.html``;
 mark the run ``complete`` in ``status.json``. A failure after the directory exists (an
 exception, Ctrl-C, SIGTERM, a full disk) writes the whole steps still buffered,
 marks it ``failed`` with the reason and keeps whatever was flushed; ``resume``
-continues such a run from its newest checkpoint.
+checks that the inputs are unchanged and continues such a run from its newest
+checkpoint, or from step 0 when its set-up had not finished.
 """
 
 from __future__ import annotations
