@@ -19,6 +19,8 @@ on loopback. Third-party simulators attach to one building through a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import shlex
 import sys
 from collections.abc import Callable
@@ -111,10 +113,28 @@ def run_world(built: Built, writer: RunWriter, *, scenario_path: Path | None = N
             extend(handles)
         world.run(until=sc.time.steps - start_step, print_progress=progress,
                   lazy_stepping=False)
+    except BaseException:
+        # stopped mid-step (Ctrl-C, SIGTERM, an error): mosaik's simulator tasks are still
+        # pending; cancel them, or asyncio prints "Task was destroyed but it is pending!"
+        # for each when the loop is closed
+        _cancel_pending(world.loop)
+        raise
     finally:
         # idempotent: run() already shut down after a normal end; mosaik leaves
         # World.shutdown unannotated
         world.shutdown()  # type: ignore[no-untyped-call]
+
+
+def _cancel_pending(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel the tasks still pending on ``loop`` (not running) and let them finish."""
+    if loop.is_closed() or loop.is_running():
+        return
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
 
 @dataclass

@@ -413,3 +413,30 @@ def test_verify_into_a_closed_pipe_end_to_end(reference: Path) -> None:
         os.close(write_end)
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
     assert done.returncode == 141
+
+
+# --- a stopped mosaik run says one thing, not asyncio's leftovers --------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stopped_mosaik_run_prints_no_asyncio_leftovers(sig: signal.Signals, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
+    run = tmp_path / "run"
+    argv = ["run", str(SCENARIO), "--steps", "8000", "--out", str(run), "--quiet",
+            "--set", "output.plots=false", "--set", "output.flush_every=50"]
+    proc = subprocess.Popen([sys.executable, "-m", "cosim.cli", *argv], cwd=REPO_ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    part = run / PARTS_DIR / "buildings" / "part-00002.parquet"
+    deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
+    while not part.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=SUBPROCESS_TIMEOUT_S)
+    assert proc.returncode == (143 if sig == signal.SIGTERM else 130), err
+    assert "Task was destroyed" not in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "status.json says failed" in err
+    assert read_status(run)["state"] == "failed"
+    assert main(["run", "--resume", str(run), "--quiet"]) == 0
