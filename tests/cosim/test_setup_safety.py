@@ -447,3 +447,20 @@ def test_a_stopped_mosaik_run_prints_no_asyncio_leftovers(sig: signal.Signals, t
     assert "status.json says failed" in err
     assert read_status(run)["state"] == "failed"
     assert main(["run", "--resume", str(run), "--quiet"]) == 0
+
+
+def test_verify_fails_a_changed_set_up_file(reference: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A truncated feeder.json in a complete run (the issue's full-disk result) is named by
+    verify, which then checks nothing that would read it."""
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    capsys.readouterr()
+    assert main(["verify", str(run), "--steps", "2"]) == 0
+    assert "ok    set-up files" in capsys.readouterr().out
+    feeder = run / "feeder.json"
+    feeder.write_bytes(feeder.read_bytes()[:1000])
+    assert main(["verify", str(run), "--steps", "2"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  set-up files" in out and "'feeder.json' in the run directory" in out
+    assert "energy balance" not in out
