@@ -15,6 +15,7 @@ checkpoint, or from step 0 when its set-up had not finished.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,11 +24,18 @@ from typing import Any
 
 from agents.graphs import graph_to_json
 from cosim.build import Built, build
-from cosim.checkpoint import DUALS_COMPONENT, FLEET_COMPONENT, GRID_COMPONENT, shard_component
+from cosim.checkpoint import (
+    DUALS_COMPONENT,
+    FLEET_COMPONENT,
+    GRID_COMPONENT,
+    STATE_DIR,
+    shard_component,
+)
 from cosim.inputs import changed_inputs, changed_setup_files, input_hashes, sha256_file
 from cosim.limits import MAX_RESOLVED_SCENARIO_BYTES
 from cosim.provenance import code_fingerprint, other_code
 from cosim.results import (
+    PARTS_DIR,
     RunWriteError,
     RunWriter,
     json_text,
@@ -37,13 +45,11 @@ from cosim.results import (
     truncate_parts,
 )
 from cosim.rundir import (
-    LOCK_FILE,
     STATUS_FILE,
     DirLock,
     RunDirError,
     check_output_path,
     claim_directory,
-    clear_contents,
     read_marker,
     unmarked_entries,
     write_atomic,
@@ -236,6 +242,21 @@ def _changed(run_dir: Path, changes: list[str]) -> RunDirError:
         "or run anew (cosim run SCENARIO --out DIR --force)")
 
 
+def _clear_failed_setup(run_dir: Path) -> None:
+    """Remove what an unfinished set-up may have left: the set-up files but the scenario,
+    their temporary files, the part and state folders (nothing else: only ``--force``
+    empties a run directory)."""
+    names = [*SETUP_FILES[1:], *(f"{name}.tmp" for name in (*SETUP_FILES, STATUS_FILE))]
+    for name in names:
+        (run_dir / name).unlink(missing_ok=True)
+    for folder in (PARTS_DIR, STATE_DIR):
+        path = run_dir / folder
+        if path.is_symlink():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
+
+
 def _moved_on(now: dict[str, Any] | None, then: dict[str, Any]) -> bool:
     """True if the run's marker ``now`` is not the one ``then`` that resume checked."""
     keys = ("run_id", "state", "steps_done", "setup", "updated_unix")
@@ -307,8 +328,8 @@ def resume(run_dir: str | Path, *, progress: bool = True,
         if setup_done:
             start, next_part = resume_point(run_dir, checkpoint_components(built, engine))
             truncate_parts(run_dir, next_part, start)
-        else:  # the set-up failed: everything but the marker and the scenario is redone
-            clear_contents(run_dir, keep={LOCK_FILE, STATUS_FILE, SCENARIO_FILE})
+        else:  # the set-up failed: what it may have written, bar the scenario, is redone
+            _clear_failed_setup(run_dir)
             start, next_part = 0, 0
         history = [*status.get("resumes", []),
                    {"from_step": start, "at_unix": round(time.time(), 3),

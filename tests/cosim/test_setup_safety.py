@@ -180,10 +180,12 @@ def test_a_stopped_set_up_is_finished_by_resume_or_force(
             err = capsys.readouterr().err
             assert "before scenario.yaml was written" in err and "--force" in err
         else:
+            (run / "notes.txt").write_text("the user's\n")  # --resume deletes only its own
             assert main(["run", "--resume", str(run), "--quiet"]) == 0
             err = capsys.readouterr().err
             assert ("its set-up had not finished" in err) == (setup == "started"), err
             assert read_status(run)["resumes"][-1]["from_step"] == 0
+            assert (run / "notes.txt").read_text() == "the user's\n"
     if status is None or read_status(run)["state"] != "complete":
         assert main(_argv(run, "--force", engine=engine)) == 0
     final = read_status(run)
