@@ -20,10 +20,15 @@ SOLAR_COLUMN = "Solar Generation [W/kW]"
 PRICE_COLUMN = "Electricity Pricing [$/kWh]"
 CARBON_COLUMN = "kg_CO2/kWh"
 HOURS_PER_STEP = 1.0  # the CityLearn 2022 files are hourly
-#: Plausible values; anything outside is refused with the file, column and row.
+#: Plausible values; anything outside is refused with the file, column and row (or field).
 MAX_DEMAND_KWH_PER_STEP = 1_000.0  # one building in one hour (the extract's peak is ~10)
 MIN_PRICE_PER_KWH = 0.0
+MAX_PRICE_PER_KWH = 100.0  # the extract's peak is 0.54; wholesale caps are ~10
 MIN_SOLAR_W_PER_KW = 0.0
+MAX_SOLAR_W_PER_KW = 2_000.0  # per kW of PV in one hour; 1,000 at full sun (extract: 976)
+#: schema.json: battery capacity (kWh), battery power and PV size (kW) of one building
+MAX_BATTERY_CAPACITY_KWH = 100_000.0
+MAX_POWER_KW = 100_000.0
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CITYLEARN_DIR = REPO_ROOT / "data" / "citylearn_2022"
@@ -67,6 +72,8 @@ class CityLearnData:
     price_per_kwh: np.ndarray
     carbon_kg_per_kwh: np.ndarray
     hours_per_step: float = HOURS_PER_STEP
+    #: every file the loader read (schema, price, carbon, profiles), in reading order
+    files: tuple[Path, ...] = ()
 
     @property
     def n_steps(self) -> int:
@@ -155,23 +162,41 @@ def _read_schema(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        schema = json.loads(path.read_text())
+        schema = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(schema.get("buildings"), dict) or not schema["buildings"]:
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a UTF-8 text file") from None
+    except RecursionError:
+        raise DataError(f"{path}: nested too deeply to be a CityLearn schema") from None
+    if not isinstance(schema, dict) or not isinstance(schema.get("buildings"), dict) \
+            or not schema["buildings"]:
         raise DataError(f"{path}: field 'buildings' must be a non-empty mapping")
+    for name, spec in schema["buildings"].items():
+        if not isinstance(spec, dict):
+            raise DataError(f"{path}: field buildings.{name} must be a mapping")
+        csv = spec.get("energy_simulation", f"{name}.csv")
+        if not isinstance(csv, str) or Path(csv).name != csv:
+            raise DataError(f"{path}: field buildings.{name}.energy_simulation must be the "
+                            f"name of a CSV file in the same directory, got {csv!r}")
     result: dict[str, Any] = schema
     return result
 
 
-def _attribute(path: Path, building: str, spec: dict[str, Any], device: str, key: str) -> float:
+def _attribute(path: Path, building: str, spec: dict[str, Any], device: str, key: str,
+               high: float, *, low_open: bool = False) -> float:
+    """A number of ``schema.json``, checked to lie in ``[0, high]`` (``(0, high]`` with
+    ``low_open``)."""
     field = f"buildings.{building}.{device}.attributes.{key}"
     try:
         value = float(spec[device]["attributes"][key])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise DataError(f"{path}: field {field} is missing or not a number") from None
-    if not np.isfinite(value) or value < 0:
-        raise DataError(f"{path}: field {field} must be a finite number >= 0, got {value}")
+    low_ok = value > 0 if low_open else value >= 0
+    if not (np.isfinite(value) and low_ok and value <= high):
+        low = "> 0" if low_open else ">= 0"
+        raise DataError(f"{path}: field {field} must be a finite number {low} and <= "
+                        f"{high:,g}, got {value}")
     return value
 
 
@@ -185,15 +210,19 @@ def _load_cached(directory: Path) -> CityLearnData:
     schema_path = directory / "schema.json"
     schema = _read_schema(schema_path)
     price = _read_column(directory / "pricing.csv", PRICE_COLUMN)
-    _check_range(directory / "pricing.csv", PRICE_COLUMN, price, MIN_PRICE_PER_KWH)
+    _check_range(directory / "pricing.csv", PRICE_COLUMN, price, MIN_PRICE_PER_KWH,
+                 MAX_PRICE_PER_KWH)
     carbon = _read_column(directory / "carbon_intensity.csv", CARBON_COLUMN)
     n_steps = price.shape[0]
     buildings: dict[str, BuildingData] = {}
+    files = [schema_path, directory / "pricing.csv", directory / "carbon_intensity.csv"]
     for name, spec in schema["buildings"].items():
         if not spec.get("include", True):
             continue
         csv_name = spec.get("energy_simulation", f"{name}.csv")
         csv_path = directory / csv_name
+        if csv_path not in files:
+            files.append(csv_path)
         demand = _read_column(csv_path, DEMAND_COLUMN)
         solar = _read_column(csv_path, SOLAR_COLUMN)
         if demand.shape[0] != n_steps:
@@ -202,13 +231,18 @@ def _load_cached(directory: Path) -> CityLearnData:
                 "all profiles must cover the same hours"
             )
         _check_range(csv_path, DEMAND_COLUMN, demand, 0.0, MAX_DEMAND_KWH_PER_STEP)
-        _check_range(csv_path, SOLAR_COLUMN, solar, MIN_SOLAR_W_PER_KW)
+        _check_range(csv_path, SOLAR_COLUMN, solar, MIN_SOLAR_W_PER_KW, MAX_SOLAR_W_PER_KW)
+        storage = "electrical_storage"
         battery = BatteryParams(
-            capacity_kwh=_attribute(schema_path, name, spec, "electrical_storage", "capacity"),
-            power_kw=_attribute(schema_path, name, spec, "electrical_storage", "nominal_power"),
-            efficiency=_attribute(schema_path, name, spec, "electrical_storage", "efficiency"),
+            capacity_kwh=_attribute(schema_path, name, spec, storage, "capacity",
+                                    MAX_BATTERY_CAPACITY_KWH),
+            power_kw=_attribute(schema_path, name, spec, storage, "nominal_power",
+                                MAX_POWER_KW),
+            # round trip, as a share: a battery returns at most what it took
+            efficiency=_attribute(schema_path, name, spec, storage, "efficiency", 1.0,
+                                  low_open=True),
         )
-        pv_kw = _attribute(schema_path, name, spec, "pv", "nominal_power")
+        pv_kw = _attribute(schema_path, name, spec, "pv", "nominal_power", MAX_POWER_KW)
         for arr in (demand, solar):
             arr.setflags(write=False)
         buildings[name] = BuildingData(name, demand, solar, battery, pv_kw)
@@ -219,4 +253,4 @@ def _load_cached(directory: Path) -> CityLearnData:
         )
     for arr in (price, carbon):
         arr.setflags(write=False)
-    return CityLearnData(directory, buildings, price, carbon)
+    return CityLearnData(directory, buildings, price, carbon, files=tuple(files))

@@ -261,29 +261,76 @@ def graph_to_json(g: nx.Graph[int], names: Sequence[str]) -> str:
     return json.dumps(data, indent=1, sort_keys=False)
 
 
+def _node_id(value: Any, what: str) -> str | int:
+    """A node id of a node-link file: a string or a whole number (never a bool, list, ...)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        shown = json.dumps(value)[:40] if _jsonable(value) else type(value).__name__
+        raise GraphError(f"graph_from_json: {what} must be a building id (a string or a "
+                         f"whole number), got {shown}")
+    return value
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        return False
+    return True
+
+
 def graph_from_json(text: str | Mapping[str, Any]) -> tuple[nx.Graph[int], list[str]]:
     """Inverse of :func:`graph_to_json`: ``(graph over 0..n-1, building ids)``.
 
     Agent ``i`` is the ``i``-th node in the JSON's node list. Accepts the edge
-    list under ``"edges"`` or networkx's older key ``"links"``.
+    list under ``"edges"`` or networkx's older key ``"links"``. Every node id is a string
+    or a whole number, every edge joins two listed nodes; anything else is a
+    :class:`GraphError` naming the first offending node or edge.
     """
-    data = json.loads(text) if isinstance(text, str) else dict(text)
-    key = "edges" if "edges" in data else "links"
     try:
-        g_named = nx.node_link_graph(data, edges=key)
-        ids = [node["id"] for node in data["nodes"]]
-    except (KeyError, TypeError, nx.NetworkXError) as exc:
-        raise GraphError(f"graph_from_json: not a node-link graph ({exc})") from None
-    if g_named.is_directed() or g_named.is_multigraph():
+        data = json.loads(text) if isinstance(text, str) else dict(text)
+    except json.JSONDecodeError as exc:
+        raise GraphError(f"graph_from_json: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise GraphError("graph_from_json: nested too deeply to be a node-link graph") from None
+    if not isinstance(data, dict) or not isinstance(data.get("nodes"), list):
+        raise GraphError("graph_from_json: not a node-link graph (an object with a 'nodes' "
+                         "list)")
+    if data.get("directed") or data.get("multigraph"):
         raise GraphError("graph_from_json: the communication graph must be undirected and simple")
+    key = "edges" if "edges" in data else "links"
+    links = data.get(key, [])
+    if not isinstance(links, list):
+        raise GraphError(f"graph_from_json: {key!r} must be a list of edges")
+    ids: list[str | int] = []
+    for k, node in enumerate(data["nodes"]):
+        if not isinstance(node, dict) or "id" not in node:
+            raise GraphError(f"graph_from_json: node {k} must be an object with an 'id'")
+        ids.append(_node_id(node["id"], f"node {k}'s id"))
     names = [str(x) for x in ids]
     if len(set(names)) != len(names):
         raise GraphError("graph_from_json: building ids must be distinct")
-    g = nx.relabel_nodes(g_named, {node_id: i for i, node_id in enumerate(ids)}, copy=True)
+    index = {node_id: i for i, node_id in enumerate(ids)}
     ordered: nx.Graph[int] = nx.Graph()
-    ordered.graph.update(g.graph)
-    ordered.add_nodes_from(sorted(g.nodes(data=True)))
-    ordered.add_edges_from(g.edges(data=True))
+    graph_attrs = data.get("graph")
+    if isinstance(graph_attrs, dict):
+        ordered.graph.update(graph_attrs)
+    ordered.add_nodes_from((i, {a: b for a, b in node.items() if a != "id"})
+                           for i, node in enumerate(data["nodes"]))
+    for k, edge in enumerate(links):
+        if not isinstance(edge, dict) or "source" not in edge or "target" not in edge:
+            raise GraphError(f"graph_from_json: edge {k} must be an object with 'source' and "
+                             "'target'")
+        ends = [_node_id(edge[end], f"edge {k}'s {end}") for end in ("source", "target")]
+        unknown = [e for e in ends if e not in index]
+        if unknown:
+            raise GraphError(f"graph_from_json: edge {k} joins {unknown[0]!r}, which is not "
+                             "in the node list")
+        u, v = index[ends[0]], index[ends[1]]
+        if ordered.has_edge(u, v):
+            raise GraphError(f"graph_from_json: edge {k} ({ends[0]!r}, {ends[1]!r}) is listed "
+                             "twice; the communication graph must be simple")
+        attrs = {a: b for a, b in edge.items() if a not in ("source", "target", "key")}
+        ordered.add_edge(u, v, **attrs)
     return ordered, names
 
 
@@ -318,7 +365,10 @@ def graph_from_file(path: str | Path, names: Sequence[str], *, max_bytes: int,
     names = [str(x) for x in names]
     index = {name: i for i, name in enumerate(names)}
     if text.lstrip().startswith("{"):
-        graph, ids = graph_from_json(text)
+        try:
+            graph, ids = graph_from_json(text)
+        except GraphError as exc:
+            raise GraphError(f"{where}: {str(exc).removeprefix('graph_from_json: ')}") from None
         unknown = [x for x in ids if x not in index]
         missing = [x for x in names if x not in set(ids)]
         edges = [(ids[u], ids[v]) for u, v in graph.edges]

@@ -258,6 +258,10 @@ def _policies(sc: Scenario, rows: list[Row], classes: list[str],
         except PolicyFileError as exc:
             ok = False
             problems.add("controller.policy_dir", str(exc))
+        except RecursionError:  # json.loads of pathologically nested metadata
+            ok = False
+            problems.add("controller.policy_dir", f"{path}: nested too deeply to be a policy "
+                         "file (its JSON metadata)")
     return policies if ok else None
 
 

@@ -47,13 +47,13 @@ def _train(args: argparse.Namespace) -> int:
     try:
         recipe = load_recipe(args.recipe)
     except RecipeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return 2
     classes = args.classes or list(recipe.classes)
     unknown = [c for c in classes if c not in recipe.classes]
     if unknown:
-        print(f"error: {args.recipe}: classes: unknown class(es) {unknown}; "
-              f"the recipe defines {sorted(recipe.classes)}", file=sys.stderr)
+        _error(f"{args.recipe}: classes: unknown class(es) {unknown}; "
+               f"the recipe defines {sorted(recipe.classes)}")
         return 2
     if args.timesteps is not None:
         algo = "sac" if recipe.algorithm == "sac" else "ppo"
@@ -103,7 +103,7 @@ def _scenario_or_exit(args: argparse.Namespace, *,
         sc, built = prepare_scenario(args.scenario, overrides, getattr(args, "steps", None))
     except ScenarioError as exc:
         for line in exc.lines():
-            print(f"error: {line}", file=sys.stderr)
+            _error(line)
         raise SystemExit(2) from None
     if announce_limit:
         print(_limit_text(built))
@@ -168,7 +168,7 @@ def _run(args: argparse.Namespace) -> int:
         try:
             out = run_directory(sc, args.out, source=str(args.scenario))
         except RunDirError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            _error(str(exc))
             return 2
         print(f"scenario {sc.name}: {built.n} buildings, {sc.time.steps} steps, "
               f"controller {sc.controller.kind}, duals {sc.duals.mode} -> {out}")
@@ -184,16 +184,16 @@ def _run(args: argparse.Namespace) -> int:
                               engine=args.engine, notes=notes)
     except RunDirError as exc:
         _print_notes(notes)
-        print(f"error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return 2
     except ScenarioError as exc:  # --resume: the run's scenario.yaml no longer builds
         _print_notes(notes)
         for line in exc.lines():
-            print(f"error: {line}", file=sys.stderr)
+            _error(line)
         return 2
     except RunWriteError as exc:
         _print_notes(notes)
-        print(f"error: {exc} (status.json says failed; {_resume_hint(out)})", file=sys.stderr)
+        _error(f"{exc} ({_resume_hint(out)})")
         return 1
     except ControllerError as exc:  # the controller broke the contract during the run
         _print_notes(notes)
@@ -202,14 +202,13 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     except OSError as exc:
         _print_notes(notes)
-        print(f"error: {out}: cannot create the run directory: {exc.strerror or exc}",
-              file=sys.stderr)
+        _error(f"{out}: cannot create the run directory: {exc.strerror or exc}")
         return 2
     except KeyboardInterrupt as exc:
         _print_notes(notes)
         what = str(exc) or "interrupted"
-        print(f"{what}; whole steps flushed so far are in {out} (status.json says failed); "
-              f"{_resume_hint(out)}", file=sys.stderr)
+        print(one_line(f"{what}; whole steps flushed so far are kept in {out}; "
+                       f"{_resume_hint(out)}"), file=sys.stderr)
         return 143 if isinstance(exc, RunStopped) else 130
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -227,12 +226,41 @@ def _run(args: argparse.Namespace) -> int:
 
 def _print_notes(notes: list[str]) -> None:
     for note in notes:
-        print(f"note: {note}", file=sys.stderr)
+        print(f"note: {one_line(note)}", file=sys.stderr)
     notes.clear()
 
 
+def one_line(text: str) -> str:
+    """``text`` with every line break and other control character escaped (``\\n``), so a
+    crafted file name cannot start a line of its own (a forged ``error:`` line)."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in str(text))
+
+
+def _error(text: str) -> None:
+    """Print one ``error:`` line to stderr (:func:`one_line`)."""
+    print(f"error: {one_line(text)}", file=sys.stderr)
+
+
 def _resume_hint(out: Path) -> str:
-    return f"continue with: cosim run --resume {out}"
+    """What the run directory ``out`` says after a failure, and how to go on, read from its
+    ``status.json`` (never assumed: a full disk may have kept it from being updated)."""
+    from cosim.run import SCENARIO_FILE, SETUP_COMPLETE
+    from cosim.rundir import read_marker
+
+    status = read_marker(out, "run")
+    if status is None:
+        return (f"no run was recorded in {out} (its marker status.json could not be "
+                "written); run the same command again")
+    state = status.get("state")
+    said = f"status.json says {state}" if state == "failed" else (
+        f"status.json could not be updated and still says {state}")
+    if status.get("setup", SETUP_COMPLETE) != SETUP_COMPLETE:
+        if not (Path(out) / SCENARIO_FILE).is_file():
+            return (f"{said} with its set-up unfinished, before scenario.yaml; start it "
+                    f"again: cosim run SCENARIO --out {out} --force")
+        said += " with its set-up unfinished; --resume starts it again from step 0"
+    return f"{said}; continue with: cosim run --resume {out}"
 
 
 def _study(args: argparse.Namespace) -> int:
@@ -263,14 +291,13 @@ def _study(args: argparse.Namespace) -> int:
                           force=args.force, workers=args.workers, scheduler=args.scheduler)
     except ScenarioError as exc:
         for line in exc.lines():
-            print(f"error: {line}", file=sys.stderr)
+            _error(line)
         return 2
     except RunDirError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return 2
     except RunWriteError as exc:
-        print(f"error: {exc}; run the same command again to continue the study",
-              file=sys.stderr)
+        _error(f"{exc}; run the same command again to continue the study")
         return 1
     except KeyboardInterrupt as exc:
         print(f"{str(exc) or 'interrupted'}; the finished runs are kept (study.csv in {out}); "
@@ -284,7 +311,7 @@ def _study(args: argparse.Namespace) -> int:
     try:
         write_study_report(out)
     except OSError as exc:
-        print(f"error: cannot write {out}/report.html: {exc.strerror or exc}", file=sys.stderr)
+        _error(f"cannot write {out}/report.html: {exc.strerror or exc}")
         return 1
     print((out / "study.md").read_text())
     figures = [name for name in ("unmet_by_c.png", "lambda_trajectories.png", "grid_vs_c.png",
@@ -294,9 +321,9 @@ def _study(args: argparse.Namespace) -> int:
     failed = table[table["status"] == "failed"] if "status" in table else table.iloc[:0]
     if len(failed):
         for _, row in failed.iterrows():
-            print(f"error: run {row['run']} failed: {row.get('note', '')}", file=sys.stderr)
-        print(f"error: {len(failed)} of {len(table)} runs failed (rows with status 'failed' "
-              "in study.csv); the others are complete", file=sys.stderr)
+            _error(f"run {row['run']} failed: {row.get('note', '')}")
+        _error(f"{len(failed)} of {len(table)} runs failed (rows with status 'failed' "
+               "in study.csv); the others are complete")
         return 1
     return 0
 
@@ -317,14 +344,14 @@ def _compare(args: argparse.Namespace) -> int:
                             parse_tolerance_options(args.rtol, "rtol"))
         result = compare_runs(args.run, args.reference, tol)
     except CompareError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return 2
     print(result.report(all_checks=args.all))
     if args.junit:
         try:
             Path(args.junit).write_text(junit_xml(result))
         except OSError as exc:
-            print(f"error: cannot write {args.junit}: {exc.strerror or exc}", file=sys.stderr)
+            _error(f"cannot write {args.junit}: {exc.strerror or exc}")
             return 2
     return 0 if result.ok else 1
 
@@ -342,13 +369,12 @@ def _verify(args: argparse.Namespace) -> int:
             if steps < 1:
                 raise ValueError
         except ValueError:
-            print(f"error: --steps {args.steps!r}: give a whole number >= 1 or 'all'",
-                  file=sys.stderr)
+            _error(f"--steps {args.steps!r}: give a whole number >= 1 or 'all'")
             return 2
     try:
         result = verify_run(args.run, steps)
     except (RunDirError, OSError, ValueError, KeyError) as exc:
-        print(f"error: {args.run}: cannot verify: {exc}", file=sys.stderr)
+        _error(f"{args.run}: cannot verify: {exc}")
         return 2
     print(result.report())
     return 0 if result.ok else 1
@@ -451,6 +477,25 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except SystemExit as exc:  # argparse's usage errors and --help, bad scenarios
         return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    except BrokenPipeError:  # the reader went away (cosim verify RUN | head -1): no traceback
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+#: exit status after the output's reader went away (128 + SIGPIPE, as a shell reports it)
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit raises nothing more."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor
+        pass
 
 
 if __name__ == "__main__":

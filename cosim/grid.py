@@ -21,6 +21,7 @@ from grid_models.grid_model import (
     GridModel,
     hour_of_year,
 )
+from grid_models.physics import FeederPhysicsError, check_physics
 from grid_models.placement import MAX_LISTED_BUILDINGS, place_buildings
 from grid_models.topology import check_supply
 
@@ -67,7 +68,8 @@ def build_grid(sc: Scenario, rows: list[BuildingRow], source: str) -> GridModel:
     """``rows``: one :class:`BuildingRow` per building.
 
     Refuses (as :class:`ScenarioError` naming the field) a feeder without an in-service
-    external grid (``feeder.source``) and buildings on buses that are not energised.
+    external grid or with values no real equipment has (``feeder.source``,
+    :mod:`grid_models.physics`) and buildings on buses that are not energised.
     """
     try:
         feeder = load_feeder(sc.feeder.source)
@@ -77,7 +79,8 @@ def build_grid(sc: Scenario, rows: list[BuildingRow], source: str) -> GridModel:
         raise ScenarioError(source, [("feeder.source", f"cannot load feeder: {exc}")]) from None
     try:
         check_supply(feeder)
-    except SupplyError as exc:
+        check_physics(feeder, f"feeder {sc.feeder.source!r}")
+    except (SupplyError, FeederPhysicsError) as exc:
         raise ScenarioError(source, [("feeder.source", str(exc))]) from None
     explicit = [r.bus for r in rows]
     try:

@@ -7,6 +7,8 @@ YAML bounds are checked while the file is parsed, before any value is built.
 
 from __future__ import annotations
 
+import agents.data as _data
+
 # --- the scenario file and its YAML ------------------------------------------------------
 MAX_SCENARIO_FILE_BYTES = 1 << 20  # 1 MiB
 #: a run's resolved scenario.yaml spells every default out (~180 bytes per explicit
@@ -45,6 +47,10 @@ ID_PATTERN = rf"^[A-Za-z0-9_-]{{1,{MAX_ID_CHARS}}}$"
 ID_RULE = f"letters, digits, '_' and '-' only, 1 to {MAX_ID_CHARS} characters"
 
 # --- magnitudes ----------------------------------------------------------------------------
+# the data's own plausibility bounds (agents.data) apply to the scenario's overrides too:
+#: battery.capacity_kwh of one building; battery.power_kw and pv_kw of one building
+MAX_BATTERY_CAPACITY_KWH = _data.MAX_BATTERY_CAPACITY_KWH
+MAX_POWER_KW = _data.MAX_POWER_KW
 MAX_DEMAND_SCALE = 1_000.0
 MAX_FLEET_SCALE = 1_000_000.0
 #: grid_constraints.period_steps: multipliers per constraint (one per phase of the period)

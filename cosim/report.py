@@ -17,6 +17,7 @@ pandas, bit for bit (``tests/cosim/test_streamed_results.py``).
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -536,6 +537,11 @@ def worst_buses(vm: np.ndarray) -> list[tuple[int, str]]:
     return [(j_low, "lowest"), (j_high, "highest")]
 
 
+def _unknown(value: Any) -> bool:
+    """A KPI value that is not known: null in kpis.json, NaN before it is written."""
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
+
+
 def summary_table(kpis: dict[str, Any]) -> str:
     """The KPI table printed at the end of ``cosim run``.
 
@@ -551,12 +557,12 @@ def summary_table(kpis: dict[str, Any]) -> str:
                     key[: -len(UNKNOWN_SUFFIX)] in values:
                 continue  # folded into its hours row
             if key == "final_lambda":
-                value = "[" + ", ".join("unknown" if v is None else f"{v:.2f}"
+                value = "[" + ", ".join("unknown" if _unknown(v) else f"{v:.2f}"
                                         for v in value[:10]) + \
                     (", ..." if len(value) > 10 else "") + "]"
             elif section == "grid" and key in HOURS_KEYS and value is not None:
                 value = hours_text(values, key)
-            elif value is None:
+            elif _unknown(value):  # unknown is never zero (nor "nan")
                 value = "unknown"
             elif isinstance(value, float):
                 value = f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.1f}"

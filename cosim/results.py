@@ -47,6 +47,7 @@ import pyarrow.parquet as pq
 
 from agents.calendar import row_datetimes
 from agents.records import RESULT_COLUMNS
+from cosim import rundir
 from cosim.checkpoint import KEEP_CHECKPOINTS, STATE_DIR, load_arrays, prune, save_arrays
 from cosim.provenance import code_fingerprint
 from cosim.rundir import (
@@ -140,11 +141,13 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
+def json_text(obj: Any) -> str:
+    """``obj`` as the strict, indented JSON text cosim writes (:func:`json_safe` first)."""
+    return json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n"
+
+
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    text = json.dumps(json_safe(obj), indent=2, allow_nan=False)
-    tmp.write_text(text + "\n")
-    os.replace(tmp, path)
+    rundir.write_atomic(path, json_text(obj))
 
 
 def _part_indices(run_dir: Path, table: str) -> set[int]:
@@ -189,7 +192,8 @@ class RunWriter:
                  history: list[dict[str, Any]] | None = None,
                  heartbeat_s: float = HEARTBEAT_S,
                  constraints: Sequence[tuple[str, str]] | None = None,
-                 start_row: int = 0) -> None:
+                 start_row: int = 0, recorded: dict[str, Any] | None = None,
+                 begin: bool = True) -> None:
         self.run_dir = Path(run_dir)
         self.start_row = int(start_row)  # data row of step 0: the steps' datetimes
         self.building_ids = np.asarray(list(building_ids), dtype=object)
@@ -215,11 +219,22 @@ class RunWriter:
         self._status_lock = threading.Lock()
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
+        self._heartbeat_s = heartbeat_s
+        # fields every status.json of the run repeats (the set-up's progress, the inputs'
+        # hashes: cosim.inputs)
+        self.recorded: dict[str, Any] = dict(recorded or {})
+        if begin:
+            self.begin()
+        else:  # the marker comes first; the caller writes the set-up files, then begin()
+            self.set_status("running")
+
+    def begin(self) -> None:
+        """Make the part folders, say ``running`` and start the heartbeat (the steps start)."""
         for table in self.tables:
             (self.run_dir / PARTS_DIR / table).mkdir(parents=True, exist_ok=True)
         self.set_status("running")
-        if heartbeat_s > 0:
-            self._heartbeat = threading.Thread(target=self._beat, args=(heartbeat_s,),
+        if self._heartbeat_s > 0 and self._heartbeat is None:
+            self._heartbeat = threading.Thread(target=self._beat, args=(self._heartbeat_s,),
                                                name="cosim-heartbeat", daemon=True)
             self._heartbeat.start()
 
@@ -236,7 +251,8 @@ class RunWriter:
             "checkpoint_every": self.flush_every, "pid": os.getpid(),
             "host": socket.gethostname(), "start_ticks": _PROCESS_START_TICKS,
             "started_unix": round(self.started, 3),
-            "heartbeat_unix": now, "updated_unix": now, "resumes": self.history, **extra,
+            "heartbeat_unix": now, "updated_unix": now, "resumes": self.history,
+            **self.recorded, **extra,
         }
         try:
             with self._status_lock:

@@ -1,17 +1,21 @@
 """``cosim run``: scenario file in, run directory out (docs/results_contract.md).
 
 Order of work: validate and build everything (errors name the field, nothing is
-written yet); create the run directory and write ``scenario.yaml``, ``feeder.json``,
-``comm_graph.json`` (and ``grid_constraints.json``); run mosaik while the Collector
+written yet); create the run directory, write its marker ``status.json`` first (with
+``setup: started`` and the hashes of its inputs, ``cosim.inputs``), then
+``scenario.yaml``, ``feeder.json``, ``comm_graph.json`` (and ``grid_constraints.json``),
+each whole or not at all, then ``setup: complete``; run mosaik while the Collector
 streams results; join the parts, compute ``kpis.json``, the plots and ``report.html``;
 mark the run ``complete`` in ``status.json``. A failure after the directory exists (an
 exception, Ctrl-C, SIGTERM, a full disk) writes the whole steps still buffered,
 marks it ``failed`` with the reason and keeps whatever was flushed; ``resume``
-continues such a run from its newest checkpoint.
+checks that the inputs are unchanged and continues such a run from its newest
+checkpoint, or from step 0 when its set-up had not finished.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,28 +25,46 @@ from typing import Any
 from agents.contract import Controller, check_controller, controller_name
 from agents.graphs import graph_to_json
 from cosim.build import Built, build
-from cosim.checkpoint import DUALS_COMPONENT, FLEET_COMPONENT, GRID_COMPONENT, shard_component
+from cosim.checkpoint import (
+    DUALS_COMPONENT,
+    FLEET_COMPONENT,
+    GRID_COMPONENT,
+    STATE_DIR,
+    shard_component,
+)
+from cosim.inputs import changed_inputs, changed_setup_files, input_hashes, sha256_file
 from cosim.limits import MAX_RESOLVED_SCENARIO_BYTES
 from cosim.provenance import code_fingerprint, other_code
 from cosim.results import (
+    PARTS_DIR,
     RunWriteError,
     RunWriter,
+    json_text,
     resume_point,
     steps_finished,
     steps_starting,
     truncate_parts,
 )
 from cosim.rundir import (
+    STATUS_FILE,
     DirLock,
     RunDirError,
     check_output_path,
     claim_directory,
     new_marker,
     read_marker,
+    unmarked_entries,
+    write_atomic,
 )
 from cosim.scenario import Scenario, load_scenario, resolved_yaml
 
 ENGINES = ("mosaik", "plain")
+SCENARIO_FILE = "scenario.yaml"
+FEEDER_FILE = "feeder.json"
+#: the set-up files a run may have, written in this order before its first step
+SETUP_FILES = (SCENARIO_FILE, FEEDER_FILE, "comm_graph.json", "grid_constraints.json")
+#: ``setup`` in status.json: the set-up files are being written / are all in place
+SETUP_STARTED, SETUP_COMPLETE = "started", "complete"
 
 
 @dataclass
@@ -182,42 +204,133 @@ def execute(sc: Scenario, built: Built, run_dir: Path, *, progress: bool = True,
     lock = claim_directory(run_dir, "run", force=force, notes=notes)
     try:
         run_dir = Path(run_dir)
-        writer = _writer(sc, built, run_dir, engine=engine,
-                         grid_solve=grid_solve or grid_solve_mode(built, extend),
-                         marker={**new_marker("run"), **given_controller_marker(built)})
-        try:
-            scenario_file = run_dir / "scenario.yaml"
-            scenario_file.write_text(resolved_yaml(sc))
-            if built.grid is not None:
-                from grid_models.feeders import save_feeder_json
-
-                save_feeder_json(built.grid.net, run_dir / "feeder.json")
-            # only a shard built without the feeder lacks the graph (cosim.build.Built)
-            assert built.graph is not None
-            (run_dir / "comm_graph.json").write_text(graph_to_json(built.graph, built.names))
-            if built.grid_constraints is not None:
-                from cosim.results import write_json
-
-                write_json(run_dir / "grid_constraints.json",
-                           built.grid_constraints.describe(built.names))
+        texts = setup_texts(sc, built)
+        feeder = texts.get(FEEDER_FILE)
+        recorded = {"setup": SETUP_STARTED,
+                    "inputs": input_hashes(built, texts[SCENARIO_FILE], feeder)}
+        try:  # the marker first: from here on the folder is recognisably this run's
+            writer = _writer(sc, built, run_dir, engine=engine,
+                             grid_solve=grid_solve or grid_solve_mode(built, extend),
+                             marker={**new_marker("run"), **given_controller_marker(built)},
+                             recorded=recorded, begin=False)
         except OSError as exc:
-            writer.fail(f"cannot write the run's set-up files: {exc}")
-            raise RunWriteError(f"{run_dir}: cannot write the run's set-up files: "
+            raise RunWriteError(f"{run_dir}: cannot write the run's marker status.json: "
                                 f"{exc.strerror or exc}") from exc
+        write_setup(writer, texts)
         return _run_engine(sc, built, writer, engine, progress, start_step=0, extend=extend,
                            extra_sims=extra_sims)
     finally:
         lock.release()
 
 
+def setup_texts(sc: Scenario, built: Built) -> dict[str, str]:
+    """The set-up files of a run (docs/results_contract.md) by name, in writing order."""
+    texts = {SCENARIO_FILE: resolved_yaml(sc)}
+    if built.grid is not None:
+        from grid_models.feeders import feeder_json_text
+
+        texts[FEEDER_FILE] = feeder_json_text(built.grid.net)
+    # only a shard built without the feeder lacks the graph (cosim.build.Built)
+    assert built.graph is not None
+    texts["comm_graph.json"] = graph_to_json(built.graph, built.names)
+    if built.grid_constraints is not None:
+        texts["grid_constraints.json"] = json_text(built.grid_constraints.describe(built.names))
+    return texts
+
+
+def write_setup(writer: RunWriter, texts: dict[str, str]) -> None:
+    """Write the set-up files (each whole or not at all), then start the run's steps.
+
+    The marker already says ``setup: started``; only when every file is in place does it
+    say ``complete`` (with their hashes). A failure here (a full disk, Ctrl-C) marks the
+    run failed with the set-up unfinished: ``--resume`` then starts it again from step 0,
+    ``--force`` replaces it.
+    """
+    run_dir = writer.run_dir
+    try:
+        for name, text in texts.items():
+            write_atomic(run_dir / name, text)
+        setup_files = {name: sha256_file(run_dir / name) for name in SETUP_FILES
+                       if (run_dir / name).is_file()}
+        writer.recorded.update(setup=SETUP_COMPLETE, setup_files=setup_files)
+        writer.begin()
+    except BaseException as exc:
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, OSError):
+            reason = exc.strerror or reason
+        writer.fail(f"{type(exc).__name__} during the set-up: {reason}")
+        if isinstance(exc, OSError):
+            raise RunWriteError(f"{run_dir}: cannot write the run's set-up files: "
+                                f"{exc.strerror or exc}") from exc
+        raise
+
+
+def _refuse_changed_inputs(run_dir: Path, status: dict[str, Any], now: dict[str, Any],
+                           notes: list[str] | None) -> None:
+    """Raise if the run's recorded inputs (or its set-up files) differ from today's."""
+    recorded = status.get("inputs")
+    if not isinstance(recorded, dict):
+        if notes is not None:
+            notes.append(f"{run_dir}: status.json records no input hashes (a run from an "
+                         "older version): cannot tell whether its inputs changed since it "
+                         "started")
+        return
+    changes = changed_inputs(recorded, now)
+    setup_files = status.get("setup_files")
+    if status.get("setup") == SETUP_COMPLETE and isinstance(setup_files, dict):
+        changes.extend(changed_setup_files(run_dir, setup_files))
+    if changes:
+        raise _changed(run_dir, changes)
+
+
+def _changed(run_dir: Path, changes: list[str]) -> RunDirError:
+    return RunDirError(
+        f"{run_dir}: cannot resume: changed since the run started: {'; '.join(changes)}. "
+        "Resuming would join results of different inputs in one table; restore them, "
+        "or run anew (cosim run SCENARIO --out DIR --force)")
+
+
+def _clear_failed_setup(run_dir: Path) -> None:
+    """Remove what an unfinished set-up may have left: the set-up files but the scenario,
+    their temporary files, the part and state folders (nothing else: only ``--force``
+    empties a run directory)."""
+    names = [*SETUP_FILES[1:], *(f"{name}.tmp" for name in (*SETUP_FILES, STATUS_FILE))]
+    for name in names:
+        (run_dir / name).unlink(missing_ok=True)
+    for folder in (PARTS_DIR, STATE_DIR):
+        path = run_dir / folder
+        if path.is_symlink():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
+
+
+def _moved_on(now: dict[str, Any] | None, then: dict[str, Any]) -> bool:
+    """True if the run's marker ``now`` is not the one ``then`` that resume checked."""
+    keys = ("run_id", "state", "steps_done", "setup", "updated_unix")
+    return now is None or any(now.get(k) != then.get(k) for k in keys)
+
+
+def _no_marker(run_dir: Path) -> RunDirError:
+    """The error for ``--resume`` on a folder without a run marker."""
+    if run_dir.is_dir() and not unmarked_entries(run_dir):
+        return RunDirError(f"{run_dir}: the run's set-up was interrupted before its marker "
+                           "status.json was written; nothing to resume; start the run again "
+                           f"(cosim run SCENARIO --out {run_dir} --force)")
+    return RunDirError(f"{run_dir}: not a run directory made by cosim (no run marker in "
+                       "status.json); nothing to resume")
+
+
 def resume(run_dir: str | Path, *, progress: bool = True,
            notes: list[str] | None = None, controller: Controller | None = None) -> RunOutcome:
     """Continue an interrupted run from its newest checkpoint (``cosim run --resume``).
 
-    The run's own ``scenario.yaml`` (the resolved scenario) is built again; the
-    fleet, duals and controller state saved with the checkpoint are set, the
-    results after it dropped, and the run goes on with the engine it started
-    with. The tables then equal those of an uninterrupted run, bit for bit.
+    The run's own ``scenario.yaml`` (the resolved scenario) is built again and the
+    inputs' hashes compared with those recorded at its start (``cosim.inputs``): any
+    change is refused. Then the fleet, duals and controller state saved with the
+    checkpoint are set, the results after it dropped, and the run goes on with the
+    engine it started with. The tables then equal those of an uninterrupted run, bit
+    for bit. A run whose set-up did not finish starts again from step 0.
     A run started with a controller object given from Python (``controller_object``
     in ``status.json``) needs that object again as ``controller``; a run of a scenario
     that names a class (``controller.kind: python``) imports the class anew, so a fixed
@@ -226,8 +339,7 @@ def resume(run_dir: str | Path, *, progress: bool = True,
     run_dir = Path(run_dir)
     status = read_marker(run_dir, "run")
     if status is None:
-        raise RunDirError(f"{run_dir}: not a run directory made by cosim (no run marker in "
-                          "status.json); nothing to resume")
+        raise _no_marker(run_dir)
     if status.get("state") == "complete":
         raise RunDirError(f"{run_dir}: the run is complete; nothing to resume")
     made_by = other_code(status)
@@ -249,28 +361,55 @@ def resume(run_dir: str | Path, *, progress: bool = True,
     if given is None and controller is not None:
         raise RunDirError(f"{run_dir}: the run was started with the scenario's controller; "
                           "resume it without controller=")
+    # every check reads only: a refused resume leaves the folder as it was, lock included
+    scenario_file = run_dir / SCENARIO_FILE
+    if not scenario_file.is_file():
+        raise RunDirError(f"{run_dir}: the run's set-up stopped before scenario.yaml was "
+                          "written; nothing to resume; start the run again (cosim run "
+                          f"SCENARIO --out {run_dir} --force)")
+    recorded_inputs = status.get("inputs")
+    if isinstance(recorded_inputs, dict) and recorded_inputs.get(
+            "scenario") != sha256_file(scenario_file):  # before it is even read
+        raise _changed(run_dir, ["the resolved scenario (the run's scenario.yaml)"])
+    sc = load_scenario(scenario_file, max_bytes=MAX_RESOLVED_SCENARIO_BYTES)
+    built = build(sc, str(scenario_file))
+    use_controller(built, controller)
+    texts = setup_texts(sc, built)
+    now = input_hashes(built, scenario_file.read_bytes(), texts.get(FEEDER_FILE))
+    _refuse_changed_inputs(run_dir, status, now, notes)
+    engine = status.get("engine") or "mosaik"
+    if engine not in ENGINES:
+        raise RunDirError(f"{run_dir}: status.json names an unknown engine {engine!r}")
     lock = DirLock.acquire(run_dir, clear_stale=True, notes=notes)
     try:
-        scenario_file = run_dir / "scenario.yaml"
-        sc = load_scenario(scenario_file, max_bytes=MAX_RESOLVED_SCENARIO_BYTES)
-        built = build(sc, str(scenario_file))
-        use_controller(built, controller)
-        engine = status.get("engine") or "mosaik"
-        if engine not in ENGINES:
-            raise RunDirError(f"{run_dir}: status.json names an unknown engine {engine!r}")
-        start, next_part = resume_point(run_dir, checkpoint_components(built, engine))
-        truncate_parts(run_dir, next_part, start)
+        if _moved_on(read_marker(run_dir, "run"), status):
+            raise RunDirError(f"{run_dir}: another cosim process changed the run while this "
+                              "one checked it; look at its status.json before resuming again")
+        # runs of older versions record no set-up state: theirs finished before any step
+        setup_done = status.get("setup", SETUP_COMPLETE) == SETUP_COMPLETE
+        if setup_done:
+            start, next_part = resume_point(run_dir, checkpoint_components(built, engine))
+            truncate_parts(run_dir, next_part, start)
+        else:  # the set-up failed: what it may have written, bar the scenario, is redone
+            _clear_failed_setup(run_dir)
+            start, next_part = 0, 0
         history = [*status.get("resumes", []),
                    {"from_step": start, "at_unix": round(time.time(), 3),
                     "previous_state": status.get("state")}]
         marker = {k: status[k] for k in ("format", "run_id", "created_unix",
                                          "controller_object") if k in status}
+        recorded = {k: status[k] for k in ("setup", "inputs", "setup_files") if k in status}
+        recorded.setdefault("inputs", now)
         writer = _writer(sc, built, run_dir, engine=engine,
                          grid_solve=status.get("grid_solve") or grid_solve_mode(built, None),
                          marker=marker, start_step=start,
-                         next_part=next_part, history=history)
+                         next_part=next_part, history=history, recorded=recorded,
+                         begin=setup_done)
+        if not setup_done:
+            write_setup(writer, {k: v for k, v in texts.items() if k != SCENARIO_FILE})
         if notes is not None:
-            notes.append(f"resuming {run_dir} at step {start} of {sc.time.steps}")
+            notes.append(f"resuming {run_dir} at step {start} of {sc.time.steps}"
+                         + ("" if setup_done else " (its set-up had not finished)"))
         return _run_engine(sc, built, writer, engine, progress, start_step=start)
     finally:
         lock.release()

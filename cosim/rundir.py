@@ -16,7 +16,10 @@ Rules (the user's data outlive any run):
   and holds the pid, the host and the process start time of its holder. A
   second run is refused with a line naming the holder; a lock whose holder is
   dead (a stale lock) is reported and cleared only with ``--force`` (or by
-  ``--resume``, which continues exactly that dead run).
+  ``--resume``, which continues exactly that dead run). A lock that stays empty or
+  unreadable (its holder was killed between creating and writing it) is stale too.
+- Files cosim writes are written whole or not at all (:func:`write_atomic`: a temporary
+  name, then a rename; the temporary file is removed when the write fails).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ STUDY_FORMAT = "fleetcosim-study/1"
 STATUS_FILE = "status.json"
 STUDY_MARKER = "study.json"
 LOCK_FILE = ".lock"
+#: key of :func:`_read_holder`'s answer for a lock that stays empty or unreadable
+UNREADABLE = "unreadable"
 MARKERS = {"run": (STATUS_FILE, RUN_FORMAT), "study": (STUDY_MARKER, STUDY_FORMAT)}
 
 
@@ -67,6 +72,26 @@ def read_marker(directory: str | Path, kind: str = "run") -> dict[str, Any] | No
     if not isinstance(content.get("run_id"), str) or len(content["run_id"]) != 32:
         return None
     return content
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all: ``<name>.tmp``, then a rename.
+
+    A failed write (a full disk, Ctrl-C) removes the temporary file, so nothing half
+    written is left under either name; only a kill (SIGKILL) in between can leave the
+    ``.tmp`` file, which the run's set-up or ``--resume`` removes.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        with open(tmp, "wb") as f:
+            f.write(raw)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 # --- where a run may go ----------------------------------------------------------------------
@@ -123,8 +148,11 @@ def _process_state(pid: int) -> str | None:
 
 
 def holder_alive(holder: dict[str, Any]) -> bool | None:
-    """True if the lock's holder runs, False if it is gone, None if that cannot be told
+    """True if the lock's holder runs, False if it is gone (or the lock is empty or
+    unreadable: its holder was killed before writing it), None if that cannot be told
     (another host)."""
+    if holder.get(UNREADABLE):
+        return False
     if holder.get("host") != socket.gethostname():
         return None
     try:
@@ -145,6 +173,8 @@ def holder_alive(holder: dict[str, Any]) -> bool | None:
 
 def describe_holder(holder: dict[str, Any]) -> str:
     """Who holds a lock, in words: pid, host and start time."""
+    if holder.get(UNREADABLE):
+        return "an empty or unreadable lock file, left by a run killed while taking it"
     since = holder.get("started_unix")
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if since else "?"
     return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')} since {when}"
@@ -161,7 +191,7 @@ def _read_holder(path: Path) -> dict[str, Any]:
         except (OSError, ValueError):
             pass
         time.sleep(0.05)
-    return {"pid": "?", "host": "?"}
+    return {UNREADABLE: True}
 
 
 class DirLock:
@@ -207,8 +237,13 @@ class DirLock:
                 if notes is not None:
                     notes.append(f"cleared the stale lock of {who} (not running)")
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(info, f)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(info, f)
+            except BaseException:  # Ctrl-C or a full disk: leave no empty lock behind
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                raise
             return cls(path, info)
         raise RunDirError(f"{directory}: could not take the lock {path}; another run keeps "
                           "taking it")
@@ -228,8 +263,7 @@ def _remove_stale(path: Path, holder: dict[str, Any]) -> None:
     except FileNotFoundError:
         return
     moved = _read_holder(aside)
-    if moved.get("pid") != holder.get("pid") or moved.get("started_unix") != holder.get(
-            "started_unix"):
+    if any(moved.get(k) != holder.get(k) for k in ("pid", "started_unix", UNREADABLE)):
         with contextlib.suppress(FileExistsError):  # a live lock: put it back
             os.link(aside, path)
     aside.unlink(missing_ok=True)
@@ -249,11 +283,33 @@ def clear_contents(directory: Path, keep: set[str]) -> None:
             shutil.rmtree(entry)
 
 
+def _partial_marker(path: Path, kind: str) -> bool:
+    """True if ``path`` is the temporary file of a ``kind`` marker that a killed cosim was
+    writing: empty, or the beginning of the JSON that :func:`write_atomic` writes."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    head = f'{{\n  "format": "{MARKERS[kind][1]}"'.encode()
+    try:
+        with open(path, "rb") as f:
+            start = f.read(len(head))
+    except OSError:
+        return False
+    return head.startswith(start)
+
+
+def unmarked_entries(path: Path, kind: str = "run") -> list[Path]:
+    """What ``path`` holds besides its lock and a half-written marker (``<marker>.tmp``) of
+    a set-up killed before its marker was in place."""
+    marker_tmp = f"{MARKERS[kind][0]}.tmp"
+    return [e for e in Path(path).iterdir() if e.name != LOCK_FILE and not (
+        e.name == marker_tmp and _partial_marker(e, kind))]
+
+
 def refuse_foreign(path: Path, kind: str) -> None:
     """Raise if ``path`` holds anything and is not a ``kind`` directory cosim made."""
     if not path.is_dir():
         return
-    if any(e.name != LOCK_FILE for e in path.iterdir()) and read_marker(path, kind) is None:
+    if unmarked_entries(path, kind) and read_marker(path, kind) is None:
         raise RunDirError(f"{path}: exists, is not empty and is not a {kind} directory made by "
                           f"cosim (no {kind} marker in {MARKERS[kind][0]}); nothing was "
                           "touched; choose another --out")

@@ -39,6 +39,7 @@ from agents.graphs import TOPOLOGIES
 from cosim.limits import (
     ID_PATTERN,
     ID_RULE,
+    MAX_BATTERY_CAPACITY_KWH,
     MAX_BUILDING_STEPS,
     MAX_BUILDINGS,
     MAX_DELAY_STEPS,
@@ -55,6 +56,7 @@ from cosim.limits import (
     MAX_ORACLE_BUILDING_STEPS,
     MAX_PARAMS,
     MAX_PLAN_HORIZON_STEPS,
+    MAX_POWER_KW,
     MAX_REMOTE_TIMEOUT_S,
     MAX_REPORTED_ERRORS,
     MAX_SCENARIO_FILE_BYTES,
@@ -214,8 +216,8 @@ class FeederConfig(_Strict):
 class BatteryConfig(_Strict):
     """A building's battery; a None field keeps the value of its data."""
 
-    capacity_kwh: float | None = Field(None, ge=0)
-    power_kw: float | None = Field(None, ge=0)
+    capacity_kwh: float | None = Field(None, ge=0, le=MAX_BATTERY_CAPACITY_KWH)
+    power_kw: float | None = Field(None, ge=0, le=MAX_POWER_KW)
     efficiency: float | None = Field(None, gt=0, le=1, description="round trip")
 
 
@@ -228,7 +230,7 @@ class BuildingSpec(_Strict):
     policy_class: Id | None = None
     bus: BusId | None = None
     battery: BatteryConfig = BatteryConfig()
-    pv_kw: float | None = Field(None, ge=0)
+    pv_kw: float | None = Field(None, ge=0, le=MAX_POWER_KW)
 
 
 class GeneratorConfig(_Strict):
@@ -240,7 +242,7 @@ class GeneratorConfig(_Strict):
     demand_scales: list[DemandScale] = Field(default_factory=lambda: [1.0], min_length=1,
                                              max_length=MAX_LIST_ITEMS)
     battery: BatteryConfig = BatteryConfig()
-    pv_kw: float | None = Field(None, ge=0)
+    pv_kw: float | None = Field(None, ge=0, le=MAX_POWER_KW)
     buses: list[BusId] | None = Field(None, min_length=1, max_length=MAX_BUILDINGS,
                                       description="one per building; default: placed")
 
@@ -965,6 +967,32 @@ def scenario_from_dict(raw: Any, source: str = "<scenario>",
     return scenario
 
 
+def _not_a_file(path: Path) -> str:
+    """Why ``path`` (not a regular file) cannot be read as a scenario, in words."""
+    if not path.exists():
+        return "scenario file not found"
+    if path.is_dir():
+        return "is a directory, not a scenario file; give the YAML file inside it"
+    kind = "a FIFO (named pipe)" if path.is_fifo() else (
+        "a socket" if path.is_socket() else "a device" if path.is_char_device() or
+        path.is_block_device() else "not a regular file")
+    return f"is {kind}, not a scenario file; give a YAML file"
+
+
+def _not_utf8(data: bytes) -> str:
+    """What a scenario file that is not UTF-8 is, in words."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        try:
+            data.decode("utf-16")
+        except UnicodeDecodeError:
+            pass
+        else:
+            return "UTF-16 text; save the file as UTF-8"
+    if b"\x00" in data:
+        return "a binary file, not YAML text (UTF-8)"
+    return "not UTF-8 text (another encoding?); save the file as UTF-8"
+
+
 def read_scenario_file(path: str | os.PathLike[str], max_bytes: int = MAX_SCENARIO_FILE_BYTES,
                        duplicates: list[tuple[str, str]] | None = None) -> Any:
     """The YAML value of a scenario file, read with the bounded reader (``duplicates``:
@@ -972,16 +1000,20 @@ def read_scenario_file(path: str | os.PathLike[str], max_bytes: int = MAX_SCENAR
     path = Path(path)
     source = str(path)
     if not path.is_file():
-        raise ScenarioError(source, [("", "scenario file not found")])
-    with open(path, "rb") as fh:
-        data = fh.read(max_bytes + 1)
+        raise ScenarioError(source, [("", _not_a_file(path))])
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise ScenarioError(source, [("", f"cannot read the scenario file: "
+                                      f"{exc.strerror or exc}")]) from None
     if len(data) > max_bytes:
         raise ScenarioError(source, [("", f"larger than {max_bytes:,} bytes; a scenario file "
                                       "is a few KB (use buildings.generate for large fleets)")])
     try:
         return read_yaml(data.decode("utf-8"), duplicates)
     except UnicodeDecodeError:
-        raise ScenarioError(source, [("", "not a text file (UTF-8)")]) from None
+        raise ScenarioError(source, [("", _not_utf8(data))]) from None
     except YamlProblems as exc:
         raise ScenarioError(source, exc.errors) from None
     except yaml.YAMLError as exc:

@@ -482,6 +482,45 @@ def study_workers(workers: int | None = None,
     return workers, scheduler
 
 
+#: seconds a study waits for its dask scheduler to answer before it gives up
+SCHEDULER_CONNECT_S = 5.0
+
+
+def check_scheduler(address: str, source: str, timeout_s: float = SCHEDULER_CONNECT_S) -> None:
+    """Refuse a dask scheduler address that does not answer, before anything is written.
+
+    A ``tcp://`` or ``tls://`` address (or a bare ``host:port``) is tried with one TCP
+    connection; other protocols are left to dask. ``source`` names where the address
+    came from (``--scheduler`` or ``COSIM_DASK_SCHEDULER``).
+
+    Raises:
+        ScenarioError: the address is malformed or nothing answers there.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    text = address if "://" in address else f"tcp://{address}"
+    parts = urlsplit(text)
+    if parts.scheme not in ("tcp", "tls"):
+        return
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or port is None:
+        raise ScenarioError(source, [("", f"{address!r} is not a scheduler address; give "
+                                      "tcp://HOST:PORT")])
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        reason = f"no answer within {timeout_s:g} s" if isinstance(exc, TimeoutError) else (
+            exc.strerror or str(exc))
+        raise ScenarioError(source, [("", f"cannot reach the dask scheduler at {address!r} "
+                                      f"({reason}); start it, or run the study without a "
+                                      "scheduler")]) from None
+
+
 def _client(workers: int, scheduler: str | None) -> tuple[Client, LocalCluster | None]:
     """A dask client (and the LocalCluster it owns, None for ``scheduler``)."""
     from distributed import Client, LocalCluster
@@ -517,8 +556,12 @@ def run_study(study: Study, out: Path, *, steps: int | None = None,
     from cosim.scenario import load_scenario, resolved_yaml
 
     out = Path(out)
+    given = scheduler
     workers, scheduler = study_workers(workers, scheduler)
     grid = study.grid()  # checks the run names before anything is written
+    if scheduler is not None:  # before anything is written
+        check_scheduler(scheduler, "--scheduler" if given is not None else
+                        "COSIM_DASK_SCHEDULER")
     lock = claim_study_dir(out, study, force=force)
     try:
         (out / "runs").mkdir(exist_ok=True)

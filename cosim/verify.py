@@ -1,7 +1,10 @@
 """``cosim verify RUN``: check a run directory from its own files only.
 
-Four checks (docs/results_contract.md, "Recomputing a run from its files"), each with a
-named tolerance and its worst deviation:
+First the **set-up files**: ``scenario.yaml``, ``feeder.json``, ``comm_graph.json`` (and
+``grid_constraints.json``) must have the SHA-256 that ``status.json`` recorded when the
+run wrote them (``setup_files``); a changed or truncated one fails, and the checks that
+read it are not run. Then five checks (docs/results_contract.md, "Recomputing a run from
+its files"), each with a named tolerance and its worst deviation:
 
 * **energy balance** of every building and step: ``d + b(t-1) = g + x + b(t) + dropped``
   and ``unmet = b(t) + dropped`` (``ENERGY_ATOL_KWH``);
@@ -335,6 +338,22 @@ def check_kpis(run: Path, scenario: dict[str, Any], kpis: dict[str, Any]) -> Ver
     return check
 
 
+def check_setup_files(run: Path, status: dict[str, Any]) -> VerifyCheck:
+    """The set-up files against the hashes ``status.json`` recorded (``setup_files``)."""
+    from cosim.inputs import changed_setup_files
+
+    check = VerifyCheck("set-up files", "SHA-256 as recorded")
+    recorded = status.get("setup_files")
+    if not isinstance(recorded, dict) or not recorded:
+        check.skipped = "status.json records no hashes of the set-up files (an older run)"
+        return check
+    changed = changed_setup_files(run, recorded)
+    check.compared, check.failed = len(recorded), len(changed)
+    if changed:
+        check.worst, check.where = 1.0, ", ".join(changed)
+    return check
+
+
 def verify_run(run: str | Path, steps: int | None = DEFAULT_SAMPLE_STEPS) -> Verification:
     """All checks of a complete run (module docstring); ``steps``: how many steps the
     power flow re-solves, spread over the run (None: all)."""
@@ -348,6 +367,11 @@ def verify_run(run: str | Path, steps: int | None = DEFAULT_SAMPLE_STEPS) -> Ver
     if status.get("state") != "complete":
         raise RunDirError(f"{run}: the run is {status.get('state')!r}; verify checks "
                           "complete runs")
+    result = Verification(run)
+    setup = check_setup_files(run, status)
+    result.checks.append(setup)
+    if not setup.ok:  # the other checks would read files the run did not write
+        return result
     scenario = yaml.safe_load((run / "scenario.yaml").read_text())
     kpis = json.loads((run / "kpis.json").read_text())
     # each table read once, for the checks that use it
@@ -355,7 +379,6 @@ def verify_run(run: str | Path, steps: int | None = DEFAULT_SAMPLE_STEPS) -> Ver
     if "grid" in status.get("tables", []):
         tables["grid"] = read_table(run, "grid")  # one row per step
     buildings = tables["buildings"]
-    result = Verification(run)
     result.checks.append(check_energy(buildings))
     result.checks.extend(check_power_flow(run, steps, grid=tables.get("grid")))
     result.checks.extend(check_multipliers(run, buildings, scenario, kpis))

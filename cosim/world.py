@@ -25,6 +25,7 @@ connection), watched by :class:`AnswerWatchdog` (docs/controllers.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shlex
 import sys
 import threading
@@ -135,7 +136,10 @@ def run_world(built: Built, writer: RunWriter, *, scenario_path: Path | None = N
                 raise NoAnswer("it gave no answer and mosaik ended the run (the controller "
                                "raised or closed its connection; its own output says why)")
         except BaseException as exc:
-            _end_step_processes(world)
+            # stopped mid-step (Ctrl-C, SIGTERM, an error): mosaik's simulator tasks are
+            # still pending; cancel them, or asyncio prints "Task was destroyed but it is
+            # pending!" for each when the loop is closed
+            _cancel_pending(world.loop)
             if remote is not None and not isinstance(exc, (ControllerError, KeyboardInterrupt)):
                 raise remote_failure(sc, exc, watchdog) from exc
             raise
@@ -145,19 +149,6 @@ def run_world(built: Built, writer: RunWriter, *, scenario_path: Path | None = N
         # idempotent: run() already shut down after a normal end; mosaik leaves
         # World.shutdown unannotated
         world.shutdown()  # type: ignore[no-untyped-call]
-
-
-def _end_step_processes(world: mosaik.World) -> None:
-    """After a failed run: end mosaik's per-simulator step processes that the failure left
-    pending (else asyncio reports each as "Task was destroyed but it is pending")."""
-    if world.loop.is_closed():  # mosaik ended the run itself and closed its loop
-        return
-    pending = [t for t in asyncio.all_tasks(world.loop)
-               if t.get_name().startswith("Runner for") and not t.done()]
-    for task in pending:
-        task.cancel()
-    if pending and not world.loop.is_running():
-        world.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
 
 CONTROLLED_FLEET = "cosim.sims.controlled_fleet:ControlledFleetSim"
@@ -266,6 +257,18 @@ def remote_failure(sc: Any, exc: BaseException, watchdog: AnswerWatchdog | None)
     where = f"at step {step}" if step is not None else "before the first step"
     what = str(exc) if isinstance(exc, NoAnswer) else f"{type(exc).__name__}: {exc}"
     return ControllerError(f"the remote controller ({how}) failed {where}: {what}")
+
+
+def _cancel_pending(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel the tasks still pending on ``loop`` (not running) and let them finish."""
+    if loop.is_closed() or loop.is_running():
+        return
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
 
 @dataclass

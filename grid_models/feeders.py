@@ -154,16 +154,23 @@ def load_feeder(source: str | os.PathLike[str], *, use_cache: bool = True) -> pa
     raise FeederError(f"unknown feeder source {source!r}; valid sources: {valid_sources_text()}")
 
 
-def save_feeder_json(net: pandapowerNet, path: str | os.PathLike[str]) -> Path:
-    """Write ``net`` as pandapower JSON without SimBench's yearly profiles (they are large)."""
+def feeder_json_text(net: pandapowerNet) -> str:
+    """``net`` as pandapower JSON text without SimBench's yearly profiles (they are large);
+    the same net gives the same text."""
     import pandapower as pp
 
-    path = Path(path)
     lean = copy.copy(net)  # shallow: the tables are shared, only the profiles key is dropped
     if "profiles" in lean:
         del lean["profiles"]
+    text: str = pp.to_json(lean, None)
+    return text
+
+
+def save_feeder_json(net: pandapowerNet, path: str | os.PathLike[str]) -> Path:
+    """Write ``net`` as pandapower JSON (:func:`feeder_json_text`) to ``path``."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pp.to_json(lean, str(path))
+    path.write_text(feeder_json_text(net))
     return path
 
 

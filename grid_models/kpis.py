@@ -19,7 +19,8 @@ true value lies in ``[X, X + unknown_steps * dt_h]``). A step with an element kn
 be beyond the threshold counts even if another element of that step is unknown.
 ``nonconverged_steps`` counts the steps that did not converge, ``unknown_steps`` those
 unknown for any quantity. Extremes and losses come from known values only; extremes
-over no data are NaN (JSON writers turn them into null).
+and losses over no known step are NaN (JSON writers turn them into null, the printed
+table says "unknown"): unknown is never zero.
 """
 
 from __future__ import annotations
@@ -170,7 +171,9 @@ def grid_kpis(
     kpis["max_line_loading_percent"] = _extreme(batch.line_loading_percent[known], "max")
     kpis["min_vm_pu"] = _extreme(vm[known], "min")
     kpis["max_vm_pu"] = _extreme(vm[known], "max")
-    kpis["losses_mwh"] = float(np.sum(batch.losses_mw[known]) * dt_h)
+    # unknown is never zero: losses over no known step are NaN (null in kpis.json)
+    kpis["losses_mwh"] = float(np.sum(batch.losses_mw[known]) * dt_h) if known.any() \
+        else float("nan")
     return {key: kpis[key] for key in KPI_KEYS}
 
 

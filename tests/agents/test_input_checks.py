@@ -74,8 +74,14 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("file, column, value, fragment", [
-    ("pricing.csv", "Electricity Pricing [$/kWh]", "-0.1", "not >= 0, first at data row 43"),
-    ("Building_5.csv", "Solar Generation [W/kW]", "-3", "not >= 0, first at data row 43"),
+    ("pricing.csv", "Electricity Pricing [$/kWh]", "-0.1",
+     "not within [0, 100], first at data row 43"),
+    ("pricing.csv", "Electricity Pricing [$/kWh]", "1e12",
+     "not within [0, 100], first at data row 43"),
+    ("Building_5.csv", "Solar Generation [W/kW]", "-3",
+     "not within [0, 2000], first at data row 43"),
+    ("Building_5.csv", "Solar Generation [W/kW]", "1e15",
+     "not within [0, 2000], first at data row 43"),
     ("Building_5.csv", "Equipment Electric Power [kWh]", "1e6",
      "not within [0, 1000], first at data row 43"),
     ("Building_5.csv", "Equipment Electric Power [kWh]", "-0.5",

@@ -36,7 +36,7 @@ import numpy as np
 import pytest
 import yaml
 
-from cosim.cli import main
+from cosim.cli import main, one_line
 from tests.csv_edit import set_csv_cell
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +45,7 @@ POLICY_DIR = REPO_ROOT / "data" / "policies"
 DATA_DIR = REPO_ROOT / "data" / "citylearn_2022"
 POLICY_FILES = ("normal.json", "normal.safetensors", "double.json", "double.safetensors")
 STEPS = 24
+ENGINES = ("mosaik", "plain")  # every case runs against both (validation is the same)
 SUBPROCESS_TIMEOUT_S = 120
 MIN_KINDS = 80
 MIN_SUBPROCESS_KINDS = 10
@@ -238,6 +239,9 @@ class Case:
     args: list[str] = field(default_factory=list)  # extra CLI arguments
     missing_file: bool = False
     subprocess: bool = False  # also run as `python -m cosim.cli`
+    # makes the scenario path in tmp itself (a directory, a FIFO, a crafted name)
+    make: Callable[[Path], Path] | None = None
+    issue_class: str = ""  # the class of issue 25 the case belongs to (counted in the report)
 
 
 CASES: list[Case] = [
@@ -588,11 +592,175 @@ CASES += [
     Case("feeder_json_not_json", "feeder.source", _feeder_text(lambda text: "net = {}\n")),
 ]
 
+# --- issue 25: crashes, wrong numbers reported as fine, messages ---------------------------
+# (its data-integrity class: DIR_CASES below and tests/cosim/test_setup_safety.py)
+
+
+def _schema_attribute(building: str, device: str, key: str, value: Any) -> Mutation:
+    """A copy of the CityLearn data whose schema.json has ``value`` at the attribute."""
+    def mutate(d: dict, tmp: Path) -> None:
+        data = tmp / "citylearn"
+        shutil.copytree(DATA_DIR, data)
+        schema = json.loads((data / "schema.json").read_text())
+        schema["buildings"][building][device]["attributes"][key] = value
+        (data / "schema.json").write_text(json.dumps(schema))
+        d["data"] = {"path": str(data)}
+    return mutate
+
+
+def _schema_text(text: str) -> Mutation:
+    def mutate(d: dict, tmp: Path) -> None:
+        data = tmp / "citylearn"
+        shutil.copytree(DATA_DIR, data)
+        (data / "schema.json").write_text(text)
+        d["data"] = {"path": str(data)}
+    return mutate
+
+
+def _node_link_graph(change: Callable[[dict], None]) -> Mutation:
+    """A node-link graph file of the scenario's buildings (a chain), changed by ``change``."""
+    def mutate(d: dict, tmp: Path) -> None:
+        ids = [b["id"] for b in d["buildings"]["explicit"]]
+        graph = {"directed": False, "multigraph": False, "graph": {},
+                 "nodes": [{"id": i} for i in ids],
+                 "edges": [{"source": a, "target": b}
+                           for a, b in zip(ids[:-1], ids[1:], strict=True)]}
+        change(graph)
+        path = tmp / "graph.json"
+        path.write_text(json.dumps(graph))
+        d["communication"] = {"topology": "file", "graph_file": str(path)}
+    return mutate
+
+
+def _node_link_text(text: str) -> Mutation:
+    def mutate(d: dict, tmp: Path) -> None:
+        path = tmp / "graph.json"
+        path.write_text(text)
+        d["communication"] = {"topology": "file", "graph_file": str(path)}
+    return mutate
+
+
+def _nested_policy_metadata(d: dict, tmp: Path) -> None:
+    pol = _copy_policies(tmp / "policies")
+    meta = (pol / "double.json").read_text()
+    depth = 100_000
+    (pol / "double.json").write_text(meta.rstrip()[:-1] + ', "deep": ' + "[" * depth
+                                     + "]" * depth + "}")
+    d["controller"]["policy_dir"] = str(pol)
+
+
+def _trafo_and_line(net: Any, **values: Any) -> None:
+    for key, value in values.items():
+        table, column = key.split("__")
+        net[table].loc[net[table].index[0], column] = value
+
+
+def _in_dir(make: Callable[[Path], None], name: str = "scenario.yaml") -> Callable[[Path], Path]:
+    def made(tmp: Path) -> Path:
+        path = tmp / name
+        make(path)
+        return path
+    return made
+
+
+def _utf16(path: Path) -> None:
+    path.write_bytes(yaml.safe_dump(_base(), sort_keys=False).encode("utf-16"))
+
+
+def _valid_yaml(path: Path) -> None:
+    path.write_text(yaml.safe_dump(_base(), sort_keys=False))
+
+
+CRASH, WRONG, MESSAGE, INTEGRITY = ("crash", "wrong numbers", "message", "data integrity")
+
+CASES += [
+    # crashes (a traceback before)
+    Case("schema_battery_efficiency_above_one", "data.path",
+         _schema_attribute("Building_1", "electrical_storage", "efficiency", 1.5),
+         subprocess=True, issue_class=CRASH),
+    Case("schema_battery_efficiency_zero", "data.path",
+         _schema_attribute("Building_3", "electrical_storage", "efficiency", 0),
+         issue_class=CRASH),
+    Case("schema_not_a_mapping", "data.path", _schema_text("[1, 2]"), issue_class=CRASH),
+    Case("schema_building_not_a_mapping", "data.path",
+         _schema_text('{"buildings": {"Building_1": 3}}'), issue_class=CRASH),
+    Case("graph_node_link_edge_to_unknown_node", "communication.graph_file",
+         _node_link_graph(lambda g: g["edges"].append({"source": "B1", "target": "B99"})),
+         subprocess=True, issue_class=CRASH),
+    Case("graph_node_link_id_not_scalar", "communication.graph_file",
+         _node_link_graph(lambda g: g["nodes"].append({"id": ["B", 8]})), issue_class=CRASH),
+    Case("graph_node_link_edge_end_not_scalar", "communication.graph_file",
+         _node_link_graph(lambda g: g["edges"].append({"source": {"x": 1}, "target": "B1"})),
+         issue_class=CRASH),
+    Case("graph_node_link_nested_too_deep", "communication.graph_file",
+         _node_link_text('{"nodes": [], "graph": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+         issue_class=CRASH),
+    Case("policy_metadata_nested_too_deep", "controller.policy_dir", _nested_policy_metadata,
+         issue_class=CRASH),
+    # wrong numbers reported as fine before (now refused at validate)
+    Case("feeder_negative_line_length", "feeder.source",
+         _feeder_file(lambda net: _trafo_and_line(net, line__length_km=-0.1)),
+         subprocess=True, issue_class=WRONG),
+    Case("feeder_negative_trafo_vk", "feeder.source",
+         _feeder_file(lambda net: _trafo_and_line(net, trafo__vk_percent=-4.0)),
+         issue_class=WRONG),
+    Case("feeder_vkr_above_vk", "feeder.source",
+         _feeder_file(lambda net: _trafo_and_line(net, trafo__vkr_percent=40.0)),
+         issue_class=WRONG),
+    Case("feeder_negative_line_resistance", "feeder.source",
+         _feeder_file(lambda net: _trafo_and_line(net, line__r_ohm_per_km=-0.2)),
+         issue_class=WRONG),
+    Case("feeder_zero_line_impedance", "feeder.source",
+         _feeder_file(lambda net: _trafo_and_line(net, line__r_ohm_per_km=0.0,
+                                                  line__x_ohm_per_km=0.0)),
+         issue_class=WRONG),
+    Case("feeder_zero_line_rating", "feeder.source",
+         _feeder_file(lambda net: _trafo_and_line(net, line__max_i_ka=0.0)),
+         issue_class=WRONG),
+    Case("feeder_zero_trafo_rating", "feeder.source",
+         _feeder_file(lambda net: _trafo_and_line(net, trafo__sn_mva=0.0)),
+         issue_class=WRONG),
+    Case("feeder_absurd_line_length", "feeder.source",
+         _feeder_file(lambda net: _trafo_and_line(net, line__length_km=1e9)),
+         issue_class=WRONG),
+    Case("absurd_pv_yield", "data.path",
+         _data_value("Building_5.csv", "Solar Generation [W/kW]", 40, "1e15"),
+         subprocess=True, issue_class=WRONG),
+    Case("absurd_price", "data.path",
+         _data_value("pricing.csv", "Electricity Pricing [$/kWh]", 40, "1e12"),
+         issue_class=WRONG),
+    Case("schema_absurd_pv_size", "data.path",
+         _schema_attribute("Building_2", "pv", "nominal_power", 1e12), issue_class=WRONG),
+    Case("schema_absurd_battery_capacity", "data.path",
+         _schema_attribute("Building_2", "electrical_storage", "capacity", 1e12),
+         issue_class=WRONG),
+    Case("battery_capacity_absurd", "buildings.explicit.0.battery.capacity_kwh",
+         _explicit(0, battery={"capacity_kwh": 1e12}), issue_class=WRONG),
+    Case("pv_kw_absurd", "buildings.explicit.0.pv_kw", _explicit(0, pv_kw=1e12),
+         issue_class=WRONG),
+    # messages
+    Case("scenario_is_a_directory", "", make=lambda tmp: (tmp / "scen.yaml").mkdir() or
+         tmp / "scen.yaml", issue_class=MESSAGE),
+    Case("scenario_is_a_fifo", "", make=lambda tmp: os.mkfifo(tmp / "scen.yaml") or
+         tmp / "scen.yaml", subprocess=True, issue_class=MESSAGE),
+    Case("scenario_is_utf16", "", make=_in_dir(_utf16), issue_class=MESSAGE),
+    Case("scenario_name_with_newline", "seed",
+         make=_in_dir(lambda p: p.write_text(yaml.safe_dump({**_base(), "seed": -1})),
+                      "x\nerror: forged.yaml"), subprocess=True, issue_class=MESSAGE),
+    Case("scenario_name_with_escape_sequence", "seed",
+         make=_in_dir(lambda p: p.write_text(yaml.safe_dump({**_base(), "seed": -1})),
+                      "x\x1b[2K\rforged.yaml"), issue_class=MESSAGE),
+]
+
 # --- run-directory cases (--out ., ...): DIR_CASES at the end of this file -------------------
 
 
 def _write_case(case: Case, tmp_path: Path) -> Path:
     path = tmp_path / f"{case.id}.yaml"
+    if case.make is not None:
+        if case.mutate is not None:
+            case.mutate(copy.deepcopy(_base()), tmp_path)
+        return case.make(tmp_path)
     if case.missing_file:
         return path
     if case.text is not None:
@@ -637,9 +805,10 @@ def _check_error(returncode: int, stderr: str, scenario: Path, expected_field: s
     assert len(lines) == 1, stderr
     line = lines[0]
     assert line.startswith("error: "), line
-    assert str(scenario) in line, line
+    shown = one_line(str(scenario))  # control characters in a name are escaped
+    assert shown in line, line
     if expected_field:
-        assert f"{scenario}: {expected_field}: " in line, line
+        assert f"{shown}: {expected_field}: " in line, line
     assert not run_dir.exists(), "validation must fail before the run directory is made"
 
 
@@ -649,11 +818,13 @@ def test_there_are_enough_kinds():
     assert sum(c.subprocess for c in CASES) >= MIN_SUBPROCESS_KINDS
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_scenario_one_line_error_exit_2(case: Case, tmp_path: Path, capsys):
+def test_bad_scenario_one_line_error_exit_2(case: Case, engine: str, tmp_path: Path, capsys):
     scenario, before = _prepare(case, tmp_path)
     run_dir = tmp_path / "run"
-    rc = main(["run", str(scenario), "--out", str(run_dir), "--quiet", *case.args])
+    rc = main(["run", str(scenario), "--out", str(run_dir), "--quiet", "--engine", engine,
+               *case.args])
     captured = capsys.readouterr()
     _check_error(rc, captured.err, scenario, case.field_path, run_dir)
     assert captured.out == ""
@@ -891,6 +1062,7 @@ class DirCase:
     expect: str  # in the one error line
     setup: Callable[[Path, Path], list[str]]
     subprocess: bool = False
+    issue_class: str = ""  # the class of issue 25 the case belongs to (counted in the report)
 
 
 def _run_args(scenario: Path, *extra: str) -> list[str]:
@@ -928,6 +1100,43 @@ def _escaping_scenario(work: Path) -> Path:
 def _study_file(work: Path, **fields: Any) -> Path:
     path = work / "study.yaml"
     path.write_text(yaml.safe_dump({"name": "s", "scenario": str(SCENARIO), **fields}))
+    return path
+
+
+def _made_run(path: Path, scenario: Path) -> None:
+    """A real run of 4 steps (its output kept from the case's), marked failed as if it had
+    been stopped, so that --resume would continue it."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(_run_args(scenario, "--out", str(path), "--steps", "4",
+                              "--set", "output.plots=false")) == 0
+    status = json.loads((path / "status.json").read_text())
+    (path / "status.json").write_text(json.dumps({**status, "state": "failed"}))
+
+
+def _edited_run(work: Path, scenario: Path) -> list[str]:
+    run = work / "edited"
+    _made_run(run, scenario)
+    stored = run / "scenario.yaml"
+    stored.write_text(stored.read_text().replace("alpha: 0.05", "alpha: 0.06"))
+    return ["run", "--resume", str(run), "--quiet"]
+
+
+def _set_up_stopped(work: Path, *, marker: bool) -> Path:
+    """A run folder whose set-up was stopped: before scenario.yaml (``marker``), or before
+    the marker itself (only the lock of a dead process is left)."""
+    path = work / "stopped"
+    path.mkdir()
+    if marker:
+        from cosim.provenance import code_fingerprint
+
+        (path / "status.json").write_text(json.dumps({
+            "format": "fleetcosim-run/1", "run_id": "1" * 32, "state": "failed",
+            "setup": "started", "code": code_fingerprint()}))
+    else:
+        _lock(path, _dead_pid())
     return path
 
 
@@ -975,6 +1184,33 @@ DIR_CASES: list[DirCase] = [
                           "--variant", "base:duals.mode=pi", "--force"]),
     DirCase("study_name_with_a_slash", "name",
             lambda w, s: ["study", str(_study_file(w, name="../../x")), "--quiet"]),
+    # issue 25
+    DirCase("resume_with_an_edited_scenario", "the resolved scenario (the run's scenario.yaml)",
+            _edited_run, subprocess=True, issue_class=INTEGRITY),
+    DirCase("resume_set_up_stopped_before_scenario", "before scenario.yaml was written",
+            lambda w, s: ["run", "--resume", str(_set_up_stopped(w, marker=True))],
+            issue_class=INTEGRITY),
+    DirCase("resume_set_up_stopped_before_marker", "before its marker status.json was written",
+            lambda w, s: ["run", "--resume", str(_set_up_stopped(w, marker=False))],
+            issue_class=INTEGRITY),
+    DirCase("out_empty_lock", "(an empty or unreadable lock file",
+            lambda w, s: ((w / "empty").mkdir(), (w / "empty" / ".lock").write_text(""),
+                          _run_args(s, "--out", str(w / "empty")))[2], issue_class=INTEGRITY),
+    DirCase("out_set_up_stopped_without_force", "stale lock",
+            lambda w, s: _run_args(s, "--out", str(_set_up_stopped(w, marker=False))),
+            issue_class=INTEGRITY),
+    DirCase("study_unreachable_scheduler", "--scheduler: cannot reach the dask scheduler",
+            lambda w, s: ["study", str(s), "--quiet", "--variant", "a:duals.mode=pi",
+                          "--out", str(w / "st"), "--scheduler", "tcp://127.0.0.1:1"],
+            subprocess=True, issue_class=CRASH),
+    DirCase("study_unreachable_scheduler_from_environment",
+            "COSIM_DASK_SCHEDULER: 'nowhere' is not a scheduler address",
+            lambda w, s: (os.environ.__setitem__("COSIM_DASK_SCHEDULER", "nowhere"),
+                          ["study", str(s), "--quiet", "--variant", "a:duals.mode=pi",
+                           "--out", str(w / "st")])[1], issue_class=CRASH),
+    DirCase("out_name_with_newline", "x\\nerror: forged",
+            lambda w, s: ["run", "--resume", str(w / "x\nerror: forged")],
+            issue_class=MESSAGE),
 ]
 
 
@@ -986,6 +1222,7 @@ def _dir_case(case: DirCase, tmp_path: Path, monkeypatch) -> tuple[Path, list[st
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path.parent / f"{tmp_path.name}_mpl"))
     monkeypatch.chdir(work)
+    monkeypatch.setenv("COSIM_DASK_SCHEDULER", "")  # restored after the case (which may set it)
     (work / "keep.txt").write_text("not cosim's\n")
     (work / "keep_dir").mkdir()
     (work / "keep_dir" / "status.json").write_text('{"state": "complete"}\n')
@@ -1003,11 +1240,23 @@ def _check_dir_error(rc: int, err: str, expect: str) -> None:
     assert lines[0].startswith("error: ") and expect in lines[0], lines[0]
 
 
+def _with_engine(args: list[str], engine: str) -> list[str]:
+    """``args`` of a run or study (not a resume) with ``--engine engine``."""
+    if args[0] not in ("run", "study") or "--resume" in args:
+        return args
+    out = list(args)
+    if "--engine" in out:
+        k = out.index("--engine")
+        del out[k:k + 2]
+    return [*out, "--engine", engine]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("case", DIR_CASES, ids=[c.id for c in DIR_CASES])
-def test_bad_output_place_one_line_error_exit_2(case: DirCase, tmp_path: Path, monkeypatch,
-                                                capsys):
+def test_bad_output_place_one_line_error_exit_2(case: DirCase, engine: str, tmp_path: Path,
+                                                monkeypatch, capsys):
     _, args, before = _dir_case(case, tmp_path, monkeypatch)
-    rc = main(args)
+    rc = main(_with_engine(args, engine))
     captured = capsys.readouterr()
     _check_dir_error(rc, captured.err, case.expect)
     assert _snapshot(tmp_path) == before, "nothing may be written or deleted"
