@@ -176,8 +176,9 @@ def load_policy(json_path: str | Path) -> Policy:
         output = str(arch.get("output", "mean_action"))
         weights_name = str(meta["weights_file"])
         expected_hash = str(meta["weights_sha256"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise PolicyFileError(f"{json_path}: not a valid policy description ({exc!r})") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError) as exc:
+        raise PolicyFileError(f"{json_path}: not a valid policy description "
+                              f"({type(exc).__name__})") from None
     if meta.get("format_version") != FORMAT_VERSION:
         raise PolicyFileError(
             f"{json_path}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}"
