@@ -138,8 +138,12 @@ def run_world(built: Built, writer: RunWriter, *, scenario_path: Path | None = N
         except BaseException as exc:
             # stopped mid-step (Ctrl-C, SIGTERM, an error): mosaik's simulator tasks are
             # still pending; cancel them, or asyncio prints "Task was destroyed but it is
-            # pending!" for each when the loop is closed
-            _cancel_pending(world.loop)
+            # pending!" for each when the loop is closed (with a remote controller only
+            # the step processes: its connection's own tasks end with the watchdog)
+            if remote is not None:
+                _end_step_processes(world)
+            else:
+                _cancel_pending(world.loop)
             if remote is not None and not isinstance(exc, (ControllerError, KeyboardInterrupt)):
                 raise remote_failure(sc, exc, watchdog) from exc
             raise
@@ -149,6 +153,19 @@ def run_world(built: Built, writer: RunWriter, *, scenario_path: Path | None = N
         # idempotent: run() already shut down after a normal end; mosaik leaves
         # World.shutdown unannotated
         world.shutdown()  # type: ignore[no-untyped-call]
+
+
+def _end_step_processes(world: mosaik.World) -> None:
+    """After a failed run: end mosaik's per-simulator step processes that the failure left
+    pending (else asyncio reports each as "Task was destroyed but it is pending")."""
+    if world.loop.is_closed():  # mosaik ended the run itself and closed its loop
+        return
+    pending = [t for t in asyncio.all_tasks(world.loop)
+               if t.get_name().startswith("Runner for") and not t.done()]
+    for task in pending:
+        task.cancel()
+    if pending and not world.loop.is_running():
+        world.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
 
 CONTROLLED_FLEET = "cosim.sims.controlled_fleet:ControlledFleetSim"
