@@ -250,3 +250,28 @@ def write_report(out_dir: Path, class_name: str, curves: ResponseCurves,
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def evolving_nu_grid_kwh(policy: Policy, data: CityLearnData, buildings: Sequence[str],
+                         demand_scale: float, lam: float, train_hours: tuple[int, int],
+                         backlog_cap_kwh: float, lanes: int = 64, steps: int = 168,
+                         seed: int = 5) -> float:
+    """Mean grid energy per building and step with lambda held at ``lam`` and nu following
+    its dual update with eta = 1 (nu equals the backlog, as at execution), over ``lanes``
+    week-long episodes that avoid ``train_hours`` (``(start, steps)``: held-out hours)."""
+    from agents.tariffs import MultiplierDraw, TariffDraw
+    from agents.training_fleet import MultiplierProcess, TrainingFleet
+
+    process = MultiplierProcess(MultiplierDraw(lam, lam), MultiplierDraw(0.0, 0.0),
+                                lambda_low=0.0, negative_share=0.0, reversion=0.0, noise=0.0,
+                                fixed_share=0.0)
+    fleet = TrainingFleet(data, list(buildings), demand_scale, lanes, steps, process,
+                          TariffDraw(), (0.0, max(lam, 1e-9)), (-1e6, 1e6), backlog_cap_kwh,
+                          heldout=train_hours, seed=seed, scale_by_multipliers=False,
+                          obs_names=policy.obs_names)
+    fleet.scales = policy.scales
+    grid = 0.0
+    for _ in range(steps):
+        _, _, infos = fleet.step(policy.act(fleet.observation()))
+        grid += sum(info["grid_kwh"] for info in infos)
+    return grid / (steps * lanes)
