@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agents.data import REPO_ROOT
 from agents.tariffs import MultiplierDraw, TariffDraw
@@ -35,7 +35,7 @@ class PPOConfig(_Strict):
     vf_coef: float = Field(0.5, ge=0)
     max_grad_norm: float = Field(0.5, gt=0)
     net_arch: list[int] = Field(default_factory=lambda: [64, 64], min_length=1)
-    activation: str = "tanh"
+    activation: Literal["tanh", "relu"] = "tanh"
     normalize_reward: bool = True
     total_timesteps: int = Field(800_000, ge=1)
     torch_threads: int = Field(1, ge=1)
@@ -44,12 +44,6 @@ class PPOConfig(_Strict):
     squash: bool = False
     log_std_init: float = 0.0
 
-    @field_validator("activation")
-    @classmethod
-    def _activation(cls, v: str) -> str:
-        if v not in ("tanh", "relu"):
-            raise ValueError("must be 'tanh' or 'relu'")
-        return v
 
 
 class SACConfig(_Strict):
@@ -64,16 +58,10 @@ class SACConfig(_Strict):
     learning_starts: int = Field(10_000, ge=0)
     ent_coef: str = "auto"
     net_arch: list[int] = Field(default_factory=lambda: [64, 64], min_length=1)
-    activation: str = "tanh"
+    activation: Literal["tanh", "relu"] = "tanh"
     total_timesteps: int = Field(200_000, ge=1)
     torch_threads: int = Field(1, ge=1)
 
-    @field_validator("activation")
-    @classmethod
-    def _activation(cls, v: str) -> str:
-        if v not in ("tanh", "relu"):
-            raise ValueError("must be 'tanh' or 'relu'")
-        return v
 
 
 class NuOffsetConfig(_Strict):

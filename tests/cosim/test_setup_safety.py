@@ -376,13 +376,15 @@ def test_a_disk_that_stays_full_is_reported_as_it_is(tmp_path: Path,
 
 def test_an_all_unknown_grid_reports_unknown_losses_not_zero(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A fleet 100,000 times its size on the LV feeder: no power flow converges, every step
-    is unknown; the losses are null in kpis.json and "unknown" in the printed table."""
+    """A fleet 100,000 times its size on the LV feeder, every building buying its whole
+    demand (no control: no hour with a near-zero net load): no power flow converges, every
+    step is unknown; the losses are null in kpis.json and "unknown" in the printed table."""
     from grid_models.powerflow import PowerFlowNotConvergedWarning
 
     run = tmp_path / "run"
     with pytest.warns(PowerFlowNotConvergedWarning):
-        assert main(_argv(run, "--set", "feeder.fleet_scale=100000")) == 0
+        assert main(_argv(run, "--set", "feeder.fleet_scale=100000",
+                          "--set", "controller.kind=none")) == 0
     out = capsys.readouterr().out
     kpis = json.loads((run / "kpis.json").read_text())["grid"]
     assert kpis["unknown_steps"] == STEPS
