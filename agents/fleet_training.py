@@ -141,8 +141,7 @@ def behaviour_clone(model: Any, demos: Demonstrations, epochs: int, batch_size: 
     gen = torch.Generator().manual_seed(seed)
     obs = torch.as_tensor(demos.obs)
     target = torch.as_tensor(demos.actions)
-    params = [p for p in actor_parameters(model) if p.dim() > 0 or p.numel() > 0]
-    optimiser = torch.optim.Adam(params, lr=learning_rate)
+    optimiser = torch.optim.Adam(actor_parameters(model), lr=learning_rate)
     losses = []
     for _ in range(epochs):
         order = torch.randperm(obs.shape[0], generator=gen)

@@ -178,7 +178,8 @@ class TrainingFleet:
                            rows.copy(), rows.copy(), np.zeros(self.m), np.zeros(self.m),
                            np.zeros(self.m), np.zeros(self.m), np.ones(self.m),
                            np.ones(self.m, bool), np.ones(self.m), np.zeros(self.m))
-        self.params = self._all_params.select(np.zeros(self.m, np.int64))
+        self._params = self._all_params.select(np.zeros(self.m, np.int64))
+        self._params_of = self.lanes.building.copy()  # the lanes' buildings _params is for
         self.state = FleetState(np.zeros(self.m), np.zeros(self.m))
         for i in range(self.m):
             self.reset_lane(i)
@@ -229,7 +230,14 @@ class TrainingFleet:
         ln.ret[i] = 0.0
         self.state.backlog_kwh[i] = backlog0
         self.state.soc_kwh[i] = soc0
-        self.params = self._all_params.select(ln.building)
+
+    @property
+    def params(self) -> FleetParams:
+        """The lanes' building parameters (rebuilt once after lanes change building)."""
+        if not np.array_equal(self._params_of, self.lanes.building):
+            self._params = self._all_params.select(self.lanes.building)
+            self._params_of = self.lanes.building.copy()
+        return self._params
 
     def _rows(self, table: np.ndarray, offset: int = 0) -> np.ndarray:
         result: np.ndarray = table[np.arange(self.m), self.lanes.t + offset]
