@@ -269,7 +269,6 @@ def evolving_nu_grid_kwh(policy: Policy, data: CityLearnData, buildings: Sequenc
                           TariffDraw(), (0.0, max(lam, 1e-9)), (-1e6, 1e6), backlog_cap_kwh,
                           heldout=train_hours, seed=seed, scale_by_multipliers=False,
                           obs_names=policy.obs_names)
-    fleet.scales = policy.scales
     grid = 0.0
     for _ in range(steps):
         _, _, infos = fleet.step(policy.act(fleet.observation()))

@@ -28,7 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from agents.actions import model_actions
+from agents.building import FleetParams
 from agents.dmpc import LocalProblems
+from agents.observation import FleetObservation
 from agents.training_fleet import TrainingFleet
 
 
@@ -40,21 +42,32 @@ class Demonstrations:
     actions: np.ndarray
 
 
+def best_response(params: FleetParams, obs: FleetObservation, demand_kwh: np.ndarray,
+                  pv_kwh: np.ndarray, price_per_kwh: np.ndarray,
+                  dt_h: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Each building's local LP (module docstring) from the state and multipliers of
+    ``obs`` over the forecast ``demand_kwh``, ``pv_kwh`` and ``price_per_kwh`` (N, H):
+    the first step's ``(grid_kwh, battery_kwh)``, (N,) each, capped by what the battery
+    can deliver and what there is to serve."""
+    cost_grid = price_per_kwh + np.asarray(obs.lam)[:, None]
+    soc_value = params.eta_discharge * price_per_kwh.mean(axis=1)
+    backlog_value = np.maximum(0.0, 1.05 * price_per_kwh.max(axis=1) + obs.nu)
+    plans = LocalProblems(params, dt_h).solve(
+        cost_grid, np.zeros_like(cost_grid), demand_kwh, pv_kwh, obs.backlog_kwh,
+        obs.soc_kwh, soc_value, backlog_value, np.arange(obs.n))
+    battery = np.minimum(plans.battery_kwh[:, 0], obs.battery_available_kwh)
+    grid = np.minimum(plans.grid_kwh[:, 0], obs.demand_kwh + obs.backlog_kwh - battery)
+    return grid, battery
+
+
 def teacher_plan(fleet: TrainingFleet, horizon: int = 24) -> tuple[np.ndarray, np.ndarray]:
-    """The teacher's energies of the current step, ``(grid_kwh, battery_kwh)``, (M,) each."""
+    """The teacher's energies of the current step, ``(grid_kwh, battery_kwh)``, (M,) each:
+    :func:`best_response` on the lanes' own demand, PV and tariff (a perfect forecast)."""
     base_d, solar, price = fleet.window(horizon)
     p = fleet.params
     demand = base_d * p.demand_scale[:, None]
     pv = p.pv_kw[:, None] * solar / 1000.0 * fleet.dt_h
-    lam, nu = fleet.lanes.lam, fleet.lanes.nu
-    cost_grid = price + lam[:, None]
-    soc_value = p.eta_discharge * price.mean(axis=1)
-    backlog_value = np.maximum(0.0, 1.05 * price.max(axis=1) + nu)
-    problems = LocalProblems(p, fleet.dt_h)
-    plans = problems.solve(cost_grid, np.zeros_like(cost_grid), demand, pv,
-                           fleet.state.backlog_kwh, fleet.state.soc_kwh, soc_value,
-                           backlog_value, np.arange(fleet.m))
-    return plans.grid_kwh[:, 0], plans.battery_kwh[:, 0]
+    return best_response(p, fleet.observation(), demand, pv, price, fleet.dt_h)
 
 
 def teacher_actions(fleet: TrainingFleet, horizon: int = 24) -> np.ndarray:
@@ -62,8 +75,6 @@ def teacher_actions(fleet: TrainingFleet, horizon: int = 24) -> np.ndarray:
     obs = fleet.observation()
     to_serve = obs.demand_kwh + obs.backlog_kwh
     grid, battery = teacher_plan(fleet, horizon)
-    battery = np.minimum(battery, obs.battery_available_kwh)
-    grid = np.minimum(grid, to_serve - battery)
     if fleet.action_order == "grid_first":
         return model_actions(grid, battery, to_serve)
     out = np.zeros((fleet.m, 2))

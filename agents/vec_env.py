@@ -31,9 +31,9 @@ class FleetVecEnv(VecEnv):
 
     def reset(self) -> np.ndarray:
         """Fresh episodes in every lane; their observations (M, OBS_DIM)."""
-        seeds = [s for s in self._seeds if s is not None] if hasattr(self, "_seeds") else []
-        if seeds:
-            self.fleet.seed(int(seeds[0]))
+        seed = self._seeds[0]  # VecEnv.seed(s) sets one per lane; the fleet seeds lane i: s + i
+        if seed is not None:
+            self.fleet.seed(int(seed))
         else:
             for i in range(self.fleet.m):
                 self.fleet.reset_lane(i)

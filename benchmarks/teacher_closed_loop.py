@@ -28,8 +28,8 @@ import numpy as np  # noqa: E402
 from agents.actions import model_actions  # noqa: E402
 from agents.coupling import Forecast  # noqa: E402
 from agents.data import load_citylearn  # noqa: E402
-from agents.dmpc import LocalProblems  # noqa: E402
 from agents.observation import FleetObservation  # noqa: E402
+from agents.teacher import best_response  # noqa: E402
 from cosim.run import execute, prepare_scenario  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,24 +43,15 @@ class TeacherController:
 
     def __init__(self, forecast: Forecast, params) -> None:
         self.forecast, self.params, self.t = forecast, params, 0
-        self.lp = LocalProblems(params)
 
     def act(self, obs: FleetObservation) -> np.ndarray:
         demand, pv, price = self.forecast.window(self.t, HORIZON)
         demand, pv = demand.T.copy(), pv.T.copy()
         demand[:, 0], pv[:, 0] = obs.demand_kwh, obs.pv_kwh  # the step's own, observed
-        n = obs.n
-        prices = np.broadcast_to(price, (n, HORIZON))
-        cost = prices + np.asarray(obs.lam)[:, None]
-        plans = self.lp.solve(cost, np.zeros_like(cost), demand, pv, obs.backlog_kwh,
-                              obs.soc_kwh, self.params.eta_discharge * prices.mean(axis=1),
-                              np.maximum(0.0, 1.05 * prices.max(axis=1) + obs.nu),
-                              np.arange(n))
-        battery = np.minimum(plans.battery_kwh[:, 0], obs.battery_available_kwh)
-        to_serve = obs.demand_kwh + obs.backlog_kwh
-        grid = np.minimum(plans.grid_kwh[:, 0], to_serve - battery)
+        prices = np.ascontiguousarray(np.broadcast_to(price, (obs.n, HORIZON)))
+        grid, battery = best_response(self.params, obs, demand, pv, prices)
         self.t += 1
-        return model_actions(grid, battery, to_serve)
+        return model_actions(grid, battery, obs.demand_kwh + obs.backlog_kwh)
 
 
 def _cost(fraction: float, steps: int, kind: str | None, mode: str | None) -> float:
