@@ -100,10 +100,10 @@ def execution_fleet(template: TrainingFleet, lanes: int, seed: int,
     """A fleet like ``template`` (its class and data) with execution's operating points,
     the data's tariff and model actions; episodes avoid ``heldout``."""
     return TrainingFleet(
-        template.data, template.names, float(template._all_params.demand_scale[0]), lanes,
+        template.data, template.names, template.demand_scale, lanes,
         template.episode_steps, EXECUTION_PROCESS, TariffDraw(),
         template.lambda_range, template.nu_range,
-        float(template._all_params.backlog_cap_kwh[0]), template.limit_per_agent_kwh,
+        template.backlog_cap_kwh, template.limit_per_agent_kwh,
         heldout, seed, False, "grid_first", template.obs_names, template.reward)
 
 

@@ -146,6 +146,7 @@ class TrainingFleet:
             raise ValueError(f"episode_steps must lie in 1..{data.n_steps - PRICE_AHEAD_H - 1}")
         self.data = data
         self.names = list(buildings)
+        self.demand_scale, self.backlog_cap_kwh = float(demand_scale), float(backlog_cap_kwh)
         self.m = int(lanes)
         self.episode_steps = int(episode_steps)
         self.process, self.tariff = process, tariff
