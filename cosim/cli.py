@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the command line imports what a command needs when it runs
     from cosim.build import Built
@@ -135,18 +135,42 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _on_sigterm(signum: int, _frame: object) -> None:
-    """SIGTERM, handled like Ctrl-C: the run stops after its current step, writes the whole
-    steps it holds and says failed with the reason (a second SIGTERM stops at once)."""
+#: The signals that stop a run after its current step (a second one stops at once).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _on_stop_signal(signum: int, _frame: object) -> None:
+    """Ctrl-C (SIGINT) or SIGTERM: the run stops after its current step, writes the whole
+    steps it holds and says failed with the reason (a second signal stops at once). The
+    command exits with 128 + the signal's number."""
     from cosim.results import request_stop
 
-    request_stop(f"terminated by signal {signal.Signals(signum).name}")
+    sig = signal.Signals(signum)
+    reason = "interrupted (Ctrl-C)" if sig == signal.SIGINT else f"terminated by signal {sig.name}"
+    request_stop(reason, exit_code=128 + int(signum))
+
+
+def _catch_stop_signals() -> dict[signal.Signals, Any]:
+    """Install :func:`_on_stop_signal` for :data:`STOP_SIGNALS`; the handlers it replaced."""
+    from cosim.results import clear_stop, stops_at_once
+
+    clear_stop()
+    stops_at_once()  # until the engine steps, a signal stops at once
+    return {sig: signal.signal(sig, _on_stop_signal) for sig in STOP_SIGNALS}
+
+
+def _restore_signals(previous: dict[signal.Signals, Any]) -> None:
+    from cosim.results import clear_stop
+
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+    clear_stop()
 
 
 def _run(args: argparse.Namespace) -> int:
     from agents.contract import ControllerError
     from cosim.report import summary_table
-    from cosim.results import RunStopped, RunWriteError, clear_stop
+    from cosim.results import RunStopped, RunWriteError
     from cosim.run import execute, resume, run_directory
     from cosim.rundir import RunDirError
     from cosim.scenario import ScenarioError
@@ -172,8 +196,7 @@ def _run(args: argparse.Namespace) -> int:
             return 2
         print(f"scenario {sc.name}: {built.n} buildings, {sc.time.steps} steps, "
               f"controller {sc.controller.kind}, duals {sc.duals.mode} -> {out}")
-    clear_stop()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = _catch_stop_signals()
     try:
         if args.resume is not None:
             outcome = resume(out, progress=not args.quiet, notes=notes)
@@ -209,10 +232,9 @@ def _run(args: argparse.Namespace) -> int:
         what = str(exc) or "interrupted"
         print(one_line(f"{what}; whole steps flushed so far are kept in {out}; "
                        f"{_resume_hint(out)}"), file=sys.stderr)
-        return 143 if isinstance(exc, RunStopped) else 130
+        return exc.exit_code if isinstance(exc, RunStopped) else 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        clear_stop()
+        _restore_signals(previous)
     _print_notes(notes)
     print(summary_table(outcome.kpis))
     print(f"\n{outcome.steps} steps in {outcome.wall_s:.1f} s "
@@ -266,14 +288,13 @@ def _resume_hint(out: Path) -> str:
 def _study(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from cosim.results import RunWriteError, clear_stop
+    from cosim.results import RunStopped, RunWriteError
     from cosim.rundir import RunDirError, check_output_path
     from cosim.scenario import ScenarioError
     from cosim.study import load_study, run_study, study_from_args
 
     out = None
-    clear_stop()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = _catch_stop_signals()
     try:
         if args.sweep or args.variant:  # the target is a scenario file
             study = study_from_args(args.target, args.sweep or [], args.variant or [],
@@ -302,10 +323,9 @@ def _study(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as exc:
         print(f"{str(exc) or 'interrupted'}; the finished runs are kept (study.csv in {out}); "
               "run the same command again to continue the study", file=sys.stderr)
-        return 130
+        return exc.exit_code if isinstance(exc, RunStopped) else 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        clear_stop()
+        _restore_signals(previous)
     from cosim.report_html import write_study_report
 
     try:

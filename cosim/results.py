@@ -70,12 +70,15 @@ ALL_TABLES = TABLES + OPTIONAL_TABLES
 CONSTRAINT_VALUE_COLUMNS = ("measured", "limit", "excess", "mu", "mu_spread", "sign")
 PARTS_DIR = ".parts"
 HEARTBEAT_S = 5.0
+#: Seconds ``status.json``'s writer waits for the heartbeat's lock before writing anyway.
+STATUS_LOCK_S = 2 * HEARTBEAT_S
 _PROCESS_START_TICKS = process_start_ticks(os.getpid())
 _PART = re.compile(r"^part-(\d{5})\.parquet$")
 
 __all__ = ["ALL_TABLES", "BUILDING_COLUMNS", "BUILDING_VALUE_COLUMNS", "PARTS_DIR",
            "STATUS_FILE", "TABLES", "RunDirError", "RunStopped", "RunWriteError", "RunWriter",
-           "read_status", "read_table", "recorded_bus_loads", "request_stop", "write_json"]
+           "read_status", "read_table", "recorded_bus_loads", "request_stop", "stops_at_once",
+           "write_json"]
 
 
 class RunWriteError(RuntimeError):
@@ -83,25 +86,46 @@ class RunWriteError(RuntimeError):
 
 
 class RunStopped(KeyboardInterrupt):
-    """A stop was requested (SIGTERM); raised at the end of a whole step."""
+    """A stop was requested (Ctrl-C, SIGTERM); raised at the end of a whole step.
+
+    ``exit_code``: what the command exits with (128 + the signal's number: 130 for
+    SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, reason: str, exit_code: int = 143) -> None:
+        super().__init__(reason)
+        self.exit_code = int(exit_code)
 
 
 _STOP = threading.Event()
 _STOP_AT_ONCE = threading.Event()
 _STOP_REASON: list[str] = []
+_STOP_CODE: list[int] = []
 
 
-def request_stop(reason: str) -> None:
+def request_stop(reason: str, exit_code: int = 143) -> None:
     """Ask the running engine to stop after the step it is in (e.g. from a signal handler).
 
     Safe in a signal handler: while the engine steps it only sets a flag (checked at the
-    end of every step). A second request while the first is pending, or a request after
-    the steps (joining the results, the report), raises at once, wherever the program is.
+    end of every step), so no exception lands inside the event loop, a lock or a file
+    write. A second request while the first is pending, or a request while no engine
+    steps (set-up after :func:`stops_at_once`, joining the results, the report), raises
+    at once, wherever the program is.
     """
     if _STOP.is_set() or _STOP_AT_ONCE.is_set():
-        raise RunStopped(reason)
+        raise RunStopped(reason, exit_code)
     _STOP_REASON[:] = [reason]
+    _STOP_CODE[:] = [int(exit_code)]
     _STOP.set()
+
+
+def _pending_stop() -> RunStopped:
+    return RunStopped(_STOP_REASON[0] if _STOP_REASON else "stop requested",
+                      _STOP_CODE[0] if _STOP_CODE else 143)
+
+
+def stops_at_once() -> None:
+    """Nothing steps yet (set-up): stop requests raise at once until :func:`steps_starting`."""
+    _STOP_AT_ONCE.set()
 
 
 def steps_starting() -> None:
@@ -113,13 +137,14 @@ def steps_finished() -> None:
     """The engine's steps are over: a pending stop request raises now, later ones at once."""
     _STOP_AT_ONCE.set()
     if _STOP.is_set():
-        raise RunStopped(_STOP_REASON[0] if _STOP_REASON else "stop requested")
+        raise _pending_stop()
 
 
 def clear_stop() -> None:
     _STOP.clear()
     _STOP_AT_ONCE.clear()
     _STOP_REASON.clear()
+    _STOP_CODE.clear()
 
 
 def json_safe(obj: Any) -> Any:
@@ -254,13 +279,19 @@ class RunWriter:
             "heartbeat_unix": now, "updated_unix": now, "resumes": self.history,
             **self.recorded, **extra,
         }
+        # a timeout, not a plain ``with``: an interrupt that lands between a lock's
+        # acquire and its release (a second Ctrl-C) leaves it held for good, and the
+        # failure path that follows must still say failed
+        held = self._status_lock.acquire(timeout=STATUS_LOCK_S)
         try:
-            with self._status_lock:
-                _write_json(self.run_dir / STATUS_FILE, content)
-                self._last_status = content
+            _write_json(self.run_dir / STATUS_FILE, content)
+            self._last_status = content
         except OSError:
             if not best_effort:
                 raise
+        finally:
+            if held:
+                self._status_lock.release()
 
     def _beat(self, every_s: float) -> None:
         while not self._stop.wait(every_s):
@@ -322,7 +353,7 @@ class RunWriter:
         if self.steps_done % self.flush_every == 0:
             self.flush()
         if _STOP.is_set():
-            raise RunStopped(_STOP_REASON[0] if _STOP_REASON else "stop requested")
+            raise _pending_stop()
 
     def _building_table(self) -> pa.Table | None:
         """The buffered steps' building rows as an Arrow table (no pandas in between)."""

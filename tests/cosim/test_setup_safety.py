@@ -453,6 +453,52 @@ def test_a_stopped_mosaik_run_prints_no_asyncio_leftovers(sig: signal.Signals, t
     assert main(["run", "--resume", str(run), "--quiet"]) == 0
 
 
+def test_a_leaked_status_lock_does_not_keep_a_run_from_saying_failed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An interrupt between a lock's acquire and release leaves it held for good; the
+    failure path still writes status.json (after ``STATUS_LOCK_S``) instead of hanging."""
+    import cosim.results
+    from tests.cosim.test_streamed_results import make_writer_run
+
+    writer = make_writer_run(tmp_path / "run", steps=12)
+    monkeypatch.setattr(cosim.results, "STATUS_LOCK_S", 0.05)
+    assert writer._status_lock.acquire()  # what a landed interrupt leaves behind
+    writer.fail("KeyboardInterrupt: interrupted (Ctrl-C)")
+    status = read_status(tmp_path / "run")
+    assert status["state"] == "failed" and status["steps_done"] == 12
+    assert writer._status_lock.locked()  # not released by a writer that never held it
+
+
+def test_a_stop_signal_waits_for_the_step_and_says_its_exit_code() -> None:
+    """Ctrl-C and SIGTERM only ask while an engine steps; the pending stop raises at the
+    step's end with 128 + the signal's number; a second signal raises at once."""
+    from cosim.results import (
+        RunStopped,
+        clear_stop,
+        request_stop,
+        steps_finished,
+        steps_starting,
+        stops_at_once,
+    )
+
+    clear_stop()
+    try:
+        stops_at_once()
+        with pytest.raises(RunStopped) as during_setup:
+            request_stop("interrupted (Ctrl-C)", exit_code=130)
+        assert during_setup.value.exit_code == 130
+        steps_starting()
+        request_stop("interrupted (Ctrl-C)", exit_code=130)  # only asks
+        with pytest.raises(RunStopped) as second:
+            request_stop("terminated by signal SIGTERM", exit_code=143)
+        assert second.value.exit_code == 143
+        with pytest.raises(RunStopped) as pending:
+            steps_finished()
+        assert pending.value.exit_code == 130 and str(pending.value) == "interrupted (Ctrl-C)"
+    finally:
+        clear_stop()
+
+
 def test_verify_fails_a_changed_set_up_file(reference: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     """A truncated feeder.json in a complete run (the issue's full-disk result) is named by
