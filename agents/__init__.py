@@ -1,7 +1,9 @@
-"""Building agents: the fleet model, controllers, trained policies and their multipliers.
+"""Building agents, in four subpackages.
 
-Import the modules: ``agents.building`` (the building model), ``agents.controllers`` and
-``agents.policy`` (what acts), ``agents.duals`` and ``agents.grid_multipliers`` (the
-multipliers), ``agents.runner`` (the plain loop without mosaik), ``agents.env`` and
-``agents.training`` (training), ``agents.oracle`` (the perfect-foresight optimum).
+- ``agents.fleet``: the fleet model (buildings, data, observations, the plain loop, KPIs);
+- ``agents.consensus``: communication graphs, faults, the dual dynamics, grid multipliers;
+- ``agents.control``: the controller contract, rule-based controllers, DMPC, EPOS, oracle;
+- ``agents.learning``: training environments, training, trained policies, evaluation.
 """
+
+__all__ = ["consensus", "control", "fleet", "learning"]

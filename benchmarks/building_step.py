@@ -13,8 +13,8 @@ import argparse
 import numpy as np
 from timing import best_of  # benchmarks/timing.py
 
-from agents.building import FleetParams, FleetState, step_fleet
-from agents.data import load_citylearn
+from agents.fleet.building import FleetParams, FleetState, step_fleet
+from agents.fleet.data import load_citylearn
 
 
 def _fleet(n: int, seed: int = 0):

@@ -3,16 +3,16 @@ in-process, measured side by side in one run.
 
     python benchmarks/controller_ways.py [--steps 720] [--repeats 3]
 
-The controller is the price-aware heuristic (agents.controllers.PriceAwareHeuristic)
+The controller is the price-aware heuristic (agents.control.rules.PriceAwareHeuristic)
 on ``paper_fig1d`` (mosaik, power flows solved per step in every case, so that only the
 controller's way in differs):
 
 - ``inprocess``: ``controller.kind: heuristic``, the reference;
 - ``python_class``: the same class named in the scenario (``controller.kind: python``,
-  ``entry: agents.controllers:PriceAwareHeuristic``-like, through a user module);
+  ``entry: agents.control.rules:PriceAwareHeuristic``-like, through a user module);
 - ``remote_cmd``: ``examples/remote_controller.py`` in a process of its own (mosaik
   "cmd"; process start and connection included);
-- ``fleet_env``: ``cosim.fleet_env.FleetParallelEnv`` stepped with the heuristic's
+- ``fleet_env``: ``cosim.engine.fleet_env.FleetParallelEnv`` stepped with the heuristic's
   actions (no mosaik, no results written), against the plain engine with the heuristic,
   power flows per step (``plain_inprocess``).
 
@@ -32,14 +32,14 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-from agents.controllers import PriceAwareHeuristic  # noqa: E402
-from cosim.fleet_env import FleetParallelEnv  # noqa: E402
-from cosim.run import execute, prepare_scenario  # noqa: E402
+from agents.control.rules import PriceAwareHeuristic  # noqa: E402
+from cosim.engine.fleet_env import FleetParallelEnv  # noqa: E402
+from cosim.engine.run import execute, prepare_scenario  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "scenarios" / "paper_fig1d.yaml"
 USER_MODULE = '''
-from agents.controllers import PriceAwareHeuristic
+from agents.control.rules import PriceAwareHeuristic
 
 
 class Heuristic(PriceAwareHeuristic):

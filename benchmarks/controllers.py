@@ -34,7 +34,7 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-from cosim.run import execute, prepare_scenario  # noqa: E402
+from cosim.engine.run import execute, prepare_scenario  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,9 +17,9 @@ import argparse
 import numpy as np
 from timing import best_of  # benchmarks/timing.py
 
-from agents.duals import DualConfig, DualDynamics
-from agents.faults import FaultModel
-from agents.graphs import make_graph
+from agents.consensus.duals import DualConfig, DualDynamics
+from agents.consensus.faults import FaultModel
+from agents.consensus.graphs import make_graph
 
 CASES = {
     "paper": (DualConfig(mode="paper"), None),

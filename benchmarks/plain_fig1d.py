@@ -17,12 +17,12 @@ import time
 
 import numpy as np
 
-from agents.data import REPO_ROOT
-from agents.duals import DualConfig, DualDynamics
-from agents.fleet_kpis import fleet_kpis
-from agents.graphs import make_graph
-from agents.policy import PolicyLibrary
-from agents.runner import FleetSetup, district_limit_kwh, run_plain
+from agents.consensus.duals import DualConfig, DualDynamics
+from agents.consensus.graphs import make_graph
+from agents.fleet.data import REPO_ROOT
+from agents.fleet.kpis import fleet_kpis
+from agents.fleet.runner import FleetSetup, district_limit_kwh, run_plain
+from agents.learning.policy import PolicyLibrary
 
 NAMES = [f"Building_{i}" for i in range(1, 8)]
 DEMAND_SCALE = [1.0, 2.0, 1.0, 1.0, 1.0, 2.0, 1.0]

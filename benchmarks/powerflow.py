@@ -30,7 +30,7 @@ Per step or batched, as a run solves it (``--scenarios``)::
         scenarios/mv_rural_1000.yaml [--scenario-steps 500] [--repeats 3]
 
 builds each scenario's :class:`grid_models.grid_model.GridModel` exactly as ``cosim run``
-does (``cosim.grid.build_grid``: feeder, placement, backend, background on the data's
+does (``cosim.scenario.grid.build_grid``: feeder, placement, backend, background on the data's
 calendar, power factor, fleet scale; ``time.steps`` set to ``--scenario-steps``) and
 solves the same building loads (seeded, -1..4 kW per building and step) four ways:
 ``GridModel.solve`` step by step (``step``), ``GridModel.solve_batch`` over all steps
@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from grid_models.background import BackgroundProfiles, background_profiles  # noqa: E402
 from grid_models.feeders import load_feeder  # noqa: E402
-from grid_models.powerflow import make_powerflow  # noqa: E402
+from grid_models.powerflow.interface import make_powerflow  # noqa: E402
 
 SUMMER_DAY = 4 * 24 * 180  # first quarter-hour of 29 June 2016
 WARMUP_STEPS = 4
@@ -151,8 +151,8 @@ def _run_timeseries(net, bg: BackgroundProfiles) -> Callable[[], dict[str, np.nd
 
 def _scenario_grid(path: str, steps: int, backend: str | None = None):
     """The scenario's GridModel, built as cosim builds it (no data, policies or graph)."""
-    from cosim.grid import BuildingRow, build_grid
-    from cosim.scenario import load_scenario
+    from cosim.scenario.grid import BuildingRow, build_grid
+    from cosim.scenario.schema import load_scenario
 
     overrides: list[tuple[str, object]] = [("time.steps", steps)]
     if backend is not None:
@@ -171,7 +171,7 @@ def _scenario_grid(path: str, steps: int, backend: str | None = None):
 
 def _time_scenario(path: str, steps: int, repeats: int) -> tuple:
     """ms per step of the four ways for one scenario, and their differences to ``step``."""
-    from grid_models.powerflow import BatchGridResult
+    from grid_models.powerflow.interface import BatchGridResult
 
     sc, gm = _scenario_grid(path, steps)
     _, gm_pp = _scenario_grid(path, steps, backend="pandapower")

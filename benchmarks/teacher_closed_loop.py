@@ -3,7 +3,7 @@
     python benchmarks/teacher_closed_loop.py [--fractions 0.2,0.27,0.5] [--steps 3000]
 
 On ``paper_fig1d`` (plain engine, pi consensus), each building runs the teacher of
-``agents/teacher.py`` as its controller: its 24-hour local LP with its current lambda_eff
+``agents/learning/teacher.py`` as its controller: its 24-hour local LP with its current lambda_eff
 held and its backlog valued at ``max(0, 1.05 max price + nu)``, first step applied. The
 forecast of demand and PV is ``perfect`` (the data) or ``persistence`` (yesterday's
 values); the tariff is the data's in both. Reported per c: the cost over the run-average
@@ -25,19 +25,19 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import numpy as np  # noqa: E402
 
-from agents.actions import model_actions  # noqa: E402
-from agents.coupling import Forecast  # noqa: E402
-from agents.data import load_citylearn  # noqa: E402
-from agents.observation import FleetObservation  # noqa: E402
-from agents.teacher import best_response  # noqa: E402
-from cosim.run import execute, prepare_scenario  # noqa: E402
+from agents.control.coupling import Forecast  # noqa: E402
+from agents.fleet.actions import model_actions  # noqa: E402
+from agents.fleet.data import load_citylearn  # noqa: E402
+from agents.fleet.observation import FleetObservation  # noqa: E402
+from agents.learning.teacher import best_response  # noqa: E402
+from cosim.engine.run import execute, prepare_scenario  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HORIZON = 24
 
 
 class TeacherController:
-    """Every building's local LP (agents/teacher.py) on a forecast, in closed loop."""
+    """Every building's local LP (agents/learning/teacher.py) on a forecast, in closed loop."""
 
     name = "teacher"
 

@@ -25,11 +25,11 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import numpy as np  # noqa: E402
 
-from agents.data import load_citylearn  # noqa: E402
-from agents.env import BuildingEnv  # noqa: E402
-from agents.tariffs import MultiplierDraw, TariffDraw  # noqa: E402
-from agents.training_fleet import MultiplierProcess, TrainingFleet  # noqa: E402
-from agents.vec_env import FleetVecEnv  # noqa: E402
+from agents.fleet.data import load_citylearn  # noqa: E402
+from agents.learning.env import BuildingEnv  # noqa: E402
+from agents.learning.tariffs import MultiplierDraw, TariffDraw  # noqa: E402
+from agents.learning.training_fleet import MultiplierProcess, TrainingFleet  # noqa: E402
+from agents.learning.vec_env import FleetVecEnv  # noqa: E402
 
 
 def _dummy(n_envs: int):

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the command line imports what a command needs when it runs
-    from cosim.build import Built
-    from cosim.scenario import Scenario
+    from cosim.scenario.build import Built
+    from cosim.scenario.schema import Scenario
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from cosim.demo import DEMO_SCENARIO
+    from cosim.tools.demo import DEMO_SCENARIO
 
     args.scenario = str(DEMO_SCENARIO)
     args.engine = "mosaik"
@@ -42,7 +42,7 @@ def _fresh_demo_dir() -> Path:
 def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from agents.recipe import RecipeError, load_recipe
+    from agents.learning.recipe import RecipeError, load_recipe
 
     try:
         recipe = load_recipe(args.recipe)
@@ -59,7 +59,7 @@ def _train(args: argparse.Namespace) -> int:
         algo = "sac" if recipe.algorithm == "sac" else "ppo"
         recipe = recipe.model_copy(update={algo: getattr(recipe, algo).model_copy(
             update={"total_timesteps": args.timesteps})})
-    from agents.training import total_timesteps, train_class
+    from agents.learning.training import total_timesteps, train_class
 
     out = Path(args.out) if args.out else Path(args.recipe).resolve().parent
     text = Path(args.recipe).read_text()
@@ -95,8 +95,8 @@ def _scenario_or_exit(args: argparse.Namespace, *,
 
     ``announce_limit``: print the constraint c and how it was obtained.
     """
-    from cosim.run import prepare_scenario
-    from cosim.scenario import ScenarioError, parse_overrides
+    from cosim.engine.run import prepare_scenario
+    from cosim.scenario.schema import ScenarioError, parse_overrides
 
     try:
         overrides = parse_overrides(args.set, str(args.scenario))
@@ -126,8 +126,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _positive_int(text: str) -> int:
-    """argparse type of ``--workers``: :func:`cosim.study.parse_workers` (exit 2 if bad)."""
-    from cosim.study import parse_workers
+    """argparse type of ``--workers``: :func:`cosim.tools.study.parse_workers` (exit 2 if bad)."""
+    from cosim.tools.study import parse_workers
 
     try:
         return parse_workers(text)
@@ -143,7 +143,7 @@ def _on_stop_signal(signum: int, _frame: object) -> None:
     """Ctrl-C (SIGINT) or SIGTERM: the run stops after its current step, writes the whole
     steps it holds and says failed with the reason (a second signal stops at once). The
     command exits with 128 + the signal's number."""
-    from cosim.results import request_stop
+    from cosim.results.writer import request_stop
 
     sig = signal.Signals(signum)
     reason = "interrupted (Ctrl-C)" if sig == signal.SIGINT else f"terminated by signal {sig.name}"
@@ -152,7 +152,7 @@ def _on_stop_signal(signum: int, _frame: object) -> None:
 
 def _catch_stop_signals() -> dict[signal.Signals, Any]:
     """Install :func:`_on_stop_signal` for :data:`STOP_SIGNALS`; the handlers it replaced."""
-    from cosim.results import clear_stop, stops_at_once
+    from cosim.results.writer import clear_stop, stops_at_once
 
     clear_stop()
     stops_at_once()  # until the engine steps, a signal stops at once
@@ -160,7 +160,7 @@ def _catch_stop_signals() -> dict[signal.Signals, Any]:
 
 
 def _restore_signals(previous: dict[signal.Signals, Any]) -> None:
-    from cosim.results import clear_stop
+    from cosim.results.writer import clear_stop
 
     for sig, handler in previous.items():
         signal.signal(sig, handler)
@@ -168,12 +168,12 @@ def _restore_signals(previous: dict[signal.Signals, Any]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from agents.contract import ControllerError
-    from cosim.report import summary_table
-    from cosim.results import RunStopped, RunWriteError
-    from cosim.run import execute, resume, run_directory
-    from cosim.rundir import RunDirError
-    from cosim.scenario import ScenarioError
+    from agents.control.contract import ControllerError
+    from cosim.engine.run import execute, resume, run_directory
+    from cosim.results.report import summary_table
+    from cosim.results.rundir import RunDirError
+    from cosim.results.writer import RunStopped, RunWriteError
+    from cosim.scenario.schema import ScenarioError
 
     notes: list[str] = []
     if args.resume is not None:
@@ -200,7 +200,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.resume is not None:
             outcome = resume(out, progress=not args.quiet, notes=notes)
-            assert outcome.scenario is not None  # cosim.run's outcomes name their scenario
+            assert outcome.scenario is not None  # cosim.engine.run's outcomes name their scenario
             sc = outcome.scenario
         else:
             outcome = execute(sc, built, out, progress=not args.quiet, force=args.force,
@@ -267,8 +267,8 @@ def _error(text: str) -> None:
 def _resume_hint(out: Path) -> str:
     """What the run directory ``out`` says after a failure, and how to go on, read from its
     ``status.json`` (never assumed: a full disk may have kept it from being updated)."""
-    from cosim.run import SCENARIO_FILE, SETUP_COMPLETE
-    from cosim.rundir import read_marker
+    from cosim.engine.run import SCENARIO_FILE, SETUP_COMPLETE
+    from cosim.results.rundir import read_marker
 
     status = read_marker(out, "run")
     if status is None:
@@ -288,10 +288,10 @@ def _resume_hint(out: Path) -> str:
 def _study(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from cosim.results import RunStopped, RunWriteError
-    from cosim.rundir import RunDirError, check_output_path
-    from cosim.scenario import ScenarioError
-    from cosim.study import load_study, run_study, study_from_args
+    from cosim.results.rundir import RunDirError, check_output_path
+    from cosim.results.writer import RunStopped, RunWriteError
+    from cosim.scenario.schema import ScenarioError
+    from cosim.tools.study import load_study, run_study, study_from_args
 
     out = None
     previous = _catch_stop_signals()
@@ -326,7 +326,7 @@ def _study(args: argparse.Namespace) -> int:
         return exc.exit_code if isinstance(exc, RunStopped) else 130
     finally:
         _restore_signals(previous)
-    from cosim.report_html import write_study_report
+    from cosim.results.html import write_study_report
 
     try:
         write_study_report(out)
@@ -349,7 +349,7 @@ def _study(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from cosim.compare import (
+    from cosim.tools.compare import (
         CompareError,
         compare_runs,
         junit_xml,
@@ -377,8 +377,8 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from cosim.rundir import RunDirError
-    from cosim.verify import verify_run
+    from cosim.results.rundir import RunDirError
+    from cosim.tools.verify import verify_run
 
     steps: int | None
     if args.steps == "all":

@@ -11,8 +11,8 @@ or, started by hand with ``python examples/remote_controller.py 127.0.0.1:5678 -
 (it then listens), ``remote_connect: "127.0.0.1:5678"``. Each step it receives the
 per-building observation and answers with the actions, as it would beside a real fleet.
 
-The controller itself is an ordinary contract class (agents.contract): here the
-price-aware heuristic of agents.controllers with its default thresholds, the controller
+The controller itself is an ordinary contract class (agents.control.contract): here the
+price-aware heuristic of agents.control.rules with its default thresholds, the controller
 of the scenario kind ``heuristic``, so that the run can be compared with that one.
 """
 
@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import sys
 
-from agents.contract import ControllerContext
-from agents.controllers import PriceAwareHeuristic
-from cosim.sims.controller_sim import serve
+from agents.control.contract import ControllerContext
+from agents.control.rules import PriceAwareHeuristic
+from cosim.engine.sims.controller_sim import serve
 
 
 def make(context: ControllerContext) -> PriceAwareHeuristic:

@@ -3,12 +3,12 @@
 
     python examples/train_shared_policy.py --timesteps 200000 --out runs/shared_policy
 
-1. ``cosim.fleet_env.FleetParallelEnv``: paper_fig1d's fleet, feeder, duals and
+1. ``cosim.engine.fleet_env.FleetParallelEnv``: paper_fig1d's fleet, feeder, duals and
    consensus, on a training window of the data outside the held-out hours 0-2999
    (``time.start`` moved to ``--train-start``);
 2. stable-baselines3 PPO on it through ``SharedPolicyVecEnv`` (one entry per building,
    one network: parameter sharing);
-3. the actor exported with ``agents.policy.export_sb3_policy`` as ``normal.json`` and
+3. the actor exported with ``agents.learning.policy.export_sb3_policy`` as ``normal.json`` and
    ``double.json`` (the same network for both demand classes of the scenario);
 4. the co-simulation of paper_fig1d (hours 0..``--eval-steps``-1) with
    ``controller.policy_dir`` pointing there, and, for scale, the oracle's run.
@@ -33,8 +33,8 @@ def train(out: Path, timesteps: int, train_start: int, train_steps: int, seed: i
     import torch
     from stable_baselines3 import PPO
 
-    from agents.policy import export_sb3_policy
-    from cosim.fleet_env import FleetParallelEnv, SharedPolicyVecEnv
+    from agents.learning.policy import export_sb3_policy
+    from cosim.engine.fleet_env import FleetParallelEnv, SharedPolicyVecEnv
 
     torch.set_num_threads(1)
     env = FleetParallelEnv.from_scenario(
@@ -54,7 +54,7 @@ def train(out: Path, timesteps: int, train_start: int, train_steps: int, seed: i
             "class": name, "demand_scale": scale,
             "multipliers": {"lambda_range": [0.0, duals.lambda_max],
                             "nu_range": [duals.nu_min, duals.nu_max]},
-            "training": {"timesteps": int(timesteps), "env": "cosim.fleet_env",
+            "training": {"timesteps": int(timesteps), "env": "cosim.engine.fleet_env",
                          "scenario": "paper_fig1d", "data_start": train_start,
                          "episode_steps": train_steps, "shared_by": "every building"},
         }, env.scales)
@@ -67,8 +67,8 @@ def evaluate(out: Path, policy_dir: Path, eval_steps: int) -> dict[str, float | 
     Over a short run the oracle may find no schedule within the limit (its limit holds
     on the run's average); then its cost is NaN and ``oracle_infeasible`` says why.
     """
-    from cosim.run import execute, prepare_scenario
-    from cosim.scenario import ScenarioInfeasible
+    from cosim.engine.run import execute, prepare_scenario
+    from cosim.scenario.schema import ScenarioInfeasible
 
     costs: dict[str, float | str] = {}
     for label, overrides, engine in (

@@ -1,8 +1,10 @@
 """Feeders, building placement, AC power flow (pandapower / power-grid-model), grid KPIs.
 
-Pure domain code: no mosaik, no torch, nothing heavy at import. Import the modules:
-``grid_models.feeders``, ``grid_models.placement``, ``grid_models.background``,
-``grid_models.powerflow``, ``grid_models.grid_model`` (a run's feeder: calendar,
-background, per-step and batched power flow), ``grid_models.kpis`` (see
-``grid_models/README.md``).
+Pure domain code: no mosaik, no torch, nothing heavy at import. The feeder modules sit
+here: ``feeders`` (sources), ``placement``, ``background``, ``topology``, ``physics``,
+``sensitivity``, ``constraint_probe``, ``grid_model`` (a run's feeder) and ``kpis``; the
+power flow and its two backends in the subpackage ``grid_models.powerflow``.
 """
+
+__all__ = ["background", "constraint_probe", "errors", "feeders", "grid_model", "kpis",
+           "lazy_api", "physics", "placement", "powerflow", "sensitivity", "topology"]

@@ -28,7 +28,7 @@ from grid_models.errors import BackgroundError, format_choices
 if TYPE_CHECKING:
     from pandapower.auxiliary import pandapowerNet
 
-    from grid_models.powerflow import PowerFlow
+    from grid_models.powerflow.interface import PowerFlow
 
 BACKGROUND_MODES = ("simbench", "nominal", "off")
 SIMBENCH_STEP_H = 0.25

@@ -5,7 +5,7 @@ peak) is described by a :class:`ConstraintSpec`. Two questions are answered here
 no mosaik and no policy in sight:
 
 * **What does the power flow say about it?** :class:`ConstraintProbe` reads one step's
-  :class:`~grid_models.powerflow.GridResult` (and the fleet's net load) and returns, per
+  :class:`~grid_models.powerflow.interface.GridResult` (and the fleet's net load) and returns, per
   constraint, the measured quantity (loading %, voltage pu, kW) and the sign of the
   buildings' influence on it at that operating point.
 * **Which buildings does it concern, and how much?** :func:`constraint_weights` turns
@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from grid_models.errors import GridModelError
-from grid_models.powerflow import GridResult
+from grid_models.powerflow.interface import GridResult
 from grid_models.sensitivity import ElementKey, Sensitivities
 
 SPEC_KINDS = ("loading_max", "voltage_max", "voltage_min", "peak_kw_max")

@@ -29,7 +29,7 @@ import numpy as np
 from grid_models.background import BackgroundProfiles, background_profiles
 from grid_models.errors import BackgroundError, GridModelError, PlacementError
 from grid_models.placement import sum_by_bus
-from grid_models.powerflow import BatchGridResult, GridResult, PowerFlow, make_powerflow
+from grid_models.powerflow.interface import BatchGridResult, GridResult, PowerFlow, make_powerflow
 
 if TYPE_CHECKING:
     from pandapower.auxiliary import pandapowerNet
@@ -102,7 +102,7 @@ class GridModel:
     Build one with :meth:`GridModel.build` (plain parameters). Fields:
 
     * ``net``: the power flow's own pandapower net (feeder + one injection load per bus);
-    * ``powerflow``: the :class:`~grid_models.powerflow.PowerFlow`;
+    * ``powerflow``: the :class:`~grid_models.powerflow.interface.PowerFlow`;
     * ``building_bus``: bus index of each building, shape (N,);
     * ``background``: the feeder's own loads/sgens per step of the run (T rows);
     * ``q_per_p``: tan(phi) of the buildings' power factor;
@@ -170,7 +170,7 @@ class GridModel:
             fleet_scale: factor on every building's power.
             nonfinite: ``"unknown"`` (default: a step with non-finite inputs is an unknown
                 step, the run goes on) or ``"raise"``.
-            **backend_options: passed to :func:`grid_models.powerflow.make_powerflow`.
+            **backend_options: passed to :func:`grid_models.powerflow.interface.make_powerflow`.
 
         Raises:
             BackgroundError: the background cannot be built (mode, profiles, window).

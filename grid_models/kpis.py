@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from grid_models.powerflow import BatchGridResult, GridResult
+from grid_models.powerflow.interface import BatchGridResult, GridResult
 
 OVERLOAD_THRESHOLD_PERCENT = 100.0
 #: Voltage bands (pu): the planning band and EN 50160's +-10 %.

@@ -8,7 +8,7 @@ external grid, :mod:`grid_models.topology`) are candidates. Explicit placement t
 list of bus indices and checks it: unknown, out-of-service and islanded buses are errors.
 
 :func:`bus_injections` sums the buildings' kW per bus into the per-bus MW arrays that
-:meth:`grid_models.powerflow.PowerFlow.solve` takes; its ``scale`` multiplies every
+:meth:`grid_models.powerflow.interface.PowerFlow.solve` takes; its ``scale`` multiplies every
 building's power (e.g. to make a fleet overload the transformer, see
 :func:`fleet_scale_for_trafo_loading`).
 """
@@ -33,7 +33,7 @@ MAX_LISTED_BUILDINGS = 10
 
 def load_buses(net: pandapowerNet) -> np.ndarray:
     """Sorted energised buses that hold at least one in-service load of the feeder."""
-    from grid_models.backends._base import INJECTION_LOAD_PREFIX
+    from grid_models.powerflow.base import INJECTION_LOAD_PREFIX
 
     load = net.load
     own = ~load["name"].astype(str).str.startswith(INJECTION_LOAD_PREFIX)

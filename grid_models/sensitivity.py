@@ -446,14 +446,14 @@ def linearised_sensitivities(
         fleet_scale: factor on every building's power, as GridModel.
         elements: which element tables to report, a subset of ``("trafo", "line")``.
         backend: ``"pandapower"`` (``runpp``, default) or ``"power-grid-model"``.
-        **backend_options: passed to :func:`grid_models.powerflow.make_powerflow`.
+        **backend_options: passed to :func:`grid_models.powerflow.interface.make_powerflow`.
 
     Raises:
         PlacementError: building buses that are unknown or not energised.
         GridModelError: bad arguments, or a power flow that does not converge.
     """
     from grid_models.grid_model import q_per_p_of
-    from grid_models.powerflow import make_powerflow
+    from grid_models.powerflow.interface import make_powerflow
 
     buses = np.asarray(building_bus, dtype=np.int64)
     if buses.ndim != 1 or len(buses) == 0:

@@ -28,7 +28,7 @@ def edit_table(run: Path, table: str, edit: Callable[[pd.DataFrame], None]) -> N
 
 def assert_same_tables(run: Path, ref: Path) -> None:
     """Every table ``ref`` lists in ``status.json`` equals ``run``'s, bit for bit."""
-    from cosim.results import read_status, read_table
+    from cosim.results.writer import read_status, read_table
 
     for table in read_status(ref)["tables"]:
         pd.testing.assert_frame_equal(read_table(run, table), read_table(ref, table),
@@ -38,7 +38,7 @@ def assert_same_tables(run: Path, ref: Path) -> None:
 def stopped_at(step: int, argv: list[str], monkeypatch: Any) -> int:
     """``cosim`` with ``argv``, stopped by Ctrl-C inside the fleet engine (either engine) at
     ``step``; its exit code (the engine is whole again afterwards)."""
-    from agents.runner import FleetLoop
+    from agents.fleet.runner import FleetLoop
     from cosim.cli import main
 
     original_step = FleetLoop.step

@@ -1,4 +1,4 @@
-"""Action orders (agents.actions): battery-first outputs become model actions that make
+"""Action orders (agents.fleet.actions): battery-first outputs become model actions that make
 the building model do exactly what they say."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.actions import battery_first_to_model
-from agents.building import FleetParams, FleetState, step_fleet
-from agents.observation import battery_available_kwh, fleet_observation
+from agents.fleet.actions import battery_first_to_model
+from agents.fleet.building import FleetParams, FleetState, step_fleet
+from agents.fleet.observation import battery_available_kwh, fleet_observation
 
 KWH_ATOL = 1e-9
 

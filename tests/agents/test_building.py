@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from agents.building import FleetParams, FleetState, step_fleet
-from agents.data import load_citylearn
+from agents.fleet.building import FleetParams, FleetState, step_fleet
+from agents.fleet.data import load_citylearn
 
 # Named tolerances. The balance is exact arithmetic up to float rounding of a few
 # additions of numbers below ~1e3 kWh, so a few ulps of 1e3 bound it.

@@ -1,5 +1,5 @@
 """The building model's numbers, not only its invariants: every step of the vectorised
-model against a scalar transcription of the equations in agents/building.py's docstring
+model against a scalar transcription of the equations in agents/fleet/building.py's docstring
 (step lengths other than one hour, actions outside [0, 1], a battery nearly full), the
 CityLearn defaults, and the errors that name the argument. Written after mutation testing
 (``make mutation``) showed which changes the balance and bound tests let through."""
@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from agents.building import FleetParams, FleetState, exogenous_kwh, step_fleet
-from agents.data import load_citylearn
+from agents.fleet.building import FleetParams, FleetState, exogenous_kwh, step_fleet
+from agents.fleet.data import load_citylearn
 
 VALUE_ATOL_KWH = 1e-12  # the same few float operations in another order
 CITYLEARN_CAPACITY_KWH = 6.4  # data/citylearn_2022/schema.json

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agents.calendar import ROW0_START, row_datetimes
-from agents.data import DEFAULT_CITYLEARN_DIR
+from agents.fleet.calendar import ROW0_START, row_datetimes
+from agents.fleet.data import DEFAULT_CITYLEARN_DIR
 
 ROWS = 8760
 

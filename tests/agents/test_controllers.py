@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.building import FleetParams, FleetState, step_fleet
-from agents.controllers import PriceAwareHeuristic
-from agents.observation import fleet_observation
-from agents.runner import FleetSetup, run_plain
+from agents.control.rules import PriceAwareHeuristic
+from agents.fleet.building import FleetParams, FleetState, step_fleet
+from agents.fleet.observation import fleet_observation
+from agents.fleet.runner import FleetSetup, run_plain
 
 # The actions are shares (g / D, x / (D - g)) that step_fleet multiplies back: a few
 # float roundings of kWh-sized numbers.

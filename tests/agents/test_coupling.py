@@ -1,14 +1,14 @@
-"""Forecasts and coupling rows of the model-based controllers (agents/coupling.py)."""
+"""Forecasts and coupling rows of the model-based controllers (agents/control/coupling.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from agents.coupling import CouplingRows, Forecast
-from agents.data import load_citylearn
-from agents.oracle_grid import LinearGridLimits
-from agents.runner import FleetSetup
+from agents.control.coupling import CouplingRows, Forecast
+from agents.control.oracle_grid import LinearGridLimits
+from agents.fleet.data import load_citylearn
+from agents.fleet.runner import FleetSetup
 
 NAMES = ["Building_1", "Building_2", "Building_3"]
 START, STEPS, HORIZON = 0, 48, 24

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.data import DEFAULT_CITYLEARN_DIR, DataError, load_citylearn
+from agents.fleet.data import DEFAULT_CITYLEARN_DIR, DataError, load_citylearn
 
 
 def test_shipped_extract_loads():

@@ -1,4 +1,4 @@
-"""Distributed MPC (agents/dmpc.py): its optimality conditions and its closed loop.
+"""Distributed MPC (agents/control/dmpc.py): its optimality conditions and its closed loop.
 
 One building under a constraint that does not bind plans exactly what the single LP
 (the oracle over the same horizon) plans; under a binding constraint the negotiated
@@ -12,11 +12,11 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from agents.coupling import CouplingRows, Forecast
-from agents.data import load_citylearn
-from agents.dmpc import DmpcConfig, DmpcController, metropolis_weights
-from agents.oracle import solve_oracle
-from agents.runner import FleetSetup, run_plain
+from agents.control.coupling import CouplingRows, Forecast
+from agents.control.dmpc import DmpcConfig, DmpcController, metropolis_weights
+from agents.control.oracle import solve_oracle
+from agents.fleet.data import load_citylearn
+from agents.fleet.runner import FleetSetup, run_plain
 
 START, HORIZON = 2000, 24
 #: the single LP and the DMPC's plan agree to HiGHS's tolerances
@@ -116,7 +116,7 @@ def test_consensus_on_a_complete_graph_gives_every_agent_the_sum(closed_loop):
 
 def test_a_restored_controller_continues_identically(closed_loop):
     setup, forecast, rows, _ = closed_loop
-    from agents.runner import FleetLoop
+    from agents.fleet.runner import FleetLoop
 
     loop = FleetLoop(setup, DmpcController(setup.params, forecast, rows, DmpcConfig(), 48),
                      None)

@@ -4,7 +4,7 @@ With V1 held fixed and no bound active, one :meth:`DualDynamics.update` is an
 affine map of the state (lambda, and mu for the modes that have one). Its matrix
 is measured column by column, applying ``update`` to unit perturbations of an
 interior point (lambda = lambda_max / 2, V1_i = c/N so that the point is fixed),
-and its eigenvalues are compared with the closed forms of ``agents/duals.py``:
+and its eigenvalues are compared with the closed forms of ``agents/consensus/duals.py``:
 
     paper        1 +- i sqrt(alpha beta l),  l over the eigenvalues of L_rw = I - D^-1 A
     pi           roots of z^2 - (2 - gamma l) z + (1 - gamma l + alpha beta l),
@@ -23,7 +23,7 @@ subspace the l = 0 block is the single eigenvalue 1 of the agreement mode, and
 the comparison there is exact to EIG_ATOL.
 
 W and L_rw are built here from networkx, independently of the sparse operators of
-``agents/duals.py``.
+``agents/consensus/duals.py``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import pytest
 from scipy.linalg import null_space
 from scipy.optimize import linear_sum_assignment
 
-from agents.duals import DUAL_MODES, DualConfig, DualDynamics, pi_gain_problem
+from agents.consensus.duals import DUAL_MODES, DualConfig, DualDynamics, pi_gain_problem
 
 EIG_ATOL = 1e-9  # measured vs closed-form eigenvalues (matrices of size <= 2 * 30)
 MATRIX_ATOL = 1e-12  # measured W, L vs those built from networkx

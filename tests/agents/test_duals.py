@@ -6,9 +6,9 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from agents.duals import DUAL_MODES, DualConfig, DualDynamics
-from agents.faults import FaultModel
-from agents.graphs import GraphError, make_graph
+from agents.consensus.duals import DUAL_MODES, DualConfig, DualDynamics
+from agents.consensus.faults import FaultModel
+from agents.consensus.graphs import GraphError, make_graph
 
 # Named tolerances.
 LAMBDA_ATOL = 1e-12  # vectorised vs agent-by-agent loop; closed forms over <= 100 steps

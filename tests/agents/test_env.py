@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from agents.env import ENV_ID, BuildingEnv, register_env
+from agents.learning.env import ENV_ID, BuildingEnv, register_env
 
 REWARD_ATOL = 1e-12
 
@@ -83,7 +83,7 @@ def test_bad_arguments_are_rejected():
 
 def test_shaped_reward_is_the_lagrangian_less_a_potential_difference():
     """reward = Lagrangian - (nu b - gamma nu b') = r0 + lambda (c/N - g)
-    - (1 - gamma) nu b' - nu dropped (agents/env.py, docs/equations.md)."""
+    - (1 - gamma) nu b' - nu dropped (agents/learning/env.py, docs/equations.md)."""
     gamma = 0.995
     plain = BuildingEnv(limit_per_agent_kwh=0.7)
     shaped = BuildingEnv(limit_per_agent_kwh=0.7, shaping_gamma=gamma)

@@ -1,4 +1,4 @@
-"""I-EPOS plan selection (agents/epos.py): brute force on tiny instances, its optimality
+"""I-EPOS plan selection (agents/control/epos.py): brute force on tiny instances, its optimality
 condition, its hard bounds, the candidate plans and the controller's closed loop.
 
 I-EPOS is a heuristic: its fixed point is coordinate-wise optimal (no agent can lower
@@ -18,10 +18,8 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from agents.building import FleetState, step_fleet
-from agents.coupling import CouplingRows, Forecast
-from agents.data import load_citylearn
-from agents.epos import (
+from agents.control.coupling import CouplingRows, Forecast
+from agents.control.epos import (
     MAX_APPROVAL_CHILDREN,
     VIOLATION_ATOL,
     EposConfig,
@@ -35,7 +33,9 @@ from agents.epos import (
     shuffled_tree,
     tree_from_graph,
 )
-from agents.runner import FleetLoop, FleetSetup, run_plain
+from agents.fleet.building import FleetState, step_fleet
+from agents.fleet.data import load_citylearn
+from agents.fleet.runner import FleetLoop, FleetSetup, run_plain
 
 ALPHA, BETA = 0.1, 0.2
 TREE = np.array([-1, 0, 0])  # a root and two children

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.duals import DualConfig, DualDynamics
-from agents.faults import FaultModel, MessageChannel
-from agents.graphs import directed_edges, make_graph
+from agents.consensus.duals import DualConfig, DualDynamics
+from agents.consensus.faults import FaultModel, MessageChannel
+from agents.consensus.graphs import directed_edges, make_graph
 
 LAMBDA_ATOL = 1e-12
 MU_ATOL = 1e-12

@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agents.fleet_kpis import (
+from agents.fleet.kpis import (
     FLEET_KPI_UNITS,
     FleetKpiStream,
     consensus_window_steps,
     fleet_kpis,
 )
-from cosim.results import json_safe
+from cosim.results.writer import json_safe
 
 SPREAD_KEYS = ("lambda_spread_last10pct", "lambda_spread_last10pct_mean",
                "lambda_spread_last10pct_rel")
@@ -135,7 +135,7 @@ def test_every_kpi_has_a_unit():
 def test_steps_over_limit_ignores_float_rounding_at_c():
     """A schedule planned at exactly c (the per-step oracle) sums to c +- a few ulp: not
     a violation; one a millionth above c is."""
-    from agents.fleet_kpis import OVER_LIMIT_RTOL
+    from agents.fleet.kpis import OVER_LIMIT_RTOL
 
     c = 8.48
     df = _table(np.zeros((4, 2)))
@@ -178,7 +178,7 @@ def test_every_fleet_kpi_by_hand_in_memory_and_streamed():
         assert sorted(got["final_lambda"]) == pytest.approx([2.0, 15.0 - 1e-10])
         assert got["agents_at_lambda_max"] == 1  # within 1e-9 of lambda_max counts
         assert got["lambda_spread_last10pct"] == pytest.approx(13.0 - 1e-10)  # last step
-    from agents.fleet_kpis import cumulative_average_unmet_kwh, district_grid_kwh
+    from agents.fleet.kpis import cumulative_average_unmet_kwh, district_grid_kwh
 
     assert district_grid_kwh(df).tolist() == pytest.approx([3.0, 1.0, 4.0, 2.0])
     assert cumulative_average_unmet_kwh(df).tolist() == pytest.approx([2.0, 1.0, 1.0, 1.5])
@@ -204,7 +204,7 @@ def test_kpi_edge_cases():
 def test_pairwise_sum_in_pieces_equals_numpy_bit_for_bit(n: int):
     """Fed in uneven pieces with the smallest block (many blocks), the total is exactly
     numpy's sum of the whole array (the order of float additions is numpy's)."""
-    from agents.fleet_kpis import PairwiseSum
+    from agents.fleet.kpis import PairwiseSum
 
     rng = np.random.default_rng(n)
     values = rng.standard_normal(n) * 10.0 ** rng.integers(-3, 4, n)

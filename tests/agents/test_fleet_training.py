@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.policy import load_policy
-from agents.recipe import RecipeError, load_recipe
+from agents.learning.policy import load_policy
+from agents.learning.recipe import RecipeError, load_recipe
 
 ACTION_ATOL = 1e-6
 FLEET_RECIPE = """
@@ -40,7 +40,7 @@ classes:
 
 
 def _train(tmp: Path, algo: str, cls: str = "normal", cache: Path | None = None) -> Path:
-    from agents.training import train_class
+    from agents.learning.training import train_class
 
     text = FLEET_RECIPE.replace("ALGO", algo).replace("CACHE", str(cache or tmp / "cache"))
     path = tmp / f"{algo}.yaml"
@@ -86,7 +86,7 @@ def test_same_seed_same_weights_and_the_demonstrations_are_cached(trained: Path,
 
 @pytest.mark.slow
 def test_fleet_trained_policies_run_in_the_cosimulation(trained: Path, tmp_path: Path):
-    from cosim.run import execute, prepare_scenario
+    from cosim.engine.run import execute, prepare_scenario
 
     sc, built = prepare_scenario("scenarios/paper_fig1d.yaml", [
         ("controller.policy_dir", str(trained / "ppo")), ("output.plots", False)], steps=24)

@@ -8,7 +8,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from agents.graphs import (
+from agents.consensus.graphs import (
     ALLOW_DISCONNECTED_KEY,
     TOPOLOGIES,
     GraphError,

@@ -6,7 +6,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from agents.grid_multipliers import (
+from agents.consensus.grid_multipliers import (
     GRID_MULTIPLIER_MODES,
     GridConstraint,
     OperatorMultipliers,

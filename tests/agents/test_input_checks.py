@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from agents.data import DEFAULT_CITYLEARN_DIR, DataError, load_citylearn
-from agents.policy import PolicyFileError, load_policy, sha256_file
+from agents.fleet.data import DEFAULT_CITYLEARN_DIR, DataError, load_citylearn
+from agents.learning.policy import PolicyFileError, load_policy, sha256_file
 from tests.csv_edit import set_csv_cell
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "data" / "policies"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.controllers import NoControl, RuleBasedPeakShaving
-from agents.oracle import OracleController, OracleInfeasible, solve_oracle
-from agents.runner import FleetSetup, district_limit_kwh, run_plain
+from agents.control.oracle import OracleController, OracleInfeasible, solve_oracle
+from agents.control.rules import NoControl, RuleBasedPeakShaving
+from agents.fleet.runner import FleetSetup, district_limit_kwh, run_plain
 
 LP_ATOL_KWH = 1e-6  # HiGHS's primal feasibility tolerance is 1e-7 per row
 COST_RTOL = 1e-6

@@ -7,9 +7,9 @@ import numpy as np
 import pandapower as pp
 import pytest
 
-from agents.oracle import OracleController, OracleInfeasible, solve_oracle
-from agents.oracle_grid import LinearGridLimits, grid_limits_from_sensitivities, offsets_at
-from agents.runner import FleetSetup, district_limit_kwh, run_plain
+from agents.control.oracle import OracleController, OracleInfeasible, solve_oracle
+from agents.control.oracle_grid import LinearGridLimits, grid_limits_from_sensitivities, offsets_at
+from agents.fleet.runner import FleetSetup, district_limit_kwh, run_plain
 from grid_models.sensitivity import linearised_sensitivities
 from tests.grid_models.test_sensitivity import radial_net
 

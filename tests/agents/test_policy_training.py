@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.building import FleetParams, FleetState
-from agents.data import load_citylearn
-from agents.observation import fleet_observation, observation_matrix
-from agents.policy import PolicyFileError, PolicyLibrary, load_policy
-from agents.recipe import RecipeError, load_recipe
+from agents.fleet.building import FleetParams, FleetState
+from agents.fleet.data import load_citylearn
+from agents.fleet.observation import fleet_observation, observation_matrix
+from agents.learning.policy import PolicyFileError, PolicyLibrary, load_policy
+from agents.learning.recipe import RecipeError, load_recipe
 
 ACTION_ATOL = 1e-6
 TINY_RECIPE = """
@@ -33,7 +33,7 @@ classes:
 
 
 def _train(tmp: Path, name: str = "normal"):
-    from agents.training import train_class
+    from agents.learning.training import train_class
 
     recipe_path = tmp / "recipe.yaml"
     recipe_path.write_text(TINY_RECIPE)
@@ -73,9 +73,9 @@ def test_same_seed_same_weights(trained: Path, tmp_path: Path):
 def test_exported_policy_acts_like_sb3(tmp_path: Path):
     from stable_baselines3 import PPO
 
-    from agents.env import BuildingEnv
-    from agents.observation import ObservationScales
-    from agents.policy import export_sb3_policy
+    from agents.fleet.observation import ObservationScales
+    from agents.learning.env import BuildingEnv
+    from agents.learning.policy import export_sb3_policy
 
     env = BuildingEnv()
     model = PPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=1, device="cpu",
@@ -97,8 +97,8 @@ def test_exported_squashed_policy_acts_like_sb3(tmp_path: Path, algorithm: str):
     ``tanh_squashed`` and act like SB3's deterministic predict."""
     from stable_baselines3 import PPO, SAC
 
-    from agents.env import BuildingEnv
-    from agents.policy import export_sb3_policy
+    from agents.learning.env import BuildingEnv
+    from agents.learning.policy import export_sb3_policy
 
     env = BuildingEnv()
     if algorithm == "sac":
@@ -192,12 +192,12 @@ def test_recipe_errors_name_the_field(tmp_path: Path):
 @pytest.mark.slow
 def test_battery_first_policy_maps_its_outputs(tmp_path: Path):
     """A policy exported with action_order battery_first records it, and acts through
-    agents.actions.battery_first_to_model; an unknown order is refused on load."""
+    agents.fleet.actions.battery_first_to_model; an unknown order is refused on load."""
     from stable_baselines3 import PPO
 
-    from agents.actions import battery_first_to_model
-    from agents.env import BuildingEnv
-    from agents.policy import export_sb3_policy
+    from agents.fleet.actions import battery_first_to_model
+    from agents.learning.env import BuildingEnv
+    from agents.learning.policy import export_sb3_policy
 
     env = BuildingEnv(action_order="battery_first")
     model = PPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=1, device="cpu",

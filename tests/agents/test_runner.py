@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agents.controllers import NoControl, RuleBasedPeakShaving
-from agents.data import load_citylearn
-from agents.duals import DualConfig, DualDynamics
-from agents.faults import FaultModel
-from agents.fleet_kpis import cumulative_average_unmet_kwh, fleet_kpis
-from agents.graphs import make_graph
-from agents.observation import FleetObservation
-from agents.runner import RESULT_COLUMNS, FleetSetup, district_limit_kwh, run_plain
+from agents.consensus.duals import DualConfig, DualDynamics
+from agents.consensus.faults import FaultModel
+from agents.consensus.graphs import make_graph
+from agents.control.rules import NoControl, RuleBasedPeakShaving
+from agents.fleet.data import load_citylearn
+from agents.fleet.kpis import cumulative_average_unmet_kwh, fleet_kpis
+from agents.fleet.observation import FleetObservation
+from agents.fleet.runner import RESULT_COLUMNS, FleetSetup, district_limit_kwh, run_plain
 
 # Named tolerances.
 BALANCE_ATOL_KWH = 1e-11  # a few additions of numbers below ~1e2 kWh

@@ -1,7 +1,7 @@
 """The shipped policies (data/policies) respond to their multipliers on held-out data.
 
 Held-out data: the recipe's `heldout` hours, never touched in training. See
-agents/evaluation.py for why the lambda-response is measured at nu = RESPONSE_NU
+agents/learning/evaluation.py for why the lambda-response is measured at nu = RESPONSE_NU
 (at nu = 0 the Lagrangian gives no reason to buy from the grid at any lambda).
 """
 
@@ -12,10 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.data import REPO_ROOT, load_citylearn
-from agents.evaluation import PRICE_ATOL_KWH, RESPONSE_NU, fixed_multiplier_run, price_response
-from agents.policy import load_policy
-from agents.recipe import Recipe, load_recipe
+from agents.fleet.data import REPO_ROOT, load_citylearn
+from agents.learning.evaluation import (
+    PRICE_ATOL_KWH,
+    RESPONSE_NU,
+    fixed_multiplier_run,
+    price_response,
+)
+from agents.learning.policy import load_policy
+from agents.learning.recipe import Recipe, load_recipe
 
 POLICY_DIR = REPO_ROOT / "data" / "policies"
 MIN_GRID_REDUCTION = 0.30  # issue: at least 30 % less grid energy at lambda_max
@@ -83,7 +88,7 @@ def test_more_lambda_less_grid_energy_as_they_run(name: str, recipe):
     weeks, lambda = 15 asks for less grid energy than lambda = 0 (measured: normal 0.618
     -> 0.575, double 1.627 -> 1.610 kWh per building and step): the backlog a building
     holds grows with lambda, and all demand is still served later."""
-    from agents.evaluation import evolving_nu_grid_kwh
+    from agents.learning.evaluation import evolving_nu_grid_kwh
 
     data = load_citylearn()
     cfg = recipe.classes[name]

@@ -1,13 +1,14 @@
-"""Training draws (agents.tariffs): multipliers with mass near 0, tariffs not tied to the hour."""
+"""Training draws (agents.learning.tariffs): multipliers with mass near 0, tariffs not tied to
+the hour."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from agents.env import BuildingEnv
-from agents.recipe import RecipeError, load_recipe
-from agents.tariffs import MultiplierDraw, TariffDraw
+from agents.learning.env import BuildingEnv
+from agents.learning.recipe import RecipeError, load_recipe
+from agents.learning.tariffs import MultiplierDraw, TariffDraw
 
 DRAWS = 20_000
 SHARE_ATOL = 0.015  # sampling error of a share over DRAWS draws (about 4 standard errors)

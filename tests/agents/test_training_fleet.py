@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.building import FleetParams, FleetState
-from agents.data import load_citylearn
-from agents.observation import (
+from agents.fleet.building import FleetParams, FleetState
+from agents.fleet.data import load_citylearn
+from agents.fleet.observation import (
     OBS_NAMES,
     OBS_NAMES_V1,
     PRICE_AHEAD_H,
@@ -16,9 +16,9 @@ from agents.observation import (
     fleet_observation,
     observation_matrix,
 )
-from agents.runner import FleetLoop, FleetSetup
-from agents.tariffs import MultiplierDraw, TariffDraw
-from agents.training_fleet import MultiplierProcess, TrainingFleet
+from agents.fleet.runner import FleetLoop, FleetSetup
+from agents.learning.tariffs import MultiplierDraw, TariffDraw
+from agents.learning.training_fleet import MultiplierProcess, TrainingFleet
 
 OBS_ATOL = 1e-6  # float32 observation columns
 KWH_ATOL = 1e-9
@@ -124,7 +124,7 @@ def test_lambda_evolves_within_bounds_and_fixed_episodes_hold(data):
 
 
 def test_vec_env_resets_finished_lanes(data):
-    from agents.vec_env import FleetVecEnv
+    from agents.learning.vec_env import FleetVecEnv
 
     venv = FleetVecEnv(_fleet(data, lanes=3, episode_steps=5))
     obs = venv.reset()
@@ -139,7 +139,7 @@ def test_vec_env_resets_finished_lanes(data):
 
 def test_teacher_responds_to_its_multipliers(data):
     """More lambda: less grid energy; more nu: no less served; a negative lambda buys."""
-    from agents.teacher import teacher_plan
+    from agents.learning.teacher import teacher_plan
 
     fleet = _fleet(data, lanes=8, seed=3)
     fleet.state.backlog_kwh[:] = 6.0
@@ -154,7 +154,7 @@ def test_teacher_responds_to_its_multipliers(data):
 
 
 def test_objective_score_runs_identical_episodes(data):
-    from agents.objective_score import (
+    from agents.learning.objective_score import (
         execution_fleet,
         greedy_actions,
         heuristic_actions,

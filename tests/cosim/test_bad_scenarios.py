@@ -152,7 +152,7 @@ def _policy_weights(layer: str, value: float) -> Mutation:
     def mutate(d: dict, tmp: Path) -> None:
         from safetensors.numpy import load_file, save_file
 
-        from agents.policy import sha256_file
+        from agents.learning.policy import sha256_file
 
         pol = _copy_policies(tmp / "policies")
         weights = pol / "normal.safetensors"
@@ -970,7 +970,7 @@ def test_duplicate_keys_and_schema_errors_together(tmp_path: Path, capsys):
 
 
 def test_errors_beyond_the_cap_are_counted(tmp_path: Path, capsys):
-    from cosim.limits import MAX_REPORTED_ERRORS
+    from cosim.scenario.limits import MAX_REPORTED_ERRORS
 
     raw = _base()
     raw["colours"] = None
@@ -1040,7 +1040,7 @@ def test_data_error_names_file_column_and_row(tmp_path: Path, capsys):
 
 
 def test_shipped_data_pass_the_range_checks():
-    from agents.data import load_citylearn
+    from agents.fleet.data import load_citylearn
 
     data = load_citylearn(DATA_DIR)
     assert data.price_per_kwh.min() >= 0
@@ -1130,7 +1130,7 @@ def _set_up_stopped(work: Path, *, marker: bool) -> Path:
     path = work / "stopped"
     path.mkdir()
     if marker:
-        from cosim.provenance import code_fingerprint
+        from cosim.results.provenance import code_fingerprint
 
         (path / "status.json").write_text(json.dumps({
             "format": "fleetcosim-run/1", "run_id": "1" * 32, "state": "failed",

@@ -17,16 +17,16 @@ import yaml
 from mosaik.starters import CmdStarter
 
 from cosim.cli import main
-from cosim.results import read_status
-from cosim.sims import building_sim
-from cosim.sims.building_sim import (
+from cosim.engine.sims import building_sim
+from cosim.engine.sims.building_sim import (
     ALLOW_REMOTE_BIND,
     FleetSim,
     ShardScenarioError,
     bind_refusal,
     load_shard_scenario,
 )
-from cosim.world import SHARD_STARTER, shard_command
+from cosim.engine.world import SHARD_STARTER, shard_command
+from cosim.results.writer import read_status
 from grid_models.feeders import load_feeder, save_feeder_json
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -79,7 +79,7 @@ def test_shard_command_is_isolated_and_quoted():
     # exactly what mosaik 3.6's CmdStarter.start does with it
     parts = shlex.split(starter.cmd % {"addr": "127.0.0.1:5555", "python": "x"},
                         posix=bool(starter.posix))
-    assert parts == [exe, "-I", "-m", "cosim.sims.building_sim", "127.0.0.1:5555"]
+    assert parts == [exe, "-I", "-m", "cosim.engine.sims.building_sim", "127.0.0.1:5555"]
 
 
 @pytest.mark.cosim
@@ -162,7 +162,7 @@ def test_remote_shard_refusal_and_warning(capsys):
 
 def test_remote_shard_refuses_from_the_command_line():
     proc = subprocess.run(
-        [sys.executable, "-I", "-m", "cosim.sims.building_sim", "0.0.0.0:5678", "--remote"],
+        [sys.executable, "-I", "-m", "cosim.engine.sims.building_sim", "0.0.0.0:5678", "--remote"],
         capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S,
     )
     assert proc.returncode == 2 and "refusing to bind 0.0.0.0:5678" in proc.stderr
@@ -216,8 +216,8 @@ def test_shard_scenario_that_does_not_build_is_not_detailed(tmp_path):
 
 
 def test_shard_reads_a_valid_resolved_scenario(tmp_path):
-    from cosim.run import prepare_scenario
-    from cosim.scenario import resolved_yaml
+    from cosim.engine.run import prepare_scenario
+    from cosim.scenario.schema import resolved_yaml
 
     sc, _ = prepare_scenario(SCENARIO, steps=SHARD_STEPS)
     path = tmp_path / "scenario.yaml"
@@ -239,7 +239,7 @@ def _alive(pid: int) -> bool:
 def test_a_cmd_shard_exits_when_its_run_is_killed():
     """A run killed with SIGKILL cannot stop the shard processes it started; each shard
     notices that its parent is gone and exits instead of waiting on its socket for ever
-    (cosim/sims/building_sim.py, exit_when_orphaned)."""
+    (cosim/engine/sims/building_sim.py, exit_when_orphaned)."""
     import signal
     import socket
     import time
@@ -251,7 +251,7 @@ def test_a_cmd_shard_exits_when_its_run_is_killed():
     starter = subprocess.Popen(
         [sys.executable, "-c",
          "import subprocess, sys, time\n"
-         "p = subprocess.Popen([sys.executable, '-I', '-m', 'cosim.sims.building_sim', "
+         "p = subprocess.Popen([sys.executable, '-I', '-m', 'cosim.engine.sims.building_sim', "
          f"'{addr}'])\n"
          "print(p.pid, flush=True)\n"
          "time.sleep(600)\n"],

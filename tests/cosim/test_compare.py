@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from cosim.cli import main
-from cosim.compare import Tolerance, assert_run_matches, compare_runs, tolerance_for
-from cosim.run import execute, prepare_scenario
+from cosim.engine.run import execute, prepare_scenario
+from cosim.tools.compare import Tolerance, assert_run_matches, compare_runs, tolerance_for
 from tests.run_edit import copy_run, edit_table
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

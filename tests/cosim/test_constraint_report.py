@@ -1,4 +1,5 @@
-"""KPIs, plot and table of the long-format grid constraint table (cosim.constraint_report)."""
+"""KPIs, plot and table of the long-format grid constraint table
+(cosim.results.constraint_report)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cosim.constraint_report import (
+from cosim.results.constraint_report import (
     CONSTRAINT_COLUMNS,
     check_constraint_frame,
     constraint_kpis,

@@ -1,4 +1,4 @@
-"""Every shipped controller implements the one contract (agents.contract), and its checks
+"""Every shipped controller implements the one contract (agents.control.contract), and its checks
 name what is wrong."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.contract import (
+from agents.control.contract import (
     Controller,
     ControllerError,
     StatefulController,
@@ -16,7 +16,7 @@ from agents.contract import (
     checked_actions,
     contract_problems,
 )
-from cosim.run import prepare_scenario
+from cosim.engine.run import prepare_scenario
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = REPO_ROOT / "scenarios" / "paper_fig1d.yaml"

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from cosim.cli import main
-from cosim.results import read_status
-from cosim.run import prepare_scenario
-from cosim.scenario import load_scenario
+from cosim.engine.run import prepare_scenario
+from cosim.results.writer import read_status
+from cosim.scenario.schema import load_scenario
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOC = REPO_ROOT / "docs" / "controllers.md"

@@ -13,11 +13,11 @@ import pandapower as pp
 import pandas as pd
 import pytest
 
-from agents.calendar import row_datetimes
-from agents.runner import run_plain
-from cosim.build import controller_for
-from cosim.results import TABLES, read_status, recorded_bus_loads
-from cosim.run import execute, prepare_scenario
+from agents.fleet.calendar import row_datetimes
+from agents.fleet.runner import run_plain
+from cosim.engine.run import execute, prepare_scenario
+from cosim.results.writer import TABLES, read_status, recorded_bus_loads
+from cosim.scenario.build import controller_for
 
 SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "paper_fig1d.yaml"
 STEPS = 48
@@ -56,7 +56,7 @@ def test_mosaik_equals_plain_loop_runner(mosaik_run: Path):
     sc, built = prepare_scenario(SCENARIO, QUICK, steps=STEPS)
     reference = run_plain(built.setup, built.controller, built.duals)
     got = pd.read_parquet(mosaik_run / "buildings.parquet")
-    # the writer adds the calendar beside the step (agents.calendar; the runner has none)
+    # the writer adds the calendar beside the step (agents.fleet.calendar; the runner has none)
     np.testing.assert_array_equal(got.pop("datetime").to_numpy().astype("datetime64[s]"),
                                   row_datetimes(sc.time.start, got["time"].to_numpy()))
     assert list(got.columns) == list(reference.columns)

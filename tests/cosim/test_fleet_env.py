@@ -1,4 +1,4 @@
-"""The fleet as a PettingZoo ParallelEnv (cosim.fleet_env): the PettingZoo API test, seeded
+"""The fleet as a PettingZoo ParallelEnv (cosim.engine.fleet_env): the PettingZoo API test, seeded
 and deterministic, the same dynamics as the plain engine, and the worked example that
 trains a shared policy on it and runs it through the co-simulation."""
 
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from pettingzoo.test import parallel_api_test
 
-from agents.controllers import PriceAwareHeuristic
-from agents.observation import observation_matrix
-from cosim.fleet_env import FleetParallelEnv, SharedPolicyVecEnv
-from cosim.results import read_table
-from cosim.run import execute, prepare_scenario
+from agents.control.rules import PriceAwareHeuristic
+from agents.fleet.observation import observation_matrix
+from cosim.engine.fleet_env import FleetParallelEnv, SharedPolicyVecEnv
+from cosim.engine.run import execute, prepare_scenario
+from cosim.results.writer import read_table
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = REPO_ROOT / "scenarios" / "paper_fig1d.yaml"
@@ -138,7 +138,7 @@ def test_the_worked_example_trains_exports_and_runs_the_policy(tmp_path):
     assert "paper_fig1d, 48 steps: cost trained" in proc.stdout
     for name in ("normal", "double"):
         meta = json.loads((out / "policies" / f"{name}.json").read_text())
-        assert meta["training"]["env"] == "cosim.fleet_env"
+        assert meta["training"]["env"] == "cosim.engine.fleet_env"
     summary = json.loads((out / "summary.json").read_text())
     assert np.isfinite(summary["trained"])
     scenario = (out / "run_trained" / "scenario.yaml").read_text()
@@ -153,7 +153,7 @@ def test_grid_constraints_are_in_the_loop(tmp_path):
     steps = 12
     env = FleetParallelEnv.from_scenario(scenario, steps=steps)
     sc, built = prepare_scenario(scenario, [("output.plots", False)], steps)
-    from agents.controllers import NoControl
+    from agents.control.rules import NoControl
 
     run = execute(sc, built, tmp_path / "plain", progress=False, engine="plain",
                   controller=NoControl()).run_dir

@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cosim.build import build
-from cosim.results import read_table
-from cosim.run import execute, prepare_scenario
-from cosim.scenario import ScenarioError, load_scenario
+from cosim.engine.run import execute, prepare_scenario
+from cosim.results.writer import read_table
+from cosim.scenario.build import build
+from cosim.scenario.schema import ScenarioError, load_scenario
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = REPO_ROOT / "scenarios" / "paper_fig1d.yaml"

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from cosim.cli import main
-from cosim.results import read_status, read_table
-from cosim.run import execute, prepare_scenario
-from cosim.scenario import ScenarioError, load_scenario
+from cosim.engine.run import execute, prepare_scenario
+from cosim.results.writer import read_status, read_table
+from cosim.scenario.schema import ScenarioError, load_scenario
 from tests.run_edit import assert_same_tables, stopped_at
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +60,7 @@ def _errors(tmp: Path, text: str) -> list[tuple[str, str]]:
     path.write_text(base + text + '\noutput: {directory: "runs/x"}\n')
     with pytest.raises(ScenarioError) as info:
         sc = load_scenario(path)
-        from cosim.build import build
+        from cosim.scenario.build import build
 
         build(sc, str(path))
     return info.value.errors
@@ -162,7 +162,7 @@ def test_policies_see_lambda_plus_the_weighted_grid_multipliers(plain_run: Path)
 
 
 def test_release_analysis_counts_the_overload_steps(plain_run: Path, tmp_path: Path):
-    from cosim.constraint_report import release_at_overloads
+    from cosim.results.constraint_report import release_at_overloads
 
     got = release_at_overloads(plain_run, threshold_percent=50.0)
     loading = read_table(plain_run, "trafos").groupby("time").loading_percent.max()
@@ -184,7 +184,7 @@ def test_without_grid_constraints_lambda_eff_is_lambda(tmp_path: Path):
 def test_reverse_flow_turns_the_sign(tmp_path: Path):
     """At midday on the PV-rich feeder the transformer carries power upstream: the sign of
     the buildings' influence on its loading is -1, at night +1."""
-    from cosim.build import build
+    from cosim.scenario.build import build
 
     sc = load_scenario(PV_RICH, [("grid_constraints", {"loading": [{"element": "trafo"}]})],
                        steps=24)

@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 from cosim.cli import main
-from cosim.report import json_safe, strict_json, summary_table
-from cosim.run import execute, prepare_scenario
+from cosim.engine.run import execute, prepare_scenario
+from cosim.results.report import json_safe, strict_json, summary_table
 from grid_models.feeders import load_feeder, save_feeder_json
-from grid_models.powerflow import PowerFlowNotConvergedWarning
+from grid_models.powerflow.interface import PowerFlowNotConvergedWarning
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = REPO_ROOT / "scenarios" / "paper_fig1d.yaml"

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from agents.contract import ControllerError
-from cosim.results import read_status
-from cosim.run import execute, prepare_scenario
-from cosim.scenario import ScenarioError, load_scenario
+from agents.control.contract import ControllerError
+from cosim.engine.run import execute, prepare_scenario
+from cosim.results.writer import read_status
+from cosim.scenario.schema import ScenarioError, load_scenario
 from tests.run_edit import assert_same_tables
 
 pytestmark = pytest.mark.cosim
@@ -112,7 +112,7 @@ def test_a_controller_that_does_not_answer_fails_the_run_after_the_timeout(tmp_p
 
 
 def test_a_controller_that_never_finishes_setting_up_fails_the_run(tmp_path, monkeypatch):
-    import cosim.world
+    import cosim.engine.world
 
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "tests/cosim/user_code/remote_misbehaving.py",
@@ -120,7 +120,7 @@ def test_a_controller_that_never_finishes_setting_up_fails_the_run(tmp_path, mon
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         _wait_listening(proc, port)
-        monkeypatch.setattr(cosim.world, "REMOTE_START_S", 1.0)
+        monkeypatch.setattr(cosim.engine.world, "REMOTE_START_S", 1.0)
         sc, built = prepare_scenario(SCENARIO, [
             ("controller", {"kind": "remote", "remote_connect": f"127.0.0.1:{port}",
                             "remote_timeout_s": 1.0}), ("output.plots", False)], STEPS)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cosim.cli import main
-from cosim.report_html import KPI_EXPLANATIONS, REPORT_FILE
+from cosim.results.html import KPI_EXPLANATIONS, REPORT_FILE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -74,7 +74,7 @@ def test_a_run_report_embeds_every_plot_and_explains_every_kpi(tmp_path: Path):
         assert KPI_EXPLANATIONS[key] in parsed.cells
     assert "trafo 0 loading" in parsed.cells  # the grid constraints' table
     assert "feeder_map.png" in {p.name for p in plots}
-    # lv_semiurb_40 starts at data row 0: 31 July 23:00 (agents.calendar), 24 steps
+    # lv_semiurb_40 starts at data row 0: 31 July 23:00 (agents.fleet.calendar), 24 steps
     assert any(c.startswith("2016-07-31 23:00 to 2016-08-01 22:00") for c in parsed.cells)
 
 

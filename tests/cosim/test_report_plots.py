@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cosim.report import loading_ylim, voltage_ylim, worst_buses
-from cosim.run import execute, prepare_scenario
+from cosim.engine.run import execute, prepare_scenario
+from cosim.results.report import loading_ylim, voltage_ylim, worst_buses
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -60,7 +60,7 @@ def test_worst_buses_pick_the_lowest_and_the_highest():
 def test_lambda_tracks_give_mean_and_band_per_cluster():
     import pandas as pd
 
-    from cosim.report import LambdaTracks
+    from cosim.results.report import LambdaTracks
 
     rng = np.random.default_rng(0)
     names = ["B1", "B2", "B3", "B4", "B5"]
@@ -86,7 +86,7 @@ def test_lambda_tracks_give_mean_and_band_per_cluster():
 
 
 def test_the_lambda_plot_groups_the_papers_two_clusters():
-    from cosim.report import lambda_clusters, read_comm_graph
+    from cosim.results.report import lambda_clusters, read_comm_graph
 
     assert lambda_clusters(read_comm_graph(REPO_ROOT / "data" / "golden" / "paper_fig1d")) == [
         ["B1", "B2", "B3"], ["B4", "B5", "B6", "B7"]]
@@ -109,7 +109,7 @@ def _radial_net(geo: bool):
 
 
 def test_feeder_map_positions_from_geodata_else_a_tree_layout():
-    from cosim.feeder_map import bus_positions
+    from cosim.results.feeder_map import bus_positions
 
     pos, source = bus_positions(_radial_net(geo=True))
     assert source == "geodata" and pos[3] == (1.0, 2.0) and set(pos) == {0, 1, 2, 3}
@@ -122,7 +122,7 @@ def test_feeder_map_positions_from_geodata_else_a_tree_layout():
 
 
 def test_feeder_map_extremes_per_element():
-    from cosim.feeder_map import element_extremes
+    from cosim.results.feeder_map import element_extremes
 
     values = np.array([[10.0, np.nan, 0.97], [30.0, np.nan, 0.95]])
     ids = np.array([4, 7, 9])
@@ -134,7 +134,7 @@ def test_feeder_map_extremes_per_element():
 
 
 def test_feeder_map_is_drawn_for_a_feeder_without_geodata(tmp_path: Path):
-    from cosim.feeder_map import draw_feeder_map
+    from cosim.results.feeder_map import draw_feeder_map
 
     path = draw_feeder_map(_radial_net(geo=False), {0: 120.0, 1: np.nan}, {0: 80.0},
                            {0: 1.0, 1: 0.99, 2: 0.93, 3: 0.97}, tmp_path / "map.png")

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from cosim.checkpoint import STATE_DIR
 from cosim.cli import main
-from cosim.results import PARTS_DIR, read_status
+from cosim.engine.checkpoint import STATE_DIR
+from cosim.results.writer import PARTS_DIR, read_status
 from tests.run_edit import assert_same_tables, stopped_at
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -135,7 +135,7 @@ def _interrupted(out: Path, monkeypatch) -> None:
 
 
 def test_resume_refuses_a_run_started_by_other_code(tmp_path: Path, monkeypatch, capsys):
-    from cosim.provenance import code_fingerprint
+    from cosim.results.provenance import code_fingerprint
 
     run = tmp_path / "run"
     _interrupted(run, monkeypatch)
@@ -159,7 +159,7 @@ def test_resume_refuses_a_run_started_by_other_code(tmp_path: Path, monkeypatch,
 
 
 def test_the_code_fingerprint_follows_every_source_file(tmp_path: Path):
-    from cosim.provenance import PACKAGES, fingerprint_of
+    from cosim.results.provenance import PACKAGES, fingerprint_of
 
     for package in PACKAGES:
         (tmp_path / package).mkdir()

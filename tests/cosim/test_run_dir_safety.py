@@ -24,7 +24,8 @@ import pytest
 import yaml
 
 from cosim.cli import main
-from cosim.results import (
+from cosim.results.rundir import LOCK_FILE, RunDirError, check_output_path
+from cosim.results.writer import (
     PARTS_DIR,
     TABLES,
     complete_parts,
@@ -32,7 +33,6 @@ from cosim.results import (
     read_table,
     run_state,
 )
-from cosim.rundir import LOCK_FILE, RunDirError, check_output_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = REPO_ROOT / "scenarios" / "paper_fig1d.yaml"

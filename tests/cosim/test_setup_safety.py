@@ -3,7 +3,7 @@ recognisable failed set-up that ``--resume`` (from step 0) or ``--force`` finish
 the same tables as an uninterrupted run; and ``--resume`` refuses a run whose inputs
 changed since it started.
 
-The set-up is the run's first writes, each through ``cosim.rundir.write_atomic``: the
+The set-up is the run's first writes, each through ``cosim.results.rundir.write_atomic``: the
 marker ``status.json``, ``scenario.yaml``, ``feeder.json``, ``comm_graph.json`` and the
 ``status.json`` that starts the steps. Every one of them is interrupted in turn, half-way
 through writing its temporary file: by a full disk (``OSError(ENOSPC)`` raised by the
@@ -29,10 +29,10 @@ from typing import Any
 import pytest
 import yaml
 
-import cosim.rundir
+import cosim.results.rundir
 from cosim.cli import main
-from cosim.results import PARTS_DIR, read_status
-from cosim.rundir import LOCK_FILE
+from cosim.results.rundir import LOCK_FILE
+from cosim.results.writer import PARTS_DIR, read_status
 from tests.run_edit import assert_same_tables, stopped_at
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -65,7 +65,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class _Interrupting:
-    """``open`` for cosim.rundir that stops the ``nth`` write (0-based) half-way through."""
+    """``open`` for cosim.results.rundir that stops the ``nth`` write (0-based) half-way through."""
 
     def __init__(self, nth: int, mode: str) -> None:
         self.nth, self.mode, self.seen = nth, mode, 0
@@ -104,9 +104,9 @@ def _interrupted_run(out: Path, nth: int, mode: str, engine: str,
     """A run stopped at the ``nth`` set-up write by ``mode``."""
     if mode == "sigkill":
         script = textwrap.dedent(f"""
-            import cosim.rundir, sys
+            import cosim.results.rundir, sys
             from tests.cosim.test_setup_safety import _Interrupting
-            cosim.rundir.open = _Interrupting({nth}, "sigkill")
+            cosim.results.rundir.open = _Interrupting({nth}, "sigkill")
             from cosim.cli import main
             sys.exit(main({_argv(out, engine=engine)!r}))
         """)
@@ -114,11 +114,11 @@ def _interrupted_run(out: Path, nth: int, mode: str, engine: str,
                               capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
         assert done.returncode == -signal.SIGKILL, done.stderr
         return
-    monkeypatch.setattr(cosim.rundir, "open", _Interrupting(nth, mode), raising=False)
+    monkeypatch.setattr(cosim.results.rundir, "open", _Interrupting(nth, mode), raising=False)
     try:
         rc = main(_argv(out, engine=engine))
     finally:
-        monkeypatch.delattr(cosim.rundir, "open")
+        monkeypatch.delattr(cosim.results.rundir, "open")
     err = capsys.readouterr().err
     assert "Traceback" not in err
     if mode == "enospc":
@@ -149,7 +149,7 @@ def test_a_stopped_set_up_is_finished_by_resume_or_force(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
     _interrupted_run(run, nth, mode, engine, monkeypatch, capsys)
-    status = cosim.rundir.read_marker(run)
+    status = cosim.results.rundir.read_marker(run)
     if nth == 0:  # stopped writing the marker: nothing of the run is recorded
         assert status is None
         if mode == "sigkill":  # the lock and the half-written marker are left
@@ -219,10 +219,10 @@ def test_ctrl_c_while_taking_the_lock_leaves_no_empty_lock(
     def interrupted(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cosim.rundir.json, "dump", interrupted)
+    monkeypatch.setattr(cosim.results.rundir.json, "dump", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        cosim.rundir.DirLock.acquire(tmp_path, clear_stale=False)
-    monkeypatch.setattr(cosim.rundir.json, "dump", json_module.dump)
+        cosim.results.rundir.DirLock.acquire(tmp_path, clear_stale=False)
+    monkeypatch.setattr(cosim.results.rundir.json, "dump", json_module.dump)
     assert not (tmp_path / LOCK_FILE).exists()
 
 
@@ -359,10 +359,10 @@ def test_a_disk_that_stays_full_is_reported_as_it_is(tmp_path: Path,
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(cosim.rundir, "open", full, raising=False)
+    monkeypatch.setattr(cosim.results.rundir, "open", full, raising=False)
     run = tmp_path / "run"
     assert main(_argv(run)) == 1
-    monkeypatch.delattr(cosim.rundir, "open")
+    monkeypatch.delattr(cosim.results.rundir, "open")
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
     assert len(lines) == 1 and "Traceback" not in err
@@ -379,7 +379,7 @@ def test_an_all_unknown_grid_reports_unknown_losses_not_zero(
     """A fleet 100,000 times its size on the LV feeder, every building buying its whole
     demand (no control: no hour with a near-zero net load): no power flow converges, every
     step is unknown; the losses are null in kpis.json and "unknown" in the printed table."""
-    from grid_models.powerflow import PowerFlowNotConvergedWarning
+    from grid_models.powerflow.interface import PowerFlowNotConvergedWarning
 
     run = tmp_path / "run"
     with pytest.warns(PowerFlowNotConvergedWarning):
@@ -457,11 +457,11 @@ def test_a_leaked_status_lock_does_not_keep_a_run_from_saying_failed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An interrupt between a lock's acquire and release leaves it held for good; the
     failure path still writes status.json (after ``STATUS_LOCK_S``) instead of hanging."""
-    import cosim.results
+    import cosim.results.writer
     from tests.cosim.test_streamed_results import make_writer_run
 
     writer = make_writer_run(tmp_path / "run", steps=12)
-    monkeypatch.setattr(cosim.results, "STATUS_LOCK_S", 0.05)
+    monkeypatch.setattr(cosim.results.writer, "STATUS_LOCK_S", 0.05)
     assert writer._status_lock.acquire()  # what a landed interrupt leaves behind
     writer.fail("KeyboardInterrupt: interrupted (Ctrl-C)")
     status = read_status(tmp_path / "run")
@@ -472,7 +472,7 @@ def test_a_leaked_status_lock_does_not_keep_a_run_from_saying_failed(
 def test_a_stop_signal_waits_for_the_step_and_says_its_exit_code() -> None:
     """Ctrl-C and SIGTERM only ask while an engine steps; the pending stop raises at the
     step's end with 128 + the signal's number; a second signal raises at once."""
-    from cosim.results import (
+    from cosim.results.writer import (
         RunStopped,
         clear_stop,
         request_stop,

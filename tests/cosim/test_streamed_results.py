@@ -29,12 +29,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import agents.fleet_kpis as fleet_kpis_module
-import cosim.report as report
-import cosim.results as results
-from agents.fleet_kpis import FLEET_KPI_COLUMNS, FleetKpiStream, PairwiseSum, fleet_kpis
-from cosim.checkpoint import STATE_DIR
-from cosim.results import (
+import agents.fleet.kpis as fleet_kpis_module
+import cosim.results.report as report
+import cosim.results.writer as results
+from agents.fleet.kpis import FLEET_KPI_COLUMNS, FleetKpiStream, PairwiseSum, fleet_kpis
+from cosim.engine.checkpoint import STATE_DIR
+from cosim.engine.run import execute, prepare_scenario
+from cosim.results.writer import (
     BUILDING_VALUE_COLUMNS,
     PARTS_DIR,
     TABLES,
@@ -43,9 +44,8 @@ from cosim.results import (
     TableScan,
     read_table,
 )
-from cosim.run import execute, prepare_scenario
 from grid_models.kpis import grid_kpis
-from grid_models.powerflow import BatchGridResult
+from grid_models.powerflow.interface import BatchGridResult
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = REPO_ROOT / "scenarios"

@@ -108,7 +108,7 @@ def test_a_study_never_takes_a_folder_it_did_not_make(tmp_path: Path, capsys):
 
 @pytest.mark.slow
 def test_an_interrupted_study_keeps_its_rows_and_resumes(tmp_path: Path, monkeypatch, capsys):
-    import cosim.run as run_module
+    import cosim.engine.run as run_module
 
     # in-process runs: the patched execute below must be the one that runs (workers
     # are other processes; their kill-and-resume is tested in test_study_dask.py)

@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cosim.rundir import RunDirError
-from cosim.scenario import ScenarioError
-from cosim.study import TIMING_COLUMNS, run_study, study_from_args, study_workers
+from cosim.results.rundir import RunDirError
+from cosim.scenario.schema import ScenarioError
+from cosim.tools.study import TIMING_COLUMNS, run_study, study_from_args, study_workers
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = str(ROOT / "scenarios" / "paper_fig1d.yaml")
@@ -71,7 +71,7 @@ def test_a_local_cluster_gives_the_table_of_one_process(reference, tmp_path: Pat
 def test_a_killed_study_resumes_without_redoing_finished_runs(reference, tmp_path: Path):
     out = tmp_path / "study"
     code = ("import sys; from pathlib import Path; "
-            "from cosim.study import run_study, study_from_args; "
+            "from cosim.tools.study import run_study, study_from_args; "
             f"run_study(study_from_args({SCENARIO!r}, {SWEEP!r}, {VARIANTS!r}, name='dask'), "
             f"Path({str(out)!r}), steps={STEPS}, progress=False, workers=2)")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path,
@@ -158,7 +158,7 @@ def test_the_cli_runs_a_study_on_a_running_scheduler(tmp_path: Path, capsys):
         code = main(["study", SCENARIO, "--variant", "none:controller.kind=none",
                      "--variant", "rule:controller.kind=rule", "--steps", "12", "--quiet",
                      "--out", str(out), "--scheduler", cluster.scheduler_address])
-        imported = client.run(lambda: "cosim.run" in sys.modules)
+        imported = client.run(lambda: "cosim.engine.run" in sys.modules)
     assert code == 0, capsys.readouterr().err
     assert list(pd.read_csv(out / "study.csv")["run"]) == ["none", "rule"]
     assert list(imported.values()) == [True]  # the runs ran on the cluster's worker

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.contract import ControllerError
-from cosim.build import build
+from agents.control.contract import ControllerError
 from cosim.cli import main
-from cosim.results import read_status, read_table
-from cosim.run import execute, prepare_scenario, resume
-from cosim.rundir import RunDirError
-from cosim.scenario import ScenarioError, load_scenario
+from cosim.engine.run import execute, prepare_scenario, resume
+from cosim.results.rundir import RunDirError
+from cosim.results.writer import read_status, read_table
+from cosim.scenario.build import build
+from cosim.scenario.schema import ScenarioError, load_scenario
 from tests.run_edit import assert_same_tables
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

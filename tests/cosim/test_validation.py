@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from cosim.cli import main
-from cosim.limits import MAX_YAML_ALIASES, MAX_YAML_DEPTH
-from cosim.run import prepare_scenario
-from cosim.safe_yaml import YamlProblems, read_yaml
-from cosim.scenario import (
+from cosim.engine.run import prepare_scenario
+from cosim.scenario.limits import MAX_YAML_ALIASES, MAX_YAML_DEPTH
+from cosim.scenario.safe_yaml import YamlProblems, read_yaml
+from cosim.scenario.schema import (
     ScenarioError,
     graph_edges_estimate,
     load_scenario,

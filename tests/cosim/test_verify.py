@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from cosim.cli import main
-from cosim.run import execute, prepare_scenario
+from cosim.engine.run import execute, prepare_scenario
 from tests.run_edit import copy_run, edit_table
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

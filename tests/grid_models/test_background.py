@@ -9,7 +9,7 @@ import simbench
 from grid_models.background import background_profiles
 from grid_models.errors import BackgroundError
 from grid_models.feeders import load_feeder
-from grid_models.powerflow import make_powerflow
+from grid_models.powerflow.interface import make_powerflow
 
 POWER_ATOL_MW = 1e-12
 

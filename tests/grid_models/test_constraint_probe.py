@@ -20,7 +20,7 @@ from grid_models.constraint_probe import (
 from grid_models.errors import GridModelError
 from grid_models.feeders import load_feeder
 from grid_models.grid_model import GridModel
-from grid_models.powerflow import GridResult
+from grid_models.powerflow.interface import GridResult
 from grid_models.sensitivity import downstream_buses, linearised_sensitivities, membership
 
 FEEDER_SOURCE = "pandapower:cigre_lv"

@@ -17,7 +17,7 @@ from grid_models.constraint_probe import (
 from grid_models.errors import GridModelError
 from grid_models.feeders import load_feeder
 from grid_models.grid_model import GridModel
-from grid_models.powerflow import GridResult
+from grid_models.powerflow.interface import GridResult
 from grid_models.sensitivity import downstream_buses, linearised_sensitivities
 
 BUSES = [12, 16, 17, 18, 19, 12]  # cigre_lv residential buses, one shared

@@ -26,7 +26,7 @@ from grid_models.grid_model import (
 )
 from grid_models.kpis import grid_kpis
 from grid_models.placement import bus_injections, place_buildings
-from grid_models.powerflow import (
+from grid_models.powerflow.interface import (
     ARRAY_FIELDS,
     SCALAR_FIELDS,
     BatchGridResult,
@@ -44,7 +44,7 @@ BACKENDS = ("power-grid-model", "pandapower")
 BATCH_VM_ATOL_PU = 1e-8
 BATCH_P_ATOL_MW = 1e-8
 BATCH_LOADING_ATOL_PERCENT = 1e-5
-#: What cosim.results.RunWriter writes of a GridResult (buses, lines, trafos, grid).
+#: What cosim.results.writer.RunWriter writes of a GridResult (buses, lines, trafos, grid).
 WRITER_FIELDS = ("bus_vm_pu", "bus_p_mw", "bus_q_mvar", "line_loading_percent", "line_i_ka",
                  "trafo_loading_percent", "trafo_p_hv_mw", "converged", "losses_mw",
                  "ext_grid_p_mw", "ext_grid_q_mvar")

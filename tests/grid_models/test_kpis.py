@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from grid_models.kpis import KPI_KEYS, grid_kpis
-from grid_models.powerflow import BatchGridResult, GridResult
+from grid_models.powerflow.interface import BatchGridResult, GridResult
 
 KPI_ATOL = 1e-12
 NAN = np.nan

@@ -15,7 +15,7 @@ from grid_models.placement import (
     load_buses,
     place_buildings,
 )
-from grid_models.powerflow import make_powerflow
+from grid_models.powerflow.interface import make_powerflow
 
 POWER_ATOL_MW = 1e-12
 LOADING_RTOL = 0.05  # the scale helper is first-order (no losses, no voltage drop)

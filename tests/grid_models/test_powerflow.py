@@ -11,7 +11,7 @@ import pytest
 from grid_models.background import background_profiles
 from grid_models.errors import BackendError, ConversionError, PowerFlowInputError
 from grid_models.feeders import load_feeder
-from grid_models.powerflow import (
+from grid_models.powerflow.interface import (
     BatchGridResult,
     GridResult,
     PowerFlow,

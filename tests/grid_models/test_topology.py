@@ -9,7 +9,7 @@ import pytest
 from grid_models.errors import IslandedBusError, PlacementError, SupplyError
 from grid_models.feeders import load_feeder
 from grid_models.placement import load_buses, place_buildings
-from grid_models.powerflow import make_powerflow
+from grid_models.powerflow.interface import make_powerflow
 from grid_models.topology import (
     REASON_CUT_OFF,
     REASON_NOT_CONNECTED,

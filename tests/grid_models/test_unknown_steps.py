@@ -10,7 +10,7 @@ import pytest
 
 from grid_models.errors import BackendError, PowerFlowInputError
 from grid_models.kpis import HOURS_KEYS, KPI_KEYS, UNKNOWN_SUFFIX, grid_kpis, hours_text
-from grid_models.powerflow import GridResult, PowerFlowNotConvergedWarning, make_powerflow
+from grid_models.powerflow.interface import GridResult, PowerFlowNotConvergedWarning, make_powerflow
 
 NAN, INF = np.nan, np.inf
 BACKENDS = ("pandapower", "power-grid-model")

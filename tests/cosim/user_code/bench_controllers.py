@@ -1,7 +1,7 @@
 """Controllers as a user would write them, outside the package, named in scenarios by
 ``controller: {kind: python, path: tests/cosim/user_code, entry: "bench_controllers:..."}``.
 
-They import nothing from the testbed: the contract is duck-typed (agents.contract).
+They import nothing from the testbed: the contract is duck-typed (agents.control.contract).
 """
 
 from __future__ import annotations

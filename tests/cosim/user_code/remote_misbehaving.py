@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from cosim.sims.controller_sim import serve
+from cosim.engine.sims.controller_sim import serve
 
 
 class Misbehaving:

@@ -1,0 +1,26 @@
+"""Tools over run directories: verify, compare, studies and the demo.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from grid_models.lazy_api import lazy_api
+
+if TYPE_CHECKING:
+    from cosim.tools.compare import Comparison, Tolerance, compare_runs
+    from cosim.tools.study import Study, load_study, run_study
+    from cosim.tools.verify import Verification, verify_run
+
+_API = {
+    "Comparison": "compare",
+    "Tolerance": "compare",
+    "compare_runs": "compare",
+    "Study": "study",
+    "load_study": "study",
+    "run_study": "study",
+    "Verification": "verify",
+    "verify_run": "verify",
+}
+__all__ = sorted(_API)
+__getattr__, __dir__ = lazy_api(__name__, _API)

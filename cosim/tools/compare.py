@@ -1,0 +1,427 @@
+"""``cosim compare RUN REFERENCE``: a run against a reference, table by table, KPI by KPI.
+
+Every value column of every table the reference holds (``status.json``'s ``tables``) is
+compared row by row, matched on the table's keys (``time`` and the element), with a
+named tolerance per quantity: a value passes when ``|run - ref| <= atol + rtol * |ref|``
+(NaN matches NaN only: an unknown step must stay unknown). Then every number of
+``kpis.json`` (timings left out). A check fails on a value beyond its tolerance, on rows
+or keys that do not match, or on a table or column the run lacks.
+
+Tolerances (:data:`DEFAULT_TOLERANCES`) are looked up by ``<table>.<column>`` first, then
+``<column>``, then the default ``*``; KPIs by ``kpi.<section>.<key>``, ``kpi.<key>`` and
+``kpi.*``. They are overridden by a tolerance file (YAML or JSON, ``{quantity: {atol: ..,
+rtol: ..}}``) and by options (``--atol vm_pu=1e-3``). The defaults are tight: a rerun on
+the same machine gives identical numbers (tests rely on it), so they only absorb
+floating-point noise of another CPU or library build.
+
+:func:`compare_runs` returns a :class:`Comparison` (one :class:`Check` per quantity, the
+worst difference with its element and time); :func:`assert_run_matches` puts the same
+check in a user's pytest suite; :func:`junit_xml` writes it for CI.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import numpy as np
+import pandas as pd
+
+from agents.fleet.calendar import row_datetimes
+
+#: The keys of each table (the rest are values).
+TABLE_KEYS = {"buildings": ("time", "building"), "buses": ("time", "bus"),
+              "lines": ("time", "line"), "trafos": ("time", "trafo"), "grid": ("time",),
+              "constraints": ("time", "constraint")}
+#: Columns that describe rather than measure (compared exactly, as text).
+LABEL_COLUMNS = {"buildings": ("bus",), "constraints": ("kind",)}
+#: KPIs that measure the machine, not the run.
+TIMING_KPIS = ("wall_s", "steps_per_s")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """``|run - ref| <= atol + rtol * |ref|``."""
+
+    atol: float = 0.0
+    rtol: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("atol", "rtol"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"tolerance {name} must be a finite number >= 0, got {value!r}")
+
+    def text(self) -> str:
+        """The tolerance as text: ``atol 1e-09, rtol 1e-07`` (rtol left out when 0)."""
+        return f"atol {self.atol:g}" + (f", rtol {self.rtol:g}" if self.rtol else "")
+
+
+#: Named tolerances per quantity (units in the names; see the module docstring).
+DEFAULT_TOLERANCES: dict[str, Tolerance] = {
+    "*": Tolerance(atol=1e-9, rtol=1e-9),
+    # buildings: energies in kWh per step, money, multipliers
+    "buildings.cost": Tolerance(atol=1e-9),
+    "lambda": Tolerance(atol=1e-9), "mu": Tolerance(atol=1e-9), "nu": Tolerance(atol=1e-9),
+    "lambda_eff": Tolerance(atol=1e-9),
+    # power flow: the solver's own tolerance (power-grid-model 1e-8 pu)
+    "vm_pu": Tolerance(atol=1e-7),
+    "p_mw": Tolerance(atol=1e-9), "q_mvar": Tolerance(atol=1e-9),
+    "loading_percent": Tolerance(atol=1e-5),
+    "i_ka": Tolerance(atol=1e-8), "p_hv_mw": Tolerance(atol=1e-9),
+    "losses_mw": Tolerance(atol=1e-9),
+    "ext_grid_p_mw": Tolerance(atol=1e-9), "ext_grid_q_mvar": Tolerance(atol=1e-9),
+    "constraints.measured": Tolerance(atol=1e-5),
+    # KPIs: relative
+    "kpi.*": Tolerance(atol=1e-9, rtol=1e-7),
+}
+
+
+class CompareError(ValueError):
+    """A run or reference that cannot be compared (not a run directory, unreadable)."""
+
+
+@dataclass
+class Check:
+    """One compared quantity: ``table.column`` or ``kpi.<section>.<key>``."""
+
+    quantity: str
+    tolerance: Tolerance
+    compared: int = 0  # values compared
+    failed: int = 0  # values beyond the tolerance
+    worst_diff: float = 0.0  # largest |run - ref|
+    where: str = ""  # element and time of the worst difference
+    run_value: Any = None
+    ref_value: Any = None
+    problem: str = ""  # a structural problem (missing table, keys that differ)
+
+    @property
+    def ok(self) -> bool:
+        """Whether every value is within the tolerance and nothing structural is wrong."""
+        return self.failed == 0 and not self.problem
+
+    def message(self) -> str:
+        """What was found: the problem, or how many values failed and the worst deviation."""
+        if self.problem:
+            return self.problem
+        if self.compared == 0:
+            return "nothing to compare"
+        worst = f"worst |diff| {self.worst_diff:.3g}"
+        if self.where:
+            worst += f" at {self.where}: {_fmt(self.run_value)} vs {_fmt(self.ref_value)}"
+        return (f"{self.failed} of {self.compared} beyond {self.tolerance.text()}; {worst}"
+                if self.failed else f"{self.compared} values within {self.tolerance.text()}; "
+                f"{worst}")
+
+
+@dataclass
+class Comparison:
+    """The checks of one run against one reference."""
+
+    run: Path
+    reference: Path
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether every check passes."""
+        return all(c.ok for c in self.checks)
+
+    @property
+    def failures(self) -> list[Check]:
+        """The checks that fail."""
+        return [c for c in self.checks if not c.ok]
+
+    def report(self, all_checks: bool = False) -> str:
+        """A table: status, quantity, what was found (failures first)."""
+        rows = sorted(self.checks, key=lambda c: (c.ok, c.quantity))
+        if not all_checks:
+            rows = [c for c in rows if not c.ok] or []
+        width = max([len(c.quantity) for c in self.checks] + [8])
+        lines = [f"compare {self.run} against {self.reference}: "
+                 f"{len(self.checks) - len(self.failures)} of {len(self.checks)} checks pass"]
+        for c in rows:
+            lines.append(f"  {'ok  ' if c.ok else 'FAIL'}  {c.quantity:<{width}}  {c.message()}")
+        return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def tolerance_for(name: str, tolerances: Mapping[str, Tolerance]) -> Tolerance:
+    """The tolerance of ``table.column`` (or ``kpi.section.key``): most specific first."""
+    parts = name.split(".")
+    candidates = [name]
+    if parts[0] == "kpi":
+        candidates += [f"kpi.{parts[-1]}", "kpi.*"]
+    else:
+        candidates += [parts[-1], "*"]
+    for key in candidates:
+        if key in tolerances:
+            return tolerances[key]
+    return DEFAULT_TOLERANCES["*"]
+
+
+def load_tolerance_file(path: str | Path) -> dict[str, Tolerance]:
+    """``{quantity: {atol: .., rtol: ..}}`` from YAML or JSON; errors name the entry."""
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise CompareError(f"{path}: cannot read the tolerance file: {exc}") from None
+    if not isinstance(raw, dict):
+        raise CompareError(f"{path}: a tolerance file maps quantities to {{atol, rtol}}")
+    out: dict[str, Tolerance] = {}
+    for key, value in raw.items():
+        if not isinstance(value, dict) or set(value) - {"atol", "rtol"}:
+            raise CompareError(f"{path}: {key}: give a mapping with atol and/or rtol")
+        try:
+            out[str(key)] = Tolerance(**{k: float(v) for k, v in value.items()})
+        except (TypeError, ValueError) as exc:
+            raise CompareError(f"{path}: {key}: {exc}") from None
+    return out
+
+
+def _status_tables(run_dir: Path) -> list[str]:
+    from cosim.results.rundir import RunDirError
+    from cosim.results.writer import read_status
+
+    try:
+        status = read_status(run_dir)
+    except (OSError, ValueError, RunDirError) as exc:
+        raise CompareError(str(exc)) from None
+    if status.get("state") != "complete":
+        raise CompareError(f"{run_dir}: the run is {status.get('state')!r}, not complete")
+    tables = status.get("tables")
+    if not isinstance(tables, list) or not tables:
+        raise CompareError(f"{run_dir}: status.json lists no tables")
+    return [str(t) for t in tables]
+
+
+def _start_row(run_dir: Path) -> int | None:
+    """The data row of step 0 (``time.start`` of the run's scenario.yaml), None if unknown."""
+    import yaml
+
+    try:
+        start = (yaml.safe_load((run_dir / "scenario.yaml").read_text()) or {})["time"]["start"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return None
+    return int(start) if isinstance(start, int) and start >= 0 else None
+
+
+def _where(keys: tuple[str, ...], row: pd.Series, start_row: int | None = None) -> str:
+    """``bus 17, step 4,311 (2017-01-17 14:00)``: the keys of ``row`` and its datetime."""
+    parts = [f"{k} {row[k]}" for k in keys if k != "time"]
+    step = f"step {int(row['time'])}"
+    if start_row is not None:
+        when = row_datetimes(start_row, np.array([int(row["time"])]))[0]
+        step += f" ({pd.Timestamp(when):%Y-%m-%d %H:%M})"
+    return ", ".join([*parts, step])
+
+
+def _compare_table(table: str, run_df: pd.DataFrame, ref_df: pd.DataFrame,
+                   tolerances: Mapping[str, Tolerance], start_row: int | None = None
+                   ) -> list[Check]:
+    keys = TABLE_KEYS.get(table, ("time",))
+    checks: list[Check] = []
+    missing = [c for c in ref_df.columns if c not in run_df.columns]
+    if missing:
+        checks.append(Check(f"{table}.columns", Tolerance(),
+                            problem=f"the run lacks columns {missing}"))
+    if len(run_df) != len(ref_df):
+        checks.append(Check(f"{table}.rows", Tolerance(),
+                            problem=f"{len(run_df)} rows, the reference {len(ref_df)}"))
+    merged = ref_df.merge(run_df, on=list(keys), how="left", suffixes=("_ref", "_run"),
+                          indicator=True)
+    unmatched = int((merged["_merge"] != "both").sum())
+    if unmatched:
+        first = merged[merged["_merge"] != "both"].iloc[0]
+        checks.append(Check(f"{table}.keys", Tolerance(), problem=(
+            f"{unmatched} reference rows have no match in the run, first: "
+            f"{_where(keys, first, start_row)}")))
+    merged = merged[merged["_merge"] == "both"]
+    for col in ref_df.columns:
+        if col in keys or col in missing:
+            continue
+        name = f"{table}.{col}"
+        ref, run = merged[f"{col}_ref"], merged[f"{col}_run"]
+        if (col in LABEL_COLUMNS.get(table, ()) or ref.dtype == object or ref.dtype == bool
+                or pd.api.types.is_datetime64_any_dtype(ref)):
+            differs = (ref.astype(str) != run.astype(str)).to_numpy()
+            check = Check(name, Tolerance(), compared=len(ref), failed=int(differs.sum()))
+            if check.failed:
+                i = int(np.flatnonzero(differs)[0])
+                check.where = _where(keys, merged.iloc[i], start_row)
+                check.run_value, check.ref_value = run.iloc[i], ref.iloc[i]
+                check.worst_diff = float("nan")
+            checks.append(check)
+            continue
+        tol = tolerance_for(name, tolerances)
+        a = ref.to_numpy(dtype=float)
+        b = run.to_numpy(dtype=float)
+        diff = deviation(b, a)
+        bad = diff > tol.atol + tol.rtol * np.abs(np.nan_to_num(a))
+        check = Check(name, tol, compared=len(a), failed=int(bad.sum()))
+        if len(a):
+            i = worst_index(diff, bad)
+            check.worst_diff = float(diff[i])
+            if check.worst_diff > 0 or bad.any():
+                check.where = _where(keys, merged.iloc[i], start_row)
+                check.run_value, check.ref_value = float(b[i]), float(a[i])
+        checks.append(check)
+    return checks
+
+
+def deviation(run: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """``|run - ref|`` element by element: 0 where both are NaN (unknown stays unknown),
+    inf where only one is."""
+    run, ref = np.asarray(run, dtype=float), np.asarray(ref, dtype=float)
+    diff = np.where(np.isnan(run) & np.isnan(ref), 0.0, np.abs(run - ref))
+    return np.where(np.isnan(diff), np.inf, diff)
+
+
+def worst_index(diff: np.ndarray, bad: np.ndarray) -> int:
+    """Where to report: the largest deviation beyond the tolerance, else the largest."""
+    return int(np.argmax(np.where(bad, diff, -1.0))) if bad.any() else int(np.argmax(diff))
+
+
+def flatten_kpis(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """``kpis.json`` (or a part) as ``{"fleet.total_cost": value, "fleet.final_lambda[3]":
+    value, ...}`` under ``prefix``; timings and ``units`` left out."""
+    out: dict[str, Any] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k in TIMING_KPIS or k == "units":
+                continue
+            out.update(flatten_kpis(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            out.update(flatten_kpis(v, f"{prefix}[{i}]"))
+    else:
+        out[prefix] = obj
+    return out
+
+
+def _compare_kpis(run_dir: Path, ref_dir: Path,
+                  tolerances: Mapping[str, Tolerance]) -> list[Check]:
+    try:
+        run_k = json.loads((run_dir / "kpis.json").read_text())
+        ref_k = json.loads((ref_dir / "kpis.json").read_text())
+    except (OSError, ValueError) as exc:
+        return [Check("kpi", Tolerance(), problem=f"cannot read kpis.json: {exc}")]
+    run_flat, ref_flat = flatten_kpis(run_k, "kpi"), flatten_kpis(ref_k, "kpi")
+    checks = []
+    for name, ref in ref_flat.items():
+        base = name.split("[")[0]
+        tol = tolerance_for(base, tolerances)
+        check = Check(name, tol, compared=1)
+        if name not in run_flat:
+            check.problem = "missing in the run's kpis.json"
+        else:
+            run = run_flat[name]
+            check.run_value, check.ref_value = run, ref
+            if isinstance(ref, (int, float)) and not isinstance(ref, bool) and \
+                    isinstance(run, (int, float)) and not isinstance(run, bool):
+                check.worst_diff = abs(float(run) - float(ref))
+                check.failed = int(check.worst_diff > tol.atol + tol.rtol * abs(float(ref)))
+            else:
+                check.failed = int(run != ref)
+                check.worst_diff = 0.0 if not check.failed else float("nan")
+        checks.append(check)
+    return checks
+
+
+def compare_runs(run: str | Path, reference: str | Path,
+                 tolerances: Mapping[str, Tolerance] | None = None) -> Comparison:
+    """Compare ``run`` with ``reference`` (module docstring); ``tolerances`` override the
+    defaults per quantity. Raises :class:`CompareError` when either is not a run."""
+    from cosim.results.writer import read_table
+
+    run_dir, ref_dir = Path(run), Path(reference)
+    tol = {**DEFAULT_TOLERANCES, **(tolerances or {})}
+    ref_tables = _status_tables(ref_dir)
+    run_tables = _status_tables(run_dir)
+    result = Comparison(run_dir, ref_dir)
+    start_row = _start_row(ref_dir)
+    for table in ref_tables:
+        if table not in run_tables:
+            result.checks.append(Check(f"{table}", Tolerance(),
+                                       problem="the run has no such table"))
+            continue
+        try:
+            ref_df, run_df = read_table(ref_dir, table), read_table(run_dir, table)
+        except (OSError, ValueError) as exc:
+            result.checks.append(Check(f"{table}", Tolerance(),
+                                       problem=f"cannot read the table: {exc}"))
+            continue
+        result.checks.extend(_compare_table(table, run_df, ref_df, tol, start_row))
+    result.checks.extend(_compare_kpis(run_dir, ref_dir, tol))
+    return result
+
+
+def assert_run_matches(run: str | Path, reference: str | Path,
+                       tolerance_file: str | Path | None = None,
+                       **atol: float) -> Comparison:
+    """``AssertionError`` with the report unless ``run`` matches ``reference``.
+
+    Keyword arguments set absolute tolerances by quantity name, e.g.
+    ``assert_run_matches(run, ref, vm_pu=1e-4, loading_percent=0.01)`` (use a tolerance
+    file for names that are not identifiers or for rtol).
+    """
+    tol = load_tolerance_file(tolerance_file) if tolerance_file else {}
+    tol.update({k: Tolerance(atol=float(v)) for k, v in atol.items()})
+    result = compare_runs(run, reference, tol)
+    if not result.ok:
+        raise AssertionError(result.report())
+    return result
+
+
+def junit_xml(result: Comparison) -> str:
+    """The comparison as a JUnit XML report: one test case per quantity."""
+    suite = ET.Element("testsuite", name="cosim compare", tests=str(len(result.checks)),
+                       failures=str(len(result.failures)))
+    for c in result.checks:
+        case = ET.SubElement(suite, "testcase", classname=f"cosim.compare.{result.reference.name}",
+                             name=c.quantity)
+        if not c.ok:
+            failure = ET.SubElement(case, "failure", message=c.message())
+            failure.text = c.message()
+    # ElementTree(suite).getroot() is suite itself
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True)
+
+
+def parse_tolerance_options(items: list[str] | None, kind: str) -> dict[str, float]:
+    """``--atol Q=V`` / ``--rtol Q=V`` options into ``{Q: V}``; errors say what is valid."""
+    out: dict[str, float] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not sep or not name or not math.isfinite(number) or number < 0:
+            raise CompareError(f"--{kind} {item!r}: give QUANTITY=NUMBER with a number >= 0, "
+                               "e.g. vm_pu=1e-4 or lines.loading_percent=0.01")
+        out[name] = number
+    return out
+
+
+def merge_options(base: dict[str, Tolerance], atol: dict[str, float],
+                  rtol: dict[str, float]) -> dict[str, Tolerance]:
+    """Options over a file's tolerances over the defaults, per quantity."""
+    out = dict(base)
+    for name in set(atol) | set(rtol):
+        current = out.get(name) or tolerance_for(name, {**DEFAULT_TOLERANCES, **base})
+        out[name] = Tolerance(atol=atol.get(name, current.atol),
+                              rtol=rtol.get(name, current.rtol))
+    return out

@@ -1,0 +1,11 @@
+"""`cosim demo` (what `make demo` runs): the paper's Fig. 1d scenario through mosaik.
+
+Seven CityLearn homes in two weakly connected clusters on the CIGRE LV feeder,
+state-augmented PPO policies, consensus on lambda, an AC power flow every step.
+"""
+
+from __future__ import annotations
+
+from agents.fleet.data import REPO_ROOT
+
+DEMO_SCENARIO = REPO_ROOT / "scenarios" / "paper_fig1d.yaml"

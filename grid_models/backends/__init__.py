@@ -1,1 +1,0 @@
-"""Power-flow backends behind grid_models.powerflow.PowerFlow."""
