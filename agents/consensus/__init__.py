@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         PeerMultipliers,
         make_grid_multipliers,
     )
+    from agents.consensus.metropolis import MetropolisWeights, metropolis_matrix
 
 _API = {
     "DualConfig": "duals",
@@ -38,6 +39,8 @@ _API = {
     "graph_from_json": "graphs",
     "graph_to_json": "graphs",
     "make_graph": "graphs",
+    "MetropolisWeights": "metropolis",
+    "metropolis_matrix": "metropolis",
     "GridConstraint": "grid_multipliers",
     "OperatorMultipliers": "grid_multipliers",
     "PeerMultipliers": "grid_multipliers",
