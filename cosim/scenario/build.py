@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import networkx as nx
@@ -24,7 +23,8 @@ from agents.consensus.graphs import GraphError, make_graph
 from agents.control.contract import ControllerContext
 from agents.control.rules import Controller, NoControl, PriceAwareHeuristic, RuleBasedPeakShaving
 from agents.fleet.building import FleetParams
-from agents.fleet.data import REPO_ROOT, CityLearnData, DataError, load_citylearn
+from agents.fleet.data import CityLearnData, DataError, load_citylearn
+from agents.fleet.paths import resolve_path
 from agents.fleet.runner import FleetSetup, district_peak_kwh
 from agents.learning.policy import Policy, PolicyFileError, PolicyLibrary, load_policy
 from cosim.engine.user_controller import (
@@ -50,11 +50,6 @@ if TYPE_CHECKING:  # cosim.scenario.grid and the oracle import the power-flow an
     from cosim.scenario.grid import GridModel
     from cosim.scenario.grid_constraints import GridConstraintSet
 
-
-def resolve_path(path: str, base: Path | None = None) -> Path:
-    """``path`` as it is when absolute, else relative to ``base`` (default: the repository)."""
-    p = Path(path)
-    return p if p.is_absolute() else (base or REPO_ROOT) / p
 
 
 @dataclass
