@@ -19,8 +19,8 @@ import numpy as np
 
 from agents.consensus.duals import DualConfig, DualDynamics
 from agents.consensus.graphs import make_graph
-from agents.fleet.data import REPO_ROOT
 from agents.fleet.kpis import fleet_kpis
+from agents.fleet.paths import REPO_ROOT
 from agents.fleet.runner import FleetSetup, district_limit_kwh, run_plain
 from agents.learning.policy import PolicyLibrary
 

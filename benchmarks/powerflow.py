@@ -151,7 +151,8 @@ def _run_timeseries(net, bg: BackgroundProfiles) -> Callable[[], dict[str, np.nd
 
 def _scenario_grid(path: str, steps: int, backend: str | None = None):
     """The scenario's GridModel, built as cosim builds it (no data, policies or graph)."""
-    from cosim.scenario.grid import BuildingRow, build_grid
+    from cosim.scenario.build import BuildingRow
+    from cosim.scenario.grid import build_grid
     from cosim.scenario.schema import load_scenario
 
     overrides: list[tuple[str, object]] = [("time.steps", steps)]

@@ -19,12 +19,11 @@ if TYPE_CHECKING:
         graph_to_json,
         make_graph,
     )
-    from agents.consensus.grid_multipliers import (
-        GridConstraint,
-        OperatorMultipliers,
-        PeerMultipliers,
-        make_grid_multipliers,
-    )
+    from agents.consensus.grid_constraint import GridConstraint
+    from agents.consensus.grid_multipliers import make_grid_multipliers
+    from agents.consensus.metropolis import MetropolisWeights, metropolis_matrix
+    from agents.consensus.operator_multipliers import OperatorMultipliers
+    from agents.consensus.peer_multipliers import PeerMultipliers
 
 _API = {
     "DualConfig": "duals",
@@ -38,9 +37,11 @@ _API = {
     "graph_from_json": "graphs",
     "graph_to_json": "graphs",
     "make_graph": "graphs",
-    "GridConstraint": "grid_multipliers",
-    "OperatorMultipliers": "grid_multipliers",
-    "PeerMultipliers": "grid_multipliers",
+    "MetropolisWeights": "metropolis",
+    "metropolis_matrix": "metropolis",
+    "GridConstraint": "grid_constraint",
+    "OperatorMultipliers": "operator_multipliers",
+    "PeerMultipliers": "peer_multipliers",
     "make_grid_multipliers": "grid_multipliers",
 }
 __all__ = sorted(_API)

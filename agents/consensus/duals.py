@@ -110,6 +110,7 @@ from agents.consensus.graphs import (
     check_agent_nodes,
     directed_edges,
 )
+from agents.consensus.metropolis import metropolis_from_edges
 
 DUAL_MODES = ("paper", "pi", "atc", "averaging", "independent", "centralized")
 _GRAPH_MODES = ("paper", "pi", "atc", "averaging")  # exchange messages on the graph
@@ -264,7 +265,8 @@ class DualDynamics:
     def _build_operators(self) -> None:
         n, src, dst = self.n, self.src, self.dst
         m = src.shape[0]
-        deg = np.bincount(dst, minlength=n).astype(np.float64)
+        weights = metropolis_from_edges(src, dst, n)
+        deg = weights.degree
         self.degree = deg
         self._isolated = (deg == 0).astype(np.float64)
         inv_deg = np.divide(1.0, deg, out=np.zeros(n), where=deg > 0)
@@ -274,13 +276,11 @@ class DualDynamics:
                             + sp.diags_array(self._isolated)).tocsr()
         self._mean_edges = sp.csr_array((inv_deg[dst], (dst, edge_ids)), shape=(n, m))
         # Metropolis weights W and the Laplacian L = I - W (diagonal: the weighted degree).
-        w_edge = 1.0 / (1.0 + np.maximum(deg[src], deg[dst]))
-        self._w_deg = np.bincount(dst, weights=w_edge, minlength=n).astype(np.float64)
-        self._w_self = 1.0 - self._w_deg
-        w_off = sp.csr_array((w_edge, (dst, src)), shape=(n, n))
-        self._w_nodes = (w_off + sp.diags_array(self._w_self)).tocsr()
-        self._lap_nodes = (sp.diags_array(self._w_deg) - w_off).tocsr()
-        self._w_edges = sp.csr_array((w_edge, (dst, edge_ids)), shape=(n, m))
+        self._w_deg = weights.weighted_degree
+        self._w_self = weights.self_weight
+        self._w_nodes = weights.matrix()
+        self._lap_nodes = weights.laplacian()
+        self._w_edges = weights.per_edge()
 
     def metropolis_matrix(self) -> sp.csr_array:
         """The averaging matrix W (symmetric, rows and columns sum to 1)."""
@@ -454,9 +454,3 @@ class DualDynamics:
                 received = self._channel.exchange(x, self._step)
                 x = self._w_self * x + self._w_edges @ received
         return x
-
-    def reference_update(self, grid_kwh: np.ndarray, r2_kwh: np.ndarray) -> DualState:
-        """The same step as :meth:`update`, agent by agent in Python (slow; for tests)."""
-        from tests.agents.duals_reference import reference_update
-
-        return reference_update(self, grid_kwh, r2_kwh)

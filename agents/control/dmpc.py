@@ -76,6 +76,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.optimize import linprog
 
+from agents.consensus.metropolis import metropolis_matrix
 from agents.control.coupling import CouplingRows, Forecast
 from agents.fleet.actions import model_actions
 from agents.fleet.building import FleetParams
@@ -283,24 +284,6 @@ def _padded(mu: np.ndarray, horizon: int) -> np.ndarray:
     return result
 
 
-def metropolis_weights(graph: nx.Graph[int], n: int) -> sp.csr_array:
-    """The Metropolis-Hastings averaging matrix of ``graph`` on nodes 0..n-1 (doubly
-    stochastic: ``W_ij = 1 / (1 + max(deg_i, deg_j))`` on edges, the rest on the diagonal)."""
-    deg = np.array([graph.degree(i) for i in range(n)], dtype=float)
-    edges = np.array([(u, v) for u, v in graph.edges() if u != v], dtype=np.int64)
-    if edges.size == 0:
-        result: sp.csr_array = sp.eye_array(n, format="csr")
-        return result
-    w = 1.0 / (1.0 + np.maximum(deg[edges[:, 0]], deg[edges[:, 1]]))
-    rows = np.concatenate([edges[:, 0], edges[:, 1]])
-    cols = np.concatenate([edges[:, 1], edges[:, 0]])
-    vals = np.concatenate([w, w])
-    off = sp.csr_array((vals, (rows, cols)), shape=(n, n))
-    diag = 1.0 - np.asarray(off.sum(axis=1)).ravel()
-    result = off + sp.diags_array(diag, format="csr")
-    return result
-
-
 class DmpcController:
     """Distributed MPC by dual decomposition for the whole fleet (module docstring)."""
 
@@ -320,7 +303,7 @@ class DmpcController:
         self.local = LocalProblems(params, forecast.dt_h, config.chunk)
         self.timing = self.local.timing
         self.timing.update(negotiation_s=0.0, calls=0.0)
-        self.weights = metropolis_weights(graph, self.n) if graph is not None else None
+        self.weights = metropolis_matrix(graph, self.n) if graph is not None else None
         self.edges = graph.number_of_edges() if graph is not None else 0
         self.t = 0
         shape = ((self.n, self.r, config.horizon) if config.negotiation == "consensus"

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from agents.fleet.paths import CITYLEARN_DATA_PATH, resolve_path
+
 DEMAND_COLUMN = "Equipment Electric Power [kWh]"
 SOLAR_COLUMN = "Solar Generation [W/kW]"
 PRICE_COLUMN = "Electricity Pricing [$/kWh]"
@@ -30,8 +32,7 @@ MAX_SOLAR_W_PER_KW = 2_000.0  # per kW of PV in one hour; 1,000 at full sun (ext
 MAX_BATTERY_CAPACITY_KWH = 100_000.0
 MAX_POWER_KW = 100_000.0
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CITYLEARN_DIR = REPO_ROOT / "data" / "citylearn_2022"
+DEFAULT_CITYLEARN_DIR = resolve_path(CITYLEARN_DATA_PATH)
 
 
 class DataError(ValueError):

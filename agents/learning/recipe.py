@@ -8,7 +8,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agents.fleet.data import REPO_ROOT
+from agents.fleet.paths import CITYLEARN_DATA_PATH, resolve_path
 from agents.learning.tariffs import MultiplierDraw, TariffDraw
 
 
@@ -150,7 +150,7 @@ class Recipe(_Strict):
     """A whole training recipe: data, episodes, draws, reward, PPO settings and demand classes."""
 
     seed: int = 0
-    data: str = "data/citylearn_2022"
+    data: str = CITYLEARN_DATA_PATH
     episode_steps: int = Field(80, ge=1)
     lambda_range: tuple[float, float] = (0.0, 15.0)
     nu_range: tuple[float, float] = (-20.0, 20.0)
@@ -207,8 +207,7 @@ class Recipe(_Strict):
 
     def data_dir(self, base: Path | None = None) -> Path:
         """The data directory; a relative ``data`` lies under ``base`` (default: the repository)."""
-        path = Path(self.data)
-        return path if path.is_absolute() else (base or REPO_ROOT) / path
+        return resolve_path(self.data, base)
 
 
 def _format_errors(path: Path, exc: ValidationError) -> str:

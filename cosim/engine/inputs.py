@@ -53,7 +53,7 @@ def sha256_file(path: str | Path) -> str | None:
 
 def _read_files(built: Built) -> list[Path]:
     """The files besides the data and the feeder that the build of ``built`` read."""
-    from cosim.scenario.build import resolve_path
+    from agents.fleet.paths import resolve_path
 
     sc = built.scenario
     files: list[Path] = []
@@ -70,7 +70,7 @@ def input_hashes(built: Built, scenario_text: str | bytes,
     """The ``inputs`` a run records (module docstring): ``scenario_text`` is its
     ``scenario.yaml``, ``feeder_text`` its ``feeder.json`` (None without a feeder)."""
     from agents.fleet.data import load_citylearn
-    from cosim.scenario.build import resolve_path
+    from agents.fleet.paths import resolve_path
 
     data = load_citylearn(resolve_path(built.scenario.data.path))
     hashes: dict[str, Any] = {

@@ -180,7 +180,7 @@ def remote_starter(built: Built) -> Any:
     "connect")."""
     from mosaik.starters import CmdStarter, ConnectStarter
 
-    from agents.fleet.data import REPO_ROOT
+    from agents.fleet.paths import REPO_ROOT
 
     ctl = built.scenario.controller
     if ctl.remote_connect is not None:

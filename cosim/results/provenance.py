@@ -19,8 +19,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from agents.fleet.paths import REPO_ROOT
+
 PACKAGES = ("agents", "grid_models", "cosim")
-REPO_ROOT = Path(__file__).resolve().parents[2]
 FINGERPRINT_HEX = 16  # characters kept: 64 bits, plenty to tell versions apart
 
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import networkx as nx
 import numpy as np
@@ -24,7 +23,8 @@ from agents.consensus.graphs import GraphError, make_graph
 from agents.control.contract import ControllerContext
 from agents.control.rules import Controller, NoControl, PriceAwareHeuristic, RuleBasedPeakShaving
 from agents.fleet.building import FleetParams
-from agents.fleet.data import REPO_ROOT, CityLearnData, DataError, load_citylearn
+from agents.fleet.data import CityLearnData, DataError, load_citylearn
+from agents.fleet.paths import resolve_path
 from agents.fleet.runner import FleetSetup, district_peak_kwh
 from agents.learning.policy import Policy, PolicyFileError, PolicyLibrary, load_policy
 from cosim.engine.user_controller import (
@@ -47,14 +47,9 @@ if TYPE_CHECKING:  # cosim.scenario.grid and the oracle import the power-flow an
     from agents.control.coupling import CouplingRows, Forecast
     from agents.control.oracle import OracleSchedule
     from agents.control.oracle_grid import LinearGridLimits
-    from cosim.scenario.grid import BuildingRow, GridModel
+    from cosim.scenario.grid import GridModel
     from cosim.scenario.grid_constraints import GridConstraintSet
 
-
-def resolve_path(path: str, base: Path | None = None) -> Path:
-    """``path`` as it is when absolute, else relative to ``base`` (default: the repository)."""
-    p = Path(path)
-    return p if p.is_absolute() else (base or REPO_ROOT) / p
 
 
 @dataclass
@@ -99,38 +94,32 @@ class Built:
         return len(self.names)
 
 
-@dataclass(frozen=True)
-class Row:
-    """One building as the scenario gives it (``path``: its field path)."""
+class BuildingRow(NamedTuple):
+    """One building as the scenario gives it (also what :func:`cosim.scenario.grid.build_grid`
+    reads)."""
 
-    path: str
+    field_path: str  # where the scenario declares it, e.g. "buildings.explicit.3"
     id: str
-    profile: str | None  # None: the data are missing, the profiles unknown
-    scale: float
+    profile: str | None  # CityLearn building; None when the data are missing
+    demand_scale: float
     policy_class: str | None
-    battery: BatteryConfig
+    battery: BatteryConfig | None  # None: the data's battery
     pv_kw: float | None
-    bus: int | None
-
-    def as_tuple(self) -> BuildingRow:
-        """The row as cosim.scenario.grid takes it."""
-        from cosim.scenario.grid import BuildingRow
-
-        return BuildingRow(self.path, self.id, self.profile, self.scale, self.policy_class,
-                           self.battery, self.pv_kw, self.bus)
+    bus: int | None  # feeder bus; None: placed automatically
 
 
-def _rows(sc: Scenario, data: CityLearnData | None) -> list[Row]:
+def _rows(sc: Scenario, data: CityLearnData | None) -> list[BuildingRow]:
     b = sc.buildings
     if b.explicit is not None:
-        return [Row(f"buildings.explicit.{i}", s.id, s.profile, s.demand_scale, s.policy_class,
-                    s.battery, s.pv_kw, s.bus) for i, s in enumerate(b.explicit)]
+        return [BuildingRow(f"buildings.explicit.{i}", s.id, s.profile, s.demand_scale,
+                            s.policy_class, s.battery, s.pv_kw, s.bus)
+                for i, s in enumerate(b.explicit)]
     g = b.generate
     assert g is not None  # BuildingsConfig holds exactly one of explicit and generate
     profiles: list[str] | list[None] = g.profiles or (data.names if data is not None
                                                       else [None])
     width = len(str(g.count))
-    return [Row("buildings.generate", f"B{i + 1:0{width}d}", profiles[i % len(profiles)],
+    return [BuildingRow("buildings.generate", f"B{i + 1:0{width}d}", profiles[i % len(profiles)],
                 g.demand_scales[i % len(g.demand_scales)], None, g.battery, g.pv_kw,
                 g.buses[i] if g.buses else None) for i in range(g.count)]
 
@@ -162,7 +151,7 @@ def _check_time(sc: Scenario, data: CityLearnData, problems: Problems) -> bool:
     return ok
 
 
-def _check_profiles(rows: list[Row], data: CityLearnData, problems: Problems) -> bool:
+def _check_profiles(rows: list[BuildingRow], data: CityLearnData, problems: Problems) -> bool:
     valid = ", ".join(data.names)
     bad_generated = False
     ok = True
@@ -170,9 +159,9 @@ def _check_profiles(rows: list[Row], data: CityLearnData, problems: Problems) ->
         if row.profile in data.buildings:
             continue
         ok = False
-        if row.path.startswith("buildings.explicit"):
-            problems.add(f"{row.path}.profile", f"unknown CityLearn building {row.profile!r}; "
-                         f"valid: {valid}")
+        if row.field_path.startswith("buildings.explicit"):
+            problems.add(f"{row.field_path}.profile",
+                         f"unknown CityLearn building {row.profile!r}; valid: {valid}")
         elif not bad_generated:
             bad_generated = True
             problems.add("buildings.generate.profiles", f"unknown CityLearn building "
@@ -180,7 +169,7 @@ def _check_profiles(rows: list[Row], data: CityLearnData, problems: Problems) ->
     return ok
 
 
-def _checked_profiles(rows: list[Row]) -> list[str]:
+def _checked_profiles(rows: list[BuildingRow]) -> list[str]:
     """The rows' profiles, once ``_check_profiles`` found every one in the data."""
     profiles: list[str] = []
     for r in rows:
@@ -189,49 +178,52 @@ def _checked_profiles(rows: list[Row]) -> list[str]:
     return profiles
 
 
-def _fleet_params(sc: Scenario, rows: list[Row], data: CityLearnData) -> FleetParams:
+def _fleet_params(sc: Scenario, rows: list[BuildingRow], data: CityLearnData) -> FleetParams:
     bl = sc.buildings
+    scales = np.array([r.demand_scale for r in rows], dtype=float)
     base = FleetParams.from_buildings([data.building(p) for p in _checked_profiles(rows)],
-                                      demand_scale=np.array([r.scale for r in rows], dtype=float),
+                                      demand_scale=scales,
                                       backlog_cap_kwh=bl.backlog_cap_kwh, export_pv=bl.export_pv)
     cap, power = base.capacity_kwh.copy(), base.power_kw.copy()
     eta, pv = base.eta_charge.copy(), base.pv_kw.copy()
     for i, row in enumerate(rows):
-        if row.battery.capacity_kwh is not None:
-            cap[i] = row.battery.capacity_kwh
-        if row.battery.power_kw is not None:
-            power[i] = row.battery.power_kw
-        if row.battery.efficiency is not None:
-            eta[i] = row.battery.efficiency ** 0.5
+        battery = row.battery or BatteryConfig()  # None: the data's battery
+        if battery.capacity_kwh is not None:
+            cap[i] = battery.capacity_kwh
+        if battery.power_kw is not None:
+            power[i] = battery.power_kw
+        if battery.efficiency is not None:
+            eta[i] = battery.efficiency ** 0.5
         if row.pv_kw is not None:
             pv[i] = row.pv_kw
     return FleetParams(cap, power, eta, eta.copy(), pv, base.demand_scale,
                        base.backlog_cap_kwh, base.export_pv)
 
 
-def _class_field(row: Row) -> str:
-    return f"{row.path}.policy_class" if row.path.startswith("buildings.explicit") else \
-        "buildings.class_for_scale"
+def _class_field(row: BuildingRow) -> str:
+    if row.field_path.startswith("buildings.explicit"):
+        return f"{row.field_path}.policy_class"
+    return "buildings.class_for_scale"
 
 
-def _classes(sc: Scenario, rows: list[Row], problems: Problems) -> list[str] | None:
+def _classes(sc: Scenario, rows: list[BuildingRow], problems: Problems) -> list[str] | None:
     by_scale = {float(k): v for k, v in sc.buildings.class_for_scale.items()}
     classes: list[str] = []
     missing: set[float] = set()
     for row in rows:
-        cls = row.policy_class or by_scale.get(row.scale)
+        cls = row.policy_class or by_scale.get(row.demand_scale)
         if cls is None:
-            if row.scale not in missing:
-                missing.add(row.scale)
+            if row.demand_scale not in missing:
+                missing.add(row.demand_scale)
                 problems.add(_class_field(row), f"no policy class for demand scale "
-                             f"{row.scale:g}; set policy_class or add it to "
+                             f"{row.demand_scale:g}; set policy_class or add it to "
                              f"buildings.class_for_scale ({sc.buildings.class_for_scale})")
             continue  # the list is not returned (missing is not empty)
         classes.append(cls)
     return None if missing else classes
 
 
-def _policies(sc: Scenario, rows: list[Row], classes: list[str],
+def _policies(sc: Scenario, rows: list[BuildingRow], classes: list[str],
               problems: Problems) -> dict[str, Policy] | None:
     ctl = sc.controller
     policy_dir = resolve_path(ctl.policy_dir)
@@ -291,12 +283,12 @@ def _check_lambda_range(sc: Scenario, policies: dict[str, Policy], problems: Pro
                          "with multipliers.lambda_low <= it are needed")
 
 
-def _grid(sc: Scenario, rows: list[Row], problems: Problems) -> GridModel | None:
+def _grid(sc: Scenario, rows: list[BuildingRow], problems: Problems) -> GridModel | None:
     from cosim.scenario.grid import build_grid
 
     grid = None  # stays None when build_grid raises a ScenarioError (collected)
     with problems.collect():
-        grid = build_grid(sc, [r.as_tuple() for r in rows], problems.source)
+        grid = build_grid(sc, rows, problems.source)
     return grid
 
 

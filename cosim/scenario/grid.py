@@ -10,9 +10,9 @@ from here for compatibility.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING
 
-from cosim.scenario.schema import BatteryConfig, Scenario, ScenarioError
+from cosim.scenario.schema import Scenario, ScenarioError
 from grid_models.errors import BackgroundError, GridModelError, IslandedBusError, SupplyError
 from grid_models.feeders import load_feeder
 from grid_models.grid_model import (
@@ -25,21 +25,11 @@ from grid_models.physics import FeederPhysicsError, check_physics
 from grid_models.placement import MAX_LISTED_BUILDINGS, place_buildings
 from grid_models.topology import check_supply
 
-__all__ = ["CITYLEARN_ROW0_HOUR_OF_YEAR", "HOURS_PER_YEAR", "BuildingRow", "GridModel",
+if TYPE_CHECKING:
+    from cosim.scenario.build import BuildingRow
+
+__all__ = ["CITYLEARN_ROW0_HOUR_OF_YEAR", "HOURS_PER_YEAR", "GridModel",
            "build_grid", "hour_of_year"]
-
-
-class BuildingRow(NamedTuple):
-    """One building as the scenario gives it (``cosim.scenario.build.Row.as_tuple``)."""
-
-    field_path: str  # where the scenario declares it, e.g. "buildings.explicit.3"
-    id: str
-    profile: str | None  # CityLearn building; None when the data are missing
-    demand_scale: float
-    policy_class: str | None
-    battery: BatteryConfig | None
-    pv_kw: float | None
-    bus: int | None  # feeder bus; None: placed automatically
 
 
 def _islanded_errors(exc: IslandedBusError, rows: list[BuildingRow]) -> list[tuple[str, str]]:

@@ -34,12 +34,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from agents.consensus.grid_multipliers import (
-    GridConstraint,
-    OperatorMultipliers,
-    PeerMultipliers,
-    make_grid_multipliers,
-)
+from agents.consensus.grid_constraint import GridConstraint
+from agents.consensus.grid_multipliers import make_grid_multipliers
+from agents.consensus.operator_multipliers import OperatorMultipliers
+from agents.consensus.peer_multipliers import PeerMultipliers
 from cosim.scenario.schema import GridConstraintsConfig, Problems, Scenario
 from grid_models.constraint_probe import ConstraintProbe, ConstraintSpec, constraint_weights
 from grid_models.errors import GridModelError, format_choices

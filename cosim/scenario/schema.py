@@ -36,6 +36,7 @@ from pydantic_core import ErrorDetails
 from agents.consensus.duals import mode_problem, pi_gain_problem
 from agents.consensus.graphs import TOPOLOGIES
 from agents.control.rules import HEURISTIC_BACKLOG_MARGIN, HEURISTIC_PRICE_THRESHOLD_PER_KWH
+from agents.fleet.paths import CITYLEARN_DATA_PATH
 from cosim.scenario.limits import (
     ID_PATTERN,
     ID_RULE,
@@ -192,7 +193,7 @@ class DataConfig(_Strict):
     """Where the buildings' data set is read from."""
 
     source: Literal["citylearn_2022"] = "citylearn_2022"
-    path: Text = "data/citylearn_2022"
+    path: Text = CITYLEARN_DATA_PATH
 
 
 class BackgroundConfig(_Strict):

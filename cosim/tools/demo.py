@@ -6,6 +6,6 @@ state-augmented PPO policies, consensus on lambda, an AC power flow every step.
 
 from __future__ import annotations
 
-from agents.fleet.data import REPO_ROOT
+from agents.fleet.paths import REPO_ROOT
 
 DEMO_SCENARIO = REPO_ROOT / "scenarios" / "paper_fig1d.yaml"

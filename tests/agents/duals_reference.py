@@ -1,124 +1,148 @@
 """A slow, agent-by-agent implementation of the dual dynamics, for tests only.
 
-It repeats :meth:`agents.consensus.duals.DualDynamics.update` with Python loops over
-agents and messages, reading neighbours from the networkx graph rather than
-from the sparse operators, so that a test can compare the two. It works on the
-same ``DualDynamics`` object (its multipliers, V1 history, message buffers and
-random generator), so the two implementations may even be interleaved.
+:class:`ReferenceDuals` repeats :meth:`agents.consensus.duals.DualDynamics.update` with
+Python loops over agents and messages, reading neighbours from the networkx graph
+rather than from sparse operators, so that a test can compare the two. It holds its
+own state (multipliers, V1 history, messages in flight and the random generator of the
+drops), built from the same public inputs as ``DualDynamics`` (config, graph, limit,
+faults, seed); it touches nothing private of the production class. The Metropolis
+weights come from :mod:`agents.consensus.metropolis`, their one builder.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections import deque
 
+import networkx as nx
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from agents.consensus.duals import DualDynamics, DualState
+from agents.consensus.duals import DualConfig, DualState
+from agents.consensus.faults import FaultModel
+from agents.consensus.graphs import directed_edges
+from agents.consensus.metropolis import metropolis_matrix
+
+_GRAPH_MODES = ("paper", "pi", "atc", "averaging")
+_ROUND_MODES = ("atc", "averaging")
 
 
 def _clip(x: float, lo: float, hi: float) -> float:
     return min(max(x, lo), hi)
 
 
-def _exchange(dyn: DualDynamics, values: list[float], step: int) -> dict[tuple[int, int], float]:
-    """Send every message one by one; return (sender, receiver) -> last value received."""
-    ch = dyn._channel
-    assert ch is not None
-    faults = ch.faults
-    m = ch.n_messages
-    draws = ch.rng.random(m) if faults.drop_probability > 0.0 else None
-    sent = np.empty(m)
-    ok = np.empty(m, dtype=bool)
-    for e in range(m):
-        sender = int(ch.src[e])
-        silent = any(a == sender and s <= step < t for a, s, t in faults.silent)
-        dropped = draws is not None and bool(draws[e] < faults.drop_probability)
-        sent[e] = values[sender]
-        ok[e] = not silent and not dropped
-    ch.pending.append((sent, ok))
-    if len(ch.pending) > ch.delay_exchanges:
-        arrived, delivered = ch.pending.popleft()
-        for e in range(m):
-            if delivered[e]:
-                ch.received[e] = arrived[e]
-    return {(int(ch.src[e]), int(ch.dst[e])): float(ch.received[e]) for e in range(m)}
+class _Channel:
+    """Messages one by one along the directed edges, in the fault model's draw order."""
+
+    def __init__(self, faults: FaultModel, graph: nx.Graph[int], exchanges: int,
+                 seed: int) -> None:
+        src, dst = directed_edges(graph)
+        self.edges = [(int(s), int(d)) for s, d in zip(src, dst, strict=True)]
+        self.faults = faults
+        self.rng = np.random.default_rng(seed)
+        self.delay = faults.delay_steps * exchanges
+        self.received = [0.0] * len(self.edges)  # the initial lambda is 0
+        self.pending: deque[tuple[list[float], list[bool]]] = deque()
+
+    def exchange(self, values: list[float], step: int) -> dict[tuple[int, int], float]:
+        """Send every message; return (sender, receiver) -> last value received."""
+        faults, m = self.faults, len(self.edges)
+        draws = self.rng.random(m) if faults.drop_probability > 0.0 else None
+        sent, ok = [], []
+        for e, (sender, _) in enumerate(self.edges):
+            silent = any(a == sender and s <= step < t for a, s, t in faults.silent)
+            dropped = draws is not None and bool(draws[e] < faults.drop_probability)
+            sent.append(values[sender])
+            ok.append(not silent and not dropped)
+        self.pending.append((sent, ok))
+        if len(self.pending) > self.delay:
+            arrived, delivered = self.pending.popleft()
+            for e in range(m):
+                if delivered[e]:
+                    self.received[e] = arrived[e]
+        return {edge: self.received[e] for e, edge in enumerate(self.edges)}
 
 
-def _v1(dyn: DualDynamics, grid: list[float]) -> list[float]:
-    w = dyn.config.v1_window
-    if w == 1:
-        return grid
-    dyn._v1_hist[dyn._v1_count % w] = grid
-    dyn._v1_count += 1
-    rows = min(dyn._v1_count, w)
-    return [sum(float(dyn._v1_hist[k, i]) for k in range(rows)) / rows for i in range(dyn.n)]
+class ReferenceDuals:
+    """The dual dynamics of docs/equations.md, agent by agent (same arguments as
+    ``DualDynamics``; starts from lambda = mu = nu = 0)."""
 
+    def __init__(self, config: DualConfig, graph: nx.Graph[int], limit_kwh: float,
+                 faults: FaultModel | None = None, seed: int = 0) -> None:
+        self.config, self.graph, self.limit_kwh = config, graph, float(limit_kwh)
+        self.n = n = graph.number_of_nodes()
+        self.lam, self.mu, self.nu = [0.0] * n, [0.0] * n, [0.0] * n
+        self.step = 0
+        self.v1_hist: list[list[float]] = []
+        self.channel: _Channel | None = None
+        if faults is not None and not faults.is_trivial and config.mode in _GRAPH_MODES:
+            exchanges = config.rounds if config.mode in _ROUND_MODES else 1
+            self.channel = _Channel(faults, graph, exchanges, seed)
+        self.w = metropolis_matrix(graph, n).toarray()
+        self.neighbours = {i: sorted(int(j) for j in graph.neighbors(i)) for i in range(n)}
 
-def reference_update(dyn: DualDynamics, grid_kwh: np.ndarray, r2_kwh: np.ndarray) -> DualState:
-    """One step of docs/equations.md, agent by agent."""
-    cfg, n, g = dyn.config, dyn.n, dyn.graph
-    grid = [float(x) for x in dyn._vector("grid_kwh", grid_kwh)]
-    r2 = [float(x) for x in dyn._vector("r2_kwh", r2_kwh)]
-    v1 = _v1(dyn, grid)
-    dyn._v1 = np.asarray(v1, dtype=np.float64)
-    lam = [float(x) for x in dyn._lam]
-    mu = [float(x) for x in dyn._mu]
-    share = dyn.limit_kwh / n
-    neighbours = {i: sorted(int(j) for j in g.neighbors(i)) for i in range(n)}
-    deg = {i: len(neighbours[i]) for i in range(n)}
+    def _v1(self, grid: list[float]) -> list[float]:
+        w = self.config.v1_window
+        if w == 1:
+            return grid
+        self.v1_hist = ([*self.v1_hist, grid])[-w:]
+        rows = len(self.v1_hist)
+        return [sum(row[i] for row in self.v1_hist) / rows for i in range(self.n)]
 
-    def weight(i: int, j: int) -> float:  # Metropolis
-        return 1.0 / (1.0 + max(deg[i], deg[j]))
+    def _heard(self, x: list[float]) -> dict[tuple[int, int], float] | None:
+        return self.channel.exchange(x, self.step) if self.channel is not None else None
 
-    def combine(x: list[float]) -> list[float]:  # K rounds x_i <- W_ii x_i + sum_j W_ij xhat_ij
-        for _ in range(cfg.rounds):
-            heard = _exchange(dyn, x, dyn._step) if dyn._channel is not None else None
+    def _combine(self, x: list[float]) -> list[float]:
+        """K rounds ``x_i <- W_ii x_i + sum_j W_ij xhat_ij``."""
+        for _ in range(self.config.rounds):
+            heard = self._heard(x)
             nxt = []
-            for i in range(n):
-                total, w_sum = 0.0, 0.0
-                for j in neighbours[i]:
-                    total += weight(i, j) * (x[j] if heard is None else heard[(j, i)])
-                    w_sum += weight(i, j)
-                nxt.append((1.0 - w_sum) * x[i] + total)
+            for i in range(self.n):
+                total = sum(self.w[i, j] * (x[j] if heard is None else heard[(j, i)])
+                            for j in self.neighbours[i])
+                nxt.append(self.w[i, i] * x[i] + total)
             x = nxt
         return x
 
-    new_lam = [0.0] * n
-    new_mu = list(mu)
-    if cfg.mode == "paper":
-        heard = _exchange(dyn, lam, dyn._step) if dyn._channel is not None else None
-        for i in range(n):
-            vals = [lam[j] if heard is None else heard[(j, i)] for j in neighbours[i]]
-            nb_mean = sum(vals) / len(vals) if vals else lam[i]
-            new_lam[i] = _clip(lam[i] - cfg.alpha * (share - v1[i] + mu[i]), 0.0, cfg.lambda_max)
-            new_mu[i] = mu[i] + cfg.beta * (lam[i] - nb_mean)
-    elif cfg.mode == "pi":
-        heard = _exchange(dyn, lam, dyn._step) if dyn._channel is not None else None
-        for i in range(n):
-            lap = sum(weight(i, j) * (lam[i] - (lam[j] if heard is None else heard[(j, i)]))
-                      for j in neighbours[i])
-            new_lam[i] = _clip(lam[i] - cfg.alpha * (share - v1[i] + mu[i]) - cfg.gamma * lap,
-                               0.0, cfg.lambda_max)
-            new_mu[i] = mu[i] + cfg.beta * lap
-    elif cfg.mode == "atc":
-        x = combine([lam[i] - cfg.alpha * (share - v1[i]) for i in range(n)])
-        new_lam = [_clip(x[i], 0.0, cfg.lambda_max) for i in range(n)]
-    elif cfg.mode == "averaging":
-        x = combine(lam)
-        for i in range(n):
-            new_lam[i] = _clip(x[i] - cfg.alpha * (share - v1[i]), 0.0, cfg.lambda_max)
-    elif cfg.mode == "independent":
-        for i in range(n):
-            new_lam[i] = _clip(lam[i] - cfg.alpha * (share - v1[i]), 0.0, cfg.lambda_max)
-    else:  # centralized
-        total = sum(v1)
-        common = _clip(lam[0] - cfg.alpha * (dyn.limit_kwh - total) / n, 0.0, cfg.lambda_max)
-        new_lam = [common] * n
-    new_nu = [_clip(float(dyn._nu[i]) - cfg.eta * r2[i], cfg.nu_min, cfg.nu_max)
-              for i in range(n)]
-    dyn._lam = np.asarray(new_lam, dtype=np.float64)
-    dyn._mu = np.asarray(new_mu, dtype=np.float64)
-    dyn._nu = np.asarray(new_nu, dtype=np.float64)
-    dyn._step += 1
-    return dyn.state
+    def update(self, grid_kwh: np.ndarray, r2_kwh: np.ndarray) -> DualState:
+        """One step of docs/equations.md, agent by agent."""
+        cfg, n, nbrs, w = self.config, self.n, self.neighbours, self.w
+        grid = [float(x) for x in grid_kwh]
+        r2 = [float(x) for x in r2_kwh]
+        v1 = self._v1(grid)
+        lam, mu = self.lam, self.mu
+        share = self.limit_kwh / n
+        new_lam, new_mu = [0.0] * n, list(mu)
+        if cfg.mode == "paper":
+            heard = self._heard(lam)
+            for i in range(n):
+                vals = [lam[j] if heard is None else heard[(j, i)] for j in nbrs[i]]
+                nb_mean = sum(vals) / len(vals) if vals else lam[i]
+                new_lam[i] = _clip(lam[i] - cfg.alpha * (share - v1[i] + mu[i]), 0.0,
+                                   cfg.lambda_max)
+                new_mu[i] = mu[i] + cfg.beta * (lam[i] - nb_mean)
+        elif cfg.mode == "pi":
+            heard = self._heard(lam)
+            for i in range(n):
+                lap = sum(w[i, j] * (lam[i] - (lam[j] if heard is None else heard[(j, i)]))
+                          for j in nbrs[i])
+                new_lam[i] = _clip(lam[i] - cfg.alpha * (share - v1[i] + mu[i]) - cfg.gamma * lap,
+                                   0.0, cfg.lambda_max)
+                new_mu[i] = mu[i] + cfg.beta * lap
+        elif cfg.mode == "atc":
+            x = self._combine([lam[i] - cfg.alpha * (share - v1[i]) for i in range(n)])
+            new_lam = [_clip(x[i], 0.0, cfg.lambda_max) for i in range(n)]
+        elif cfg.mode == "averaging":
+            x = self._combine(lam)
+            new_lam = [_clip(x[i] - cfg.alpha * (share - v1[i]), 0.0, cfg.lambda_max)
+                       for i in range(n)]
+        elif cfg.mode == "independent":
+            new_lam = [_clip(lam[i] - cfg.alpha * (share - v1[i]), 0.0, cfg.lambda_max)
+                       for i in range(n)]
+        else:  # centralized
+            common = _clip(lam[0] - cfg.alpha * (self.limit_kwh - sum(v1)) / n, 0.0,
+                           cfg.lambda_max)
+            new_lam = [common] * n
+        self.lam, self.mu = new_lam, new_mu
+        self.nu = [_clip(self.nu[i] - cfg.eta * r2[i], cfg.nu_min, cfg.nu_max) for i in range(n)]
+        self.step += 1
+        return DualState(np.asarray(self.lam), np.asarray(self.mu), np.asarray(self.nu),
+                         self.step)

@@ -12,8 +12,9 @@ import networkx as nx
 import numpy as np
 import pytest
 
+from agents.consensus.metropolis import metropolis_matrix
 from agents.control.coupling import CouplingRows, Forecast
-from agents.control.dmpc import DmpcConfig, DmpcController, metropolis_weights
+from agents.control.dmpc import DmpcConfig, DmpcController
 from agents.control.oracle import solve_oracle
 from agents.fleet.data import load_citylearn
 from agents.fleet.runner import FleetSetup, run_plain
@@ -107,7 +108,7 @@ def test_consensus_on_a_complete_graph_gives_every_agent_the_sum(closed_loop):
     assert np.ptp(step.mu, axis=0).max() <= 1e-12  # exact sums: the agents agree
     coordinator = DmpcController(setup.params, forecast, rows, DmpcConfig(), 48)
     assert coordinator.plan(0, np.zeros(3), np.zeros(3)).messages % (2 * 3) == 0
-    weights = metropolis_weights(nx.path_graph(4), 4).toarray()
+    weights = metropolis_matrix(nx.path_graph(4), 4).toarray()
     np.testing.assert_allclose(weights.sum(axis=0), 1.0)
     np.testing.assert_allclose(weights.sum(axis=1), 1.0)
     with pytest.raises(ValueError, match="communication graph"):

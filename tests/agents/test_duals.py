@@ -9,6 +9,7 @@ import pytest
 from agents.consensus.duals import DUAL_MODES, DualConfig, DualDynamics
 from agents.consensus.faults import FaultModel
 from agents.consensus.graphs import GraphError, make_graph
+from tests.agents.duals_reference import ReferenceDuals
 
 # Named tolerances.
 LAMBDA_ATOL = 1e-12  # vectorised vs agent-by-agent loop; closed forms over <= 100 steps
@@ -299,10 +300,10 @@ def test_vectorised_update_equals_per_agent_loop(mode, faults, seed):
     cfg = dict(alpha=0.3, beta=0.2, eta=0.4, rounds=int(rng.integers(1, 4)),
                v1_window=int(rng.integers(1, 4)), lambda_max=3.0)
     fast = _dyn(mode, graph=g, limit=0.8 * n, faults=FAULTS[faults], seed=seed, **cfg)
-    slow = _dyn(mode, graph=g, limit=0.8 * n, faults=FAULTS[faults], seed=seed, **cfg)
+    slow = ReferenceDuals(DualConfig(mode=mode, **cfg), g, 0.8 * n, FAULTS[faults], seed)
     for _ in range(25):
         grid, r2 = rng.uniform(0, 2, n), rng.normal(0, 1, n)
-        a, b = fast.update(grid, r2), slow.reference_update(grid, r2)
+        a, b = fast.update(grid, r2), slow.update(grid, r2)
         np.testing.assert_allclose(a.lam, b.lam, rtol=0, atol=LAMBDA_ATOL)
         np.testing.assert_allclose(a.mu, b.mu, rtol=0, atol=MU_ATOL)
         np.testing.assert_allclose(a.nu, b.nu, rtol=0, atol=NU_ATOL)
@@ -421,12 +422,12 @@ def test_drops_leave_the_last_received_value_in_every_graph_mode(mode):
     g = make_graph("two_clusters", n)
     faults = FaultModel(drop_probability=0.5)
     fast = _dyn(mode, graph=g, limit=limit, faults=faults, seed=4, **FAULT_CFG)
-    slow = _dyn(mode, graph=g, limit=limit, faults=faults, seed=4, **FAULT_CFG)
+    slow = ReferenceDuals(DualConfig(mode=mode, **FAULT_CFG), g, limit, faults, 4)
     free = _dyn(mode, graph=g, limit=limit, **FAULT_CFG)
     rng = np.random.default_rng(1)
     for _ in range(30):
         v1 = rng.uniform(0, 2, n)
-        a, b = fast.update(v1, np.zeros(n)), slow.reference_update(v1, np.zeros(n))
+        a, b = fast.update(v1, np.zeros(n)), slow.update(v1, np.zeros(n))
         c = free.update(v1, np.zeros(n))
         np.testing.assert_allclose(a.lam, b.lam, rtol=0, atol=LAMBDA_ATOL)
         np.testing.assert_allclose(a.mu, b.mu, rtol=0, atol=MU_ATOL)

@@ -6,17 +6,11 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from agents.consensus.grid_multipliers import (
-    GRID_MULTIPLIER_MODES,
-    GridConstraint,
-    OperatorMultipliers,
-    PeerMultipliers,
-    make_grid_multipliers,
-    membership_weights,
-    normalised_excess,
-    peak_weights,
-    weights_from_sensitivities,
-)
+from agents.consensus.grid_constraint import GridConstraint, normalised_excess
+from agents.consensus.grid_multipliers import GRID_MULTIPLIER_MODES, make_grid_multipliers
+from agents.consensus.operator_multipliers import OperatorMultipliers
+from agents.consensus.peer_multipliers import PeerMultipliers
+from grid_models.constraint_probe import ConstraintSpec, constraint_weights
 
 LAMBDA_MAX = 15.0
 MU_MAX = 20.0
@@ -262,32 +256,30 @@ def sens():
 
 def test_loading_weights_from_sensitivities(sens):
     # buildings on buses 1, 3, 4, 4, 5; line 1 feeds buses 3 and 4
-    w = weights_from_sensitivities(sens, "loading_max", element=("trafo", 0))
+    w = constraint_weights(ConstraintSpec("trafo", "loading_max", 80.0, ("trafo", 0)), 5,
+                           sens=sens)
     assert np.abs(w).max() == 1.0
     assert (w > 0).all()
-    w = weights_from_sensitivities(sens, "loading_max", element=("line", 1))
+    w = constraint_weights(ConstraintSpec("line 1", "loading_max", 80.0, ("line", 1)), 5,
+                           sens=sens)
     assert np.abs(w).max() == 1.0
     assert (w[1:4] > 0.5).all()
     assert (np.abs(w[[0, 4]]) < 0.05).all()  # upstream / beside: second order only
     GridConstraint("line 1 loading", "loading_max", 80.0, 80.0, w)
-    with pytest.raises(ValueError, match="element"):
-        weights_from_sensitivities(sens, "loading_max")
 
 
 def test_voltage_weights_from_sensitivities(sens):
-    w_max = weights_from_sensitivities(sens, "voltage_max", bus=4)
-    w_min = weights_from_sensitivities(sens, "voltage_min", bus=4)
+    w_max = constraint_weights(ConstraintSpec("v", "voltage_max", 1.05, buses=(4,)), 5,
+                               sens=sens)
+    w_min = constraint_weights(ConstraintSpec("v", "voltage_min", 0.95, buses=(4,)), 5,
+                               sens=sens)
     assert np.abs(w_max).max() == np.abs(w_min).max() == 1.0
     assert (w_max < 0).all()      # consumption relieves an over-voltage
     assert (w_min > 0).all()      # consumption worsens an under-voltage
     np.testing.assert_array_equal(w_min, -w_max)
     assert w_min[2] == w_min[3] == 1.0  # the buildings at bus 4 itself move it most
-    with pytest.raises(ValueError, match="bus"):
-        weights_from_sensitivities(sens, "voltage_max")
-    np.testing.assert_array_equal(weights_from_sensitivities(sens, "peak_kw_max"), np.ones(5))
-    np.testing.assert_array_equal(peak_weights(5), np.ones(5))
-    with pytest.raises(ValueError, match="kind"):
-        weights_from_sensitivities(sens, "loading_min")
+    peak = ConstraintSpec("peak", "peak_kw_max", 100.0)
+    np.testing.assert_array_equal(constraint_weights(peak, 5, sens=sens), np.ones(5))
 
 
 def test_membership_weights():
@@ -295,11 +287,10 @@ def test_membership_weights():
     from tests.grid_models.test_sensitivity import BUILDING_BUS, radial_net
 
     mask = membership(radial_net(), BUILDING_BUS)[("line", 1)]
-    np.testing.assert_array_equal(membership_weights(mask), [0.0, 1.0, 1.0, 1.0, 0.0])
-    np.testing.assert_array_equal(membership_weights(mask, sign=-1.0),
-                                  [0.0, -1.0, -1.0, -1.0, 0.0])
-    with pytest.raises(ValueError, match="mask"):
-        membership_weights(np.array([0.5, 1.0]))
+    spec = ConstraintSpec("line 1", "loading_max", 80.0, ("line", 1))
+    np.testing.assert_array_equal(
+        constraint_weights(spec, 5, downstream_mask=mask, mode="membership"),
+        [0.0, 1.0, 1.0, 1.0, 0.0])
 
 
 # -- signs of loading constraints (flow direction) -------------------------------------

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.fleet.data import REPO_ROOT, load_citylearn
+from agents.fleet.data import load_citylearn
+from agents.fleet.paths import REPO_ROOT
 from agents.learning.evaluation import (
     PRICE_ATOL_KWH,
     RESPONSE_NU,
