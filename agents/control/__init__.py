@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     )
     from agents.control.coupling import CouplingRows, Forecast
     from agents.control.dmpc import DmpcConfig, DmpcController
-    from agents.control.epos import EposConfig, EposController, select_plans
+    from agents.control.epos.controller import EposConfig, EposController
+    from agents.control.epos.selection import select_plans
     from agents.control.oracle import (
         OracleController,
         OracleInfeasible,
@@ -39,9 +40,9 @@ _API = {
     "Forecast": "coupling",
     "DmpcConfig": "dmpc",
     "DmpcController": "dmpc",
-    "EposConfig": "epos",
-    "EposController": "epos",
-    "select_plans": "epos",
+    "EposConfig": "epos.controller",
+    "EposController": "epos.controller",
+    "select_plans": "epos.selection",
     "OracleController": "oracle",
     "OracleInfeasible": "oracle",
     "OracleSchedule": "oracle",

@@ -617,7 +617,8 @@ def _fleet_wide_controller(built: Built, index: NDArray[np.int64]) -> Controller
                             soc_value=ctl.dmpc_soc_value, backlog_value=ctl.dmpc_backlog_value)
         return DmpcController(built.setup.params, built.forecast, built.coupling, config, steps,
                               graph=built.graph)
-    from agents.control.epos import EposConfig, EposController, tree_from_graph
+    from agents.control.epos.controller import EposConfig, EposController
+    from agents.control.epos.tree import tree_from_graph
 
     assert ctl.epos_plans is not None and ctl.epos_iterations is not None
     assert ctl.epos_alpha is not None and ctl.epos_beta is not None

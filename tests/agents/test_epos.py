@@ -1,4 +1,4 @@
-"""I-EPOS plan selection (agents/control/epos.py): brute force on tiny instances, its optimality
+"""I-EPOS plan selection (agents/control/epos/): brute force on tiny instances, its optimality
 condition, its hard bounds, the candidate plans and the controller's closed loop.
 
 I-EPOS is a heuristic: its fixed point is coordinate-wise optimal (no agent can lower
@@ -19,20 +19,12 @@ import numpy as np
 import pytest
 
 from agents.control.coupling import CouplingRows, Forecast
-from agents.control.epos import (
-    MAX_APPROVAL_CHILDREN,
-    VIOLATION_ATOL,
-    EposConfig,
-    EposController,
-    HardBounds,
-    Selection,
-    _evaluate,
-    _Problem,
-    candidate_plans,
-    select_plans,
-    shuffled_tree,
-    tree_from_graph,
-)
+from agents.control.epos.controller import EposConfig, EposController
+from agents.control.epos.plans import candidate_plans
+from agents.control.epos.problem import VIOLATION_ATOL, HardBounds, Selection, _Problem
+from agents.control.epos.rounds import MAX_APPROVAL_CHILDREN
+from agents.control.epos.selection import _evaluate, select_plans
+from agents.control.epos.tree import shuffled_tree, tree_from_graph
 from agents.fleet.building import FleetState, step_fleet
 from agents.fleet.data import load_citylearn
 from agents.fleet.runner import FleetLoop, FleetSetup, run_plain
