@@ -152,7 +152,7 @@ def _run_timeseries(net, bg: BackgroundProfiles) -> Callable[[], dict[str, np.nd
 def _scenario_grid(path: str, steps: int, backend: str | None = None):
     """The scenario's GridModel, built as cosim builds it (no data, policies or graph)."""
     from cosim.scenario.grid import BuildingRow, build_grid
-    from cosim.scenario.schema import load_scenario
+    from cosim.scenario.loader import load_scenario
 
     overrides: list[tuple[str, object]] = [("time.steps", steps)]
     if backend is not None:
