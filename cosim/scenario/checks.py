@@ -7,6 +7,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from agents.consensus.duals import pi_gain_problem
+from agents.consensus.graphs import SMALL_WORLD_K, default_radius
 from cosim.scenario.controller import FLEET_WIDE_KINDS
 from cosim.scenario.coordination import FILE_TOPOLOGY
 from cosim.scenario.limits import MAX_BUILDING_STEPS, MAX_GRAPH_EDGES, MAX_ORACLE_BUILDING_STEPS
@@ -83,11 +84,11 @@ def graph_edges_estimate(topology: str, n: int, params: dict[str, Any]) -> float
         split = int(params.get("split") or n // 2)
         return split * (split - 1) / 2 + (n - split) * (n - split - 1) / 2 + 1
     if topology == "small_world":
-        return n * min(int(params.get("k") or 4), max(n - 1, 0)) / 2
+        return n * min(int(params.get("k") or SMALL_WORLD_K), max(n - 1, 0)) / 2
     if topology == "random_geometric":
         radius = params.get("radius")
         if radius is None:
-            radius = min(1.5, math.sqrt(3.0 * math.log(max(n, 2)) / (math.pi * max(n, 1))))
+            radius = default_radius(n)
         return pairs * min(1.0, math.pi * float(radius) ** 2)
     return 0.0 if topology in ("feeder", FILE_TOPOLOGY) else float(n)
 

@@ -7,9 +7,11 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from agents.control.dmpc import DmpcConfig
+from agents.control.epos import EposConfig, weights_problem
 from agents.control.rules import HEURISTIC_BACKLOG_MARGIN, HEURISTIC_PRICE_THRESHOLD_PER_KWH
 from cosim.scenario.errors import FieldErrors
-from cosim.scenario.fields import StrictModel, Text
+from cosim.scenario.fields import StrictModel, Text, domain_field
 from cosim.scenario.limits import (
     MAX_DUAL_ROUNDS,
     MAX_EPOS_PLANS,
@@ -18,7 +20,11 @@ from cosim.scenario.limits import (
     MAX_REMOTE_TIMEOUT_S,
     MAX_TEXT_CHARS,
 )
+from grid_models.settings import settings_of
 
+# the dmpc_* and epos_* settings' defaults, bounds and meanings: the domain configs
+_DMPC = settings_of(DmpcConfig)
+_EPOS = settings_of(EposConfig)
 #: Fields of ``controller`` that only one kind uses, and their defaults for that kind
 #: (filled in when the kind is given; null for every other kind).
 CONTROLLER_KIND_FIELDS: dict[str, tuple[str, Any]] = {
@@ -26,22 +32,22 @@ CONTROLLER_KIND_FIELDS: dict[str, tuple[str, Any]] = {
     "heuristic_price_threshold": ("heuristic", HEURISTIC_PRICE_THRESHOLD_PER_KWH),
     "heuristic_backlog_margin": ("heuristic", HEURISTIC_BACKLOG_MARGIN),
     "oracle_limit": ("oracle", "run_average"),
-    "dmpc_horizon_h": ("dmpc", 24),
+    "dmpc_horizon_h": ("dmpc", _DMPC["horizon"][0]),
     "dmpc_forecast": ("dmpc", "perfect"),
-    "dmpc_iterations": ("dmpc", 10),
-    "dmpc_tolerance": ("dmpc", 0.01),
-    "dmpc_step": ("dmpc", 0.05),
-    "dmpc_negotiation": ("dmpc", "coordinator"),
-    "dmpc_consensus_rounds": ("dmpc", 10),
-    "dmpc_soc_value": ("dmpc", None),
-    "dmpc_backlog_value": ("dmpc", None),
-    "epos_plans": ("epos", 16),
+    "dmpc_iterations": ("dmpc", _DMPC["iterations"][0]),
+    "dmpc_tolerance": ("dmpc", _DMPC["tolerance"][0]),
+    "dmpc_step": ("dmpc", _DMPC["step"][0]),
+    "dmpc_negotiation": ("dmpc", _DMPC["negotiation"][0]),
+    "dmpc_consensus_rounds": ("dmpc", _DMPC["consensus_rounds"][0]),
+    "dmpc_soc_value": ("dmpc", _DMPC["soc_value"][0]),
+    "dmpc_backlog_value": ("dmpc", _DMPC["backlog_value"][0]),
+    "epos_plans": ("epos", _EPOS["plans"][0]),
     "epos_forecast": ("epos", "perfect"),
-    "epos_iterations": ("epos", 20),
-    "epos_alpha": ("epos", 0.0),
-    "epos_beta": ("epos", 0.1),
+    "epos_iterations": ("epos", _EPOS["iterations"][0]),
+    "epos_alpha": ("epos", _EPOS["alpha"][0]),
+    "epos_beta": ("epos", _EPOS["beta"][0]),
     "epos_overlay": ("epos", "communication"),
-    "epos_reorganisations": ("epos", 5),
+    "epos_reorganisations": ("epos", _EPOS["reorganisations"][0]),
     "entry": ("python", None),
     "path": ("python", None),
     "params": ("python", None),
@@ -73,52 +79,38 @@ class ControllerConfig(StrictModel):
     oracle_limit: Literal["run_average", "per_step"] | None = Field(
         None, description="c on the run's average or in every step (kind oracle; default "
                           "run_average)")
-    dmpc_horizon_h: int | None = Field(None, ge=1, le=MAX_PLAN_HORIZON_STEPS,
-                                       description="hours each building plans ahead "
-                                                   "(kind dmpc; default 24)")
+    dmpc_horizon_h: int | None = domain_field(DmpcConfig, "horizon", le=MAX_PLAN_HORIZON_STEPS,
+                                              optional_for="dmpc")
     dmpc_forecast: Literal["perfect", "persistence"] | None = Field(
         None, description="perfect: the data; persistence: yesterday's demand and PV "
                           "(kind dmpc; default perfect)")
-    dmpc_iterations: int | None = Field(None, ge=1, le=MAX_NEGOTIATION_ITERATIONS,
-                                        description="most negotiation iterations per step "
-                                                    "(kind dmpc; default 10)")
-    dmpc_tolerance: float | None = Field(None, gt=0, le=1,
-                                         description="relative excess at which negotiation "
-                                                     "stops (kind dmpc; default 0.01)")
-    dmpc_step: float | None = Field(None, gt=0, le=100,
-                                    description="subgradient step, $/kWh per unit of relative "
-                                                "excess (kind dmpc; default 0.05)")
-    dmpc_negotiation: Literal["coordinator", "consensus"] | None = Field(
-        None, description="how the fleet's sum is obtained: a coordinator, or consensus on "
-                          "the communication graph (kind dmpc; default coordinator)")
-    dmpc_consensus_rounds: int | None = Field(None, ge=1, le=MAX_DUAL_ROUNDS,
-                                              description="averaging rounds per negotiation "
-                                                          "iteration (kind dmpc; default 10)")
-    dmpc_soc_value: float | None = Field(None, ge=0, le=100,
-                                         description="$/kWh of stored energy at the horizon's "
-                                                     "end (kind dmpc; default eta x mean price)")
-    dmpc_backlog_value: float | None = Field(None, ge=0, le=100,
-                                             description="$/kWh of backlog at the horizon's "
-                                                         "end (kind dmpc; default 1.05 x max "
-                                                         "price)")
-    epos_plans: int | None = Field(None, ge=1, le=MAX_EPOS_PLANS,
-                                   description="candidate day plans per building (kind epos; "
-                                               "default 16)")
+    dmpc_iterations: int | None = domain_field(DmpcConfig, "iterations",
+                                               le=MAX_NEGOTIATION_ITERATIONS, optional_for="dmpc")
+    dmpc_tolerance: float | None = domain_field(DmpcConfig, "tolerance", le=1,
+                                                optional_for="dmpc")
+    dmpc_step: float | None = domain_field(DmpcConfig, "step", le=100, optional_for="dmpc")
+    dmpc_negotiation: Literal["coordinator", "consensus"] | None = domain_field(
+        DmpcConfig, "negotiation", optional_for="dmpc")
+    dmpc_consensus_rounds: int | None = domain_field(DmpcConfig, "consensus_rounds",
+                                                     le=MAX_DUAL_ROUNDS, optional_for="dmpc")
+    dmpc_soc_value: float | None = domain_field(DmpcConfig, "soc_value", le=100,
+                                                optional_for="dmpc")
+    dmpc_backlog_value: float | None = domain_field(DmpcConfig, "backlog_value", le=100,
+                                                    optional_for="dmpc")
+    epos_plans: int | None = domain_field(EposConfig, "plans", le=MAX_EPOS_PLANS,
+                                          optional_for="epos")
     epos_forecast: Literal["perfect", "persistence"] | None = Field(
         None, description="what the day plans are made from (kind epos; default perfect)")
-    epos_iterations: int | None = Field(None, ge=1, le=MAX_NEGOTIATION_ITERATIONS,
-                                        description="I-EPOS iterations per day (kind epos; "
-                                                    "default 20)")
-    epos_alpha: float | None = Field(None, ge=0, le=1,
-                                     description="weight of unfairness (kind epos; default 0)")
-    epos_beta: float | None = Field(None, ge=0, le=1,
-                                    description="weight of discomfort (kind epos; default 0.1)")
+    epos_iterations: int | None = domain_field(EposConfig, "iterations",
+                                               le=MAX_NEGOTIATION_ITERATIONS, optional_for="epos")
+    epos_alpha: float | None = domain_field(EposConfig, "alpha", optional_for="epos")
+    epos_beta: float | None = domain_field(EposConfig, "beta", optional_for="epos")
     epos_overlay: Literal["communication", "feeder"] | None = Field(
         None, description="the graph the tree overlay is built from (kind epos; default "
                           "communication)")
-    epos_reorganisations: int | None = Field(None, ge=0, le=MAX_NEGOTIATION_ITERATIONS,
-                                             description="restarts on a shuffled tree after a "
-                                                         "violation (kind epos; default 5)")
+    epos_reorganisations: int | None = domain_field(EposConfig, "reorganisations",
+                                                    le=MAX_NEGOTIATION_ITERATIONS,
+                                                    optional_for="epos")
     entry: str | None = Field(
         None, max_length=MAX_TEXT_CHARS, pattern=ENTRY_PATTERN,
         description="the controller class to run, 'package.module:ClassName', imported from "
@@ -169,11 +161,10 @@ class ControllerConfig(StrictModel):
         if self.kind == "python" and self.entry is None:
             errors.append(("entry", "kind 'python' needs entry: 'package.module:ClassName' "
                            "(the controller class to run)"))
-        if self.kind == "epos" and self.epos_alpha is not None and self.epos_beta is not None \
-                and self.epos_alpha + self.epos_beta > 1:
-            errors.append(("epos_beta", f"epos_alpha + epos_beta must be <= 1 (the global "
-                           f"cost's weight is 1 - alpha - beta), got {self.epos_alpha:g} + "
-                           f"{self.epos_beta:g}"))
+        if self.kind == "epos" and self.epos_alpha is not None and self.epos_beta is not None:
+            problem = weights_problem(self.epos_alpha, self.epos_beta, ("epos_alpha", "epos_beta"))
+            if problem:
+                errors.append(("epos_beta", problem))
         if errors:
             raise FieldErrors(errors)
         return self

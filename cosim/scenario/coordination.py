@@ -5,14 +5,23 @@ graph and the faults of their messages)."""
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from agents.consensus.duals import mode_problem, pi_gain_problem
-from agents.consensus.graphs import TOPOLOGIES
+from agents.consensus.duals import DualConfig, mode_problem, pi_gain_problem
+from agents.consensus.graphs import TOPOLOGIES, TOPOLOGY_PARAMS
 from cosim.scenario.errors import FieldError, FieldErrors
-from cosim.scenario.fields import BusId, ElementId, Id, Step, StrictModel, Text, shown_value
+from cosim.scenario.fields import (
+    BusId,
+    ElementId,
+    Id,
+    Step,
+    StrictModel,
+    Text,
+    domain_field,
+    shown_value,
+)
 from cosim.scenario.limits import (
     MAX_BUILDINGS,
     MAX_DELAY_STEPS,
@@ -27,30 +36,24 @@ from cosim.scenario.limits import (
 
 #: communication.topology of a graph read from communication.graph_file
 FILE_TOPOLOGY = "file"
-#: communication.params accepted per topology, with their type (float also takes int).
-TOPOLOGY_PARAMS: dict[str, dict[str, type]] = {
-    "complete": {}, "ring": {}, "line": {}, "star": {},
-    "two_clusters": {"split": int},
-    "random_geometric": {"radius": float},
-    "small_world": {"k": int, "p": float},
-    "feeder": {"max_hops": int},
-    "file": {},
-}
+#: communication.params accepted per topology (agents.consensus.graphs), and none for a file
+SCENARIO_TOPOLOGY_PARAMS: dict[str, dict[str, type]] = {**TOPOLOGY_PARAMS, FILE_TOPOLOGY: {}}
 
 
 class DualsConfig(StrictModel):
     """The multipliers' dynamics (:mod:`agents.consensus.duals`): mode, gains and bounds."""
 
-    mode: str = Field("pi", max_length=MAX_TEXT_CHARS)
-    alpha: float = Field(0.1, ge=0)
-    beta: float = Field(0.1, ge=0)
-    gamma: float = Field(0.5, ge=0, description="pi's proportional gain; alpha*beta < gamma <= 1")
-    eta: float = Field(1.0, ge=0)
-    rounds: int = Field(3, ge=1, le=MAX_DUAL_ROUNDS)
-    lambda_max: float = Field(15.0, gt=0)
-    nu_min: float = -20.0
-    nu_max: float = 20.0
-    v1_window: int = Field(1, ge=1, le=MAX_V1_WINDOW)
+    # defaults, bounds and meanings: agents.consensus.duals.DualConfig
+    mode: Annotated[str, Field(max_length=MAX_TEXT_CHARS)] = domain_field(DualConfig, "mode")
+    alpha: float = domain_field(DualConfig, "alpha")
+    beta: float = domain_field(DualConfig, "beta")
+    gamma: float = domain_field(DualConfig, "gamma")
+    eta: float = domain_field(DualConfig, "eta")
+    rounds: int = domain_field(DualConfig, "rounds", le=MAX_DUAL_ROUNDS)
+    lambda_max: float = domain_field(DualConfig, "lambda_max")
+    nu_min: float = domain_field(DualConfig, "nu_min", bounds=False)  # checked below
+    nu_max: float = domain_field(DualConfig, "nu_max", bounds=False)
+    v1_window: int = domain_field(DualConfig, "v1_window", le=MAX_V1_WINDOW)
 
     @field_validator("mode")
     @classmethod
@@ -208,7 +211,7 @@ class CommunicationConfig(StrictModel):
     def _params(self) -> CommunicationConfig:
         if (self.topology == FILE_TOPOLOGY) != (self.graph_file is not None):
             raise FieldError("graph_file", "give graph_file exactly with topology 'file'")
-        accepted = TOPOLOGY_PARAMS[self.topology]
+        accepted = SCENARIO_TOPOLOGY_PARAMS[self.topology]
         errors = [(f"params.{key}", _param_problem(self.topology, accepted, key, value))
                   for key, value in self.params.items()]
         errors = [(f, m) for f, m in errors if m]

@@ -17,6 +17,7 @@ from cosim.scenario.limits import (
     MAX_TEXT_CHARS,
     MAX_TIME_STEPS,
 )
+from grid_models.settings import settings_of
 
 MAX_BUS_ID = 2**31 - 1
 
@@ -64,3 +65,25 @@ def is_number(text: str) -> bool:
 def shown_value(value: Any) -> str:
     """A scalar as the scenario file would spell it."""
     return str(value).lower() if isinstance(value, bool) else repr(value)
+
+
+def domain_field(cls: type, name: str, *, le: float | None = None, bounds: bool = True,
+                 optional_for: str | None = None) -> Any:
+    """The pydantic field of the setting ``name`` of the domain config ``cls``
+    (``grid_models.settings``): its default, bounds and meaning, declared there once.
+
+    ``le``: the scenario file's own cap, on top of the domain's bounds (a plausibility or
+    resource limit of a file, ``cosim.scenario.limits``). ``bounds=False``: the section
+    checks the value itself (with messages about the fields around it).
+    ``optional_for``: a ``controller`` field of that kind only: ``None`` here, the
+    domain's default filled in when the kind is given.
+    """
+    default, bound = settings_of(cls)[name]
+    caps = [c for c in (bound.le, le) if c is not None]
+    limits: dict[str, Any] = dict(ge=bound.ge, gt=bound.gt, le=min(caps) if caps else None) \
+        if bounds else {}
+    if optional_for is None:
+        return Field(default, description=bound.doc, **limits)
+    shown = "none" if default is None else default
+    return Field(None, description=f"{bound.doc} (kind {optional_for}; default {shown})",
+                 **limits)
