@@ -153,7 +153,7 @@ def _scenario_grid(path: str, steps: int, backend: str | None = None):
     """The scenario's GridModel, built as cosim builds it (no data, policies or graph)."""
     from cosim.scenario.build import BuildingRow
     from cosim.scenario.grid import build_grid
-    from cosim.scenario.schema import load_scenario
+    from cosim.scenario.loader import load_scenario
 
     overrides: list[tuple[str, object]] = [("time.steps", steps)]
     if backend is not None:

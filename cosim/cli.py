@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the command line imports what a command needs when it runs
     from cosim.scenario.build import Built
-    from cosim.scenario.schema import Scenario
+    from cosim.scenario.model import Scenario
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -96,7 +96,8 @@ def _scenario_or_exit(args: argparse.Namespace, *,
     ``announce_limit``: print the constraint c and how it was obtained.
     """
     from cosim.engine.run import prepare_scenario
-    from cosim.scenario.schema import ScenarioError, parse_overrides
+    from cosim.scenario.errors import ScenarioError
+    from cosim.scenario.overrides import parse_overrides
 
     try:
         overrides = parse_overrides(args.set, str(args.scenario))
@@ -173,7 +174,7 @@ def _run(args: argparse.Namespace) -> int:
     from cosim.results.report import summary_table
     from cosim.results.rundir import RunDirError
     from cosim.results.writer import RunStopped, RunWriteError
-    from cosim.scenario.schema import ScenarioError
+    from cosim.scenario.errors import ScenarioError
 
     notes: list[str] = []
     if args.resume is not None:
@@ -290,7 +291,7 @@ def _study(args: argparse.Namespace) -> int:
 
     from cosim.results.rundir import RunDirError, check_output_path
     from cosim.results.writer import RunStopped, RunWriteError
-    from cosim.scenario.schema import ScenarioError
+    from cosim.scenario.errors import ScenarioError
     from cosim.tools.study import load_study, run_study, study_from_args
 
     out = None

@@ -68,7 +68,7 @@ def evaluate(out: Path, policy_dir: Path, eval_steps: int) -> dict[str, float | 
     on the run's average); then its cost is NaN and ``oracle_infeasible`` says why.
     """
     from cosim.engine.run import execute, prepare_scenario
-    from cosim.scenario.schema import ScenarioInfeasible
+    from cosim.scenario.errors import ScenarioInfeasible
 
     costs: dict[str, float | str] = {}
     for label, overrides, engine in (

@@ -111,6 +111,7 @@ from agents.consensus.graphs import (
     directed_edges,
 )
 from agents.consensus.metropolis import metropolis_from_edges
+from grid_models.settings import check_settings, setting
 
 DUAL_MODES = ("paper", "pi", "atc", "averaging", "independent", "centralized")
 _GRAPH_MODES = ("paper", "pi", "atc", "averaging")  # exchange messages on the graph
@@ -155,43 +156,36 @@ def _finite(name: str, value: float) -> float:
 class DualConfig:
     """Step sizes and bounds of the dual dynamics (docs/equations.md)."""
 
-    mode: str = "pi"
-    alpha: float = 0.1  # step of lambda
-    beta: float = 0.1  # step of mu (paper, pi)
-    gamma: float = 0.5  # proportional gain on L lambda (pi); needs alpha*beta < gamma <= 1
-    eta: float = 1.0  # step of nu per kWh of r2 (0.1 lets backlog outrun the shipped policies)
-    rounds: int = 3  # K, Metropolis rounds per step (atc, averaging)
-    lambda_max: float = 15.0
-    nu_min: float = -20.0
-    nu_max: float = 20.0
-    v1_window: int = 1  # 1: the step's grid energy; > 1: moving average over that many steps
+    mode: str = setting("pi", doc="pi|paper|atc|averaging|independent|centralized; pi: the "
+                        "stable proportional-integral consensus, paper: the paper's eqs. "
+                        "10-11 (linearly unstable)")
+    alpha: float = setting(0.1, ge=0, doc="step of lambda")
+    beta: float = setting(0.1, ge=0, doc="step of mu (paper, pi)")
+    gamma: float = setting(0.5, ge=0, doc="pi's proportional gain on L lambda; "
+                           "alpha*beta < gamma <= 1")
+    eta: float = setting(1.0, ge=0, doc="step of nu per kWh of unmet demand (0.1 lets backlog "
+                         "outrun the shipped policies)")
+    rounds: int = setting(3, ge=1, integer=True, doc="K, Metropolis rounds per step "
+                          "(atc, averaging)")
+    lambda_max: float = setting(15.0, gt=0, doc="upper bound of lambda")
+    nu_min: float = setting(-20.0, le=0, doc="lower bound of nu (nu starts at 0)")
+    nu_max: float = setting(20.0, ge=0, doc="upper bound of nu (nu starts at 0)")
+    v1_window: int = setting(1, ge=1, integer=True, doc="1: the step's grid energy; > 1: "
+                             "moving average over that many steps")
 
     def __post_init__(self) -> None:
         problem = mode_problem(self.mode)
         if problem:
             raise ValueError(f"DualConfig.mode: {problem}")
-        for name in ("alpha", "beta", "gamma", "eta"):
-            value = _finite(name, getattr(self, name))
-            if value < 0:
-                raise ValueError(f"DualConfig.{name} must be >= 0, got {value}")
-            object.__setattr__(self, name, value)
-        for name in ("rounds", "v1_window"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"DualConfig.{name} must be an integer >= 1, got {value}")
-            object.__setattr__(self, name, int(value))
-        lam_max = _finite("lambda_max", self.lambda_max)
-        if lam_max <= 0:
-            raise ValueError(f"DualConfig.lambda_max must be > 0, got {lam_max}")
-        nu_min, nu_max = _finite("nu_min", self.nu_min), _finite("nu_max", self.nu_max)
+        for name in ("nu_min", "nu_max"):
+            _finite(name, getattr(self, name))
+        nu_min, nu_max = float(self.nu_min), float(self.nu_max)
         if not nu_min <= 0.0 <= nu_max or nu_min == nu_max:
             raise ValueError(
                 f"DualConfig: need nu_min <= 0 <= nu_max and nu_min < nu_max (the initial nu is "
                 f"0), got nu_min={nu_min}, nu_max={nu_max}"
             )
-        object.__setattr__(self, "lambda_max", lam_max)
-        object.__setattr__(self, "nu_min", nu_min)
-        object.__setattr__(self, "nu_max", nu_max)
+        check_settings(self, "DualConfig.")
         if self.mode == "pi":
             problem = pi_gain_problem(self.alpha, self.beta, self.gamma)
             if problem:

@@ -51,6 +51,28 @@ TOPOLOGIES = (
     "feeder",
 )
 
+#: The parameters a scenario may give each topology (``communication.params``), with their
+#: type (float also takes an integer); ``feeder`` also takes ``net`` and ``building_buses``,
+#: which the caller supplies.
+TOPOLOGY_PARAMS: dict[str, dict[str, type]] = {
+    "complete": {}, "ring": {}, "line": {}, "star": {},
+    "two_clusters": {"split": int},
+    "random_geometric": {"radius": float},
+    "small_world": {"k": int, "p": float},
+    "feeder": {"max_hops": int},
+}
+#: small_world's defaults: neighbours in the ring lattice, rewiring probability
+SMALL_WORLD_K = 4
+SMALL_WORLD_P = 0.1
+#: The documented defaults of the topologies' parameters (docs tables).
+TOPOLOGY_PARAM_DEFAULTS: dict[str, str] = {
+    "split": "n // 2",
+    "radius": "min(1.5, sqrt(3 ln(n) / (pi n)))",
+    "k": f"{SMALL_WORLD_K} (at most n - 1)",
+    "p": f"{SMALL_WORLD_P:g}",
+    "max_hops": "none (every building on the feeder)",
+}
+
 ALLOW_DISCONNECTED_KEY = "allow_disconnected"
 RANDOM_GRAPH_DRAWS = 100  # random topologies: draws tried until one is connected
 
@@ -82,9 +104,15 @@ def _two_clusters(n: int, split: int | None) -> nx.Graph[int]:
     return result
 
 
+def default_radius(n: int) -> float:
+    """random_geometric's default radius for ``n`` agents: ``sqrt(3 ln(n) / (pi n))``,
+    capped at 1.5 (connected with high probability)."""
+    return min(1.5, math.sqrt(3.0 * math.log(max(n, 2)) / (math.pi * max(n, 1))))
+
+
 def _random_geometric(n: int, seed: int, radius: float | None) -> nx.Graph[int]:
     if radius is None:
-        radius = min(1.5, math.sqrt(3.0 * math.log(max(n, 2)) / (math.pi * max(n, 1))))
+        radius = default_radius(n)
     if not (np.isfinite(radius) and radius > 0):
         raise GraphError(f"topology 'random_geometric': radius must be > 0, got {radius}")
     g = nx.random_geometric_graph(n, float(radius), seed=seed)
@@ -151,18 +179,19 @@ def make_graph(
         _check_params(topology, params, ())
         g = nx.star_graph(n - 1)
     elif topology == "two_clusters":
-        _check_params(topology, params, ("split",))
+        _check_params(topology, params, tuple(TOPOLOGY_PARAMS[topology]))
         g = _two_clusters(n, params.get("split"))
     elif topology == "random_geometric":
-        _check_params(topology, params, ("radius",))
+        _check_params(topology, params, tuple(TOPOLOGY_PARAMS[topology]))
         g = _first_connected(lambda s: _random_geometric(n, s, params.get("radius")),
                              seed, allow_disconnected)
     elif topology == "small_world":
-        _check_params(topology, params, ("k", "p"))
-        k, p = int(params.get("k", 4)), float(params.get("p", 0.1))
+        _check_params(topology, params, tuple(TOPOLOGY_PARAMS[topology]))
+        k = int(params.get("k", SMALL_WORLD_K))
+        p = float(params.get("p", SMALL_WORLD_P))
         g = _first_connected(lambda s: _small_world(n, s, k, p), seed, allow_disconnected)
     else:  # feeder
-        _check_params(topology, params, ("net", "building_buses", "max_hops"))
+        _check_params(topology, params, ("net", "building_buses", *TOPOLOGY_PARAMS[topology]))
         if "net" not in params or "building_buses" not in params:
             raise GraphError("topology 'feeder' needs parameters net and building_buses")
         buses = params["building_buses"]

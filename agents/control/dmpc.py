@@ -81,6 +81,7 @@ from agents.control.coupling import CouplingRows, Forecast
 from agents.fleet.actions import model_actions
 from agents.fleet.building import FleetParams
 from agents.fleet.observation import FleetObservation
+from grid_models.settings import check_settings, setting
 
 NEGOTIATIONS = ("coordinator", "consensus")
 #: The smallest |upper| a relative excess divides by.
@@ -103,30 +104,24 @@ G, X, CH, B, E = range(N_KINDS)
 class DmpcConfig:
     """The settings of a DMPC controller (module docstring; scenario ``controller.dmpc_*``)."""
 
-    horizon: int = 24
-    iterations: int = 10
-    tolerance: float = 0.01
-    step: float = 0.05
-    negotiation: str = "coordinator"
-    consensus_rounds: int = 10
-    soc_value: float | None = None
-    backlog_value: float | None = None
-    chunk: int = 64
+    horizon: int = setting(24, ge=1, integer=True, doc="hours each building plans ahead")
+    iterations: int = setting(10, ge=1, integer=True,
+                              doc="most negotiation iterations per step")
+    tolerance: float = setting(0.01, gt=0, doc="relative excess at which negotiation stops")
+    step: float = setting(0.05, gt=0, doc="subgradient step, $/kWh per unit of relative excess")
+    negotiation: str = setting("coordinator", doc="how the fleet's sum is obtained: "
+                               "coordinator, or consensus on the communication graph")
+    consensus_rounds: int = setting(10, ge=1, integer=True,
+                                    doc="averaging rounds per negotiation iteration")
+    soc_value: float | None = setting(None, ge=0, doc="$/kWh of stored energy at the "
+                                      "horizon's end; none: eta x the horizon's mean price")
+    backlog_value: float | None = setting(None, ge=0, doc="$/kWh of backlog at the horizon's "
+                                          "end; none: 1.05 x the horizon's highest price")
+    chunk: int = setting(64, ge=1, integer=True, doc="local problems solved per LP")
     dedupe: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("horizon", "iterations", "consensus_rounds", "chunk"):
-            value = getattr(self, name)
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value}")
-        for name in ("tolerance", "step"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be finite and > 0, got {value}")
-        for name in ("soc_value", "backlog_value"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be finite and >= 0 (or None), got {value}")
+        check_settings(self)
         if self.negotiation not in NEGOTIATIONS:
             raise ValueError(f"negotiation must be one of {', '.join(NEGOTIATIONS)}, got "
                              f"{self.negotiation!r}")

@@ -46,7 +46,7 @@ from agents.fleet.observation import ObservationScales, observation_matrix
 from agents.fleet.runner import FleetLoop
 from cosim.engine.plain import grid_step
 from cosim.scenario.build import Built
-from cosim.scenario.schema import Scenario
+from cosim.scenario.model import Scenario
 
 #: The action columns of each agent (model order, docs/equations.md).
 ACTION_NAMES = ("u_grid", "u_batt")
@@ -99,7 +99,7 @@ class FleetParallelEnv(ParallelEnv[str, np.ndarray, np.ndarray]):  # type: ignor
         them: ``--set`` pairs and ``--steps``).
 
         Raises:
-            cosim.scenario.schema.ScenarioError: naming every problem of the scenario.
+            cosim.scenario.errors.ScenarioError: naming every problem of the scenario.
         """
         from cosim.engine.run import prepare_scenario
 

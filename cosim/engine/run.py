@@ -56,7 +56,8 @@ from cosim.results.writer import (
 )
 from cosim.scenario.build import Built, build
 from cosim.scenario.limits import MAX_RESOLVED_SCENARIO_BYTES
-from cosim.scenario.schema import Scenario, load_scenario, resolved_yaml
+from cosim.scenario.loader import load_scenario, resolved_yaml
+from cosim.scenario.model import Scenario
 
 ENGINES = ("mosaik", "plain")
 SCENARIO_FILE = "scenario.yaml"

@@ -2,7 +2,7 @@
 
 Everything that needs data to check (feeder, buses, profiles, hours, policy
 files, graph connectivity) is checked here, before any run directory is
-created. The checks collect their problems (``cosim.scenario.schema.Problems``); a check
+created. The checks collect their problems (``cosim.scenario.errors.Problems``); a check
 whose input failed an earlier one is skipped, and ``build`` raises one
 ``ScenarioError`` listing every ``(field path, message)``.
 """
@@ -33,15 +33,11 @@ from cosim.engine.user_controller import (
     load_controller_class,
     shard_forecast,
 )
+from cosim.scenario.controller import FLEET_WIDE_KINDS
+from cosim.scenario.errors import Problems, ScenarioError, ScenarioInfeasible
+from cosim.scenario.fleet import BatteryConfig
 from cosim.scenario.limits import MAX_GRAPH_EDGES
-from cosim.scenario.schema import (
-    FLEET_WIDE_KINDS,
-    BatteryConfig,
-    Problems,
-    Scenario,
-    ScenarioError,
-    ScenarioInfeasible,
-)
+from cosim.scenario.model import Scenario
 
 if TYPE_CHECKING:  # cosim.scenario.grid and the oracle import the power-flow and LP stacks: lazily
     from agents.control.coupling import CouplingRows, Forecast

@@ -2,8 +2,8 @@
 
 The grid model itself (calendar mapping, background stitching, injections, per-step and
 batched power flow) is :class:`grid_models.grid_model.GridModel`; this module only maps a
-:class:`~cosim.scenario.schema.Scenario` to its parameters and turns grid_models' errors into
-:class:`~cosim.scenario.schema.ScenarioError` naming the scenario field. ``GridModel``,
+:class:`~cosim.scenario.model.Scenario` to its parameters and turns grid_models' errors into
+:class:`~cosim.scenario.errors.ScenarioError` naming the scenario field. ``GridModel``,
 ``hour_of_year``, ``CITYLEARN_ROW0_HOUR_OF_YEAR`` and ``HOURS_PER_YEAR`` are re-exported
 from here for compatibility.
 """
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cosim.scenario.schema import Scenario, ScenarioError
+from cosim.scenario.errors import ScenarioError
+from cosim.scenario.model import Scenario
 from grid_models.errors import BackgroundError, GridModelError, IslandedBusError, SupplyError
 from grid_models.feeders import load_feeder
 from grid_models.grid_model import (

@@ -38,7 +38,9 @@ from agents.consensus.grid_constraint import GridConstraint
 from agents.consensus.grid_multipliers import make_grid_multipliers
 from agents.consensus.operator_multipliers import OperatorMultipliers
 from agents.consensus.peer_multipliers import PeerMultipliers
-from cosim.scenario.schema import GridConstraintsConfig, Problems, Scenario
+from cosim.scenario.coordination import GridConstraintsConfig
+from cosim.scenario.errors import Problems
+from cosim.scenario.model import Scenario
 from grid_models.constraint_probe import ConstraintProbe, ConstraintSpec, constraint_weights
 from grid_models.errors import GridModelError, format_choices
 from grid_models.sensitivity import Sensitivities

@@ -77,8 +77,8 @@ from cosim.results.rundir import (
     new_marker,
     read_marker,
 )
+from cosim.scenario.errors import ScenarioError, ScenarioInfeasible
 from cosim.scenario.safe_yaml import YamlProblems, read_yaml
-from cosim.scenario.schema import ScenarioError, ScenarioInfeasible
 
 LAMBDA_AT_MAX_ATOL = 1e-9
 #: a variant name: letters, digits, then also _ . = + - (no path separators, not . or ..)
@@ -171,7 +171,7 @@ def _safe(value: Any) -> str:
 def load_study(path: str | Path) -> Study:
     """Read and check a study file; its ``scenario`` is resolved from the file's folder.
 
-    Raises :class:`~cosim.scenario.schema.ScenarioError` naming every problem found.
+    Raises :class:`~cosim.scenario.errors.ScenarioError` naming every problem found.
     """
     path = Path(path)
     if not path.is_file():
@@ -419,7 +419,7 @@ def run_one(scenario: str | Path, run_id: str, point: dict[str, Any],
     on. Only interrupts (Ctrl-C, SIGTERM: ``KeyboardInterrupt``) propagate.
     """
     from cosim.engine.run import execute, prepare_scenario, resume
-    from cosim.scenario.schema import resolved_yaml
+    from cosim.scenario.loader import resolved_yaml
 
     out = Path(out)
     head: dict[str, Any] = {"run": run_id, **point}
@@ -553,7 +553,7 @@ def run_study(study: Study, out: Path, *, steps: int | None = None,
     """
     from tqdm import tqdm
 
-    from cosim.scenario.schema import load_scenario, resolved_yaml
+    from cosim.scenario.loader import load_scenario, resolved_yaml
 
     out = Path(out)
     given = scheduler

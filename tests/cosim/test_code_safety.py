@@ -217,7 +217,7 @@ def test_shard_scenario_that_does_not_build_is_not_detailed(tmp_path):
 
 def test_shard_reads_a_valid_resolved_scenario(tmp_path):
     from cosim.engine.run import prepare_scenario
-    from cosim.scenario.schema import resolved_yaml
+    from cosim.scenario.loader import resolved_yaml
 
     sc, _ = prepare_scenario(SCENARIO, steps=SHARD_STEPS)
     path = tmp_path / "scenario.yaml"

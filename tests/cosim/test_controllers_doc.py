@@ -15,7 +15,7 @@ import yaml
 from cosim.cli import main
 from cosim.engine.run import prepare_scenario
 from cosim.results.writer import read_status
-from cosim.scenario.schema import load_scenario
+from cosim.scenario.loader import load_scenario
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOC = REPO_ROOT / "docs" / "controllers.md"

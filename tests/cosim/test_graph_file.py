@@ -12,7 +12,8 @@ import pytest
 from cosim.engine.run import execute, prepare_scenario
 from cosim.results.writer import read_table
 from cosim.scenario.build import build
-from cosim.scenario.schema import ScenarioError, load_scenario
+from cosim.scenario.errors import ScenarioError
+from cosim.scenario.loader import load_scenario
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = REPO_ROOT / "scenarios" / "paper_fig1d.yaml"

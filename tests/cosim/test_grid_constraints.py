@@ -18,7 +18,8 @@ import pytest
 from cosim.cli import main
 from cosim.engine.run import execute, prepare_scenario
 from cosim.results.writer import read_status, read_table
-from cosim.scenario.schema import ScenarioError, load_scenario
+from cosim.scenario.errors import ScenarioError
+from cosim.scenario.loader import load_scenario
 from tests.run_edit import assert_same_tables, stopped_at
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from cosim.results.rundir import RunDirError
-from cosim.scenario.schema import ScenarioError
+from cosim.scenario.errors import ScenarioError
 from cosim.tools.study import TIMING_COLUMNS, run_study, study_from_args, study_workers
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,8 @@ from cosim.engine.run import execute, prepare_scenario, resume
 from cosim.results.rundir import RunDirError
 from cosim.results.writer import read_status, read_table
 from cosim.scenario.build import build
-from cosim.scenario.schema import ScenarioError, load_scenario
+from cosim.scenario.errors import ScenarioError
+from cosim.scenario.loader import load_scenario
 from tests.run_edit import assert_same_tables
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -24,33 +24,35 @@ from agents.control.epos.tree import _post_order
 from agents.fleet.actions import model_actions
 from agents.fleet.building import FleetParams
 from agents.fleet.observation import FleetObservation
+from grid_models.settings import check_settings, setting
 
 
 @dataclass(frozen=True)
 class EposConfig:
     """Settings of an EPOS controller (scenario ``controller.epos_*``)."""
 
-    plans: int = 16
-    iterations: int = 20
-    alpha: float = 0.0
-    beta: float = 0.1
-    reorganisations: int = 5
-    day_steps: int = 24
+    plans: int = setting(16, ge=1, integer=True, doc="candidate day plans per building")
+    iterations: int = setting(20, ge=1, integer=True, doc="I-EPOS iterations per day")
+    alpha: float = setting(0.0, ge=0, le=1, doc="weight of unfairness")
+    beta: float = setting(0.1, ge=0, le=1, doc="weight of discomfort")
+    reorganisations: int = setting(5, ge=0, integer=True,
+                                   doc="restarts on a shuffled tree after a violation")
+    day_steps: int = setting(24, ge=1, integer=True, doc="steps of a day plan")
 
     def __post_init__(self) -> None:
-        for name in ("plans", "iterations", "day_steps"):
-            value = getattr(self, name)
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value}")
-        if int(self.reorganisations) != self.reorganisations or self.reorganisations < 0:
-            raise ValueError(f"reorganisations must be an integer >= 0, got "
-                             f"{self.reorganisations}")
-        for name in ("alpha", "beta"):
-            value = getattr(self, name)
-            if not 0 <= value <= 1:
-                raise ValueError(f"{name} must lie in [0, 1], got {value}")
-        if self.alpha + self.beta > 1:
-            raise ValueError(f"alpha + beta must be <= 1, got {self.alpha} + {self.beta}")
+        check_settings(self)
+        problem = weights_problem(self.alpha, self.beta)
+        if problem:
+            raise ValueError(problem)
+
+
+def weights_problem(alpha: float, beta: float, names: tuple[str, str] = ("alpha", "beta")) -> str:
+    """Why the weights of unfairness and discomfort do not fit ("" if they do): the global
+    cost's weight ``1 - alpha - beta`` may not be negative (``names``: how to call them)."""
+    if alpha + beta <= 1:
+        return ""
+    return (f"{names[0]} + {names[1]} must be <= 1 (the global cost's weight is "
+            f"1 - alpha - beta), got {alpha:g} + {beta:g}")
 
 
 class EposController:

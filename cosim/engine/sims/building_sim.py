@@ -63,7 +63,8 @@ def load_shard_scenario(path: str | os.PathLike[str]) -> Built:
     file's contents (YAML errors quote lines, validation errors quote values and keys).
     """
     from cosim.scenario.build import build
-    from cosim.scenario.schema import ScenarioError, load_scenario
+    from cosim.scenario.errors import ScenarioError
+    from cosim.scenario.loader import load_scenario
 
     where = f"cannot use scenario file {os.fspath(path)!r}"
     try:
