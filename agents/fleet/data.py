@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from grid_models.errors import InputError
+
 DEMAND_COLUMN = "Equipment Electric Power [kWh]"
 SOLAR_COLUMN = "Solar Generation [W/kW]"
 PRICE_COLUMN = "Electricity Pricing [$/kWh]"
@@ -34,7 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CITYLEARN_DIR = REPO_ROOT / "data" / "citylearn_2022"
 
 
-class DataError(ValueError):
+class DataError(InputError, ValueError):
     """A data file is missing, lacks a column, or holds values that cannot be used."""
 
 

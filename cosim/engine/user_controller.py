@@ -29,9 +29,10 @@ from agents.control.contract import (
     check_controller,
     contract_problems,
 )
+from grid_models.errors import InputError
 
 
-class UserControllerError(ControllerError):
+class UserControllerError(InputError, ControllerError):
     """A user's controller that cannot be loaded or built; ``field`` is the scenario field."""
 
     def __init__(self, field: str, message: str) -> None:

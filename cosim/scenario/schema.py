@@ -68,6 +68,7 @@ from cosim.scenario.limits import (
     MAX_V1_WINDOW,
 )
 from cosim.scenario.safe_yaml import YamlProblems, read_yaml
+from grid_models.errors import InputError
 
 MAX_BUS_ID = 2**31 - 1
 #: communication.topology of a graph read from communication.graph_file
@@ -85,7 +86,7 @@ _SHOWN_INPUT_CHARS = 60  # longest wrong input echoed in a message
 _NO_INPUT_SHOWN = {"missing", "extra_forbidden", "value_error", "assertion_error"}
 
 
-class ScenarioError(ValueError):
+class ScenarioError(InputError, ValueError):
     """Invalid scenario. ``errors`` holds one ``(field path, message)`` per problem."""
 
     def __init__(self, source: str, errors: list[tuple[str, str]]) -> None:
