@@ -3,9 +3,9 @@
 Every error the three packages raise on purpose is a :class:`FleetcosimError`, in one of
 two branches:
 
-* :class:`InputError`: what the user gave is wrong (a scenario, recipe, feeder file, data
-  file, policy file, a controller that cannot be loaded, a run directory that cannot be
-  used...). The ``cosim`` command exits with 2.
+* :class:`InputError`: what the user gave is wrong (a scenario, among others one whose
+  controller cannot be loaded, a recipe, feeder file, data file, policy file, a run
+  directory that cannot be used...). The ``cosim`` command exits with 2.
 * :class:`RunError`: a run that started failed (its results could not be written, a
   controller raised or broke the contract while it ran...). The ``cosim`` command exits
   with 1.
