@@ -5,12 +5,34 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from grid_models.errors import FleetcosimError, InputError
 
 if TYPE_CHECKING:  # the command line imports what a command needs when it runs
     from cosim.scenario.build import Built
     from cosim.scenario.model import Scenario
+
+
+#: Exit status of a command stopped by an :class:`~grid_models.errors.InputError` (the
+#: user's input is wrong; also bad arguments) and by a :class:`~grid_models.errors.RunError`
+#: (a run failed; also a failed ``compare``/``verify`` check).
+EXIT_INPUT = 2
+EXIT_RUN = 1
+
+
+def exit_code(exc: FleetcosimError) -> int:
+    """The exit status for ``exc``: the one place that maps the error branches to codes."""
+    return EXIT_INPUT if isinstance(exc, InputError) else EXIT_RUN
+
+
+def _fail(exc: FleetcosimError, lines: Iterable[str] | None = None) -> int:
+    """Print ``lines`` (default: the error's message) as ``error:`` lines; its exit code."""
+    for line in [str(exc)] if lines is None else lines:
+        _error(line)
+    return exit_code(exc)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -47,14 +69,13 @@ def _train(args: argparse.Namespace) -> int:
     try:
         recipe = load_recipe(args.recipe)
     except RecipeError as exc:
-        _error(str(exc))
-        return 2
+        return _fail(exc)
     classes = args.classes or list(recipe.classes)
     unknown = [c for c in classes if c not in recipe.classes]
     if unknown:
         _error(f"{args.recipe}: classes: unknown class(es) {unknown}; "
                f"the recipe defines {sorted(recipe.classes)}")
-        return 2
+        return EXIT_INPUT
     if args.timesteps is not None:
         algo = "sac" if recipe.algorithm == "sac" else "ppo"
         recipe = recipe.model_copy(update={algo: getattr(recipe, algo).model_copy(
@@ -103,9 +124,7 @@ def _scenario_or_exit(args: argparse.Namespace, *,
         overrides = parse_overrides(args.set, str(args.scenario))
         sc, built = prepare_scenario(args.scenario, overrides, getattr(args, "steps", None))
     except ScenarioError as exc:
-        for line in exc.lines():
-            _error(line)
-        raise SystemExit(2) from None
+        raise SystemExit(_fail(exc, exc.lines())) from None
     if announce_limit:
         print(_limit_text(built))
     return sc, built
@@ -181,20 +200,19 @@ def _run(args: argparse.Namespace) -> int:
         if args.scenario is not None or args.set or args.steps is not None or args.force:
             print("error: --resume RUN_DIR continues a run with its own scenario.yaml; give "
                   "no scenario, --set, --steps or --force with it", file=sys.stderr)
-            return 2
+            return EXIT_INPUT
         out = Path(args.resume)
         print(f"resuming {out}")
     else:
         if args.scenario is None:
             print("error: cosim run: give a scenario file, or --resume RUN_DIR",
                   file=sys.stderr)
-            return 2
+            return EXIT_INPUT
         sc, built = _scenario_or_exit(args)
         try:
             out = run_directory(sc, args.out, source=str(args.scenario))
         except RunDirError as exc:
-            _error(str(exc))
-            return 2
+            return _fail(exc)
         print(f"scenario {sc.name}: {built.n} buildings, {sc.time.steps} steps, "
               f"controller {sc.controller.kind}, duals {sc.duals.mode} -> {out}")
     previous = _catch_stop_signals()
@@ -208,26 +226,22 @@ def _run(args: argparse.Namespace) -> int:
                               engine=args.engine, notes=notes)
     except RunDirError as exc:
         _print_notes(notes)
-        _error(str(exc))
-        return 2
+        return _fail(exc)
     except ScenarioError as exc:  # --resume: the run's scenario.yaml no longer builds
         _print_notes(notes)
-        for line in exc.lines():
-            _error(line)
-        return 2
+        return _fail(exc, exc.lines())
     except RunWriteError as exc:
         _print_notes(notes)
-        _error(f"{exc} ({_resume_hint(out)})")
-        return 1
+        return _fail(exc, [f"{exc} ({_resume_hint(out)})"])
     except ControllerError as exc:  # the controller broke the contract during the run
         _print_notes(notes)
         print(f"error: {exc}\nthe steps before are kept in {out} (status.json says failed); "
               f"fix the controller, then {_resume_hint(out)}", file=sys.stderr)
-        return 1
+        return exit_code(exc)
     except OSError as exc:
         _print_notes(notes)
         _error(f"{out}: cannot create the run directory: {exc.strerror or exc}")
-        return 2
+        return EXIT_INPUT
     except KeyboardInterrupt as exc:
         _print_notes(notes)
         what = str(exc) or "interrupted"
@@ -312,15 +326,11 @@ def _study(args: argparse.Namespace) -> int:
         table = run_study(study, out, steps=args.steps, progress=not args.quiet,
                           force=args.force, workers=args.workers, scheduler=args.scheduler)
     except ScenarioError as exc:
-        for line in exc.lines():
-            _error(line)
-        return 2
+        return _fail(exc, exc.lines())
     except RunDirError as exc:
-        _error(str(exc))
-        return 2
+        return _fail(exc)
     except RunWriteError as exc:
-        _error(f"{exc}; run the same command again to continue the study")
-        return 1
+        return _fail(exc, [f"{exc}; run the same command again to continue the study"])
     except KeyboardInterrupt as exc:
         print(f"{str(exc) or 'interrupted'}; the finished runs are kept (study.csv in {out}); "
               "run the same command again to continue the study", file=sys.stderr)
@@ -333,7 +343,7 @@ def _study(args: argparse.Namespace) -> int:
         write_study_report(out)
     except OSError as exc:
         _error(f"cannot write {out}/report.html: {exc.strerror or exc}")
-        return 1
+        return EXIT_RUN
     print((out / "study.md").read_text())
     figures = [name for name in ("unmet_by_c.png", "lambda_trajectories.png", "grid_vs_c.png",
                                  "grid_hours.png") if (out / name).is_file()]
@@ -345,7 +355,7 @@ def _study(args: argparse.Namespace) -> int:
             _error(f"run {row['run']} failed: {row.get('note', '')}")
         _error(f"{len(failed)} of {len(table)} runs failed (rows with status 'failed' "
                "in study.csv); the others are complete")
-        return 1
+        return EXIT_RUN
     return 0
 
 
@@ -365,16 +375,15 @@ def _compare(args: argparse.Namespace) -> int:
                             parse_tolerance_options(args.rtol, "rtol"))
         result = compare_runs(args.run, args.reference, tol)
     except CompareError as exc:
-        _error(str(exc))
-        return 2
+        return _fail(exc)
     print(result.report(all_checks=args.all))
     if args.junit:
         try:
             Path(args.junit).write_text(junit_xml(result))
         except OSError as exc:
             _error(f"cannot write {args.junit}: {exc.strerror or exc}")
-            return 2
-    return 0 if result.ok else 1
+            return EXIT_INPUT
+    return 0 if result.ok else EXIT_RUN
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -391,14 +400,14 @@ def _verify(args: argparse.Namespace) -> int:
                 raise ValueError
         except ValueError:
             _error(f"--steps {args.steps!r}: give a whole number >= 1 or 'all'")
-            return 2
+            return EXIT_INPUT
     try:
         result = verify_run(args.run, steps)
     except (RunDirError, OSError, ValueError, KeyError) as exc:
         _error(f"{args.run}: cannot verify: {exc}")
-        return 2
+        return EXIT_INPUT
     print(result.report())
-    return 0 if result.ok else 1
+    return 0 if result.ok else EXIT_RUN
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,20 @@
-"""Exceptions of the grid_models package.
+"""The exceptions of fleetcosim: one root, two branches, and the grid_models errors.
 
-Every error is a ``ValueError`` subclass that names the offending field and, where the
-choices are finite, lists the valid ones.
+Every error the three packages raise on purpose is a :class:`FleetcosimError`, in one of
+two branches:
+
+* :class:`InputError`: what the user gave is wrong (a scenario, among others one whose
+  controller cannot be loaded, a recipe, feeder file, data file, policy file, a run
+  directory that cannot be used...). The ``cosim`` command exits with 2.
+* :class:`RunError`: a run that started failed (its results could not be written, a
+  controller raised or broke the contract while it ran...). The ``cosim`` command exits
+  with 1.
+
+The root lives here because grid_models is the lowest layer: agents and cosim import it
+from ``grid_models.errors``. Every error class keeps the built-in base it always had
+(``ValueError`` or ``RuntimeError``) next to its branch, so ``except ValueError`` still
+catches it. Input errors name the offending field and, where the choices are finite,
+list the valid ones.
 """
 
 from __future__ import annotations
@@ -9,7 +22,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 
-class GridModelError(ValueError):
+class FleetcosimError(Exception):
+    """Root of every error that fleetcosim raises on purpose (catch this for all of them)."""
+
+
+class InputError(FleetcosimError):
+    """The user's input is wrong (the message names the file and the field); exit code 2."""
+
+
+class RunError(FleetcosimError):
+    """A run failed after it started (the message says what is kept); exit code 1."""
+
+
+class GridModelError(InputError, ValueError):
     """Base class of all grid_models input errors."""
 
 

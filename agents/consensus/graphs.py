@@ -40,6 +40,8 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from grid_models.errors import InputError
+
 TOPOLOGIES = (
     "complete",
     "ring",
@@ -77,7 +79,7 @@ ALLOW_DISCONNECTED_KEY = "allow_disconnected"
 RANDOM_GRAPH_DRAWS = 100  # random topologies: draws tried until one is connected
 
 
-class GraphError(ValueError):
+class GraphError(InputError, ValueError):
     """A communication graph cannot be built or cannot be used as asked."""
 
 

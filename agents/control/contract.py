@@ -42,6 +42,7 @@ import numpy as np
 
 from agents.fleet.building import FleetParams
 from agents.fleet.observation import FleetObservation
+from grid_models.errors import RunError
 
 if TYPE_CHECKING:
     from agents.control.coupling import Forecast
@@ -78,7 +79,7 @@ class StatefulController(Controller, Protocol):
         """Set the state back to a :meth:`snapshot`."""
 
 
-class ControllerError(ValueError):
+class ControllerError(RunError, ValueError):
     """A controller that breaks the contract: its class, its actions or an exception in it."""
 
 

@@ -72,6 +72,7 @@ from agents.control.oracle_grid import LinearGridLimits
 from agents.fleet.actions import model_actions
 from agents.fleet.building import FleetParams, battery_after
 from agents.fleet.observation import FleetObservation
+from grid_models.errors import InputError
 
 #: An LP whose optimal district average differs from c by less than this is "at the limit".
 LIMIT_RTOL = 1e-6
@@ -87,7 +88,7 @@ OracleLimit = Literal["run_average", "per_step"]
 ORACLE_LIMITS: tuple[str, ...] = ("run_average", "per_step")
 
 
-class OracleInfeasible(ValueError):
+class OracleInfeasible(InputError, ValueError):
     """No schedule serves all demand under the district limit."""
 
 

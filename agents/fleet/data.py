@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from agents.fleet.paths import CITYLEARN_DATA_PATH, resolve_path
+from grid_models.errors import InputError
 
 DEMAND_COLUMN = "Equipment Electric Power [kWh]"
 SOLAR_COLUMN = "Solar Generation [W/kW]"
@@ -35,7 +36,7 @@ MAX_POWER_KW = 100_000.0
 DEFAULT_CITYLEARN_DIR = resolve_path(CITYLEARN_DATA_PATH)
 
 
-class DataError(ValueError):
+class DataError(InputError, ValueError):
     """A data file is missing, lacks a column, or holds values that cannot be used."""
 
 

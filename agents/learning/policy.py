@@ -29,6 +29,7 @@ from safetensors.numpy import load_file, save_file
 from agents.fleet.actions import ACTION_ORDERS, battery_first_to_model
 from agents.fleet.observation import OBS_LAYOUTS, OBS_NAMES, FleetObservation, ObservationScales
 from agents.fleet.observation import observation_matrix as _obs_matrix
+from grid_models.errors import InputError
 
 FORMAT_VERSION = 1
 #: how the last layer's output becomes the action: clipped to the bounds (PPO's Gaussian
@@ -43,7 +44,7 @@ def _relu(x: np.ndarray) -> np.ndarray:
 ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"tanh": np.tanh, "relu": _relu}
 
 
-class PolicyFileError(ValueError):
+class PolicyFileError(InputError, ValueError):
     """A policy file is missing, tampered with, or does not match what is asked."""
 
 

@@ -10,9 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from agents.fleet.paths import CITYLEARN_DATA_PATH, resolve_path
 from agents.learning.tariffs import MultiplierDraw, TariffDraw
+from grid_models.errors import InputError
 
 
-class RecipeError(ValueError):
+class RecipeError(InputError, ValueError):
     """A recipe file is unreadable or invalid; the message names file and field."""
 
 

@@ -32,7 +32,12 @@ from agents.control.contract import (
 
 
 class UserControllerError(ControllerError):
-    """A user's controller that cannot be loaded or built; ``field`` is the scenario field."""
+    """A user's controller that cannot be loaded or built; ``field`` is the scenario field.
+
+    When a scenario is built it becomes a ``ScenarioError`` naming the field (an input
+    error); raised while a run builds a shard's controller it stays what every
+    :class:`ControllerError` is, a run error.
+    """
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")

@@ -42,6 +42,7 @@ from agents.control.contract import ControllerError
 from cosim.engine.sims.meta import CONSTRAINT_FLOWS, MULTIPLIERS
 from cosim.results.writer import RunWriter
 from cosim.scenario.build import Built
+from grid_models.errors import RunError
 
 SIM_MODULES = {
     "FleetSim": "cosim.engine.sims.building_sim:FleetSim",
@@ -252,7 +253,7 @@ def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
 WORLD_CALLS = ("AsyncWorld.run", "AsyncWorld.start", "AsyncModelMock.create")
 
 
-class NoAnswer(RuntimeError):
+class NoAnswer(RunError, RuntimeError):
     """The World ended while the fleet still waited for the remote controller's answer."""
 
 

@@ -34,6 +34,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from grid_models.errors import InputError
+
 RUN_FORMAT = "fleetcosim-run/1"
 STUDY_FORMAT = "fleetcosim-study/1"
 STATUS_FILE = "status.json"
@@ -44,7 +46,7 @@ UNREADABLE = "unreadable"
 MARKERS = {"run": (STATUS_FILE, RUN_FORMAT), "study": (STUDY_MARKER, STUDY_FORMAT)}
 
 
-class RunDirError(ValueError):
+class RunDirError(InputError, ValueError):
     """A run (or study) directory cannot be used, replaced or read."""
 
 

@@ -58,6 +58,7 @@ from cosim.results.rundir import (
     process_start_ticks,
     read_marker,
 )
+from grid_models.errors import RunError
 
 BUILDING_COLUMNS = RESULT_COLUMNS
 BUILDING_VALUE_COLUMNS = RESULT_COLUMNS[3:]
@@ -81,7 +82,7 @@ __all__ = ["ALL_TABLES", "BUILDING_COLUMNS", "BUILDING_VALUE_COLUMNS", "PARTS_DI
            "write_json"]
 
 
-class RunWriteError(RuntimeError):
+class RunWriteError(RunError, RuntimeError):
     """Results could not be written (disk full, permissions, ...); the run stopped."""
 
 

@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from cosim.scenario.limits import MAX_REPORTED_ERRORS
+from grid_models.errors import InputError
 
 
-class ScenarioError(ValueError):
+class ScenarioError(InputError, ValueError):
     """Invalid scenario. ``errors`` holds one ``(field path, message)`` per problem."""
 
     def __init__(self, source: str, errors: list[tuple[str, str]]) -> None:

@@ -17,11 +17,12 @@ from yaml.events import Event
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from cosim.scenario.limits import MAX_YAML_ALIASES, MAX_YAML_DEPTH, MAX_YAML_NODES
+from grid_models.errors import InputError
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-class YamlProblems(ValueError):
+class YamlProblems(InputError, ValueError):
     """The text cannot be used; ``errors`` holds ``(field path, message)`` pairs."""
 
     def __init__(self, errors: list[tuple[str, str]]) -> None:

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from agents.fleet.calendar import row_datetimes
+from grid_models.errors import InputError
 
 #: The keys of each table (the rest are values).
 TABLE_KEYS = {"buildings": ("time", "building"), "buses": ("time", "bus"),
@@ -82,7 +83,7 @@ DEFAULT_TOLERANCES: dict[str, Tolerance] = {
 }
 
 
-class CompareError(ValueError):
+class CompareError(InputError, ValueError):
     """A run or reference that cannot be compared (not a run directory, unreadable)."""
 
 

@@ -1,4 +1,9 @@
-"""What both backends share: the prepared net, input checks, background state, non-convergence."""
+"""What both backends share: the prepared net, input checks, background state, non-convergence.
+
+The contract itself (signatures and their documentation) is
+:class:`grid_models.powerflow.interface.PowerFlow`; :class:`PowerFlowBase` implements it
+once for both backends, and each method marked ``@override`` is documented there.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
+from typing_extensions import override
 
 from grid_models.errors import BackendError, PowerFlowInputError
 from grid_models.powerflow.interface import (
@@ -15,6 +21,7 @@ from grid_models.powerflow.interface import (
     SCALAR_FIELDS,
     BatchGridResult,
     GridResult,
+    PowerFlow,
     PowerFlowNotConvergedWarning,
 )
 from grid_models.topology import check_supply
@@ -63,8 +70,9 @@ def prepare_net(net: pandapowerNet) -> tuple[pandapowerNet, np.ndarray]:
     return prepared, np.asarray(injection, dtype=np.int64)
 
 
-class PowerFlowBase(ABC):
-    """Shared state and checks; backends implement ``_solve_step`` and ``_solve_many``."""
+class PowerFlowBase(PowerFlow, ABC):
+    """The :class:`PowerFlow` contract implemented once: shared state, input checks and
+    non-convergence reports; backends implement ``_solve_step`` and ``_solve_many``."""
 
     backend: ClassVar[str] = ""
 
@@ -93,16 +101,17 @@ class PowerFlowBase(ABC):
     # -- public API -------------------------------------------------------------------
 
     @property
+    @override
     def buses(self) -> np.ndarray:
-        """Bus indices in the order of the injection arrays (same as ``bus_ids``)."""
         result: np.ndarray = self.bus_ids
         return result
 
     @property
+    @override
     def net(self) -> pandapowerNet:
-        """The backend's pandapower net: the feeder plus the injection loads."""
         return self._net
 
+    @override
     def set_background(
         self,
         load_p_mw: np.ndarray | None = None,
@@ -110,11 +119,6 @@ class PowerFlowBase(ABC):
         sgen_p_mw: np.ndarray | None = None,
         sgen_q_mvar: np.ndarray | None = None,
     ) -> None:
-        """Set the feeder's own loads / static generators (MW, Mvar; order ``load_ids`` /
-        ``sgen_ids``) for the following :meth:`solve` calls. ``None`` keeps the current value.
-
-        Until this is called, the feeder's table values (times ``scaling``) apply.
-        """
         lenient = self.nonfinite == "unknown"
         if load_p_mw is not None:
             self._bg_load_p = self._vector(load_p_mw, len(self.load_ids), "load_p_mw", lenient)
@@ -126,10 +130,10 @@ class PowerFlowBase(ABC):
             self._bg_sgen_q = self._vector(sgen_q_mvar, len(self.sgen_ids), "sgen_q_mvar",
                                            lenient)
 
+    @override
     def solve(
         self, p_mw: np.ndarray, q_mvar: np.ndarray | None = None, *, step: int | None = None
     ) -> GridResult:
-        """Solve one step with per-bus net consumption ``p_mw``/``q_mvar`` (order ``buses``)."""
         lenient = self.nonfinite == "unknown"
         p = self._vector(p_mw, len(self.bus_ids), "p_mw", lenient)
         q = (
@@ -155,20 +159,17 @@ class PowerFlowBase(ABC):
         """Drop any warm-start state (backends with one override this)."""
         return None
 
+    @override
     def warm_start_state(self) -> dict[str, np.ndarray]:
-        """What the next solve starts from, as named arrays (empty: nothing).
-
-        A run that stops and resumes sets it again with :meth:`set_warm_start_state`,
-        so that its next power flow starts where the uninterrupted one would.
-        """
         return {}
 
+    @override
     def set_warm_start_state(self, state: dict[str, np.ndarray]) -> None:
-        """Restore :meth:`warm_start_state`'s result (a backend without one takes only {})."""
         if state:
             raise ValueError(f"{type(self).__name__} keeps no warm-start state; got "
                              f"{sorted(state)}")
 
+    @override
     def solve_batch(
         self,
         p_mw: np.ndarray,
@@ -177,13 +178,6 @@ class PowerFlowBase(ABC):
         background: BackgroundProfiles | None = None,
         first_step: int = 0,
     ) -> BatchGridResult:
-        """Solve T steps. ``p_mw``/``q_mvar`` have shape (T, n_bus).
-
-        ``background`` gives the feeder's own loads/sgens per step (T rows); without it the
-        current background (see :meth:`set_background`) holds for every step. The
-        background state of this object is not changed. Steps are numbered from
-        ``first_step`` in the result and in warnings.
-        """
         lenient = self.nonfinite == "unknown"
         p = self._matrix(p_mw, "p_mw", lenient)
         q = np.zeros_like(p) if q_mvar is None else self._matrix(q_mvar, "q_mvar", lenient)

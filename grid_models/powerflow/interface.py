@@ -197,7 +197,12 @@ class BatchGridResult:
 
 @runtime_checkable
 class PowerFlow(Protocol):
-    """What every backend offers (see the module docstring for the conventions)."""
+    """The power-flow contract: what every backend offers, and the only place it is written.
+
+    See the module docstring for the conventions. Both backends inherit the shared
+    implementation in :class:`grid_models.powerflow.base.PowerFlowBase`, which subclasses
+    this protocol (so mypy checks every signature there against this one).
+    """
 
     @property
     def backend(self) -> str:
@@ -226,12 +231,17 @@ class PowerFlow(Protocol):
         sgen_p_mw: np.ndarray | None = None,
         sgen_q_mvar: np.ndarray | None = None,
     ) -> None:
-        """Set the feeder's own loads and sgens (MW, Mvar) for later solves; None keeps a value."""
+        """Set the feeder's own loads / static generators (MW, Mvar; order ``load_ids`` /
+        ``sgen_ids``) for the following :meth:`solve` calls. ``None`` keeps the current value.
+
+        Until this is called, the feeder's table values (times ``scaling``) apply.
+        """
 
     def solve(
         self, p_mw: np.ndarray, q_mvar: np.ndarray | None = None, *, step: int | None = None
     ) -> GridResult:
-        """Solve one step for per-bus net consumption (MW, Mvar, order ``bus_ids``)."""
+        """Solve one step with per-bus net consumption ``p_mw``/``q_mvar`` (MW, Mvar, order
+        ``bus_ids``)."""
 
     def solve_batch(
         self,
@@ -241,13 +251,24 @@ class PowerFlow(Protocol):
         background: BackgroundProfiles | None = None,
         first_step: int = 0,
     ) -> BatchGridResult:
-        """Solve T steps at once for injections of shape (T, n_bus)."""
+        """Solve T steps. ``p_mw``/``q_mvar`` have shape (T, n_bus).
+
+        ``background`` gives the feeder's own loads/sgens per step (T rows); without it the
+        current background (see :meth:`set_background`) holds for every step. The
+        background state of this object is not changed. Steps are numbered from
+        ``first_step`` in the result and in warnings.
+        """
 
     def warm_start_state(self) -> dict[str, np.ndarray]:
-        """What the next solve starts from, as named arrays (empty: nothing)."""
+        """What the next solve starts from, as named arrays (empty: nothing).
+
+        A run that stops and resumes sets it again with :meth:`set_warm_start_state`,
+        so that its next power flow starts where the uninterrupted one would.
+        """
 
     def set_warm_start_state(self, state: dict[str, np.ndarray]) -> None:
-        """Start the next solve from a saved :meth:`warm_start_state`."""
+        """Start the next solve from a saved :meth:`warm_start_state` (a backend without
+        one takes only ``{}``)."""
 
 
 def make_powerflow(net: pandapowerNet, backend: str = "pandapower", **options: Any) -> PowerFlow:

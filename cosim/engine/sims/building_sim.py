@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 from agents.fleet.records import VALUE_COLUMNS
 from cosim.engine.checkpoint import Checkpoints, shard_component
 from cosim.engine.sims.meta import MULTIPLIERS, meta
+from grid_models.errors import InputError
 
 if TYPE_CHECKING:
     from mosaik_api_v3.types import CreateResult, InputData, Meta, OutputData, OutputRequest
@@ -50,7 +51,7 @@ _EXTRA_OPTIONS = [
 LOOPBACK_NAMES = frozenset({"localhost"})
 
 
-class ShardScenarioError(ValueError):
+class ShardScenarioError(InputError, ValueError):
     """A scenario file a shard cannot use (the message names the path, never content)."""
 
 
