@@ -143,7 +143,7 @@ def _on_stop_signal(signum: int, _frame: object) -> None:
     """Ctrl-C (SIGINT) or SIGTERM: the run stops after its current step, writes the whole
     steps it holds and says failed with the reason (a second signal stops at once). The
     command exits with 128 + the signal's number."""
-    from cosim.results.writer import request_stop
+    from cosim.results.stop import request_stop
 
     sig = signal.Signals(signum)
     reason = "interrupted (Ctrl-C)" if sig == signal.SIGINT else f"terminated by signal {sig.name}"
@@ -152,7 +152,7 @@ def _on_stop_signal(signum: int, _frame: object) -> None:
 
 def _catch_stop_signals() -> dict[signal.Signals, Any]:
     """Install :func:`_on_stop_signal` for :data:`STOP_SIGNALS`; the handlers it replaced."""
-    from cosim.results.writer import clear_stop, stops_at_once
+    from cosim.results.stop import clear_stop, stops_at_once
 
     clear_stop()
     stops_at_once()  # until the engine steps, a signal stops at once
@@ -160,7 +160,7 @@ def _catch_stop_signals() -> dict[signal.Signals, Any]:
 
 
 def _restore_signals(previous: dict[signal.Signals, Any]) -> None:
-    from cosim.results.writer import clear_stop
+    from cosim.results.stop import clear_stop
 
     for sig, handler in previous.items():
         signal.signal(sig, handler)
@@ -172,7 +172,8 @@ def _run(args: argparse.Namespace) -> int:
     from cosim.engine.run import execute, resume, run_directory
     from cosim.results.report import summary_table
     from cosim.results.rundir import RunDirError
-    from cosim.results.writer import RunStopped, RunWriteError
+    from cosim.results.stop import RunStopped
+    from cosim.results.writer import RunWriteError
     from cosim.scenario.schema import ScenarioError
 
     notes: list[str] = []
@@ -289,7 +290,8 @@ def _study(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cosim.results.rundir import RunDirError, check_output_path
-    from cosim.results.writer import RunStopped, RunWriteError
+    from cosim.results.stop import RunStopped
+    from cosim.results.writer import RunWriteError
     from cosim.scenario.schema import ScenarioError
     from cosim.tools.study import load_study, run_study, study_from_args
 

@@ -30,7 +30,8 @@ import pandas as pd
 
 from agents.consensus.graphs import communities, graph_from_json
 from agents.fleet.kpis import FLEET_KPI_COLUMNS, FLEET_KPI_UNITS, FleetKpiStream, StepTotals
-from cosim.results.writer import TableScan, json_safe, read_table, write_json
+from cosim.results.jsonio import json_safe, write_json
+from cosim.results.readers import TableScan, read_table
 from grid_models.kpis import HOURS_KEYS, UNKNOWN_SUFFIX, hours_text
 from grid_models.kpis import grid_kpis as compute_grid_kpis
 from grid_models.powerflow.interface import BatchGridResult
@@ -320,7 +321,8 @@ def write_report(run_dir: Path, built: Any, *, plots: bool = True,
 
 def _constraint_frame(run_dir: Path) -> Any:
     """The run's ``constraints`` table, or None for a run without grid constraints."""
-    from cosim.results.writer import expected_tables, read_table
+    from cosim.results.parts import expected_tables
+    from cosim.results.readers import read_table
 
     if "constraints" not in expected_tables(run_dir):
         return None

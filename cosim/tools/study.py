@@ -64,7 +64,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cosim.results.provenance import other_code
-from cosim.results.writer import read_table
+from cosim.results.readers import read_table
 from cosim.scenario.limits import MAX_SCENARIO_FILE_BYTES
 
 if TYPE_CHECKING:
@@ -344,7 +344,7 @@ def claim_study_dir(out: Path, study: Study, *, force: bool) -> DirLock:
 
 
 def _write_study_marker(out: Path, content: dict[str, Any]) -> None:
-    from cosim.results.writer import write_json
+    from cosim.results.jsonio import write_json
 
     write_json(out / STUDY_MARKER, content)
 
@@ -616,7 +616,7 @@ def _run_on_dask(args: list[tuple[Any, ...]], todo: list[int], record: Any, work
     runs stop where they are and resume from their checkpoints next time."""
     from distributed import as_completed
 
-    from cosim.results.writer import steps_finished
+    from cosim.results.stop import steps_finished
 
     client, cluster = _client(workers, scheduler)
     try:

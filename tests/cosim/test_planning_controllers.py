@@ -13,7 +13,7 @@ import pytest
 
 from cosim.cli import main
 from cosim.results.decisions import DECISIONS_DIR
-from cosim.results.writer import read_status, read_table
+from cosim.results.readers import read_status, read_table
 from cosim.tools.study import run_metrics
 from tests.run_edit import assert_same_tables, stopped_at
 
