@@ -31,6 +31,7 @@ import pytest
 
 import agents.fleet.kpis as fleet_kpis_module
 import cosim.results.jsonio as jsonio
+import cosim.results.readers as readers
 import cosim.results.report as report
 import cosim.results.writer as results
 from agents.fleet.kpis import FLEET_KPI_COLUMNS, FleetKpiStream, PairwiseSum, fleet_kpis
@@ -313,7 +314,7 @@ def test_kpis_of_synthetic_run_equal_old_computation(synthetic, monkeypatch):
     assert want["grid"]["line_overload_hours_unknown_steps"] >= 1  # the NaN line at step 5
     for batch_rows, block in ((None, None), (ODD_BATCH, SMALL_BLOCK), (1, SMALL_BLOCK)):
         if batch_rows is not None:
-            monkeypatch.setattr(results, "SCAN_BATCH_ROWS", batch_rows)
+            monkeypatch.setattr(readers, "SCAN_BATCH_ROWS", batch_rows)
             monkeypatch.setattr(fleet_kpis_module, "PAIRWISE_BLOCK", block)
         got = report.compute_kpis(run, 17.0, 0.5, LAMBDA_MAX, "synthetic")
         _same(got["fleet"], want["fleet"])
