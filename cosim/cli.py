@@ -126,8 +126,9 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _positive_int(text: str) -> int:
-    """argparse type of ``--workers``: :func:`cosim.tools.study.parse_workers` (exit 2 if bad)."""
-    from cosim.tools.study import parse_workers
+    """argparse type of ``--workers``: :func:`cosim.tools.study.execution.parse_workers`
+    (exit 2 if bad)."""
+    from cosim.tools.study.execution import parse_workers
 
     try:
         return parse_workers(text)
@@ -293,7 +294,8 @@ def _study(args: argparse.Namespace) -> int:
     from cosim.results.stop import RunStopped
     from cosim.results.writer import RunWriteError
     from cosim.scenario.schema import ScenarioError
-    from cosim.tools.study import load_study, run_study, study_from_args
+    from cosim.tools.study.execution import run_study
+    from cosim.tools.study.schema import load_study, study_from_args
 
     out = None
     previous = _catch_stop_signals()
