@@ -43,27 +43,12 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from agents.fleet.kpi_labels import FLEET_KPI_LABELS
+
 LAMBDA_MAX_ATOL = 1e-9
 
-FLEET_KPI_UNITS = {
-    "n_buildings": "1",
-    "steps": "1",
-    "total_cost": "$",
-    "mean_district_grid_kwh": "kWh per step",
-    "limit_kwh": "kWh per step",
-    "steps_over_limit": "steps",
-    "final_avg_unmet_kwh": "kWh per step",
-    "dropped_kwh": "kWh",
-    "peak_district_import_kwh": "kWh per step",
-    "peak_district_import_kw": "kW",
-    "peak_to_average": "1",
-    "ramping_kwh": "kWh",
-    "lambda_spread_last10pct": "1 (multiplier units)",
-    "lambda_spread_last10pct_mean": "1 (multiplier units)",
-    "lambda_spread_last10pct_rel": "1 (fraction of lambda_max)",
-    "final_lambda": "1 (multiplier units), per building",
-    "agents_at_lambda_max": "agents",
-}
+#: The unit of each fleet KPI (``kpis.json``'s ``units.fleet``), from the one label table.
+FLEET_KPI_UNITS = {name: label.unit for name, label in FLEET_KPI_LABELS.items()}
 
 
 #: The columns of the results table that the fleet KPIs read.

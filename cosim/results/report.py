@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from agents.consensus.graphs import communities, graph_from_json
+from agents.fleet.kpi_labels import FLEET_KPI_LABELS, GRID_KPI_LABELS
 from agents.fleet.kpis import FLEET_KPI_COLUMNS, FLEET_KPI_UNITS, FleetKpiStream, StepTotals
 from cosim.results.jsonio import json_safe, write_json
 from cosim.results.readers import TableScan, read_table
@@ -39,21 +40,9 @@ from grid_models.powerflow.interface import BatchGridResult
 #: largest communication graph drawn with a force-directed layout (circular beyond)
 SPRING_LAYOUT_MAX = 500
 
-GRID_KPI_UNITS = {
-    "steps": "1",
-    "nonconverged_steps": "steps",
-    "unknown_steps": "steps",
-    "trafo_overload_hours": "h",
-    "line_overload_hours": "h",
-    "max_trafo_loading_percent": "%",
-    "max_line_loading_percent": "%",
-    "hours_outside_095_105_pu": "h",
-    "hours_outside_090_110_pu": "h",
-    "min_vm_pu": "pu",
-    "max_vm_pu": "pu",
-    "losses_mwh": "MWh",
-    **{key + UNKNOWN_SUFFIX: "steps" for key in HOURS_KEYS},
-}
+#: The unit of each grid KPI (``kpis.json``'s ``units.grid``), from the one label table.
+GRID_KPI_UNITS = {"steps": FLEET_KPI_LABELS["steps"].unit,
+                  **{name: label.unit for name, label in GRID_KPI_LABELS.items()}}
 
 #: Array fields of :class:`BatchGridResult` -> (table, element column, value column).
 GRID_FIELDS = {
