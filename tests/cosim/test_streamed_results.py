@@ -31,6 +31,7 @@ import pytest
 
 import agents.fleet.kpis as fleet_kpis_module
 import cosim.results.jsonio as jsonio
+import cosim.results.plots as plots
 import cosim.results.readers as readers
 import cosim.results.report as report
 import cosim.results.writer as results
@@ -386,7 +387,7 @@ def test_plots_read_only_what_they_draw(synthetic, monkeypatch):
         real(self, run_dir, table, columns, **kw)
 
     monkeypatch.setattr(TableScan, "__init__", spy)
-    paths = report.write_plots(run, kpis)
+    paths = plots.write_plots(run, kpis)
     assert {p.name for p in paths} == {"district_grid.png", "lambda.png", "unmet.png",
                                        "trafo_duration.png", "line_duration.png",
                                        "voltage_envelope.png", "worst_bus_voltage.png"}
