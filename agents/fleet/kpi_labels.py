@@ -64,6 +64,24 @@ FLEET_KPI_LABELS: dict[str, KpiLabel] = {
                                      "buildings whose lambda ends at its upper bound"),
 }
 
+#: The trajectory KPIs (``agents.fleet.kpis.trajectory_kpis``: kpis.json's ``trajectory``).
+TRAJECTORY_KPI_LABELS: dict[str, KpiLabel] = {
+    "final_backlog_kwh": KpiLabel("final backlog kWh", "kWh",
+                                  "the fleet's backlog after the last step"),
+    "unmet_slope_first_third": KpiLabel(
+        "unmet slope, first third", "kWh per step per step",
+        "slope of the cumulative average unmet demand over the first third of the run"),
+    "unmet_slope_last_third": KpiLabel(
+        "unmet slope, last third", "kWh per step per step",
+        "the same over the last third (near 0: the backlog settles)"),
+    "double_share_at_lambda_max": KpiLabel(
+        "double agents' time at lambda_max", "1 (fraction of steps x double agents)",
+        "how often a double agent's lambda sat at lambda_max"),
+    "double_share_near_lambda_max": KpiLabel(
+        "... >= 0.9 lambda_max", "1 (fraction of steps x double agents)",
+        "how often it was at 90 % of lambda_max or more"),
+}
+
 #: The grid KPIs (``grid_models.kpis.grid_kpis``); ``steps`` is the fleet's label.
 GRID_KPI_LABELS: dict[str, KpiLabel] = {
     "nonconverged_steps": KpiLabel("non-converged steps", "steps",
@@ -106,12 +124,9 @@ STUDY_COLUMN_LABELS: dict[str, KpiLabel] = {
     "cost": KpiLabel("cost $", "", ""),  # total_cost
     "cost_gap_to_oracle": KpiLabel("gap to oracle", "", ""),
     "grid_over_limit": KpiLabel("grid/c", "", ""),
-    "final_backlog_kwh": KpiLabel("final backlog kWh", "", ""),
     "unmet_slope_ratio": KpiLabel("unmet slope last/first", "", ""),
     "hours_over_limit": KpiLabel("h over c", "", ""),  # steps_over_limit
     "lambda_mean_final": KpiLabel("mean lambda", "", ""),
-    "double_share_at_lambda_max": KpiLabel("double agents' time at lambda_max", "", ""),
-    "double_share_near_lambda_max": KpiLabel("... >= 0.9 lambda_max", "", ""),
     "grid_unknown_steps": KpiLabel("unknown grid steps (hours are lower bounds)", "", ""),
     "messages_per_step": KpiLabel("messages/step", "", ""),
     "negotiation_iterations_mean": KpiLabel("negotiation iterations", "", ""),
@@ -119,9 +134,10 @@ STUDY_COLUMN_LABELS: dict[str, KpiLabel] = {
     "controller_ms_per_step": KpiLabel("controller ms/step", "", ""),
 }
 
-#: Every label: fleet, grid, constraint KPIs and the study's columns, by name.
-KPI_LABELS: dict[str, KpiLabel] = {**FLEET_KPI_LABELS, **GRID_KPI_LABELS,
-                                   **CONSTRAINT_KPI_LABELS, **STUDY_COLUMN_LABELS}
+#: Every label: fleet, trajectory, grid, constraint KPIs and the study's columns, by name.
+KPI_LABELS: dict[str, KpiLabel] = {**FLEET_KPI_LABELS, **TRAJECTORY_KPI_LABELS,
+                                   **GRID_KPI_LABELS, **CONSTRAINT_KPI_LABELS,
+                                   **STUDY_COLUMN_LABELS}
 
 
 def header(name: str) -> str:

@@ -12,7 +12,9 @@ steps and only the columns the KPIs and plots use (:data:`REPORT_BUILDING_COLUMN
 into per-step sums, running totals and the last step's multipliers; the grid tables
 are read column by column into (step x element) arrays of the values used
 (:data:`KPI_GRID_FIELDS`). The numbers equal those of the whole tables read with
-pandas, bit for bit (``tests/cosim/test_streamed_results.py``).
+pandas, bit for bit (``tests/cosim/test_streamed_results.py``). ``kpis.json``'s
+``trajectory`` (:func:`agents.fleet.kpis.trajectory_kpis`) is what ``cosim study`` adds to
+its table, computed here in the same pass.
 """
 
 from __future__ import annotations
@@ -30,14 +32,23 @@ import numpy as np
 import pandas as pd
 
 from agents.consensus.graphs import communities, graph_from_json
-from agents.fleet.kpi_labels import FLEET_KPI_LABELS, GRID_KPI_LABELS
-from agents.fleet.kpis import FLEET_KPI_COLUMNS, FLEET_KPI_UNITS, FleetKpiStream, StepTotals
+from agents.fleet.kpi_labels import FLEET_KPI_LABELS, GRID_KPI_LABELS, TRAJECTORY_KPI_LABELS
+from agents.fleet.kpis import (
+    FLEET_KPI_COLUMNS,
+    FLEET_KPI_UNITS,
+    DoubleShares,
+    FleetKpiStream,
+    StepTotals,
+    trajectory_kpis,
+)
 from cosim.results.jsonio import json_safe, write_json
 from cosim.results.readers import TableScan, read_table
 from grid_models.kpis import HOURS_KEYS, UNKNOWN_SUFFIX, hours_text
 from grid_models.kpis import grid_kpis as compute_grid_kpis
 from grid_models.powerflow.interface import BatchGridResult
 
+#: The unit of each trajectory KPI (``kpis.json``'s ``units.trajectory``).
+TRAJECTORY_KPI_UNITS = {name: label.unit for name, label in TRAJECTORY_KPI_LABELS.items()}
 #: The unit of each grid KPI (``kpis.json``'s ``units.grid``), from the one label table.
 GRID_KPI_UNITS = {"steps": FLEET_KPI_LABELS["steps"].unit,
                   **{name: label.unit for name, label in GRID_KPI_LABELS.items()}}
@@ -59,7 +70,7 @@ PLOT_GRID_FIELDS = ("bus_vm_pu", "line_loading_percent", "trafo_loading_percent"
 #: What the plots draw from the buildings table.
 PLOT_BUILDING_COLUMNS = ("time", "building", "grid_kwh", "unmet_kwh", "lambda")
 #: What the report (KPIs and plots) reads from the buildings table.
-REPORT_BUILDING_COLUMNS = FLEET_KPI_COLUMNS
+REPORT_BUILDING_COLUMNS = (*FLEET_KPI_COLUMNS, "backlog_kwh")
 #: The lambda plot draws a mean and a band for at most this many clusters of agents.
 LAMBDA_CLUSTERS_MAX = 6
 
@@ -204,16 +215,26 @@ class ReportData:
     element_ids: dict[str, np.ndarray] = field(default_factory=dict)
     #: the communication graph and building ids (``comm_graph.json``), read for the plots
     comm: tuple[nx.Graph[int], list[str]] | None = None
+    #: the double agents' time at lambda_max (read when the classes were given)
+    shares: DoubleShares | None = None
 
 
-def read_report_data(run_dir: Path, *, kpis: bool = True, plots: bool = True) -> ReportData:
-    """One pass over the buildings table (only the columns used) and the grid arrays used."""
+def read_report_data(run_dir: Path, *, kpis: bool = True, plots: bool = True,
+                     classes: Sequence[str] | None = None,
+                     lambda_max: float | None = None) -> ReportData:
+    """One pass over the buildings table (only the columns used) and the grid arrays used.
+
+    ``classes`` and ``lambda_max`` (with ``kpis``): also count the double agents' time at
+    lambda_max (:class:`agents.fleet.kpis.DoubleShares`, for the trajectory KPIs).
+    """
     columns = REPORT_BUILDING_COLUMNS if kpis else PLOT_BUILDING_COLUMNS
     scan = TableScan(run_dir, "buildings", columns)
     fleet = FleetKpiStream(scan.num_rows) if kpis else None
     steps = fleet.steps if fleet is not None else StepTotals()
     comm = read_comm_graph(run_dir) if plots else None
     lam = LambdaTracks(lambda_clusters(comm)) if plots else None
+    shares = (DoubleShares(list(classes), lambda_max)
+              if kpis and classes is not None and lambda_max is not None else None)
     for chunk in scan.steps():
         if fleet is not None:
             fleet.add(chunk)
@@ -221,10 +242,12 @@ def read_report_data(run_dir: Path, *, kpis: bool = True, plots: bool = True) ->
             steps.add(chunk)
         if lam is not None:
             lam.add(chunk)
+        if shares is not None:
+            shares.add(chunk)
     fields = KPI_GRID_FIELDS if kpis else PLOT_GRID_FIELDS
     batch, ids = _grid_batch(run_dir, fields)
     return ReportData(steps=steps, fleet=fleet, lam=lam, grid=batch, element_ids=ids,
-                      comm=comm)
+                      comm=comm, shares=shares)
 
 
 def read_comm_graph(run_dir: Path) -> tuple[nx.Graph[int], list[str]] | None:
@@ -254,7 +277,9 @@ def _kpis(data: ReportData, limit_kwh: float, dt_h: float, lambda_max: float,
         "limit_kwh": float(limit_kwh),
         "fleet": fleet,
         "grid": grid,
-        "units": {"fleet": FLEET_KPI_UNITS, "grid": {k: GRID_KPI_UNITS[k] for k in grid}},
+        "units": {"fleet": FLEET_KPI_UNITS, "grid": {k: GRID_KPI_UNITS[k] for k in grid},
+                  **({"trajectory": TRAJECTORY_KPI_UNITS} if "trajectory" in (extra or {})
+                     else {})},
         **(extra or {}),
     })
     return kpis
@@ -282,7 +307,11 @@ def write_report(run_dir: Path, built: Any, *, plots: bool = True,
         extra["oracle"] = {"limit": plan.limit, "planned_cost": plan.cost,
                            "planned_mean_district_grid_kwh": plan.mean_district_grid_kwh,
                            "planned_peak_district_grid_kwh": plan.peak_district_grid_kwh}
-    data = read_report_data(run_dir, kpis=True, plots=plots)
+    data = read_report_data(run_dir, kpis=True, plots=plots, classes=built.classes,
+                            lambda_max=sc.duals.lambda_max)
+    assert data.shares is not None
+    # what the study table adds (cosim.tools.study.metrics), computed here once
+    extra["trajectory"] = trajectory_kpis(data.steps, data.shares)
     constraints = _constraint_frame(run_dir)
     if constraints is not None:
         from cosim.results.constraint_report import constraint_kpis, constraint_totals

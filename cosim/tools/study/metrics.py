@@ -1,5 +1,6 @@
-"""The columns of ``study.csv`` for one finished run: its KPIs (from its ``kpis.json``),
-the unmet-demand and multiplier trajectories, and the controller's messages and timing.
+"""The columns of ``study.csv`` for one finished run: its KPIs (read from its
+``kpis.json``, never recomputed), the controller's messages and timing, and the cost
+gap to the oracle across the study's rows.
 """
 
 from __future__ import annotations
@@ -11,51 +12,38 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cosim.results.readers import read_table
 from cosim.results.rundir import (
     read_marker,
 )
 
-NEAR_MAX = 0.9  # "near lambda_max": at least 90 % of it
-
-
 #: Columns of study.csv measured in wall time: they differ between two runs of a study.
 TIMING_COLUMNS = ("wall_ms_per_step", "controller_ms_per_step")
-
-
-def _slope(y: np.ndarray) -> float:
-    x = np.arange(len(y), dtype=float)
-    return float(np.polyfit(x, y, 1)[0]) if len(y) > 1 else 0.0
 
 
 def run_metrics(run_dir: Path, classes: list[str], lambda_max: float,
                 uses_duals: bool = True) -> dict[str, Any]:
     """The study table's columns for one finished run.
 
-    The KPIs come from the run's own ``kpis.json`` (``cosim.results.report``), computed
-    once; only the trajectories the study adds (the slopes of the cumulative average
-    unmet demand, the backlog at the end, the double agents' time at lambda_max) are
-    read from the buildings table. ``uses_duals`` False (no control, rule, oracle): the
-    multipliers are still computed and recorded but steer nothing, so their columns are
-    left empty.
+    Every KPI comes from the run's own ``kpis.json`` (``cosim.results.report``), where
+    it is computed once: ``fleet`` and ``grid``, and ``trajectory`` for what the study
+    adds (the backlog at the end, the slopes of the cumulative average unmet demand,
+    the double agents' time at lambda_max); nothing is recomputed from the tables.
+    ``classes`` and ``lambda_max`` are the run's: the report used them for those KPIs
+    (they are not read again here). ``uses_duals`` False (no control, rule, oracle):
+    the multipliers are still computed and recorded but steer nothing, so their columns
+    are left empty.
     """
-    from agents.fleet.kpis import cumulative_average_unmet_kwh
-
     kpis = json.loads((run_dir / "kpis.json").read_text())
-    b = read_table(run_dir, "buildings",
-                   columns=["time", "building", "unmet_kwh", "backlog_kwh", "lambda"])
-    fleet, grid = kpis["fleet"], kpis["grid"]
+    fleet, grid, trajectory = kpis["fleet"], kpis["grid"], kpis["trajectory"]
     steps = fleet["steps"]
-    third = max(2, steps // 3)
-    cu = cumulative_average_unmet_kwh(b).to_numpy()
-    backlog = b.groupby("time").backlog_kwh.sum().to_numpy()
-    first, last = _slope(cu[:third]), _slope(cu[-third:])
+    first, last = _floats([trajectory["unmet_slope_first_third"],
+                           trajectory["unmet_slope_last_third"]])
     nan = float("nan")
     duals = {
         "lambda_mean_final": float(np.asarray(_floats(fleet["final_lambda"])).mean()),
         **{k: _floats([fleet.get(k)])[0] for k in SPREAD_KPIS},
         "agents_at_lambda_max": fleet["agents_at_lambda_max"],
-        **_double_shares(b, classes, lambda_max),
+        **{k: _floats([trajectory[k]])[0] for k in DOUBLE_SHARES},
     }
     if not uses_duals:
         duals = dict.fromkeys(duals, nan)
@@ -64,7 +52,7 @@ def run_metrics(run_dir: Path, classes: list[str], lambda_max: float,
         "mean_district_grid_kwh": fleet["mean_district_grid_kwh"],
         "limit_kwh": kpis["limit_kwh"],
         "grid_over_limit": fleet["mean_district_grid_kwh"] / kpis["limit_kwh"],
-        "final_backlog_kwh": float(backlog[-1]),
+        "final_backlog_kwh": _floats([trajectory["final_backlog_kwh"]])[0],
         "final_avg_unmet_kwh": fleet["final_avg_unmet_kwh"],
         "unmet_slope_first_third": first,
         "unmet_slope_last_third": last,
@@ -92,24 +80,13 @@ SPREAD_KPIS = ("lambda_spread_last10pct", "lambda_spread_last10pct_mean",
                "lambda_spread_last10pct_rel")
 
 
+#: the double agents' time at (near) lambda_max, from ``kpis.json``'s ``trajectory``
+DOUBLE_SHARES = ("double_share_at_lambda_max", "double_share_near_lambda_max")
+
+
 def _floats(values: list[Any]) -> list[float]:
     """``kpis.json`` numbers as floats; null (not a finite number) as NaN."""
     return [float("nan") if v is None else float(v) for v in values]
-
-
-def _double_shares(b: pd.DataFrame, classes: list[str], lambda_max: float) -> dict[str, float]:
-    """The share of steps x double agents with lambda at lambda_max (within
-    ``LAMBDA_MAX_ATOL``, as ``agents_at_lambda_max``) and at least ``NEAR_MAX`` of it."""
-    from agents.fleet.kpis import LAMBDA_MAX_ATOL
-
-    double = [i for i, c in enumerate(classes) if c == "double"]
-    if not double:
-        return dict.fromkeys(("double_share_at_lambda_max", "double_share_near_lambda_max"),
-                             float("nan"))
-    names = list(dict.fromkeys(b.building))
-    lam = b.pivot(index="time", columns="building", values="lambda")[names].to_numpy()[:, double]
-    return {"double_share_at_lambda_max": float((lam >= lambda_max - LAMBDA_MAX_ATOL).mean()),
-            "double_share_near_lambda_max": float((lam >= NEAR_MAX * lambda_max).mean())}
 
 
 def controller_metrics(run_dir: Path, steps: int) -> dict[str, float]:
