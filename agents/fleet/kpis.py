@@ -21,6 +21,18 @@ and T the number of steps:
     final_lambda               lambda per building at the last step (building order)
     agents_at_lambda_max       how many of those lie within 1e-9 of lambda_max
 
+The trajectory KPIs (:func:`trajectory_kpis`, ``kpis.json``'s ``trajectory``; what the
+study table adds):
+
+    final_backlog_kwh          sum_i backlog_i,T, the fleet's backlog after the last step
+    unmet_slope_first_third    least-squares slope of the cumulative average unmet demand
+    unmet_slope_last_third     over the first / last max(2, T // 3) steps
+    double_share_at_lambda_max     share of (steps x ``double`` agents) with lambda within
+                                   1e-9 of lambda_max
+    double_share_near_lambda_max   ... with lambda >= 0.9 lambda_max
+
+Labels and units of every KPI: :mod:`agents.fleet.kpi_labels`.
+
 "At the last step" means the values the agents used in the run's last step, the
 last ones the table holds (the dual update after the last step is not recorded).
 The spread S_t is absolute (multiplier units): relative to the mean lambda it would
