@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from cosim.engine.run import execute, prepare_scenario  # noqa: E402
-from cosim.results.writer import recorded_bus_loads  # noqa: E402
+from cosim.results.readers import recorded_bus_loads  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_PLOTS = [("output.plots", False)]

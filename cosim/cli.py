@@ -146,8 +146,9 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _positive_int(text: str) -> int:
-    """argparse type of ``--workers``: :func:`cosim.tools.study.parse_workers` (exit 2 if bad)."""
-    from cosim.tools.study import parse_workers
+    """argparse type of ``--workers``: :func:`cosim.tools.study.execution.parse_workers`
+    (exit 2 if bad)."""
+    from cosim.tools.study.execution import parse_workers
 
     try:
         return parse_workers(text)
@@ -163,7 +164,7 @@ def _on_stop_signal(signum: int, _frame: object) -> None:
     """Ctrl-C (SIGINT) or SIGTERM: the run stops after its current step, writes the whole
     steps it holds and says failed with the reason (a second signal stops at once). The
     command exits with 128 + the signal's number."""
-    from cosim.results.writer import request_stop
+    from cosim.results.stop import request_stop
 
     sig = signal.Signals(signum)
     reason = "interrupted (Ctrl-C)" if sig == signal.SIGINT else f"terminated by signal {sig.name}"
@@ -172,7 +173,7 @@ def _on_stop_signal(signum: int, _frame: object) -> None:
 
 def _catch_stop_signals() -> dict[signal.Signals, Any]:
     """Install :func:`_on_stop_signal` for :data:`STOP_SIGNALS`; the handlers it replaced."""
-    from cosim.results.writer import clear_stop, stops_at_once
+    from cosim.results.stop import clear_stop, stops_at_once
 
     clear_stop()
     stops_at_once()  # until the engine steps, a signal stops at once
@@ -180,7 +181,7 @@ def _catch_stop_signals() -> dict[signal.Signals, Any]:
 
 
 def _restore_signals(previous: dict[signal.Signals, Any]) -> None:
-    from cosim.results.writer import clear_stop
+    from cosim.results.stop import clear_stop
 
     for sig, handler in previous.items():
         signal.signal(sig, handler)
@@ -192,7 +193,8 @@ def _run(args: argparse.Namespace) -> int:
     from cosim.engine.run import execute, resume, run_directory
     from cosim.results.report import summary_table
     from cosim.results.rundir import RunDirError
-    from cosim.results.writer import RunStopped, RunWriteError
+    from cosim.results.stop import RunStopped
+    from cosim.results.writer import RunWriteError
     from cosim.scenario.errors import ScenarioError
 
     notes: list[str] = []
@@ -304,9 +306,11 @@ def _study(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cosim.results.rundir import RunDirError, check_output_path
-    from cosim.results.writer import RunStopped, RunWriteError
+    from cosim.results.stop import RunStopped
+    from cosim.results.writer import RunWriteError
     from cosim.scenario.errors import ScenarioError
-    from cosim.tools.study import load_study, run_study, study_from_args
+    from cosim.tools.study.execution import run_study
+    from cosim.tools.study.schema import load_study, study_from_args
 
     out = None
     previous = _catch_stop_signals()

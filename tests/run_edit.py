@@ -28,7 +28,7 @@ def edit_table(run: Path, table: str, edit: Callable[[pd.DataFrame], None]) -> N
 
 def assert_same_tables(run: Path, ref: Path) -> None:
     """Every table ``ref`` lists in ``status.json`` equals ``run``'s, bit for bit."""
-    from cosim.results.writer import read_status, read_table
+    from cosim.results.readers import read_status, read_table
 
     for table in read_status(ref)["tables"]:
         pd.testing.assert_frame_equal(read_table(run, table), read_table(ref, table),

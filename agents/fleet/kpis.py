@@ -21,6 +21,18 @@ and T the number of steps:
     final_lambda               lambda per building at the last step (building order)
     agents_at_lambda_max       how many of those lie within 1e-9 of lambda_max
 
+The trajectory KPIs (:func:`trajectory_kpis`, ``kpis.json``'s ``trajectory``; what the
+study table adds):
+
+    final_backlog_kwh          sum_i backlog_i,T, the fleet's backlog after the last step
+    unmet_slope_first_third    least-squares slope of the cumulative average unmet demand
+    unmet_slope_last_third     over the first / last max(2, T // 3) steps
+    double_share_at_lambda_max     share of (steps x ``double`` agents) with lambda within
+                                   1e-9 of lambda_max
+    double_share_near_lambda_max   ... with lambda >= 0.9 lambda_max
+
+Labels and units of every KPI: :mod:`agents.fleet.kpi_labels`.
+
 "At the last step" means the values the agents used in the run's last step, the
 last ones the table holds (the dual update after the last step is not recorded).
 The spread S_t is absolute (multiplier units): relative to the mean lambda it would
@@ -43,27 +55,12 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from agents.fleet.kpi_labels import FLEET_KPI_LABELS
+
 LAMBDA_MAX_ATOL = 1e-9
 
-FLEET_KPI_UNITS = {
-    "n_buildings": "1",
-    "steps": "1",
-    "total_cost": "$",
-    "mean_district_grid_kwh": "kWh per step",
-    "limit_kwh": "kWh per step",
-    "steps_over_limit": "steps",
-    "final_avg_unmet_kwh": "kWh per step",
-    "dropped_kwh": "kWh",
-    "peak_district_import_kwh": "kWh per step",
-    "peak_district_import_kw": "kW",
-    "peak_to_average": "1",
-    "ramping_kwh": "kWh",
-    "lambda_spread_last10pct": "1 (multiplier units)",
-    "lambda_spread_last10pct_mean": "1 (multiplier units)",
-    "lambda_spread_last10pct_rel": "1 (fraction of lambda_max)",
-    "final_lambda": "1 (multiplier units), per building",
-    "agents_at_lambda_max": "agents",
-}
+#: The unit of each fleet KPI (``kpis.json``'s ``units.fleet``), from the one label table.
+FLEET_KPI_UNITS = {name: label.unit for name, label in FLEET_KPI_LABELS.items()}
 
 
 #: The columns of the results table that the fleet KPIs read.
@@ -265,16 +262,21 @@ class PairwiseSum:
 
 
 class StepTotals:
-    """G_t and the unmet energy per step, from pieces of whole steps in time order."""
+    """G_t and the unmet energy per step (and the backlog, where the pieces have it), from
+    pieces of whole steps in time order."""
 
     def __init__(self) -> None:
         self._grid: list[pd.Series] = []
         self._unmet: list[pd.Series] = []
+        self._backlog: list[pd.Series] = []
 
     def add(self, chunk: pd.DataFrame) -> None:
-        """``chunk``: every row of its steps (columns ``time``, ``grid_kwh``, ``unmet_kwh``)."""
+        """``chunk``: every row of its steps (columns ``time``, ``grid_kwh``, ``unmet_kwh``;
+        ``backlog_kwh`` optional)."""
         self._grid.append(district_grid_kwh(chunk))
         self._unmet.append(_unmet_per_step(chunk))
+        if "backlog_kwh" in chunk:
+            self._backlog.append(chunk.groupby("time", sort=True)["backlog_kwh"].sum())
 
     @staticmethod
     def _joined(pieces: list[pd.Series]) -> pd.Series:
@@ -292,6 +294,10 @@ class StepTotals:
     def cumulative_average_unmet_kwh(self) -> pd.Series:
         """As :func:`cumulative_average_unmet_kwh` of the whole table."""
         return _cumulative_average(self._joined(self._unmet))
+
+    def district_backlog_kwh(self) -> pd.Series:
+        """The fleet's backlog per step (sum over buildings), from pieces with ``backlog_kwh``."""
+        return self._joined(self._backlog)
 
 
 class FleetKpiStream:
@@ -343,3 +349,71 @@ class FleetKpiStream:
             self.steps.cumulative_average_unmet_kwh().iloc[-1],
             self._cost.result(), self._dropped.result(), len(self._buildings), lam,
             spread.to_numpy(), limit_kwh, dt_h, lambda_max)
+
+
+# --- the trajectory KPIs (kpis.json's ``trajectory``: what the study table adds) ------------
+
+#: "near lambda_max": at least this share of it
+NEAR_LAMBDA_MAX = 0.9
+#: The trajectory KPIs, in ``kpis.json``'s order (units: ``agents.fleet.kpi_labels``).
+TRAJECTORY_KPIS = ("final_backlog_kwh", "unmet_slope_first_third", "unmet_slope_last_third",
+                   "double_share_at_lambda_max", "double_share_near_lambda_max")
+
+
+def _slope(y: np.ndarray) -> float:
+    """The slope of a least-squares line through ``y`` over 0, 1, ... (0 for one value)."""
+    x = np.arange(len(y), dtype=float)
+    return float(np.polyfit(x, y, 1)[0]) if len(y) > 1 else 0.0
+
+
+def unmet_slopes(cumulative_unmet: np.ndarray) -> tuple[float, float]:
+    """The slopes of the cumulative average unmet demand over its first and last third
+    (at least 2 steps each): does the backlog settle or keep growing."""
+    third = max(2, len(cumulative_unmet) // 3)
+    return _slope(cumulative_unmet[:third]), _slope(cumulative_unmet[-third:])
+
+
+class DoubleShares:
+    """How much of the run the ``double`` agents' lambda spent at lambda_max (within
+    ``LAMBDA_MAX_ATOL``, as ``agents_at_lambda_max``) and at ``NEAR_LAMBDA_MAX`` of it
+    or more: shares of (steps x double agents), fed pieces of whole steps in time order.
+
+    ``classes``: each building's class, in the table's building order (the order of the
+    first step's rows).
+    """
+
+    def __init__(self, classes: list[str], lambda_max: float) -> None:
+        self.classes = list(classes)
+        self.lambda_max = float(lambda_max)
+        self._double: set[object] | None = None
+        self._at = self._near = self._count = 0
+
+    def add(self, chunk: pd.DataFrame) -> None:
+        """Count the double agents' rows of ``chunk`` (columns ``time``, ``building``,
+        ``lambda``)."""
+        if chunk.empty:
+            return
+        if self._double is None:
+            names = list(dict.fromkeys(chunk["building"]))
+            self._double = {n for n, c in zip(names, self.classes, strict=False)
+                            if c == "double"}
+        lam = chunk.loc[chunk["building"].isin(self._double), "lambda"].to_numpy(np.float64)
+        self._at += int((lam >= self.lambda_max - LAMBDA_MAX_ATOL).sum())
+        self._near += int((lam >= NEAR_LAMBDA_MAX * self.lambda_max).sum())
+        self._count += int(lam.size)
+
+    def shares(self) -> tuple[float, float]:
+        """(at lambda_max, near it); NaN without double agents."""
+        if not self._count:
+            return float("nan"), float("nan")
+        return self._at / self._count, self._near / self._count
+
+
+def trajectory_kpis(steps: StepTotals, shares: DoubleShares) -> dict[str, float]:
+    """The KPIs of :data:`TRAJECTORY_KPIS` from a run's step totals (read with
+    ``backlog_kwh``) and its :class:`DoubleShares`."""
+    first, last = unmet_slopes(steps.cumulative_average_unmet_kwh().to_numpy())
+    at, near = shares.shares()
+    return {"final_backlog_kwh": float(steps.district_backlog_kwh().to_numpy()[-1]),
+            "unmet_slope_first_third": first, "unmet_slope_last_third": last,
+            "double_share_at_lambda_max": at, "double_share_near_lambda_max": near}

@@ -32,7 +32,10 @@ from cosim.engine.checkpoint import (
     shard_component,
 )
 from cosim.engine.inputs import changed_inputs, changed_setup_files, input_hashes, sha256_file
+from cosim.results.jsonio import json_text
+from cosim.results.parts import PARTS_DIR
 from cosim.results.provenance import code_fingerprint, other_code
+from cosim.results.resume import resume_point, truncate_parts
 from cosim.results.rundir import (
     STATUS_FILE,
     DirLock,
@@ -44,16 +47,8 @@ from cosim.results.rundir import (
     unmarked_entries,
     write_atomic,
 )
-from cosim.results.writer import (
-    PARTS_DIR,
-    RunWriteError,
-    RunWriter,
-    json_text,
-    resume_point,
-    steps_finished,
-    steps_starting,
-    truncate_parts,
-)
+from cosim.results.stop import steps_finished, steps_starting
+from cosim.results.writer import RunWriteError, RunWriter
 from cosim.scenario.build import Built, build
 from cosim.scenario.limits import MAX_RESOLVED_SCENARIO_BYTES
 from cosim.scenario.loader import load_scenario, resolved_yaml

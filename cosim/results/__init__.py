@@ -11,9 +11,11 @@ from grid_models.lazy_api import lazy_api
 if TYPE_CHECKING:
     from cosim.results.html import write_run_report, write_study_report
     from cosim.results.provenance import code_fingerprint
+    from cosim.results.readers import read_status, read_table
     from cosim.results.report import compute_kpis, load_kpis, summary_table, write_report
     from cosim.results.rundir import DirLock, RunDirError
-    from cosim.results.writer import RunStopped, RunWriteError, RunWriter, read_status, read_table
+    from cosim.results.stop import RunStopped
+    from cosim.results.writer import RunWriteError, RunWriter
 
 _API = {
     "write_run_report": "html",
@@ -25,11 +27,11 @@ _API = {
     "write_report": "report",
     "DirLock": "rundir",
     "RunDirError": "rundir",
-    "RunStopped": "writer",
+    "RunStopped": "stop",
     "RunWriteError": "writer",
     "RunWriter": "writer",
-    "read_status": "writer",
-    "read_table": "writer",
+    "read_status": "readers",
+    "read_table": "readers",
 }
 __all__ = sorted(_API)
 __getattr__, __dir__ = lazy_api(__name__, _API)

@@ -381,7 +381,7 @@ def release_at_overloads(run_dir: str | Path, threshold_percent: float = 100.0
     ``released_share``; and over the whole run ``max_release_kwh`` (the largest backlog
     served in one step) and ``max_fleet_grid_kwh``. Reads ``buildings`` and ``trafos``.
     """
-    from cosim.results.writer import read_table
+    from cosim.results.readers import read_table
 
     b = read_table(run_dir, "buildings", columns=["time", "grid_kwh", "backlog_kwh",
                                                   "lambda_eff"])

@@ -26,7 +26,7 @@ def write_decisions(run_dir: str | Path, controller: Any) -> list[Path]:
     decisions = getattr(controller, "decisions", None)
     if decisions is None:
         return []
-    from cosim.results.writer import write_json
+    from cosim.results.jsonio import write_json
 
     out = Path(run_dir) / DECISIONS_DIR
     out.mkdir(exist_ok=True)

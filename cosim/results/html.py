@@ -18,46 +18,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from agents.fleet.kpi_labels import KPI_LABELS
+
 REPORT_FILE = "report.html"
 
-#: One line per KPI (docs/equations.md, "KPIs"); units come from kpis.json.
-KPI_EXPLANATIONS: dict[str, str] = {
-    "n_buildings": "buildings in the fleet",
-    "steps": "steps run",
-    "total_cost": "what the fleet paid for grid energy",
-    "mean_district_grid_kwh": "the fleet's grid energy per step, averaged over the run",
-    "limit_kwh": "the district limit c the duals enforce on that average",
-    "steps_over_limit": "steps in which the fleet's grid energy exceeded c",
-    "final_avg_unmet_kwh": "cumulative average unmet demand at the end (backlog and dropped)",
-    "dropped_kwh": "demand lost above the backlog cap (never silently)",
-    "peak_district_import_kwh": "the largest grid energy of the fleet in one step",
-    "peak_district_import_kw": "the same as power",
-    "peak_to_average": "peak over mean of the fleet's grid energy",
-    "ramping_kwh": "sum of step-to-step changes of the fleet's grid energy",
-    "lambda_spread_last10pct": "consensus error: largest max-min of lambda over the last 10 %",
-    "lambda_spread_last10pct_mean": "its mean over the last 10 % of steps",
-    "lambda_spread_last10pct_rel": "the consensus error as a share of lambda_max",
-    "final_lambda": "each building's lambda at the last step",
-    "agents_at_lambda_max": "buildings whose lambda ends at its upper bound",
-    "nonconverged_steps": "power flows that did not converge",
-    "unknown_steps": "steps the power flow said nothing about (hours are lower bounds)",
-    "trafo_overload_hours": "hours with a transformer above 100 % loading",
-    "line_overload_hours": "hours with a line above 100 % loading",
-    "max_trafo_loading_percent": "the highest transformer loading",
-    "max_line_loading_percent": "the highest line loading",
-    "hours_outside_095_105_pu": "hours with a bus voltage outside 0.95-1.05 pu",
-    "hours_outside_090_110_pu": "hours with a bus voltage outside 0.90-1.10 pu (EN 50160)",
-    "min_vm_pu": "the lowest bus voltage",
-    "max_vm_pu": "the highest bus voltage",
-    "losses_mwh": "energy lost in lines and transformers",
-    "grid_constraints": "grid constraints declared",
-    "grid_constraint_violation_hours": "hours in which any grid constraint was violated",
-    "grid_constraint_unknown_steps": "steps with a constraint's quantity unknown",
-}
-for _hours in ("trafo_overload_hours", "line_overload_hours", "hours_outside_095_105_pu",
-               "hours_outside_090_110_pu"):
-    KPI_EXPLANATIONS[f"{_hours}_unknown_steps"] = (
-        f"steps for which {_hours} could not be told (unknown power flow)")
+#: One line per KPI (docs/equations.md, "KPIs"), from the one label table
+#: (``agents.fleet.kpi_labels``); units come from kpis.json.
+KPI_EXPLANATIONS: dict[str, str] = {name: label.explanation for name, label in KPI_LABELS.items()
+                                    if label.explanation}
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}

@@ -1,4 +1,5 @@
-"""KPIs (``kpis.json``), plots (``plots/*.png``) and the printed summary of a run.
+"""KPIs (``kpis.json``), plots (``plots/*.png``, drawn by :mod:`cosim.results.plots`) and
+the printed summary of a run.
 
 Everything here is computed from the files of the run directory, so a reviewer
 gets the same numbers from the files alone. ``kpis.json`` is strict JSON: a value
@@ -11,7 +12,9 @@ steps and only the columns the KPIs and plots use (:data:`REPORT_BUILDING_COLUMN
 into per-step sums, running totals and the last step's multipliers; the grid tables
 are read column by column into (step x element) arrays of the values used
 (:data:`KPI_GRID_FIELDS`). The numbers equal those of the whole tables read with
-pandas, bit for bit (``tests/cosim/test_streamed_results.py``).
+pandas, bit for bit (``tests/cosim/test_streamed_results.py``). ``kpis.json``'s
+``trajectory`` (:func:`agents.fleet.kpis.trajectory_kpis`) is what ``cosim study`` adds to
+its table, computed here in the same pass.
 """
 
 from __future__ import annotations
@@ -29,30 +32,26 @@ import numpy as np
 import pandas as pd
 
 from agents.consensus.graphs import communities, graph_from_json
-from agents.fleet.kpis import FLEET_KPI_COLUMNS, FLEET_KPI_UNITS, FleetKpiStream, StepTotals
-from cosim.results.writer import TableScan, json_safe, read_table, write_json
+from agents.fleet.kpi_labels import FLEET_KPI_LABELS, GRID_KPI_LABELS, TRAJECTORY_KPI_LABELS
+from agents.fleet.kpis import (
+    FLEET_KPI_COLUMNS,
+    FLEET_KPI_UNITS,
+    DoubleShares,
+    FleetKpiStream,
+    StepTotals,
+    trajectory_kpis,
+)
+from cosim.results.jsonio import json_safe, write_json
+from cosim.results.readers import TableScan, read_table
 from grid_models.kpis import HOURS_KEYS, UNKNOWN_SUFFIX, hours_text
 from grid_models.kpis import grid_kpis as compute_grid_kpis
 from grid_models.powerflow.interface import BatchGridResult
 
-#: largest communication graph drawn with a force-directed layout (circular beyond)
-SPRING_LAYOUT_MAX = 500
-
-GRID_KPI_UNITS = {
-    "steps": "1",
-    "nonconverged_steps": "steps",
-    "unknown_steps": "steps",
-    "trafo_overload_hours": "h",
-    "line_overload_hours": "h",
-    "max_trafo_loading_percent": "%",
-    "max_line_loading_percent": "%",
-    "hours_outside_095_105_pu": "h",
-    "hours_outside_090_110_pu": "h",
-    "min_vm_pu": "pu",
-    "max_vm_pu": "pu",
-    "losses_mwh": "MWh",
-    **{key + UNKNOWN_SUFFIX: "steps" for key in HOURS_KEYS},
-}
+#: The unit of each trajectory KPI (``kpis.json``'s ``units.trajectory``).
+TRAJECTORY_KPI_UNITS = {name: label.unit for name, label in TRAJECTORY_KPI_LABELS.items()}
+#: The unit of each grid KPI (``kpis.json``'s ``units.grid``), from the one label table.
+GRID_KPI_UNITS = {"steps": FLEET_KPI_LABELS["steps"].unit,
+                  **{name: label.unit for name, label in GRID_KPI_LABELS.items()}}
 
 #: Array fields of :class:`BatchGridResult` -> (table, element column, value column).
 GRID_FIELDS = {
@@ -68,16 +67,10 @@ GRID_FIELDS = {
 KPI_GRID_FIELDS = ("bus_vm_pu", "line_loading_percent", "trafo_loading_percent")
 #: What the grid plots draw.
 PLOT_GRID_FIELDS = ("bus_vm_pu", "line_loading_percent", "trafo_loading_percent")
-#: Voltage bands drawn on voltage plots: (low, high, colour); the outer one only when the
-#: data come within VOLTAGE_BAND_NEAR_PU of it.
-VOLTAGE_BANDS = ((0.95, 1.05, "orange"), (0.90, 1.10, "red"))
-VOLTAGE_BAND_NEAR_PU = 0.02
-#: Lines drawn one by one in the line-loading duration curve (the most loaded).
-DURATION_LINES_MAX = 10
 #: What the plots draw from the buildings table.
 PLOT_BUILDING_COLUMNS = ("time", "building", "grid_kwh", "unmet_kwh", "lambda")
 #: What the report (KPIs and plots) reads from the buildings table.
-REPORT_BUILDING_COLUMNS = FLEET_KPI_COLUMNS
+REPORT_BUILDING_COLUMNS = (*FLEET_KPI_COLUMNS, "backlog_kwh")
 #: The lambda plot draws a mean and a band for at most this many clusters of agents.
 LAMBDA_CLUSTERS_MAX = 6
 
@@ -211,7 +204,8 @@ class LambdaTracks:
 
 @dataclass
 class ReportData:
-    """What :func:`compute_kpis` and :func:`write_plots` take from the run's tables."""
+    """What :func:`compute_kpis` and :func:`cosim.results.plots.write_plots` take from the
+    run's tables."""
 
     steps: StepTotals
     fleet: FleetKpiStream | None
@@ -221,16 +215,26 @@ class ReportData:
     element_ids: dict[str, np.ndarray] = field(default_factory=dict)
     #: the communication graph and building ids (``comm_graph.json``), read for the plots
     comm: tuple[nx.Graph[int], list[str]] | None = None
+    #: the double agents' time at lambda_max (read when the classes were given)
+    shares: DoubleShares | None = None
 
 
-def read_report_data(run_dir: Path, *, kpis: bool = True, plots: bool = True) -> ReportData:
-    """One pass over the buildings table (only the columns used) and the grid arrays used."""
+def read_report_data(run_dir: Path, *, kpis: bool = True, plots: bool = True,
+                     classes: Sequence[str] | None = None,
+                     lambda_max: float | None = None) -> ReportData:
+    """One pass over the buildings table (only the columns used) and the grid arrays used.
+
+    ``classes`` and ``lambda_max`` (with ``kpis``): also count the double agents' time at
+    lambda_max (:class:`agents.fleet.kpis.DoubleShares`, for the trajectory KPIs).
+    """
     columns = REPORT_BUILDING_COLUMNS if kpis else PLOT_BUILDING_COLUMNS
     scan = TableScan(run_dir, "buildings", columns)
     fleet = FleetKpiStream(scan.num_rows) if kpis else None
     steps = fleet.steps if fleet is not None else StepTotals()
     comm = read_comm_graph(run_dir) if plots else None
     lam = LambdaTracks(lambda_clusters(comm)) if plots else None
+    shares = (DoubleShares(list(classes), lambda_max)
+              if kpis and classes is not None and lambda_max is not None else None)
     for chunk in scan.steps():
         if fleet is not None:
             fleet.add(chunk)
@@ -238,10 +242,12 @@ def read_report_data(run_dir: Path, *, kpis: bool = True, plots: bool = True) ->
             steps.add(chunk)
         if lam is not None:
             lam.add(chunk)
+        if shares is not None:
+            shares.add(chunk)
     fields = KPI_GRID_FIELDS if kpis else PLOT_GRID_FIELDS
     batch, ids = _grid_batch(run_dir, fields)
     return ReportData(steps=steps, fleet=fleet, lam=lam, grid=batch, element_ids=ids,
-                      comm=comm)
+                      comm=comm, shares=shares)
 
 
 def read_comm_graph(run_dir: Path) -> tuple[nx.Graph[int], list[str]] | None:
@@ -271,7 +277,9 @@ def _kpis(data: ReportData, limit_kwh: float, dt_h: float, lambda_max: float,
         "limit_kwh": float(limit_kwh),
         "fleet": fleet,
         "grid": grid,
-        "units": {"fleet": FLEET_KPI_UNITS, "grid": {k: GRID_KPI_UNITS[k] for k in grid}},
+        "units": {"fleet": FLEET_KPI_UNITS, "grid": {k: GRID_KPI_UNITS[k] for k in grid},
+                  **({"trajectory": TRAJECTORY_KPI_UNITS} if "trajectory" in (extra or {})
+                     else {})},
         **(extra or {}),
     })
     return kpis
@@ -299,7 +307,11 @@ def write_report(run_dir: Path, built: Any, *, plots: bool = True,
         extra["oracle"] = {"limit": plan.limit, "planned_cost": plan.cost,
                            "planned_mean_district_grid_kwh": plan.mean_district_grid_kwh,
                            "planned_peak_district_grid_kwh": plan.peak_district_grid_kwh}
-    data = read_report_data(run_dir, kpis=True, plots=plots)
+    data = read_report_data(run_dir, kpis=True, plots=plots, classes=built.classes,
+                            lambda_max=sc.duals.lambda_max)
+    assert data.shares is not None
+    # what the study table adds (cosim.tools.study.metrics), computed here once
+    extra["trajectory"] = trajectory_kpis(data.steps, data.shares)
     constraints = _constraint_frame(run_dir)
     if constraints is not None:
         from cosim.results.constraint_report import constraint_kpis, constraint_totals
@@ -309,6 +321,8 @@ def write_report(run_dir: Path, built: Any, *, plots: bool = True,
     kpis = _kpis(data, built.limit_kwh, sc.time.step_h, sc.duals.lambda_max, sc.name, extra)
     write_json(run_dir / "kpis.json", kpis)  # strict: allow_nan=False, fails on NaN
     if plots:
+        from cosim.results.plots import write_plots
+
         write_plots(run_dir, kpis, data, net=built.grid.feeder if built.grid else None)
         if constraints is not None:
             from cosim.results.constraint_report import plot_constraints
@@ -320,221 +334,12 @@ def write_report(run_dir: Path, built: Any, *, plots: bool = True,
 
 def _constraint_frame(run_dir: Path) -> Any:
     """The run's ``constraints`` table, or None for a run without grid constraints."""
-    from cosim.results.writer import expected_tables, read_table
+    from cosim.results.parts import expected_tables
+    from cosim.results.readers import read_table
 
     if "constraints" not in expected_tables(run_dir):
         return None
     return read_table(run_dir, "constraints")
-
-
-def write_plots(run_dir: Path, kpis: dict[str, Any], data: ReportData | None = None,
-                net: Any = None) -> list[Path]:
-    """The plots of docs/equations.md into ``run_dir/plots``.
-
-    ``net``: the feeder for the feeder map (default: read from ``feeder.json``).
-
-    ``data``: what :func:`read_report_data` read (with ``plots=True``); without it the
-    plots read only what they draw (:data:`PLOT_BUILDING_COLUMNS`, :data:`PLOT_GRID_FIELDS`).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import Normalize
-
-    if data is None or data.lam is None:
-        data = read_report_data(run_dir, kpis=False, plots=True)
-    out = run_dir / "plots"
-    out.mkdir(exist_ok=True)
-    limit = kpis["limit_kwh"]
-    paths = []
-
-    def save(fig: Any, name: str) -> None:
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=100)
-        plt.close(fig)
-        paths.append(out / name)
-
-    g = data.steps.district_grid_kwh()
-    fig, ax = plt.subplots(figsize=(10, 3.5))
-    ax.plot(g.index, g.to_numpy(), lw=0.6, label="district grid energy")
-    window = min(168, max(1, len(g) // 10))
-    ax.plot(g.index, g.rolling(window, min_periods=1).mean(), lw=1.5,
-            label=f"moving mean ({window} steps)")
-    ax.axhline(limit, color="red", ls="--", label=f"limit c = {limit:.2f} kWh")
-    ax.set(xlabel="step", ylabel="kWh per step", title="District grid energy")
-    ax.legend(loc="upper right")
-    save(fig, "district_grid.png")
-
-    assert data.lam is not None
-    steps, stats = data.lam.arrays()
-    fig, ax = plt.subplots(figsize=(10, 3.5))
-    for k, label in enumerate(data.lam.labels):
-        line, = ax.plot(steps, stats[:, k, 0], lw=1.0, label=f"{label}: mean")
-        ax.fill_between(steps, stats[:, k, 1], stats[:, k, 2], color=line.get_color(),
-                        alpha=0.25, lw=0)
-    ax.legend(ncol=min(3, len(data.lam.labels)), fontsize=7, loc="upper right",
-              title="cluster: mean, band min-max", title_fontsize=7)
-    ax.set(xlabel="step", ylabel="lambda",
-           title="Global multiplier per cluster of the communication graph")
-    save(fig, "lambda.png")
-
-    cu = data.steps.cumulative_average_unmet_kwh()
-    fig, ax = plt.subplots(figsize=(10, 3.5))
-    ax.plot(cu.index, cu.to_numpy())
-    ax.set(xlabel="step", ylabel="kWh per step",
-           title="Cumulative average unmet demand (1/t) sum unmet")
-    save(fig, "unmet.png")
-
-    batch = data.grid
-    if batch is not None:
-        ids, none = data.element_ids, np.zeros(0, dtype=np.int64)
-        for name, arr, element_ids, title in (
-                ("trafo_duration.png", batch.trafo_loading_percent, ids.get("trafos", none),
-                 "Transformer loading duration curve"),
-                ("line_duration.png", batch.line_loading_percent, ids.get("lines", none),
-                 "Line loading duration curve")):
-            fig, ax = plt.subplots(figsize=(8, 3.8))
-            _duration_curves(ax, arr, element_ids, "trafo" if "trafo" in name else "line")
-            ax.set(xlabel="steps, sorted by loading", ylabel="loading [%]", title=title)
-            save(fig, name)
-
-        vm = batch.bus_vm_pu
-        bus_ids = ids.get("buses", none)
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: unknown steps
-            low, high = np.nanmin(vm, axis=1), np.nanmax(vm, axis=1)
-        fig, ax = plt.subplots(figsize=(10, 3.5))
-        ax.fill_between(batch.steps, low, high, alpha=0.5, label="min-max over buses")
-        _voltage_bands(ax, vm)
-        ax.set(xlabel="step", ylabel="vm [pu]", title="Voltage envelope")
-        ax.legend(loc="upper right", fontsize=8)
-        save(fig, "voltage_envelope.png")
-
-        fig, ax = plt.subplots(figsize=(10, 3.5))
-        worst = worst_buses(vm)
-        for j, label in worst:
-            ax.plot(batch.steps, vm[:, j], lw=0.8,
-                    label=f"bus {bus_ids[j] if j < len(bus_ids) else j} ({label})")
-        _voltage_bands(ax, vm[:, [j for j, _ in worst]] if worst else vm)
-        ax.set(xlabel="step", ylabel="vm [pu]", title="The worst buses' voltage")
-        ax.legend(loc="upper right", fontsize=8)
-        save(fig, "worst_bus_voltage.png")
-
-        if net is None and (run_dir / "feeder.json").is_file():
-            from grid_models.feeders import read_feeder_json
-
-            net = read_feeder_json(run_dir / "feeder.json")
-        if net is not None:
-            from cosim.results.feeder_map import draw_feeder_map, element_extremes
-
-            paths.append(draw_feeder_map(
-                net,
-                element_extremes(batch.line_loading_percent, ids.get("lines", none), "max"),
-                element_extremes(batch.trafo_loading_percent, ids.get("trafos", none), "max"),
-                element_extremes(vm, bus_ids, "min"), out / "feeder_map.png",
-                title=f"{kpis.get('scenario', '')}: maximum loading and minimum voltage "
-                      "over the run"))
-
-    if data.comm is not None:
-        graph, names = data.comm
-        fig, ax = plt.subplots(figsize=(6.5, 5))
-        # a force-directed layout costs O(n^2) per iteration: minutes for 10,000 agents
-        pos = (nx.spring_layout(graph, seed=0) if graph.number_of_nodes() <= SPRING_LAYOUT_MAX
-               else nx.circular_layout(graph))
-        final = {name: np.nan if value is None else value  # null in kpis.json
-                 for name, value in zip(names, kpis["fleet"]["final_lambda"], strict=False)}
-        colors = [final.get(names[n], 0.0) if isinstance(n, int) else final.get(n, 0.0)
-                  for n in graph.nodes]
-        small = graph.number_of_nodes() <= 40
-        labels = {n: names[n] if isinstance(n, int) and n < len(names) else str(n)
-                  for n in graph.nodes} if small else None
-        finite = [c for c in colors if np.isfinite(c)]
-        vmin, vmax = (min(finite), max(finite)) if finite else (0.0, 1.0)
-        if vmax <= vmin:
-            vmax = vmin + 1e-9
-        nx.draw_networkx(graph, pos, ax=ax, node_color=colors, cmap="viridis", vmin=vmin,
-                         vmax=vmax, with_labels=small, labels=labels,
-                         node_size=300 if small else 20, font_size=6,
-                         width=1.0 if graph.number_of_nodes() <= SPRING_LAYOUT_MAX else 0.05)
-        mappable = plt.cm.ScalarMappable(cmap="viridis",
-                                         norm=Normalize(vmin=vmin, vmax=vmax))
-        fig.colorbar(mappable, ax=ax, shrink=0.8, label="final lambda")
-        ax.set(title="Communication graph (colour: final lambda)")
-        ax.axis("off")
-        save(fig, "comm_graph.png")
-    return paths
-
-
-def loading_ylim(values: np.ndarray, limit_percent: float = 100.0) -> tuple[float, float]:
-    """0 to the data's maximum or a little above the limit, whichever is higher."""
-    top = float(np.nanmax(values)) if np.isfinite(values).any() else 0.0
-    return 0.0, max(limit_percent * 1.1, top * 1.05)
-
-
-def _duration_curves(ax: Any, loading: np.ndarray, ids: np.ndarray, what: str) -> None:
-    """Each element's loading sorted in descending order; the most loaded drawn one by
-    one (:data:`DURATION_LINES_MAX`), the envelope of all in grey, the 100 % limit."""
-    if loading.shape[1] == 0:
-        ax.text(0.5, 0.5, f"no {what}s", ha="center", transform=ax.transAxes)
-        return
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        peaks = np.nanmax(loading, axis=0)
-    curves = [np.sort(col[np.isfinite(col)])[::-1] for col in loading.T]
-    longest = max((len(c) for c in curves), default=0)
-    if longest:
-        padded = np.full((len(curves), longest), np.nan)
-        for j, c in enumerate(curves):
-            padded[j, :len(c)] = c
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            ax.fill_between(np.arange(1, longest + 1), 0, np.nanmax(padded, axis=0),
-                            color="0.85", label=f"max over all {len(curves)} {what}s")
-    order = np.argsort(np.nan_to_num(peaks, nan=-np.inf))[::-1][:DURATION_LINES_MAX]
-    for j in order:
-        label = f"{what} {ids[j] if j < len(ids) else j}"
-        ax.plot(np.arange(1, len(curves[j]) + 1), curves[j], lw=1.0, label=label)
-    ax.axhline(100, color="red", ls="--", lw=0.9, label="100 %")
-    ax.set_ylim(*loading_ylim(loading))
-    ax.legend(fontsize=7, ncol=2, loc="upper right")
-
-
-def voltage_ylim(vm: np.ndarray) -> tuple[tuple[float, float], list[tuple[float, float, str]]]:
-    """y limits fitted to the voltages and the bands worth drawing (0.95-1.05 always,
-    0.90-1.10 when the data come within :data:`VOLTAGE_BAND_NEAR_PU` of it)."""
-    finite = vm[np.isfinite(vm)]
-    low, high = (float(finite.min()), float(finite.max())) if finite.size else (1.0, 1.0)
-    bands = [VOLTAGE_BANDS[0]] + [b for b in VOLTAGE_BANDS[1:]
-                                  if low <= b[0] + VOLTAGE_BAND_NEAR_PU
-                                  or high >= b[1] - VOLTAGE_BAND_NEAR_PU]
-    lines = [v for b in bands for v in b[:2]]
-    lo, hi = min(low, *lines), max(high, *lines)
-    pad = 0.05 * (hi - lo)
-    return (lo - pad, hi + pad), bands
-
-
-def _voltage_bands(ax: Any, vm: np.ndarray) -> None:
-    (lo, hi), bands = voltage_ylim(vm)
-    for low, high, colour in bands:
-        for y in (low, high):
-            ax.axhline(y, color=colour, ls="--", lw=0.8)
-    ax.set_ylim(lo, hi)
-
-
-def worst_buses(vm: np.ndarray) -> list[tuple[int, str]]:
-    """Columns of the bus with the lowest minimum and of the one with the highest
-    maximum voltage (one entry when it is the same bus; none without data)."""
-    if vm.size == 0 or not np.isfinite(vm).any():
-        return []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        lows, highs = np.nanmin(vm, axis=0), np.nanmax(vm, axis=0)
-    j_low = int(np.nanargmin(lows))
-    j_high = int(np.nanargmax(highs))
-    if j_low == j_high:
-        return [(j_low, "lowest and highest")]
-    return [(j_low, "lowest"), (j_high, "highest")]
 
 
 def _unknown(value: Any) -> bool:

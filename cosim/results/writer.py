@@ -11,7 +11,9 @@ host and a heartbeat time refreshed every few seconds), ``complete`` or
 ``failed`` (with the reason). Each regular flush is also a checkpoint for
 ``--resume`` (``cosim.engine.checkpoint``). On success the parts of each table are
 joined into ``<run>/<table>.parquet`` and the parts and checkpoints removed.
-``read_table`` reads a table either way.
+``cosim.results.readers.read_table`` reads a table either way; the parts and their
+joining are in ``cosim.results.parts``, resuming in ``cosim.results.resume``, stop
+requests in ``cosim.results.stop``, JSON in ``cosim.results.jsonio``.
 
 Tables (units in the column names):
     buildings  time, datetime, building, bus, demand_kwh, backlog_kwh, grid_kwh, battery_kwh,
@@ -28,180 +30,47 @@ Tables (units in the column names):
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import os
-import re
 import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from agents.fleet.calendar import row_datetimes
-from agents.fleet.records import RESULT_COLUMNS
-from cosim.engine.checkpoint import KEEP_CHECKPOINTS, STATE_DIR, load_arrays, prune, save_arrays
-from cosim.results import rundir
-from cosim.results.provenance import code_fingerprint
-from cosim.results.rundir import (
-    STATUS_FILE,
-    RunDirError,
-    holder_alive,
-    new_marker,
-    process_start_ticks,
-    read_marker,
+from cosim.engine.checkpoint import KEEP_CHECKPOINTS, STATE_DIR, prune, save_arrays
+from cosim.results.jsonio import write_json
+from cosim.results.parts import (
+    BUILDING_VALUE_COLUMNS,
+    CONSTRAINT_VALUE_COLUMNS,
+    GRID_TABLES,
+    PARTS_DIR,
+    fsync,
+    write_joined,
 )
+from cosim.results.provenance import code_fingerprint
+from cosim.results.rundir import STATUS_FILE, new_marker, process_start_ticks
+from cosim.results.stop import raise_if_stop_requested
 from grid_models.errors import RunError
 
-BUILDING_COLUMNS = RESULT_COLUMNS
-BUILDING_VALUE_COLUMNS = RESULT_COLUMNS[3:]
-TABLES = ("buildings", "buses", "lines", "trafos", "grid")
-GRID_TABLES = TABLES[1:]
-#: tables a run writes only when it has them (grid constraints)
-OPTIONAL_TABLES = ("constraints",)
-ALL_TABLES = TABLES + OPTIONAL_TABLES
-#: the constraints table's value columns (one row per grid constraint per step)
-CONSTRAINT_VALUE_COLUMNS = ("measured", "limit", "excess", "mu", "mu_spread", "sign")
-PARTS_DIR = ".parts"
 HEARTBEAT_S = 5.0
+
+
 #: Seconds ``status.json``'s writer waits for the heartbeat's lock before writing anyway.
 STATUS_LOCK_S = 2 * HEARTBEAT_S
-_PROCESS_START_TICKS = process_start_ticks(os.getpid())
-_PART = re.compile(r"^part-(\d{5})\.parquet$")
 
-__all__ = ["ALL_TABLES", "BUILDING_COLUMNS", "BUILDING_VALUE_COLUMNS", "PARTS_DIR",
-           "STATUS_FILE", "TABLES", "RunDirError", "RunStopped", "RunWriteError", "RunWriter",
-           "read_status", "read_table", "recorded_bus_loads", "request_stop", "stops_at_once",
-           "write_json"]
+
+_PROCESS_START_TICKS = process_start_ticks(os.getpid())
 
 
 class RunWriteError(RunError, RuntimeError):
     """Results could not be written (disk full, permissions, ...); the run stopped."""
-
-
-class RunStopped(KeyboardInterrupt):
-    """A stop was requested (Ctrl-C, SIGTERM); raised at the end of a whole step.
-
-    ``exit_code``: what the command exits with (128 + the signal's number: 130 for
-    SIGINT, 143 for SIGTERM)."""
-
-    def __init__(self, reason: str, exit_code: int = 143) -> None:
-        super().__init__(reason)
-        self.exit_code = int(exit_code)
-
-
-_STOP = threading.Event()
-_STOP_AT_ONCE = threading.Event()
-_STOP_REASON: list[str] = []
-_STOP_CODE: list[int] = []
-
-
-def request_stop(reason: str, exit_code: int = 143) -> None:
-    """Ask the running engine to stop after the step it is in (e.g. from a signal handler).
-
-    Safe in a signal handler: while the engine steps it only sets a flag (checked at the
-    end of every step), so no exception lands inside the event loop, a lock or a file
-    write. A second request while the first is pending, or a request while no engine
-    steps (set-up after :func:`stops_at_once`, joining the results, the report), raises
-    at once, wherever the program is.
-    """
-    if _STOP.is_set() or _STOP_AT_ONCE.is_set():
-        raise RunStopped(reason, exit_code)
-    _STOP_REASON[:] = [reason]
-    _STOP_CODE[:] = [int(exit_code)]
-    _STOP.set()
-
-
-def _pending_stop() -> RunStopped:
-    return RunStopped(_STOP_REASON[0] if _STOP_REASON else "stop requested",
-                      _STOP_CODE[0] if _STOP_CODE else 143)
-
-
-def stops_at_once() -> None:
-    """Nothing steps yet (set-up): stop requests raise at once until :func:`steps_starting`."""
-    _STOP_AT_ONCE.set()
-
-
-def steps_starting() -> None:
-    """An engine starts stepping: stop requests wait for the end of a step again."""
-    _STOP_AT_ONCE.clear()
-
-
-def steps_finished() -> None:
-    """The engine's steps are over: a pending stop request raises now, later ones at once."""
-    _STOP_AT_ONCE.set()
-    if _STOP.is_set():
-        raise _pending_stop()
-
-
-def clear_stop() -> None:
-    _STOP.clear()
-    _STOP_AT_ONCE.clear()
-    _STOP_REASON.clear()
-    _STOP_CODE.clear()
-
-
-def json_safe(obj: Any) -> Any:
-    """``obj`` with every non-finite float (NaN, inf; numpy scalars too) as ``None``,
-    numpy scalars and arrays as plain Python values: what strict JSON can hold."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [json_safe(v) for v in obj.tolist()]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        value = float(obj)
-        return value if math.isfinite(value) else None
-    return obj
-
-
-def json_text(obj: Any) -> str:
-    """``obj`` as the strict, indented JSON text cosim writes (:func:`json_safe` first)."""
-    return json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n"
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    rundir.write_atomic(path, json_text(obj))
-
-
-def _part_indices(run_dir: Path, table: str) -> set[int]:
-    folder = Path(run_dir) / PARTS_DIR / table
-    if not folder.is_dir():
-        return set()
-    return {int(m.group(1)) for m in (_PART.match(p.name) for p in folder.iterdir()) if m}
-
-
-def complete_parts(run_dir: Path, tables: Sequence[str]) -> int:
-    """How many parts (0, 1, ... without a gap) every one of ``tables`` holds."""
-    count = None
-    for table in tables:
-        have = _part_indices(run_dir, table)
-        k = 0
-        while k in have:
-            k += 1
-        count = k if count is None else min(count, k)
-    return count or 0
-
-
-def expected_tables(run_dir: Path) -> list[str]:
-    """The tables a run writes (from ``status.json``; older runs: those with parts)."""
-    status = read_marker(run_dir, "run") or {}
-    tables = status.get("tables")
-    if isinstance(tables, list) and tables and all(t in ALL_TABLES for t in tables):
-        return list(tables)
-    return [t for t in ALL_TABLES if _part_indices(run_dir, t)]
 
 
 class RunWriter:
@@ -285,7 +154,7 @@ class RunWriter:
         # failure path that follows must still say failed
         held = self._status_lock.acquire(timeout=STATUS_LOCK_S)
         try:
-            _write_json(self.run_dir / STATUS_FILE, content)
+            write_json(self.run_dir / STATUS_FILE, content)
             self._last_status = content
         except OSError:
             if not best_effort:
@@ -301,7 +170,7 @@ class RunWriter:
                     content = {**self._last_status, "heartbeat_unix": round(time.time(), 3)}
                     if content.get("state") != "running":
                         return
-                    _write_json(self.run_dir / STATUS_FILE, content)
+                    write_json(self.run_dir / STATUS_FILE, content)
                     self._last_status = content
 
     def close(self) -> None:
@@ -353,8 +222,7 @@ class RunWriter:
         self.steps_done = t + 1
         if self.steps_done % self.flush_every == 0:
             self.flush()
-        if _STOP.is_set():
-            raise _pending_stop()
+        raise_if_stop_requested()
 
     def _building_table(self) -> pa.Table | None:
         """The buffered steps' building rows as an Arrow table (no pandas in between)."""
@@ -516,7 +384,7 @@ class RunWriter:
                 write_joined(parts, tmp)
             for tmp, target in staged:
                 os.replace(tmp, target)
-            _fsync(self.run_dir, directory=True)
+            fsync(self.run_dir, directory=True)
         except BaseException as exc:
             for tmp, _ in staged:
                 with contextlib.suppress(OSError):
@@ -527,253 +395,3 @@ class RunWriter:
             raise
         shutil.rmtree(self.run_dir / PARTS_DIR, ignore_errors=True)
         shutil.rmtree(self.run_dir / STATE_DIR, ignore_errors=True)
-
-
-def resume_point(run_dir: Path, components: Sequence[str]) -> tuple[int, int]:
-    """(steps done, next part) of the newest checkpoint whose parts are all on disk.
-
-    ``(0, 0)`` when there is none (the run starts again from step 0).
-    """
-    from cosim.engine.checkpoint import complete_checkpoints
-
-    run_dir = Path(run_dir)
-    have = complete_parts(run_dir, expected_tables(run_dir))
-    for k in reversed(complete_checkpoints(run_dir, ["writer", *components])):
-        saved = load_arrays(run_dir, k, "writer")
-        if int(saved["steps_done"]) == k and int(saved["next_part"]) <= have:
-            return k, int(saved["next_part"])
-    return 0, 0
-
-
-def truncate_parts(run_dir: Path, next_part: int, steps_done: int) -> None:
-    """Drop what lies beyond a checkpoint: later parts, ``.tmp`` leftovers (of parts and of
-    a finalize that was killed), later states."""
-    for table in ALL_TABLES:
-        (Path(run_dir) / f"{table}.parquet.tmp").unlink(missing_ok=True)
-    root = Path(run_dir) / PARTS_DIR
-    if root.is_dir():
-        for folder in root.iterdir():
-            if not folder.is_dir() or folder.is_symlink():
-                continue
-            for p in folder.iterdir():
-                m = _PART.match(p.name)
-                if p.name.endswith(".tmp") or (m and int(m.group(1)) >= next_part):
-                    p.unlink()
-    prune(run_dir, 0 if steps_done == 0 else steps_done, keep_until=steps_done)
-
-
-def read_status(run_dir: str | Path) -> dict[str, Any]:
-    """The run's ``status.json``; a file without cosim's run marker is refused."""
-    status = read_marker(run_dir, "run")
-    if status is None:
-        raise RunDirError(f"{run_dir}: no {STATUS_FILE} with a cosim run marker; not a run "
-                          "directory made by cosim")
-    return status
-
-
-def run_state(run_dir: str | Path) -> str:
-    """``complete``, ``failed``, ``running`` (its process is alive), ``dead`` (status says
-    running but its process is gone: killed) or ``unknown`` (running on another host)."""
-    status = read_status(run_dir)
-    state = str(status.get("state"))
-    if state != "running":
-        return state
-    alive = holder_alive(status)
-    return "running" if alive else ("unknown" if alive is None else "dead")
-
-
-#: Rows per piece when a table is read in pieces (:class:`TableScan`).
-SCAN_BATCH_ROWS = 1 << 20
-
-
-def _fsync(path: Path, *, directory: bool = False) -> None:
-    """Push ``path`` (a file, or a directory's entries) to disk; a directory that cannot
-    be synced (some file systems) is let be."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        if directory:
-            return
-        raise
-    try:
-        os.fsync(fd)
-    except OSError:
-        if not directory:
-            raise
-    finally:
-        os.close(fd)
-
-
-def _plain_schema(schema: pa.Schema) -> pa.Schema:
-    """``schema`` with dictionary-typed columns as their value type (the contract's types)."""
-    return pa.schema([pa.field(f.name, f.type.value_type, f.nullable, f.metadata)
-                      if pa.types.is_dictionary(f.type) else f for f in schema],
-                     metadata=schema.metadata)
-
-
-def write_joined(parts: Sequence[Path], path: Path) -> int:
-    """Append the Parquet files ``parts``, in order, to a new Parquet file ``path``.
-
-    One part is in memory at a time and becomes one row group (``ParquetWriter``); the
-    schema, its pandas metadata included, is the first part's, so ``pd.read_parquet``
-    gives what joining the parts in memory gave. The file is synced before this returns.
-    Returns the number of rows written.
-    """
-    writer: pq.ParquetWriter | None = None
-    schema: pa.Schema | None = None
-    rows = 0
-    try:
-        for part in parts:
-            table = pq.read_table(part)
-            if writer is None or schema is None:
-                schema = _plain_schema(table.schema)
-                writer = pq.ParquetWriter(path, schema)
-            if not table.schema.equals(schema, check_metadata=False):
-                table = table.cast(schema)
-            if table.num_rows:
-                writer.write_table(table, row_group_size=table.num_rows)
-            rows += table.num_rows
-            del table
-    finally:
-        if writer is not None:
-            writer.close()
-    if writer is not None:
-        _fsync(path)
-    return rows
-
-
-def table_files(run_dir: str | Path, table: str) -> list[Path]:
-    """The files that hold a table: ``[<table>.parquet]`` for a complete run, else the
-    parts 0..k-1 that every table of the run holds."""
-    if table not in ALL_TABLES:
-        raise RunDirError(f"unknown table {table!r}; valid: {', '.join(ALL_TABLES)}")
-    run_dir = Path(run_dir)
-    final = run_dir / f"{table}.parquet"
-    if final.is_file():
-        return [final]
-    tables = expected_tables(run_dir)
-    count = complete_parts(run_dir, tables if table in tables else [table])
-    if count == 0:
-        raise RunDirError(f"{run_dir}: no {table} results")
-    folder = run_dir / PARTS_DIR / table
-    return [folder / f"part-{k:05d}.parquet" for k in range(count)]
-
-
-def _checked_columns(path: Path, table: str, columns: Sequence[str] | None) -> list[str] | None:
-    if columns is None:
-        return None
-    columns = list(columns)
-    have = pq.read_schema(path).names
-    unknown = [c for c in columns if c not in have]
-    if unknown:
-        raise RunDirError(f"{table} has no column {', '.join(map(repr, unknown))}; "
-                          f"valid: {', '.join(have)}")
-    return columns
-
-
-def read_table(run_dir: str | Path, table: str,
-               columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """A table of a run, complete or (from its flushed parts) interrupted.
-
-    ``columns``: read only these (in this order); None reads all.
-    """
-    files = table_files(run_dir, table)
-    columns = _checked_columns(files[0], table, columns)
-    if files[0].parent == Path(run_dir):
-        return pd.read_parquet(files[0], columns=columns)
-    return pd.concat([pd.read_parquet(f, columns=columns) for f in files], ignore_index=True)
-
-
-class TableScan:
-    """A table of a run read in pieces, for reductions over tables larger than memory.
-
-    The files are fixed when the scan is made (:func:`table_files`: the final file, or
-    the parts every table holds), so a table that grows meanwhile is read as it was.
-    ``columns``: read only these (None: all). ``batches()`` yields the rows in file
-    order in pieces of at most ``batch_rows`` rows; ``steps()`` yields them in pieces of
-    whole steps (every row of a ``time`` in one piece; rows are ordered by time).
-    """
-
-    def __init__(self, run_dir: str | Path, table: str, columns: Sequence[str] | None = None,
-                 *, batch_rows: int | None = None) -> None:
-        self.table = table
-        self.files = table_files(run_dir, table)
-        self.columns = _checked_columns(self.files[0], table, columns)
-        self.batch_rows = max(1, int(SCAN_BATCH_ROWS if batch_rows is None else batch_rows))
-
-    @property
-    def num_rows(self) -> int:
-        return sum(pq.read_metadata(f).num_rows for f in self.files)
-
-    def batches(self, columns: Sequence[str] | None = None) -> Iterator[pd.DataFrame]:
-        """The rows in file order; ``columns`` (default: the scan's) picks the columns."""
-        cols = self.columns if columns is None else _checked_columns(
-            self.files[0], self.table, columns)
-        for path in self.files:
-            # a row group at a time (a part of the run: what its writer held in memory);
-            # larger ones in batches. iter_batches over a whole file holds far more.
-            with pq.ParquetFile(path, pre_buffer=False) as pf:
-                for i in range(pf.num_row_groups):
-                    if pf.metadata.row_group(i).num_rows <= self.batch_rows:
-                        yield pf.read_row_group(i, columns=cols).to_pandas()
-                        continue
-                    for batch in pf.iter_batches(batch_size=self.batch_rows, row_groups=[i],
-                                                 columns=cols, use_threads=False):
-                        yield batch.to_pandas()
-
-    def steps(self) -> Iterator[pd.DataFrame]:
-        """The rows in pieces of whole steps, in time order (``time`` is always read)."""
-        cols = self.columns
-        if cols is not None and "time" not in cols:
-            cols = ["time", *cols]
-        carry: pd.DataFrame | None = None
-        last = None
-        for frame in self.batches(cols):
-            if frame.empty:
-                continue
-            times = frame["time"].to_numpy()
-            if (last is not None and times[0] < last) or bool((np.diff(times) < 0).any()):
-                raise RunDirError(f"{self.table}: rows are not ordered by time")
-            last = times[-1]
-            cut = int(np.searchsorted(times, last, side="left"))
-            if cut == 0:  # the whole piece is one step
-                if carry is not None and carry["time"].iat[0] == last:
-                    carry = pd.concat([carry, frame], ignore_index=True)
-                    continue
-                if carry is not None:
-                    yield carry
-                carry = frame
-                continue
-            head = frame.iloc[:cut]
-            yield head if carry is None else pd.concat([carry, head], ignore_index=True)
-            carry = frame.iloc[cut:].reset_index(drop=True)
-        if carry is not None:
-            yield carry
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically (a temporary file, then a rename)."""
-    _write_json(Path(path), obj)
-
-
-def recorded_bus_loads(run_dir: str | Path, slack_buses: Sequence[int], *,
-                       buses: pd.DataFrame | None = None, grid: pd.DataFrame | None = None
-                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Net consumption per step and bus (time x bus, MW and Mvar) as the run recorded it.
-
-    ``buses.p_mw``/``q_mvar`` are pandapower's ``res_bus``, which at the slack bus
-    includes the external grid's supply; that is taken out again (from
-    ``grid.parquet``), so the frames are the loads to put on ``feeder.json``'s buses
-    (its own loads and generators switched off) to recompute the run's power flow.
-    ``buses`` and ``grid``: the run's tables when the caller has read them already.
-    """
-    slack = [int(b) for b in slack_buses]
-    if len(slack) != 1:
-        raise RunDirError(f"{run_dir}: need exactly one external grid, got buses {slack}")
-    buses = read_table(run_dir, "buses") if buses is None else buses
-    grid = (read_table(run_dir, "grid") if grid is None else grid).set_index("time")
-    p = buses.pivot(index="time", columns="bus", values="p_mw")
-    q = buses.pivot(index="time", columns="bus", values="q_mvar")
-    p[slack[0]] += grid.loc[p.index, "ext_grid_p_mw"]
-    q[slack[0]] += grid.loc[q.index, "ext_grid_q_mvar"]
-    return p, q

@@ -9,16 +9,17 @@ from grid_models.lazy_api import lazy_api
 
 if TYPE_CHECKING:
     from cosim.tools.compare import Comparison, Tolerance, compare_runs
-    from cosim.tools.study import Study, load_study, run_study
+    from cosim.tools.study.execution import run_study
+    from cosim.tools.study.schema import Study, load_study
     from cosim.tools.verify import Verification, verify_run
 
 _API = {
     "Comparison": "compare",
     "Tolerance": "compare",
     "compare_runs": "compare",
-    "Study": "study",
-    "load_study": "study",
-    "run_study": "study",
+    "Study": "study.schema",
+    "load_study": "study.schema",
+    "run_study": "study.execution",
     "Verification": "verify",
     "verify_run": "verify",
 }

@@ -194,8 +194,8 @@ def load_tolerance_file(path: str | Path) -> dict[str, Tolerance]:
 
 
 def _status_tables(run_dir: Path) -> list[str]:
+    from cosim.results.readers import read_status
     from cosim.results.rundir import RunDirError
-    from cosim.results.writer import read_status
 
     try:
         status = read_status(run_dir)
@@ -346,7 +346,7 @@ def compare_runs(run: str | Path, reference: str | Path,
                  tolerances: Mapping[str, Tolerance] | None = None) -> Comparison:
     """Compare ``run`` with ``reference`` (module docstring); ``tolerances`` override the
     defaults per quantity. Raises :class:`CompareError` when either is not a run."""
-    from cosim.results.writer import read_table
+    from cosim.results.readers import read_table
 
     run_dir, ref_dir = Path(run), Path(reference)
     tol = {**DEFAULT_TOLERANCES, **(tolerances or {})}

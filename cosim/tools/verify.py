@@ -10,7 +10,7 @@ its files"), each with a named tolerance and its worst deviation:
   and ``unmet = b(t) + dropped`` (``ENERGY_ATOL_KWH``);
 * **power flow** re-solved with pandapower from ``feeder.json`` (read through the
   screening reader, its own loads and generators switched off) and the recorded bus
-  injections (``cosim.results.writer.recorded_bus_loads``), on a sample of steps or all
+  injections (``cosim.results.readers.recorded_bus_loads``), on a sample of steps or all
   (``steps``): bus voltages, line and transformer loadings (``VM_ATOL_PU``,
   ``LOADING_ATOL_PERCENT``: the power-grid-model backend agrees with pandapower to these);
 * **multipliers** re-derived with ``agents.consensus.duals.DualDynamics`` from ``comm_graph.json``,
@@ -159,7 +159,7 @@ def check_power_flow(run: Path, steps: int | None = DEFAULT_SAMPLE_STEPS, *,
 
     import pandapower as pp
 
-    from cosim.results.writer import read_table, recorded_bus_loads
+    from cosim.results.readers import read_table, recorded_bus_loads
     from grid_models.feeders import read_feeder_json
 
     vm = VerifyCheck("power flow: vm_pu", f"atol {VM_ATOL_PU:g} pu")
@@ -260,7 +260,7 @@ def check_multipliers(run: Path, b: pd.DataFrame, scenario: dict[str, Any],
 
 def _check_grid_multipliers(run: Path, b: pd.DataFrame, names: list[str],
                             lam: np.ndarray) -> list[VerifyCheck]:
-    from cosim.results.writer import read_table
+    from cosim.results.readers import read_table
 
     described = json.loads((run / "grid_constraints.json").read_text())
     mu_check = VerifyCheck("grid multipliers", f"atol {MULTIPLIER_ATOL:g}")
@@ -309,7 +309,7 @@ def check_kpis(run: Path, scenario: dict[str, Any], kpis: dict[str, Any]) -> Ver
                          float(scenario["duals"]["lambda_max"]), kpis.get("scenario", ""))
     if (run / "constraints.parquet").is_file():
         from cosim.results.constraint_report import constraint_kpis, constraint_totals
-        from cosim.results.writer import read_table
+        from cosim.results.readers import read_table
 
         frame = read_table(run, "constraints")
         again["grid_constraints"] = json.loads(json.dumps(constraint_kpis(
@@ -359,8 +359,8 @@ def verify_run(run: str | Path, steps: int | None = DEFAULT_SAMPLE_STEPS) -> Ver
     power flow re-solves, spread over the run (None: all)."""
     import yaml
 
+    from cosim.results.readers import read_status, read_table
     from cosim.results.rundir import RunDirError
-    from cosim.results.writer import read_status, read_table
 
     run = Path(run)
     status = read_status(run)

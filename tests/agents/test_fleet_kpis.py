@@ -16,7 +16,7 @@ from agents.fleet.kpis import (
     consensus_window_steps,
     fleet_kpis,
 )
-from cosim.results.writer import json_safe
+from cosim.results.jsonio import json_safe
 
 SPREAD_KEYS = ("lambda_spread_last10pct", "lambda_spread_last10pct_mean",
                "lambda_spread_last10pct_rel")

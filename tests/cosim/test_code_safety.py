@@ -26,7 +26,7 @@ from cosim.engine.sims.building_sim import (
     load_shard_scenario,
 )
 from cosim.engine.world import SHARD_STARTER, shard_command
-from cosim.results.writer import read_status
+from cosim.results.readers import read_status
 from grid_models.feeders import load_feeder, save_feeder_json
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

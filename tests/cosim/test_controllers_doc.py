@@ -14,7 +14,7 @@ import yaml
 
 from cosim.cli import main
 from cosim.engine.run import prepare_scenario
-from cosim.results.writer import read_status
+from cosim.results.readers import read_status
 from cosim.scenario.loader import load_scenario
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -16,7 +16,8 @@ import pytest
 from agents.fleet.calendar import row_datetimes
 from agents.fleet.runner import run_plain
 from cosim.engine.run import execute, prepare_scenario
-from cosim.results.writer import TABLES, read_status, recorded_bus_loads
+from cosim.results.parts import TABLES
+from cosim.results.readers import read_status, recorded_bus_loads
 from cosim.scenario.build import controller_for
 
 SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "paper_fig1d.yaml"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cosim.cli import main
-from cosim.results.writer import read_status
+from cosim.results.readers import read_status
 
 
 def test_cli_demo_runs_paper_fig1d(tmp_path: Path, capsys):

@@ -17,7 +17,7 @@ from agents.control.rules import PriceAwareHeuristic
 from agents.fleet.observation import observation_matrix
 from cosim.engine.fleet_env import FleetParallelEnv, SharedPolicyVecEnv
 from cosim.engine.run import execute, prepare_scenario
-from cosim.results.writer import read_table
+from cosim.results.readers import read_table
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = REPO_ROOT / "scenarios" / "paper_fig1d.yaml"

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from cosim.engine.run import execute, prepare_scenario
-from cosim.results.writer import read_table
+from cosim.results.readers import read_table
 from cosim.scenario.build import build
 from cosim.scenario.errors import ScenarioError
 from cosim.scenario.loader import load_scenario

@@ -17,7 +17,7 @@ import pytest
 
 from cosim.cli import main
 from cosim.engine.run import execute, prepare_scenario
-from cosim.results.writer import read_status, read_table
+from cosim.results.readers import read_status, read_table
 from cosim.scenario.errors import ScenarioError
 from cosim.scenario.loader import load_scenario
 from tests.run_edit import assert_same_tables, stopped_at

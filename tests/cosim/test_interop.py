@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from cosim.engine.run import execute, prepare_scenario
-from cosim.results.writer import read_table
+from cosim.results.readers import read_table
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = REPO_ROOT / "scenarios" / "paper_fig1d.yaml"

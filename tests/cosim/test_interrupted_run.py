@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cosim.results.writer import PARTS_DIR, read_status, read_table
+from cosim.results.parts import PARTS_DIR
+from cosim.results.readers import read_status, read_table
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = REPO_ROOT / "scenarios" / "paper_fig1d.yaml"

@@ -13,8 +13,8 @@ import pytest
 
 from cosim.cli import main
 from cosim.results.decisions import DECISIONS_DIR
-from cosim.results.writer import read_status, read_table
-from cosim.tools.study import run_metrics
+from cosim.results.readers import read_status, read_table
+from cosim.tools.study.metrics import run_metrics
 from tests.run_edit import assert_same_tables, stopped_at
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

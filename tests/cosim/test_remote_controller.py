@@ -16,7 +16,7 @@ import pytest
 
 from agents.control.contract import ControllerError
 from cosim.engine.run import execute, prepare_scenario
-from cosim.results.writer import read_status
+from cosim.results.readers import read_status
 from cosim.scenario.errors import ScenarioError
 from cosim.scenario.loader import load_scenario
 from tests.run_edit import assert_same_tables

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cosim.engine.run import execute, prepare_scenario
-from cosim.results.report import loading_ylim, voltage_ylim, worst_buses
+from cosim.results.plots import loading_ylim, voltage_ylim, worst_buses
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

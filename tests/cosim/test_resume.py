@@ -19,7 +19,8 @@ import pytest
 
 from cosim.cli import main
 from cosim.engine.checkpoint import STATE_DIR
-from cosim.results.writer import PARTS_DIR, read_status
+from cosim.results.parts import PARTS_DIR
+from cosim.results.readers import read_status
 from tests.run_edit import assert_same_tables, stopped_at
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -24,15 +24,9 @@ import pytest
 import yaml
 
 from cosim.cli import main
+from cosim.results.parts import PARTS_DIR, TABLES, complete_parts
+from cosim.results.readers import read_status, read_table, run_state
 from cosim.results.rundir import LOCK_FILE, RunDirError, check_output_path
-from cosim.results.writer import (
-    PARTS_DIR,
-    TABLES,
-    complete_parts,
-    read_status,
-    read_table,
-    run_state,
-)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = REPO_ROOT / "scenarios" / "paper_fig1d.yaml"

@@ -31,8 +31,9 @@ import yaml
 
 import cosim.results.rundir
 from cosim.cli import main
+from cosim.results.parts import PARTS_DIR
+from cosim.results.readers import read_status
 from cosim.results.rundir import LOCK_FILE
-from cosim.results.writer import PARTS_DIR, read_status
 from tests.run_edit import assert_same_tables, stopped_at
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -472,7 +473,7 @@ def test_a_leaked_status_lock_does_not_keep_a_run_from_saying_failed(
 def test_a_stop_signal_waits_for_the_step_and_says_its_exit_code() -> None:
     """Ctrl-C and SIGTERM only ask while an engine steps; the pending stop raises at the
     step's end with 128 + the signal's number; a second signal raises at once."""
-    from cosim.results.writer import (
+    from cosim.results.stop import (
         RunStopped,
         clear_stop,
         request_stop,

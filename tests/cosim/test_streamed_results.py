@@ -30,20 +30,18 @@ import pyarrow.parquet as pq
 import pytest
 
 import agents.fleet.kpis as fleet_kpis_module
+import cosim.results.jsonio as jsonio
+import cosim.results.plots as plots
+import cosim.results.readers as readers
 import cosim.results.report as report
 import cosim.results.writer as results
 from agents.fleet.kpis import FLEET_KPI_COLUMNS, FleetKpiStream, PairwiseSum, fleet_kpis
 from cosim.engine.checkpoint import STATE_DIR
 from cosim.engine.run import execute, prepare_scenario
-from cosim.results.writer import (
-    BUILDING_VALUE_COLUMNS,
-    PARTS_DIR,
-    TABLES,
-    RunDirError,
-    RunWriter,
-    TableScan,
-    read_table,
-)
+from cosim.results.parts import BUILDING_VALUE_COLUMNS, PARTS_DIR, TABLES
+from cosim.results.readers import TableScan, read_table
+from cosim.results.rundir import RunDirError
+from cosim.results.writer import RunWriter
 from grid_models.kpis import grid_kpis
 from grid_models.powerflow.interface import BatchGridResult
 
@@ -140,7 +138,7 @@ def _same(got: dict, want: dict) -> None:
     """Equal KPI dicts; numbers compared within ``KPI_RTOL`` (zero: bit for bit)."""
     assert got.keys() == want.keys()
     for key, value in want.items():
-        value = results.json_safe(value)
+        value = jsonio.json_safe(value)
         if isinstance(value, list):
             np.testing.assert_allclose(got[key], value, rtol=KPI_RTOL, atol=0, err_msg=key)
         elif isinstance(value, float):
@@ -317,7 +315,7 @@ def test_kpis_of_synthetic_run_equal_old_computation(synthetic, monkeypatch):
     assert want["grid"]["line_overload_hours_unknown_steps"] >= 1  # the NaN line at step 5
     for batch_rows, block in ((None, None), (ODD_BATCH, SMALL_BLOCK), (1, SMALL_BLOCK)):
         if batch_rows is not None:
-            monkeypatch.setattr(results, "SCAN_BATCH_ROWS", batch_rows)
+            monkeypatch.setattr(readers, "SCAN_BATCH_ROWS", batch_rows)
             monkeypatch.setattr(fleet_kpis_module, "PAIRWISE_BLOCK", block)
         got = report.compute_kpis(run, 17.0, 0.5, LAMBDA_MAX, "synthetic")
         _same(got["fleet"], want["fleet"])
@@ -389,7 +387,7 @@ def test_plots_read_only_what_they_draw(synthetic, monkeypatch):
         real(self, run_dir, table, columns, **kw)
 
     monkeypatch.setattr(TableScan, "__init__", spy)
-    paths = report.write_plots(run, kpis)
+    paths = plots.write_plots(run, kpis)
     assert {p.name for p in paths} == {"district_grid.png", "lambda.png", "unmet.png",
                                        "trafo_duration.png", "line_duration.png",
                                        "voltage_envelope.png", "worst_bus_voltage.png"}
@@ -432,8 +430,8 @@ def test_kpis_json_of_a_run_equal_old_computation(tmp_path: Path, name: str):
     run = execute(sc, built, tmp_path / name, progress=False, engine="plain").run_dir
     kpis = json.loads((run / "kpis.json").read_text())
     want = _reference_kpis(run, built.limit_kwh, sc.time.step_h)
-    _same(kpis["fleet"], json.loads(json.dumps(results.json_safe(want["fleet"]))))
-    _same(kpis["grid"], json.loads(json.dumps(results.json_safe(want["grid"]))))
+    _same(kpis["fleet"], json.loads(json.dumps(jsonio.json_safe(want["fleet"]))))
+    _same(kpis["grid"], json.loads(json.dumps(jsonio.json_safe(want["grid"]))))
     assert kpis["fleet"]["steps"] == steps
     assert {p.name for p in (run / "plots").iterdir()} >= {
         "district_grid.png", "lambda.png", "unmet.png", "trafo_duration.png",

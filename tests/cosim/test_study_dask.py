@@ -16,7 +16,9 @@ import pytest
 
 from cosim.results.rundir import RunDirError
 from cosim.scenario.errors import ScenarioError
-from cosim.tools.study import TIMING_COLUMNS, run_study, study_from_args, study_workers
+from cosim.tools.study.execution import run_study, study_workers
+from cosim.tools.study.metrics import TIMING_COLUMNS
+from cosim.tools.study.schema import study_from_args
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = str(ROOT / "scenarios" / "paper_fig1d.yaml")

@@ -14,8 +14,8 @@ import pytest
 from agents.control.contract import ControllerError
 from cosim.cli import main
 from cosim.engine.run import execute, prepare_scenario, resume
+from cosim.results.readers import read_status, read_table
 from cosim.results.rundir import RunDirError
-from cosim.results.writer import read_status, read_table
 from cosim.scenario.build import build
 from cosim.scenario.errors import ScenarioError
 from cosim.scenario.loader import load_scenario

@@ -2,7 +2,6 @@
 and keeps the built-in base that existing ``except ValueError`` code relies on."""
 
 import pytest
-from cosim.scenario.schema import ScenarioError, ScenarioInfeasible
 
 from agents.consensus.graphs import GraphError
 from agents.control.contract import ControllerError
@@ -15,6 +14,7 @@ from cosim.engine.user_controller import UserControllerError
 from cosim.engine.world import NoAnswer
 from cosim.results.rundir import RunDirError
 from cosim.results.writer import RunWriteError
+from cosim.scenario.errors import ScenarioError, ScenarioInfeasible
 from cosim.scenario.safe_yaml import YamlProblems
 from cosim.tools.compare import CompareError
 from grid_models.errors import (

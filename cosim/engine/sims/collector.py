@@ -14,7 +14,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cosim.engine.sims.meta import meta
-from cosim.results.writer import BUILDING_VALUE_COLUMNS, RunWriter
+from cosim.results.parts import BUILDING_VALUE_COLUMNS
+from cosim.results.writer import RunWriter
 
 if TYPE_CHECKING:
     from mosaik_api_v3.types import CreateResult, InputData, Meta, OutputData, OutputRequest
