@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from grid_models.lazy_api import lazy_api
+from grid_models.support.lazy_api import lazy_api
 
 if TYPE_CHECKING:
     from agents.consensus.duals import DualConfig, DualDynamics, DualState

@@ -111,7 +111,7 @@ from agents.consensus.graphs import (
     directed_edges,
 )
 from agents.consensus.metropolis import metropolis_from_edges
-from grid_models.settings import check_settings, setting
+from grid_models.support.settings import check_settings, setting
 
 DUAL_MODES = ("paper", "pi", "atc", "averaging", "independent", "centralized")
 _GRAPH_MODES = ("paper", "pi", "atc", "averaging")  # exchange messages on the graph

@@ -81,7 +81,7 @@ from agents.control.coupling import CouplingRows, Forecast
 from agents.fleet.actions import model_actions
 from agents.fleet.building import FleetParams
 from agents.fleet.observation import FleetObservation
-from grid_models.settings import check_settings, setting
+from grid_models.support.settings import check_settings, setting
 
 NEGOTIATIONS = ("coordinator", "consensus")
 #: The smallest |upper| a relative excess divides by.

@@ -91,7 +91,7 @@ from agents.control.coupling import CouplingRows, Forecast
 from agents.fleet.actions import model_actions
 from agents.fleet.building import FleetParams, FleetState, step_fleet
 from agents.fleet.observation import FleetObservation
-from grid_models.settings import check_settings, setting
+from grid_models.support.settings import check_settings, setting
 
 #: A plan drops demand when it drops more than this (kWh over the day).
 DROP_ATOL_KWH = 1e-9

@@ -1,9 +1,9 @@
 """Scenario files: a strict pydantic schema, one loader, errors that name the field.
 
-A scenario is YAML, read by a bounded reader (``safe_yaml``: no duplicate keys, no alias
-bombs). Unknown keys are rejected everywhere and types are strict (``steps: true`` or
-``steps: 24.5`` are errors, not coerced; a float field takes an integer). Every count,
-window and free-form mapping has an upper bound (``limits``). ``load_scenario`` returns a
+A scenario is YAML, read by the bounded reader (``grid_models.support.safe_yaml``: no
+duplicate keys, no alias bombs). Unknown keys are rejected everywhere and types are
+strict (``steps: true`` or ``steps: 24.5`` are errors, not coerced; a float field takes
+an integer). Every count, window and free-form mapping has an upper bound (``limits``). ``load_scenario`` returns a
 validated ``Scenario`` with every default filled in, or raises one ``ScenarioError``
 listing every problem of the schema; the checks that need data (does the feeder exist,
 is the bus in it, are there enough hours, is the policy file there) run when the
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from grid_models.lazy_api import lazy_api
+from grid_models.support.lazy_api import lazy_api
 
 if TYPE_CHECKING:
     from cosim.scenario.build import Built, build
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from cosim.scenario.grid_constraints import GridConstraintSet, build_grid_constraints
     from cosim.scenario.loader import load_scenario
     from cosim.scenario.model import Scenario
-    from cosim.scenario.safe_yaml import read_yaml
 
 _API = {
     "Built": "build",
@@ -44,7 +43,6 @@ _API = {
     "build_grid": "grid",
     "GridConstraintSet": "grid_constraints",
     "build_grid_constraints": "grid_constraints",
-    "read_yaml": "safe_yaml",
     "Scenario": "model",
     "ScenarioError": "errors",
     "ScenarioInfeasible": "errors",

@@ -20,7 +20,7 @@ from cosim.scenario.limits import (
     MAX_REMOTE_TIMEOUT_S,
     MAX_TEXT_CHARS,
 )
-from grid_models.settings import settings_of
+from grid_models.support.settings import settings_of
 
 # the dmpc_* and epos_* settings' defaults, bounds and meanings: the domain configs
 _DMPC = settings_of(DmpcConfig)

@@ -1,5 +1,5 @@
 """The tables of scenario fields, defaults and bounds in README.md and docs/, generated from
-the schema (whose agent settings come from the domain configs, ``grid_models.settings``).
+the schema (whose agent settings come from the domain configs, ``grid_models.support.settings``).
 
 Each table sits between ``<!-- fields:NAME:start -->`` and ``<!-- fields:NAME:end -->``.
 ``python -m cosim.scenario.doc_tables`` rewrites them; ``--check`` only reports the files

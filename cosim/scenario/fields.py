@@ -17,7 +17,7 @@ from cosim.scenario.limits import (
     MAX_TEXT_CHARS,
     MAX_TIME_STEPS,
 )
-from grid_models.settings import settings_of
+from grid_models.support.settings import settings_of
 
 MAX_BUS_ID = 2**31 - 1
 
@@ -70,7 +70,7 @@ def shown_value(value: Any) -> str:
 def domain_field(cls: type, name: str, *, le: float | None = None, bounds: bool = True,
                  optional_for: str | None = None) -> Any:
     """The pydantic field of the setting ``name`` of the domain config ``cls``
-    (``grid_models.settings``): its default, bounds and meaning, declared there once.
+    (``grid_models.support.settings``): its default, bounds and meaning, declared there once.
 
     ``le``: the scenario file's own cap, on top of the domain's bounds (a plausibility or
     resource limit of a file, ``cosim.scenario.limits``). ``bounds=False``: the section

@@ -2,7 +2,8 @@
 
 Every bound is checked when the scenario is validated, before any array, graph,
 feeder or run directory is made (the README's "Scenario fields" lists them). The
-YAML bounds are checked while the file is parsed, before any value is built.
+YAML bounds (``grid_models.support.safe_yaml``, the same for every YAML file) are
+checked while the file is parsed, before any value is built.
 """
 
 from __future__ import annotations
@@ -14,9 +15,6 @@ MAX_SCENARIO_FILE_BYTES = 1 << 20  # 1 MiB
 #: a run's resolved scenario.yaml spells every default out (~180 bytes per explicit
 #: building); readers of it (shards, resume) pass this as load_scenario(max_bytes=...)
 MAX_RESOLVED_SCENARIO_BYTES = 16 << 20
-MAX_YAML_ALIASES = 100  # alias uses (*name) in one document
-MAX_YAML_DEPTH = 32  # nesting of mappings and lists
-MAX_YAML_NODES = 1_000_000  # values after expanding every alias
 MAX_REPORTED_ERRORS = 100  # problems printed for one file; a last line counts the rest
 
 # --- sizes ---------------------------------------------------------------------------------

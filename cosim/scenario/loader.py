@@ -15,7 +15,7 @@ from cosim.scenario.limits import MAX_SCENARIO_FILE_BYTES
 from cosim.scenario.messages import pydantic_errors
 from cosim.scenario.model import Scenario
 from cosim.scenario.overrides import set_path, shorten_run
-from cosim.scenario.safe_yaml import YamlProblems, read_yaml
+from grid_models.support.safe_yaml import YamlProblems, read_yaml
 
 
 def scenario_from_dict(raw: Any, source: str = "<scenario>",
@@ -73,7 +73,7 @@ def _not_utf8(data: bytes) -> str:
 def read_scenario_file(path: str | os.PathLike[str], max_bytes: int = MAX_SCENARIO_FILE_BYTES,
                        duplicates: list[tuple[str, str]] | None = None) -> Any:
     """The YAML value of a scenario file, read with the bounded reader (``duplicates``:
-    see ``cosim.scenario.safe_yaml.read_yaml``)."""
+    see ``grid_models.support.safe_yaml.read_yaml``)."""
     path = Path(path)
     source = str(path)
     if not path.is_file():

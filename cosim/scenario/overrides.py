@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from cosim.scenario.errors import ScenarioError
-from cosim.scenario.safe_yaml import YamlProblems, read_yaml
+from grid_models.support.safe_yaml import YamlProblems, read_yaml
 
 
 def set_path(raw: dict[str, Any], dotted: str, value: Any, source: str) -> None:

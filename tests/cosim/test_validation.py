@@ -12,10 +12,9 @@ from cosim.cli import main
 from cosim.engine.run import prepare_scenario
 from cosim.scenario.checks import graph_edges_estimate
 from cosim.scenario.errors import ScenarioError
-from cosim.scenario.limits import MAX_YAML_ALIASES, MAX_YAML_DEPTH
 from cosim.scenario.loader import load_scenario, resolved_yaml
 from cosim.scenario.overrides import parse_overrides
-from cosim.scenario.safe_yaml import YamlProblems, read_yaml
+from grid_models.support.safe_yaml import MAX_YAML_ALIASES, MAX_YAML_DEPTH, YamlProblems, read_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = ROOT / "scenarios" / "paper_fig1d.yaml"

@@ -15,7 +15,6 @@ from cosim.engine.world import NoAnswer
 from cosim.results.rundir import RunDirError
 from cosim.results.writer import RunWriteError
 from cosim.scenario.errors import ScenarioError, ScenarioInfeasible
-from cosim.scenario.safe_yaml import YamlProblems
 from cosim.tools.compare import CompareError
 from grid_models.errors import (
     BackendError,
@@ -28,6 +27,7 @@ from grid_models.errors import (
     RunError,
 )
 from grid_models.physics import FeederPhysicsError
+from grid_models.support.safe_yaml import YamlProblems
 
 INPUT = [GridModelError, FeederFileError, FeederPhysicsError, IslandedBusError, BackendError,
          PowerFlowInputError, GraphError, OracleInfeasible, DataError, PolicyFileError,

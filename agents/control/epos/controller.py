@@ -24,7 +24,7 @@ from agents.control.epos.tree import _post_order
 from agents.fleet.actions import model_actions
 from agents.fleet.building import FleetParams
 from agents.fleet.observation import FleetObservation
-from grid_models.settings import check_settings, setting
+from grid_models.support.settings import check_settings, setting
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cosim.scenario.errors import ScenarioError
 from cosim.scenario.limits import MAX_SCENARIO_FILE_BYTES
-from cosim.scenario.safe_yaml import YamlProblems, read_yaml
+from grid_models.support.safe_yaml import YamlProblems, read_yaml
 
 #: a variant name: letters, digits, then also _ . = + - (no path separators, not . or ..)
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,63}$")

@@ -16,9 +16,12 @@ import yaml
 from yaml.events import Event
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from cosim.scenario.limits import MAX_YAML_ALIASES, MAX_YAML_DEPTH, MAX_YAML_NODES
 from grid_models.errors import InputError
 
+# what one YAML document may hold (scenario, study, recipe and a run's stored scenario)
+MAX_YAML_ALIASES = 100  # alias uses (*name) in one document
+MAX_YAML_DEPTH = 32  # nesting of mappings and lists
+MAX_YAML_NODES = 1_000_000  # values after expanding every alias
 MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
