@@ -3,11 +3,11 @@
 A scenario is YAML, read by the bounded reader (``grid_models.support.safe_yaml``: no
 duplicate keys, no alias bombs). Unknown keys are rejected everywhere and types are
 strict (``steps: true`` or ``steps: 24.5`` are errors, not coerced; a float field takes
-an integer). Every count, window and free-form mapping has an upper bound (``limits``). ``load_scenario`` returns a
-validated ``Scenario`` with every default filled in, or raises one ``ScenarioError``
-listing every problem of the schema; the checks that need data (does the feeder exist,
-is the bus in it, are there enough hours, is the policy file there) run when the
-scenario is built (``build``) and are collected the same way.
+an integer). Every count, window and free-form mapping has an upper bound (``limits``).
+``load_scenario`` returns a validated ``Scenario`` with every default filled in, or
+raises one ``ScenarioError`` listing every problem of the schema; the checks that need
+data (does the feeder exist, is the bus in it, are there enough hours, is the policy
+file there) run when the scenario is built (``build``) and are collected the same way.
 
 The modules, in reading order:
 
