@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agents.fleet.paths import CITYLEARN_DATA_PATH, resolve_path
 from agents.learning.tariffs import MultiplierDraw, TariffDraw
 from grid_models.errors import InputError
+from grid_models.support.safe_yaml import YamlProblems, read_yaml_file
 
 
 class RecipeError(InputError, ValueError):
@@ -226,12 +226,11 @@ def load_recipe(path: str | Path) -> Recipe:
         RecipeError: if the file is missing, malformed or invalid (the message names the field).
     """
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"{path}: recipe file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: malformed YAML ({exc})".replace("\n", " ")) from None
+        raw = read_yaml_file(path, what="recipe file")
+    except YamlProblems as exc:
+        raise RecipeError("\n".join(f"{path}: {f'{where}: ' if where else ''}{message}"
+                                     for where, message in exc.errors)) from None
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: the recipe must be a mapping of fields")
     try:

@@ -87,11 +87,11 @@ def _period(time: dict[str, Any]) -> str:
 
 def run_report_html(run_dir: str | Path) -> str:
     """The HTML of a finished run's report (reads kpis.json, scenario.yaml, plots/)."""
-    import yaml
+    from cosim.scenario.loader import load_run_scenario
 
     run = Path(run_dir)
     kpis = json.loads((run / "kpis.json").read_text())
-    scenario = yaml.safe_load((run / "scenario.yaml").read_text()) or {}
+    scenario = load_run_scenario(run).model_dump(mode="json")
     status = json.loads((run / "status.json").read_text())
     body = [f"<h1>Run {_esc(scenario.get('name', run.name))}</h1>",
             f"<p>{_esc(scenario.get('description', ''))}</p>", "<h2>Scenario</h2><table>"]

@@ -173,12 +173,12 @@ def tolerance_for(name: str, tolerances: Mapping[str, Tolerance]) -> Tolerance:
 
 def load_tolerance_file(path: str | Path) -> dict[str, Tolerance]:
     """``{quantity: {atol: .., rtol: ..}}`` from YAML or JSON; errors name the entry."""
-    import yaml
+    from grid_models.support.safe_yaml import YamlProblems, read_yaml_file
 
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        raw = read_yaml_file(path, what="tolerance file")
+    except YamlProblems as exc:
         raise CompareError(f"{path}: cannot read the tolerance file: {exc}") from None
     if not isinstance(raw, dict):
         raise CompareError(f"{path}: a tolerance file maps quantities to {{atol, rtol}}")
@@ -211,13 +211,13 @@ def _status_tables(run_dir: Path) -> list[str]:
 
 def _start_row(run_dir: Path) -> int | None:
     """The data row of step 0 (``time.start`` of the run's scenario.yaml), None if unknown."""
-    import yaml
+    from cosim.scenario.errors import ScenarioError
+    from cosim.scenario.loader import load_run_scenario
 
     try:
-        start = (yaml.safe_load((run_dir / "scenario.yaml").read_text()) or {})["time"]["start"]
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return load_run_scenario(run_dir).time.start
+    except ScenarioError:
         return None
-    return int(start) if isinstance(start, int) and start >= 0 else None
 
 
 def _where(keys: tuple[str, ...], row: pd.Series, start_row: int | None = None) -> str:

@@ -357,7 +357,6 @@ def check_setup_files(run: Path, status: dict[str, Any]) -> VerifyCheck:
 def verify_run(run: str | Path, steps: int | None = DEFAULT_SAMPLE_STEPS) -> Verification:
     """All checks of a complete run (module docstring); ``steps``: how many steps the
     power flow re-solves, spread over the run (None: all)."""
-    import yaml
 
     from cosim.results.readers import read_status, read_table
     from cosim.results.rundir import RunDirError
@@ -372,7 +371,10 @@ def verify_run(run: str | Path, steps: int | None = DEFAULT_SAMPLE_STEPS) -> Ver
     result.checks.append(setup)
     if not setup.ok:  # the other checks would read files the run did not write
         return result
-    scenario = yaml.safe_load((run / "scenario.yaml").read_text())
+    from cosim.scenario.loader import load_run_scenario
+
+    # read like any scenario (bounded reader, schema), then checked as the plain values
+    scenario = load_run_scenario(run).model_dump(mode="json")
     kpis = json.loads((run / "kpis.json").read_text())
     # each table read once, for the checks that use it
     tables = {"buildings": read_table(run, "buildings")}

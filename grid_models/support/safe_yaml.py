@@ -9,7 +9,9 @@ recursive aliases, duplicate keys) and only then builds Python values.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -22,6 +24,9 @@ from grid_models.errors import InputError
 MAX_YAML_ALIASES = 100  # alias uses (*name) in one document
 MAX_YAML_DEPTH = 32  # nesting of mappings and lists
 MAX_YAML_NODES = 1_000_000  # values after expanding every alias
+#: a file larger than this is refused before it is parsed (scenario, study and recipe files
+#: are a few KB; a run's resolved scenario.yaml passes a larger bound)
+MAX_YAML_FILE_BYTES = 1 << 20
 MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
@@ -156,3 +161,61 @@ def read_yaml(text: str, duplicates: list[tuple[str, str]] | None = None) -> Any
             raise YamlProblems([("", f"cannot read a value: {reason}")]) from None
     finally:
         loader.dispose()
+
+
+def _not_a_file(path: Path, what: str) -> str:
+    """Why ``path`` (not a regular file) cannot be read as a ``what``, in words."""
+    if not path.exists():
+        return f"{what} not found"
+    if path.is_dir():
+        return f"is a directory, not a {what}; give the YAML file inside it"
+    kind = "a FIFO (named pipe)" if path.is_fifo() else (
+        "a socket" if path.is_socket() else "a device" if path.is_char_device() or
+        path.is_block_device() else "not a regular file")
+    return f"is {kind}, not a {what}; give a YAML file"
+
+
+def _not_utf8(data: bytes) -> str:
+    """What a file that is not UTF-8 is, in words."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        try:
+            data.decode("utf-16")
+        except UnicodeDecodeError:
+            pass
+        else:
+            return "UTF-16 text; save the file as UTF-8"
+    if b"\x00" in data:
+        return "a binary file, not YAML text (UTF-8)"
+    return "not UTF-8 text (another encoding?); save the file as UTF-8"
+
+
+def read_yaml_file(path: str | os.PathLike[str], *, what: str = "YAML file",
+                   max_bytes: int = MAX_YAML_FILE_BYTES, too_large: str = "",
+                   duplicates: list[tuple[str, str]] | None = None) -> Any:
+    """The checked value of the YAML file ``path``: every YAML file of the testbed (scenario,
+    study, recipe, a run's stored scenario) is read here.
+
+    Refuses what is not a regular file, more than ``max_bytes`` (``too_large``: what to do
+    instead), not UTF-8, malformed YAML and what :func:`read_yaml` refuses, all as
+    :class:`YamlProblems` whose messages call the file a ``what``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise YamlProblems([("", _not_a_file(path, what))])
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise YamlProblems([("", f"cannot read the {what}: {exc.strerror or exc}")]) from None
+    if len(data) > max_bytes:
+        hint = f"; {too_large}" if too_large else ""
+        raise YamlProblems([("", f"larger than {max_bytes:,} bytes{hint}")])
+    try:
+        return read_yaml(data.decode("utf-8"), duplicates)
+    except UnicodeDecodeError:
+        raise YamlProblems([("", _not_utf8(data))]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split()) or "cannot parse"
+        raise YamlProblems([("", f"malformed YAML{where}: {problem}")]) from None

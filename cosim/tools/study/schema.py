@@ -8,14 +8,14 @@ import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cosim.scenario.errors import ScenarioError
 from cosim.scenario.limits import MAX_SCENARIO_FILE_BYTES
-from grid_models.support.safe_yaml import YamlProblems, read_yaml
+from grid_models.support.safe_yaml import YamlProblems, read_yaml, read_yaml_file
 
 #: a variant name: letters, digits, then also _ . = + - (no path separators, not . or ..)
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,63}$")
@@ -37,7 +37,7 @@ class StudyFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     scenario: str
-    engine: str = "mosaik"
+    engine: Literal["mosaik", "plain"] = "mosaik"  # cosim.engine.run.ENGINES
     set: dict[str, Any] = Field(default_factory=dict)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
     variants: dict[str, dict[str, Any]] = Field(default_factory=_base_variant)
@@ -107,25 +107,14 @@ def load_study(path: str | Path) -> Study:
     Raises :class:`~cosim.scenario.errors.ScenarioError` naming every problem found.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ScenarioError(str(path), [("", "study file not found")])
-    if path.stat().st_size > MAX_SCENARIO_FILE_BYTES:
-        raise ScenarioError(str(path), [("", f"larger than {MAX_SCENARIO_FILE_BYTES} bytes")])
     try:
-        raw = read_yaml(path.read_text())
+        raw = read_yaml_file(path, what="study file", max_bytes=MAX_SCENARIO_FILE_BYTES)
         spec = StudyFile.model_validate(raw)
     except YamlProblems as exc:
         raise ScenarioError(str(path), exc.errors) from None
-    except UnicodeDecodeError:
-        raise ScenarioError(str(path), [("", "not a text file")]) from None
-    except yaml.YAMLError as exc:
-        raise ScenarioError(str(path), [("", f"malformed YAML: {exc}".replace("\n", " "))]) \
-            from None
     except ValidationError as exc:
         raise ScenarioError(str(path), [(".".join(map(str, e["loc"])), e["msg"])
                                         for e in exc.errors()]) from None
-    if spec.engine not in ("mosaik", "plain"):
-        raise ScenarioError(str(path), [("engine", "must be 'mosaik' or 'plain'")])
     scenario = (path.parent / spec.scenario).resolve()
     return Study(spec.name, scenario, spec.engine, list(spec.set.items()), spec.sweep,
                  {k: list(v.items()) for k, v in spec.variants.items()}, str(path))
