@@ -1,4 +1,4 @@
-"""The README's and docs' tables of scenario fields, defaults and bounds match the schema."""
+"""The docs' tables of scenario fields, defaults and bounds match the schema."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def test_every_table_is_in_some_file():
 
 
 def test_a_changed_default_makes_the_tables_stale(monkeypatch):
-    text = (doc_tables._ROOT / "README.md").read_text()
+    text = (doc_tables._ROOT / "docs" / "running.md").read_text()
     monkeypatch.setitem(doc_tables.TABLES, "duals", lambda: "| changed |")
     assert doc_tables.render(text) != text
     with pytest.raises(KeyError, match="unknown table 'nope'"):
@@ -35,3 +35,14 @@ def test_the_schema_takes_the_domain_defaults():
         name: getattr(DualConfig(), name) for name in DualsConfig.model_fields}
     assert CONTROLLER_KIND_FIELDS["epos_alpha"][1] == EposConfig().alpha == 0.0
     assert CONTROLLER_KIND_FIELDS["epos_beta"][1] == EposConfig().beta == 0.1
+
+
+def test_the_reference_page_names_every_scenario_field():
+    from cosim.scenario.model import Scenario
+    text = (doc_tables._ROOT / "docs" / "scenario_reference.md").read_text()
+    assert "<!-- fields:reference:start -->" in text
+    rows = doc_tables._reference_rows(Scenario, "")
+    assert {r[0].split(".")[0] for r in rows} == set(Scenario.model_fields)
+    for path, *_ in rows:
+        assert f"| `{path}` |" in text
+    assert "| `duals.alpha` | `0.1` | >= 0 | float; step of lambda |" in text
