@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-serial lint types mutation coverage bench golden clean-venv
+.PHONY: demo test test-serial lint types docs mutation coverage bench golden clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,10 +18,15 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/cosim demo
 
-# lint, types, then the whole suite on every core (pytest-xdist; a test file stays on
-# one worker, so its module fixtures are built once)
-test: $(STAMP) lint types
+# lint, types, the docs site (strict: a broken link or anchor fails), then the whole suite
+# on every core (pytest-xdist; a test file stays on one worker, so its module fixtures are
+# built once)
+test: $(STAMP) lint types docs
 	$(PY) -m pytest -n auto --dist loadfile
+
+# the documentation site from mkdocs.yml and docs/, built strictly into an ignored folder
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir .site
 
 # the same suite in one process (for debugging, or to compare timings)
 test-serial: $(STAMP)
