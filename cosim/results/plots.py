@@ -60,17 +60,18 @@ def step_datetimes(steps: Any, start_row: int | None) -> np.ndarray:
     return row_datetimes(start_row, values.astype(np.int64))
 
 
-def _time_axis(ax: Any, start_row: int | None) -> None:
-    """Label the x axis: dates and hours, or steps when the start is not known."""
+def time_axis(ax: Any, start_row: int | None, short: bool = False) -> None:
+    """Label the x axis: dates and hours, or steps when the start is not known
+    (``short``: fewer ticks and a short label, for small panels)."""
     if start_row is None:
         ax.set_xlabel("step")
         return
     import matplotlib.dates as mdates
 
-    locator = mdates.AutoDateLocator(minticks=4, maxticks=10)
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=5 if short else 10)  # type: ignore[no-untyped-call]
     ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-    ax.set_xlabel("time (start of each step, nominal year of the data)")
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
+    ax.set_xlabel("time" if short else "time (start of each step, nominal year of the data)")
 
 
 def _legend_outside(ax: Any, **kwargs: Any) -> None:
@@ -182,7 +183,7 @@ def plot_district_grid(data: ReportData, limit: float, path: Path,
             color="tab:orange", label=f"fleet moving mean\n({window} steps)")
     ax.axhline(limit, color="red", ls="--", label=f"limit c = {limit:.2f} kWh")
     ax.set(ylabel="kWh per step", title="District grid energy")
-    _time_axis(ax, start_row)
+    time_axis(ax, start_row)
     _legend_outside(ax)
     return _save(fig, path)
 
@@ -201,7 +202,7 @@ def plot_lambda(data: ReportData, path: Path, start_row: int | None = None) -> P
                         alpha=0.25, lw=0)
     _legend_outside(ax, fontsize=7, title="cluster: mean,\nband min-max", title_fontsize=7)
     ax.set(ylabel="lambda", title="Global multiplier per cluster of the communication graph")
-    _time_axis(ax, start_row)
+    time_axis(ax, start_row)
     return _save(fig, path)
 
 
@@ -213,7 +214,7 @@ def plot_unmet(data: ReportData, path: Path, start_row: int | None = None) -> Pa
     fig, ax = plt.subplots(figsize=(11, 3.6))
     ax.plot(step_datetimes(cu.index, start_row), cu.to_numpy())
     ax.set(ylabel="kWh per step", title="Cumulative average unmet demand (1/t) sum unmet")
-    _time_axis(ax, start_row)
+    time_axis(ax, start_row)
     return _save(fig, path)
 
 
@@ -242,7 +243,7 @@ def plot_voltage_envelope(batch: BatchGridResult, path: Path,
                     label="min-max over buses")
     _voltage_bands(ax, vm)
     ax.set(ylabel="vm [pu]", title="Voltage envelope")
-    _time_axis(ax, start_row)
+    time_axis(ax, start_row)
     _legend_outside(ax)
     return _save(fig, path)
 
@@ -261,7 +262,7 @@ def plot_worst_buses(batch: BatchGridResult, bus_ids: np.ndarray, path: Path,
                 label=f"bus {bus_ids[j] if j < len(bus_ids) else j}\n({label})")
     _voltage_bands(ax, vm[:, [j for j, _ in worst]] if worst else vm)
     ax.set(ylabel="vm [pu]", title="The worst buses' voltage")
-    _time_axis(ax, start_row)
+    time_axis(ax, start_row)
     _legend_outside(ax)
     return _save(fig, path)
 
@@ -294,9 +295,10 @@ def plot_comm_graph(comm: tuple[nx.Graph[int], list[str]], final_lambda: list[An
     if small:  # ids beside the nodes, on white, so they neither overlap nodes nor vanish
         for n in graph.nodes:
             label = names[n] if isinstance(n, int) and n < len(names) else str(n)
-            ax.annotate(label, pos[n], xytext=(7, 7), textcoords="offset points",
-                        fontsize=8, bbox={"boxstyle": "round,pad=0.15", "facecolor": "white",
-                                          "edgecolor": "none", "alpha": 0.8})
+            xy = (float(pos[n][0]), float(pos[n][1]))
+            ax.annotate(label, xy, xytext=(7, 7), textcoords="offset points", fontsize=8,
+                        bbox={"boxstyle": "round,pad=0.15", "facecolor": "white",
+                              "edgecolor": "none", "alpha": 0.8})
     else:
         ax.text(0.0, -0.02, f"{n_nodes} agents: ids not drawn (more than "
                 f"{COMM_LABELS_MAX})", transform=ax.transAxes, fontsize=8, color="0.4")
