@@ -174,7 +174,8 @@ def run_report_html(run_dir: str | Path) -> str:
     plots = sorted((run / "plots").glob("*.png")) if (run / "plots").is_dir() else []
     grid_plots = sorted((p for p in plots if p.stem in GRID_PLOTS),
                         key=lambda p: GRID_PLOTS.index(p.stem))
-    other_plots = [p for p in plots if p.stem not in GRID_PLOTS]
+    other_plots = sorted((p for p in plots if p.stem not in GRID_PLOTS),
+                         key=lambda p: (p.stem == "comm_graph", p.stem))  # the graph last
     body = [f"<h1>Run {_esc(scenario.get('name', run.name))}</h1>", verdict_html(kpis),
             f"<p>{_esc(scenario.get('description', ''))}</p>"]
     if grid_plots:
