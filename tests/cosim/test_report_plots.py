@@ -36,7 +36,10 @@ def test_the_plots_are_written(run: Path, name: str):
 
 
 def test_loading_axes_fit_the_data_with_the_limit_in_view():
-    assert loading_ylim(np.array([[10.0, 20.0]])) == (0.0, pytest.approx(110.0))
+    # far below the limit: the axis fits the data (the limit is named in a note)
+    assert loading_ylim(np.array([[5.0, 9.0]])) == (0.0, pytest.approx(9.0 * 1.15))
+    # near it: the limit is in view
+    assert loading_ylim(np.array([[10.0, 70.0]])) == (0.0, pytest.approx(110.0))
     assert loading_ylim(np.array([[150.0, np.nan]]))[1] == pytest.approx(157.5)
     assert loading_ylim(np.full((2, 2), np.nan)) == (0.0, pytest.approx(110.0))
 

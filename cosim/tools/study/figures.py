@@ -22,6 +22,7 @@ def study_figures(table: pd.DataFrame, out: Path) -> None:
 
     from agents.consensus.duals import DUAL_MODES
     from agents.fleet.kpis import cumulative_average_unmet_kwh
+    from cosim.results.plots import run_time, step_datetimes, time_axis
 
     ok = table[table["status"] == "ok"]
     if ok.empty:
@@ -30,7 +31,7 @@ def study_figures(table: pd.DataFrame, out: Path) -> None:
     variants = list(dict.fromkeys(ok["variant"]))
     ncols = min(4, len(variants))
     nrows = -(-len(variants) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3.2 * nrows), sharey=True,
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.2 * nrows), sharey=True,
                              squeeze=False)
     for ax, variant in zip(axes.flat, variants, strict=False):
         for _, row in ok[ok["variant"] == variant].iterrows():
@@ -38,9 +39,11 @@ def study_figures(table: pd.DataFrame, out: Path) -> None:
                            columns=["time", "unmet_kwh"])
             cu = cumulative_average_unmet_kwh(b)
             label = f"c={row[key]:g}" if key else row["run"]
-            ax.plot(cu.index, cu.to_numpy(), label=label)
-        ax.set(title=variant, xlabel="step", ylabel="cumulative avg unmet [kWh/step]")
-        ax.legend(fontsize=7)
+            start_row = run_time(out / row["run_dir"])[0]
+            ax.plot(step_datetimes(cu.index, start_row), cu.to_numpy(), label=label)
+        ax.set(title=variant, ylabel="cumulative avg unmet [kWh/step]")
+        time_axis(ax, start_row, short=True)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     for ax in list(axes.flat)[len(variants):]:
         ax.axis("off")
     fig.tight_layout()
@@ -63,13 +66,16 @@ def study_figures(table: pd.DataFrame, out: Path) -> None:
                 b = read_table(out / sel["run_dir"].iloc[0], "buildings",
                                columns=["time", "building", "lambda"])
                 lam = b.pivot(index="time", columns="building", values="lambda")
+                start_row = run_time(out / sel["run_dir"].iloc[0])[0]
+                x = step_datetimes(lam.index, start_row)
                 for col in lam.columns:
-                    ax.plot(lam.index, lam[col].to_numpy(), lw=0.4)
+                    ax.plot(x, lam[col].to_numpy(), lw=0.4)
+                time_axis(ax, start_row, short=True)
                 ax.set_title(f"{variant}, c={point:g}" if key else variant, fontsize=9)
                 if c == 0:
                     ax.set_ylabel("lambda")
-                if r == len(modes) - 1:
-                    ax.set_xlabel("step")
+                if r != len(modes) - 1:
+                    ax.set_xlabel("")
         fig.tight_layout()
         fig.savefig(out / "lambda_trajectories.png", dpi=90)
         plt.close(fig)
@@ -87,7 +93,7 @@ def study_figures(table: pd.DataFrame, out: Path) -> None:
         ax.plot([lim.min(), lim.max()], [lim.min(), lim.max()], "k--", lw=0.8, label="= c")
         ax.set(xlabel="limit c [kWh/step]", ylabel="mean district grid [kWh/step]",
                title="District grid energy against c")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         fig.tight_layout()
         fig.savefig(out / "grid_vs_c.png", dpi=100)
         plt.close(fig)
@@ -120,7 +126,7 @@ def grid_hours_figure(ok: pd.DataFrame, path: Path) -> None:
     ax.set_xticks(x, labels, rotation=30, ha="right")
     ax.set(ylabel="hours", title="Grid limits by controller (cost above)")
     ax.set_ylim(0, top * 1.12 if top > 0 else 1)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
