@@ -125,9 +125,17 @@ def _scenario_or_exit(args: argparse.Namespace, *,
         sc, built = prepare_scenario(args.scenario, overrides, getattr(args, "steps", None))
     except ScenarioError as exc:
         raise SystemExit(_fail(exc, exc.lines())) from None
+    _print_warnings(str(args.scenario), built.warnings)
     if announce_limit:
         print(_limit_text(built))
     return sc, built
+
+
+def _print_warnings(source: str, warnings: list[tuple[str, str]]) -> None:
+    """One ``warning: FILE: field: message`` line per implausible value (stderr); a warning
+    never changes the exit code."""
+    for path, msg in warnings:
+        print(f"warning: {one_line(f'{source}: {path}: {msg}')}", file=sys.stderr)
 
 
 def _limit_text(built: Built) -> str:

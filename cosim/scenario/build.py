@@ -10,7 +10,7 @@ whose input failed an earlier one is skipped, and ``build`` raises one
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 import networkx as nx
@@ -76,6 +76,9 @@ class Built:
     # the controller build() made for the whole fleet: a ``controller`` that is not this
     # object was given from Python (cosim.engine.run.execute(controller=...)), see given_controller
     scenario_controller: Controller | None = None
+    # implausible but valid values, ``(field path, message)``: printed as ``warning:`` lines
+    # by ``cosim validate`` and ``cosim run``, never an error (see :func:`_warnings`)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def given_controller(self) -> Controller | None:
@@ -307,6 +310,27 @@ def _limit(sc: Scenario, setup: FleetSetup, data: CityLearnData,
         f"the {horizon} declared steps, data rows {sc.time.start}..{last}")
 
 
+def _warnings(sc: Scenario, setup: FleetSetup, limit_kwh: float) -> list[tuple[str, str]]:
+    """Valid but implausible values, ``(field path, message)``: a ``fraction_of_peak`` above 1
+    (a percentage typed as a fraction: 27 for 0.27) and a limit at or above the fleet's peak
+    demand over the run (it never binds, the multipliers stay 0)."""
+    c = sc.constraint
+    found: list[tuple[str, str]] = []
+    if c.fraction_of_peak is not None and c.fraction_of_peak > 1:
+        found.append(("constraint.fraction_of_peak",
+                      f"{c.fraction_of_peak:g} is above 1: the limit is {c.fraction_of_peak:g} "
+                      f"x the fleet's peak demand and never binds; a fraction is wanted "
+                      f"({c.fraction_of_peak / 100:g} for {c.fraction_of_peak:g} %)"))
+    elif c.limit_kw is not None:
+        peak = district_peak_kwh(setup.base_demand_kwh, setup.params.demand_scale)
+        if limit_kwh >= peak:
+            found.append(("constraint.limit_kw",
+                          f"{c.limit_kw:g} kW ({limit_kwh:.3f} kWh per step) is at or above "
+                          f"the fleet's peak demand over the run ({peak:.3f} kWh per step); "
+                          "the limit never binds"))
+    return found
+
+
 def _graph(sc: Scenario, names: list[str], grid: GridModel | None,
            problems: Problems) -> nx.Graph[int] | None:
     n = len(names)
@@ -398,8 +422,8 @@ def _oracle(sc: Scenario, setup: FleetSetup, limit_kwh: float, source: str,
                             setup.initial_soc_fraction, limit=limit,
                             grid_limits=grid_limits)
     except OracleInfeasible as exc:
-        field = "grid_constraints" if grid_limits is not None else "constraint"
-        raise ScenarioInfeasible(source, [(field, f"infeasible for the oracle: {exc}")]) \
+        where = "grid_constraints" if grid_limits is not None else "constraint"
+        raise ScenarioInfeasible(source, [(where, f"infeasible for the oracle: {exc}")]) \
             from None
 
 
@@ -426,6 +450,7 @@ def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True) -
     setup: FleetSetup | None = None
     limit_kwh: float | None = None
     limit_basis = ""
+    warnings: list[tuple[str, str]] = []
     if fleet_ok and grid_ok:
         assert data is not None  # fleet_ok
         params = _fleet_params(sc, rows, data)
@@ -438,6 +463,7 @@ def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True) -
                            price_outlook_per_kwh=data.price_outlook(sc.time.start,
                                                                     sc.time.steps))
         limit_kwh, limit_basis = _limit(sc, setup, data, profiles)
+        warnings = _warnings(sc, setup, limit_kwh)
 
     # without the feeder (a cmd-mode shard: buildings and controller only) a 'feeder'
     # graph cannot be built, and none is needed: the duals run in the main process
@@ -470,7 +496,7 @@ def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True) -
         oracle = _oracle(sc, setup, limit_kwh, source, limits)
     built = Built(sc, names, _checked_profiles(rows), classes, setup, None, graph, duals,
                   limit_kwh, grid, policies or {}, oracle, limit_basis, constraints,
-                  controller_class=controller_class)
+                  controller_class=controller_class, warnings=warnings)
     if sc.controller.kind in FLEET_WIDE_KINDS:
         assert data is not None  # the fleet was built
         _planning(built, data, source)

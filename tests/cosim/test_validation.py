@@ -106,6 +106,41 @@ def test_run_prints_the_limit(tmp_path: Path, capsys):
     assert "limit 8.146 kWh per step (0.27 x the district's peak demand" in printed
 
 
+# --- warnings: valid but implausible values --------------------------------------------------
+
+
+def test_a_percentage_typed_as_a_fraction_is_warned_about(capsys):
+    assert main(["validate", str(SCENARIO), "--steps", "24",
+                 "--set", "constraint.fraction_of_peak=27"]) == 0  # a warning: still valid
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"warning: {SCENARIO}: constraint.fraction_of_peak: 27 is above 1: the "
+                   "limit is 27 x the fleet's peak demand and never binds; a fraction is "
+                   "wanted (0.27 for 27 %)"]
+
+
+def test_a_limit_above_the_peak_is_warned_about(capsys):
+    assert main(["validate", str(SCENARIO), "--steps", "24",
+                 "--set", "constraint={limit_kw: 1000}"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"warning: {SCENARIO}: constraint.limit_kw: 1000 kW (")
+    assert "is at or above the fleet's peak demand over the run" in err
+
+
+def test_plausible_values_print_no_warning(capsys):
+    assert main(["validate", str(SCENARIO), "--steps", "24"]) == 0
+    assert main(["validate", str(SCENARIO), "--steps", "24",
+                 "--set", "constraint={limit_kw: 5.0}"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_run_prints_the_warnings_and_still_runs(tmp_path: Path, capsys):
+    assert main(["run", str(SCENARIO), "--steps", "4", "--engine", "plain", "--quiet",
+                 "--set", "output.plots=false", "--set", "constraint.fraction_of_peak=2",
+                 "--out", str(tmp_path / "run")]) == 0
+    assert "warning: " in capsys.readouterr().err
+    assert (tmp_path / "run" / "kpis.json").is_file()
+
+
 # --- the bounded YAML reader ------------------------------------------------------------------
 
 
