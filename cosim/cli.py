@@ -41,7 +41,9 @@ def _demo(args: argparse.Namespace) -> int:
     args.scenario = str(DEMO_SCENARIO)
     args.engine = "mosaik"
     if args.out is None and not args.force:
-        args.out = str(_fresh_demo_dir())
+        from cosim.results.rundir import next_free_dir
+
+        args.out = str(next_free_dir(Path("runs") / "paper_fig1d"))
     code = _run(args)
     if code == 0:
         print("\nThe demo ran the paper's Fig. 1d scenario (scenarios/paper_fig1d.yaml). "
@@ -49,16 +51,6 @@ def _demo(args: argparse.Namespace) -> int:
               "plots in plots/ and kpis.json in the run directory.\nTry: cosim run "
               "scenarios/paper_fig1d.yaml --set duals.mode=independent --out runs/independent")
     return code
-
-
-def _fresh_demo_dir() -> Path:
-    """``runs/paper_fig1d``, or the first ``runs/paper_fig1d_N`` not there yet (no deletion)."""
-    base = Path("runs") / "paper_fig1d"
-    candidate, k = base, 2
-    while candidate.exists():
-        candidate = base.with_name(f"{base.name}_{k}")
-        k += 1
-    return candidate
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -200,7 +192,7 @@ def _run(args: argparse.Namespace) -> int:
     from agents.control.contract import ControllerError
     from cosim.engine.run import execute, resume, run_directory
     from cosim.results.report import summary_table
-    from cosim.results.rundir import RunDirError
+    from cosim.results.rundir import RunDirError, is_taken, next_free_dir
     from cosim.results.stop import RunStopped
     from cosim.results.writer import RunWriteError
     from cosim.scenario.errors import ScenarioError
@@ -223,6 +215,13 @@ def _run(args: argparse.Namespace) -> int:
             out = run_directory(sc, args.out, source=str(args.scenario))
         except RunDirError as exc:
             return _fail(exc)
+        if args.out is None and not args.force and is_taken(out):
+            # the scenario's own folder holds something (an earlier run): never over it
+            free = next_free_dir(out)
+            notes.append(f"{out} is not empty (an earlier run?); this run goes to {free} "
+                         f"(--force replaces the earlier run, --out names another folder)")
+            _print_notes(notes)
+            out = free
         print(f"scenario {sc.name}: {built.n} buildings, {sc.time.steps} steps, "
               f"controller {sc.controller.kind}, duals {sc.duals.mode} -> {out}")
     previous = _catch_stop_signals()

@@ -126,6 +126,27 @@ def check_output_path(path: str | Path, *, explicit: bool, what: str) -> Path:
     return p
 
 
+def next_free_dir(base: str | Path) -> Path:
+    """``base``, or the first ``<base>_2``, ``<base>_3``, ... not there yet: the folder a
+    new run takes instead of replacing an earlier one (``cosim demo``, ``cosim run`` without
+    ``--out``) and the one a refusal names."""
+    base = Path(base)
+    candidate, k = base, 2
+    while candidate.exists() or candidate.is_symlink():
+        candidate = base.with_name(f"{base.name}_{k}")
+        k += 1
+    return candidate
+
+
+def is_taken(path: str | Path) -> bool:
+    """True if ``path`` exists and is not an empty directory (a new run would not simply
+    go there)."""
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        return True
+    return path.is_dir() and any(path.iterdir())
+
+
 # --- one run per directory ----------------------------------------------------------------
 
 
@@ -314,7 +335,7 @@ def refuse_foreign(path: Path, kind: str) -> None:
     if unmarked_entries(path, kind) and read_marker(path, kind) is None:
         raise RunDirError(f"{path}: exists, is not empty and is not a {kind} directory made by "
                           f"cosim (no {kind} marker in {MARKERS[kind][0]}); nothing was "
-                          "touched; choose another --out")
+                          f"touched; choose another --out (free: {next_free_dir(path)})")
 
 
 def _refuse_earlier(path: Path, kind: str) -> None:
@@ -327,7 +348,7 @@ def _refuse_earlier(path: Path, kind: str) -> None:
         "complete", "") else ""
     raise RunDirError(f"{path}: holds an earlier {kind} ({state or 'made by cosim'}, id "
                       f"{marker['run_id'][:8]}); pass --force to replace it{hint}, or choose "
-                      "another --out")
+                      f"another --out (free: {next_free_dir(path)})")
 
 
 def claim_directory(directory: str | Path, kind: str, *, force: bool,

@@ -96,6 +96,35 @@ def test_an_earlier_run_is_replaced_only_with_force(tmp_path: Path, capsys):
     assert not (out / LOCK_FILE).exists()
 
 
+def test_a_second_run_without_out_goes_to_the_next_free_folder(tmp_path: Path, monkeypatch,
+                                                                capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["run", str(SCENARIO), "--steps", "4", "--quiet", "--engine", "plain",
+            "--set", "output.plots=false"]
+    assert main(args) == 0
+    base = Path("runs/paper_fig1d")
+    first = read_status(tmp_path / base)["run_id"]
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert f"note: {base} is not empty (an earlier run?); this run goes to {base}_2" in err
+    assert read_status(tmp_path / base)["run_id"] == first  # untouched
+    assert read_status(tmp_path / f"{base}_2")["state"] == "complete"
+    assert main([*args, "--force"]) == 0  # --force still replaces the scenario's folder
+    assert read_status(tmp_path / base)["run_id"] != first
+    assert not (tmp_path / f"{base}_3").exists()
+
+
+def test_an_explicit_out_is_refused_naming_a_free_folder(tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    assert _run(out, steps=4) == 0
+    (tmp_path / "run_2").mkdir()  # taken as well (even empty: it exists)
+    capsys.readouterr()
+    assert _run(out, steps=4) == 2
+    line = _one_error(capsys.readouterr().err)
+    assert "pass --force to replace it" in line and f"(free: {tmp_path / 'run_3'})" in line
+
+
 def test_a_forged_marker_without_a_run_id_is_refused(tmp_path: Path, capsys):
     out = tmp_path / "forged"
     out.mkdir()
