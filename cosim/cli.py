@@ -449,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--steps", type=int, help="override time.steps")
             p.add_argument("--force", action="store_true",
                            help="replace an earlier run that cosim made in --out (never "
-                                "anything else), or clear a stale lock")
+                                "anything else)")
             p.add_argument("--resume", metavar="RUN_DIR",
                            help="continue an interrupted run from its last checkpoint")
             p.add_argument("--quiet", action="store_true", help="no progress bar")

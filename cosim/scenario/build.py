@@ -427,12 +427,57 @@ def _oracle(sc: Scenario, setup: FleetSetup, limit_kwh: float, source: str,
             from None
 
 
-def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True) -> Built:
+#: the scenario sections each section's data-dependent checks read: a check is skipped
+#: when the schema refused a field of one of them (cosim.scenario.build.data_problems)
+CHECK_NEEDS: dict[str, set[str]] = {
+    "data": {"data"},
+    "time": {"data", "time", "constraint"},
+    "buildings": {"data", "time", "buildings", "feeder"},
+    "feeder": {"feeder", "buildings"},
+    "controller": {"controller", "buildings", "data", "time", "duals", "grid_constraints"},
+    "constraint": {"data", "time", "buildings", "feeder", "constraint", "controller"},
+    "communication": {"communication", "buildings", "feeder"},
+    "duals": {"duals", "communication", "buildings", "feeder", "data", "time", "constraint",
+              "controller"},
+    "grid_constraints": {"grid_constraints", "feeder", "buildings", "communication", "data",
+                         "time", "constraint", "duals", "controller"},
+}
+
+
+class _ChecksPassed(Exception):
+    """Raised by ``build(..., checks_only=True)`` once every check passed."""
+
+
+def data_problems(partial: Scenario, failed_sections: set[str],
+                  source: str) -> list[tuple[str, str]]:
+    """The data-dependent problems of a scenario whose schema refused fields of
+    ``failed_sections`` (``partial``: the scenario without them, see
+    ``cosim.scenario.loader``), so that one pass reports both kinds. Only the checks that
+    read none of the refused sections count (:data:`CHECK_NEEDS`); a section not listed
+    there reads them all."""
+    try:
+        build(partial, source, checks_only=True)
+    except ScenarioError as exc:
+        found = exc.errors
+    except _ChecksPassed:
+        return []
+    except Exception:  # noqa: BLE001 - defaults standing in for refused fields: no finding
+        return []
+    else:  # pragma: no cover - checks_only never returns
+        return []
+    every = set(Scenario.model_fields)
+    return [(path, msg) for path, msg in found
+            if not CHECK_NEEDS.get(path.split(".")[0], every) & failed_sections]
+
+
+def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True,
+          checks_only: bool = False) -> Built:
     """Check everything against the data and build the run's objects.
 
     Raises one ``ScenarioError`` with every problem found; checks that need a
     piece that failed are skipped (an unknown profile leaves the fleet unbuilt,
     so its constraint is not computed, but the policies and the graph are checked).
+    ``checks_only``: stop after the checks (:func:`data_problems`).
     """
     problems = Problems(source)
     data = _load_data(sc, problems)
@@ -483,6 +528,8 @@ def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True) -
 
         constraints = build_grid_constraints(sc, grid, graph, setup, problems)
     problems.raise_if_any()
+    if checks_only:
+        raise _ChecksPassed
     # without problems the fleet was built (its data, profiles and feeder were fine) and
     # every building has a policy class
     assert setup is not None and limit_kwh is not None and classes is not None

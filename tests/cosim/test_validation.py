@@ -141,6 +141,38 @@ def test_run_prints_the_warnings_and_still_runs(tmp_path: Path, capsys):
     assert (tmp_path / "run" / "kpis.json").is_file()
 
 
+# --- schema errors and data-dependent errors in one pass --------------------------------------
+
+
+def _both_kinds(tmp_path: Path, **duals: object) -> Path:
+    raw = yaml.safe_load(SCENARIO.read_text())
+    raw["time"]["steps"] = 24
+    raw["duals"] = {**raw.get("duals", {}), **duals}
+    raw["buildings"]["explicit"][2]["bus"] = 999  # not in the feeder: a data-dependent error
+    path = tmp_path / "both.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_schema_and_data_errors_are_reported_in_one_pass(tmp_path: Path, capsys):
+    path = _both_kinds(tmp_path, lambda_max="high")  # a wrong type: a schema error
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert any(ln.startswith(f"error: {path}: duals.lambda_max: ") for ln in err), err
+    assert any(ln.startswith(f"error: {path}: buildings.explicit.2.bus: ") for ln in err), err
+
+
+def test_a_data_check_that_needs_a_refused_field_is_skipped(tmp_path: Path):
+    raw = yaml.safe_load(_both_kinds(tmp_path).read_text())
+    raw["feeder"]["source"] = 12  # the bus check needs the feeder: only the schema's error
+    (tmp_path / "feeder.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(ScenarioError) as caught:
+        prepare_scenario(tmp_path / "feeder.yaml")
+    fields = [path for path, _ in caught.value.errors]
+    assert any(f.startswith("feeder") for f in fields), fields
+    assert not any(f.startswith("buildings") for f in fields), fields
+
+
 # --- the bounded YAML reader ------------------------------------------------------------------
 
 
