@@ -41,7 +41,9 @@ def _demo(args: argparse.Namespace) -> int:
     args.scenario = str(DEMO_SCENARIO)
     args.engine = "mosaik"
     if args.out is None and not args.force:
-        args.out = str(_fresh_demo_dir())
+        from cosim.results.rundir import next_free_dir
+
+        args.out = str(next_free_dir(Path("runs") / "paper_fig1d"))
     code = _run(args)
     if code == 0:
         print("\nThe demo ran the paper's Fig. 1d scenario (scenarios/paper_fig1d.yaml). "
@@ -49,16 +51,6 @@ def _demo(args: argparse.Namespace) -> int:
               "plots in plots/ and kpis.json in the run directory.\nTry: cosim run "
               "scenarios/paper_fig1d.yaml --set duals.mode=independent --out runs/independent")
     return code
-
-
-def _fresh_demo_dir() -> Path:
-    """``runs/paper_fig1d``, or the first ``runs/paper_fig1d_N`` not there yet (no deletion)."""
-    base = Path("runs") / "paper_fig1d"
-    candidate, k = base, 2
-    while candidate.exists():
-        candidate = base.with_name(f"{base.name}_{k}")
-        k += 1
-    return candidate
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -125,9 +117,17 @@ def _scenario_or_exit(args: argparse.Namespace, *,
         sc, built = prepare_scenario(args.scenario, overrides, getattr(args, "steps", None))
     except ScenarioError as exc:
         raise SystemExit(_fail(exc, exc.lines())) from None
+    _print_warnings(str(args.scenario), built.warnings)
     if announce_limit:
         print(_limit_text(built))
     return sc, built
+
+
+def _print_warnings(source: str, warnings: list[tuple[str, str]]) -> None:
+    """One ``warning: FILE: field: message`` line per implausible value (stderr); a warning
+    never changes the exit code."""
+    for path, msg in warnings:
+        print(f"warning: {one_line(f'{source}: {path}: {msg}')}", file=sys.stderr)
 
 
 def _limit_text(built: Built) -> str:
@@ -192,7 +192,7 @@ def _run(args: argparse.Namespace) -> int:
     from agents.control.contract import ControllerError
     from cosim.engine.run import execute, resume, run_directory
     from cosim.results.report import summary_table
-    from cosim.results.rundir import RunDirError
+    from cosim.results.rundir import RunDirError, is_taken, next_free_dir
     from cosim.results.stop import RunStopped
     from cosim.results.writer import RunWriteError
     from cosim.scenario.errors import ScenarioError
@@ -215,6 +215,13 @@ def _run(args: argparse.Namespace) -> int:
             out = run_directory(sc, args.out, source=str(args.scenario))
         except RunDirError as exc:
             return _fail(exc)
+        if args.out is None and not args.force and is_taken(out):
+            # the scenario's own folder holds something (an earlier run): never over it
+            free = next_free_dir(out)
+            notes.append(f"{out} is not empty (an earlier run?); this run goes to {free} "
+                         f"(--force replaces the earlier run, --out names another folder)")
+            _print_notes(notes)
+            out = free
         print(f"scenario {sc.name}: {built.n} buildings, {sc.time.steps} steps, "
               f"controller {sc.controller.kind}, duals {sc.duals.mode} -> {out}")
     previous = _catch_stop_signals()
@@ -442,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--steps", type=int, help="override time.steps")
             p.add_argument("--force", action="store_true",
                            help="replace an earlier run that cosim made in --out (never "
-                                "anything else), or clear a stale lock")
+                                "anything else)")
             p.add_argument("--resume", metavar="RUN_DIR",
                            help="continue an interrupted run from its last checkpoint")
             p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -31,37 +31,10 @@ import networkx as nx
 from agents.consensus.graphs import GraphError, check_connected
 
 
-class _UnionFind:
-    def __init__(self, n: int) -> None:
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, i: int, j: int) -> bool:
-        ri, rj = self.find(i), self.find(j)
-        if ri == rj:
-            return False
-        self.parent[max(ri, rj)] = min(ri, rj)
-        return True
-
-
 def _within(bus_graph: nx.Graph[int], start: int, max_hops: int) -> dict[int, int]:
-    """Buses within ``max_hops`` of ``start`` and their hop distance (BFS)."""
-    dist = {start: 0}
-    queue = deque([start])
-    while queue:
-        bus = queue.popleft()
-        if dist[bus] >= max_hops:
-            continue
-        for nxt in bus_graph.neighbors(bus):
-            if nxt not in dist:
-                dist[nxt] = dist[bus] + 1
-                queue.append(nxt)
-    return dist
+    """Buses within ``max_hops`` of ``start`` and their hop distance (networkx's BFS with a
+    cutoff: the same buses in the same order as a FIFO queue finds them)."""
+    return dict(nx.single_source_shortest_path_length(bus_graph, start, cutoff=max_hops))
 
 
 def _voronoi_links(bus_graph: nx.Graph[int], seeds: list[int]) -> list[tuple[int, int, int]]:
@@ -120,12 +93,13 @@ def build_feeder_graph(
             if other in by_bus and other >= bus:
                 g.add_edges_from(((a, c) for a in members for c in by_bus[other] if a != c),
                                  hops=hops)
-    joined = _UnionFind(len(buses))
+    joined = nx.utils.UnionFind(range(len(buses)))
     for a, c in g.edges:
         joined.union(a, c)
     for hops, sa, sb in _voronoi_links(bus_graph, sorted(by_bus)):
         a, c = by_bus[sa][0], by_bus[sb][0]
-        if joined.union(a, c):
+        if joined[a] != joined[c]:  # a link only between groups not yet joined
+            joined.union(a, c)
             g.add_edge(a, c, hops=hops)
     g.graph["topology"] = "feeder"
     return check_connected(g, allow_disconnected=allow_disconnected)

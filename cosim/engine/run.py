@@ -49,7 +49,8 @@ from cosim.results.rundir import (
 )
 from cosim.results.stop import steps_finished, steps_starting
 from cosim.results.writer import RunWriteError, RunWriter
-from cosim.scenario.build import Built, build
+from cosim.scenario.build import Built, build, data_problems
+from cosim.scenario.errors import ScenarioError
 from cosim.scenario.limits import MAX_RESOLVED_SCENARIO_BYTES
 from cosim.scenario.loader import load_scenario, resolved_yaml
 from cosim.scenario.model import Scenario
@@ -91,7 +92,13 @@ def prepare_scenario(path: str | Path, overrides: list[tuple[str, Any]] | None =
     """Load, override and build a scenario. ``steps`` (``--steps``) changes the run's
     length, not its constraint: a peak-based c is still taken over the steps the
     scenario declares (recorded as ``constraint.peak_horizon_steps``)."""
-    sc = load_scenario(path, overrides, steps)
+    try:
+        sc = load_scenario(path, overrides, steps)
+    except ScenarioError as exc:  # the data checks the schema's errors leave possible, too
+        if exc.partial is not None:
+            exc.errors.extend(data_problems(exc.partial, exc.failed_sections, str(path)))
+            raise ScenarioError(str(path), exc.errors) from None
+        raise
     return sc, build(sc, str(path))
 
 
@@ -376,7 +383,7 @@ def resume(run_dir: str | Path, *, progress: bool = True,
     engine = status.get("engine") or "mosaik"
     if engine not in ENGINES:
         raise RunDirError(f"{run_dir}: status.json names an unknown engine {engine!r}")
-    lock = DirLock.acquire(run_dir, clear_stale=True, notes=notes)
+    lock = DirLock.acquire(run_dir)
     try:
         if _moved_on(read_marker(run_dir, "run"), status):
             raise RunDirError(f"{run_dir}: another cosim process changed the run while this "

@@ -12,12 +12,11 @@ Rules (the user's data outlive any run):
   directory (an explicit ``--out`` may).
 - Deleting never follows a symbolic link: a link is removed, not its target,
   and a run directory that is itself a link is never emptied.
-- One run per directory: ``.lock`` is created atomically (``O_CREAT|O_EXCL``)
-  and holds the pid, the host and the process start time of its holder. A
-  second run is refused with a line naming the holder; a lock whose holder is
-  dead (a stale lock) is reported and cleared only with ``--force`` (or by
-  ``--resume``, which continues exactly that dead run). A lock that stays empty or
-  unreadable (its holder was killed between creating and writing it) is stale too.
+- One run per directory: a kernel lock (``fcntl.flock``, through :mod:`filelock`) on
+  ``.lock``, which holds the pid, the host and the start time of its holder. A second
+  run is refused with a line naming the holder. The kernel releases the lock when its
+  holder dies (even by SIGKILL), so there are no stale locks: a ``.lock`` file a dead
+  run left is simply taken.
 - Files cosim writes are written whole or not at all (:func:`write_atomic`: a temporary
   name, then a rename; the temporary file is removed when the write fails).
 """
@@ -33,6 +32,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from grid_models.errors import InputError
 
@@ -126,6 +127,27 @@ def check_output_path(path: str | Path, *, explicit: bool, what: str) -> Path:
     return p
 
 
+def next_free_dir(base: str | Path) -> Path:
+    """``base``, or the first ``<base>_2``, ``<base>_3``, ... not there yet: the folder a
+    new run takes instead of replacing an earlier one (``cosim demo``, ``cosim run`` without
+    ``--out``) and the one a refusal names."""
+    base = Path(base)
+    candidate, k = base, 2
+    while candidate.exists() or candidate.is_symlink():
+        candidate = base.with_name(f"{base.name}_{k}")
+        k += 1
+    return candidate
+
+
+def is_taken(path: str | Path) -> bool:
+    """True if ``path`` exists and is not an empty directory (a new run would not simply
+    go there)."""
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        return True
+    return path.is_dir() and any(path.iterdir())
+
+
 # --- one run per directory ----------------------------------------------------------------
 
 
@@ -150,8 +172,8 @@ def _process_state(pid: int) -> str | None:
 
 
 def holder_alive(holder: dict[str, Any]) -> bool | None:
-    """True if the lock's holder runs, False if it is gone (or the lock is empty or
-    unreadable: its holder was killed before writing it), None if that cannot be told
+    """True if the process ``holder`` names (pid, host, start ticks: a run's status.json)
+    runs, False if it is gone (or ``holder`` is unreadable), None if that cannot be told
     (another host)."""
     if holder.get(UNREADABLE):
         return False
@@ -176,7 +198,7 @@ def holder_alive(holder: dict[str, Any]) -> bool | None:
 def describe_holder(holder: dict[str, Any]) -> str:
     """Who holds a lock, in words: pid, host and start time."""
     if holder.get(UNREADABLE):
-        return "an empty or unreadable lock file, left by a run killed while taking it"
+        return "a process that has not written its pid into the lock file"
     since = holder.get("started_unix")
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if since else "?"
     return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')} since {when}"
@@ -197,78 +219,46 @@ def _read_holder(path: Path) -> dict[str, Any]:
 
 
 class DirLock:
-    """An exclusive lock on a run directory (``<dir>/.lock``)."""
+    """An exclusive lock on a run directory: a kernel lock (``fcntl.flock`` through
+    :mod:`filelock`) on ``<dir>/.lock``, which also holds its holder's pid and host for
+    the message a second run gets. The kernel releases it when its holder dies, so no lock
+    is ever stale."""
 
-    def __init__(self, path: Path, info: dict[str, Any]) -> None:
+    def __init__(self, path: Path, info: dict[str, Any], lock: FileLock) -> None:
         self.path = path
         self.info = info
+        self._lock = lock
 
     @classmethod
-    def acquire(cls, directory: Path, *, clear_stale: bool, notes: list[str] | None = None
-                ) -> DirLock:
-        """Take the lock of ``directory``; ``clear_stale``: remove a dead run's lock first.
-
-        Raises :class:`RunDirError` when a live run (or one on another host) holds it, when the
-        holder is dead and ``clear_stale`` is false, or after three tries. A cleared stale lock
-        is reported in ``notes``.
-        """
+    def acquire(cls, directory: Path) -> DirLock:
+        """Take the lock of ``directory``; raise :class:`RunDirError` naming the holder when
+        another process holds it (a lock file left by a dead run is simply taken)."""
         path = Path(directory) / LOCK_FILE
         pid = os.getpid()
-        info = {"pid": pid, "host": socket.gethostname(), "started_unix": round(time.time(), 3),
-                "start_ticks": process_start_ticks(pid)}
-        for _ in range(3):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = _read_holder(path)
-                if not holder:
-                    continue  # released meanwhile: try again
-                alive = holder_alive(holder)
-                who = describe_holder(holder)
-                if alive is True:
-                    raise RunDirError(f"{directory}: another cosim run is using this directory "
-                                      f"({who}); wait for it or choose another --out") from None
-                if alive is None:
-                    raise RunDirError(f"{directory}: locked by a run on another host ({who}); "
-                                      "if it is gone, remove "
-                                      f"{path} by hand") from None
-                if not clear_stale:
-                    raise RunDirError(f"{directory}: stale lock of a run that is no longer "
-                                      f"running ({who}); pass --force to clear it") from None
-                _remove_stale(path, holder)
-                if notes is not None:
-                    notes.append(f"cleared the stale lock of {who} (not running)")
-                continue
-            try:
-                with os.fdopen(fd, "w") as f:
-                    json.dump(info, f)
-            except BaseException:  # Ctrl-C or a full disk: leave no empty lock behind
-                with contextlib.suppress(OSError):
-                    path.unlink()
-                raise
-            return cls(path, info)
-        raise RunDirError(f"{directory}: could not take the lock {path}; another run keeps "
-                          "taking it")
+        info = {"pid": pid, "host": socket.gethostname(), "started_unix": round(time.time(), 3)}
+        raw = json.dumps(info).encode()
+
+        def write_holder(fd: int) -> None:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, raw, 0)
+
+        lock = FileLock(str(path), timeout=0, thread_local=False, fallback_to_soft=False,
+                        on_acquired=write_holder)
+        try:
+            lock.acquire()
+        except Timeout:
+            who = describe_holder(_read_holder(path))
+            raise RunDirError(f"{directory}: another cosim run is using this directory "
+                              f"({who}); wait for it or choose another --out") from None
+        return cls(path, info, lock)
 
     def release(self) -> None:
-        """Remove the lock if it is still ours."""
-        with contextlib.suppress(OSError, ValueError):
-            if json.loads(self.path.read_text()).get("pid") == self.info["pid"]:
-                self.path.unlink()
-
-
-def _remove_stale(path: Path, holder: dict[str, Any]) -> None:
-    """Move the stale lock aside atomically, check it was the stale one, then delete it."""
-    aside = path.with_name(f"{LOCK_FILE}.stale-{os.getpid()}")
-    try:
-        os.rename(path, aside)
-    except FileNotFoundError:
-        return
-    moved = _read_holder(aside)
-    if any(moved.get(k) != holder.get(k) for k in ("pid", "started_unix", UNREADABLE)):
-        with contextlib.suppress(FileExistsError):  # a live lock: put it back
-            os.link(aside, path)
-    aside.unlink(missing_ok=True)
+        """Remove the lock file while still holding it, then let the lock go (a contender
+        that opened the removed file sees it unlinked and tries again: filelock)."""
+        with contextlib.suppress(OSError):
+            if self._lock.is_locked:
+                self.path.unlink(missing_ok=True)
+            self._lock.release()
 
 
 # --- creating and replacing ----------------------------------------------------------------
@@ -314,7 +304,7 @@ def refuse_foreign(path: Path, kind: str) -> None:
     if unmarked_entries(path, kind) and read_marker(path, kind) is None:
         raise RunDirError(f"{path}: exists, is not empty and is not a {kind} directory made by "
                           f"cosim (no {kind} marker in {MARKERS[kind][0]}); nothing was "
-                          "touched; choose another --out")
+                          f"touched; choose another --out (free: {next_free_dir(path)})")
 
 
 def _refuse_earlier(path: Path, kind: str) -> None:
@@ -327,7 +317,7 @@ def _refuse_earlier(path: Path, kind: str) -> None:
         "complete", "") else ""
     raise RunDirError(f"{path}: holds an earlier {kind} ({state or 'made by cosim'}, id "
                       f"{marker['run_id'][:8]}); pass --force to replace it{hint}, or choose "
-                      "another --out")
+                      f"another --out (free: {next_free_dir(path)})")
 
 
 def claim_directory(directory: str | Path, kind: str, *, force: bool,
@@ -337,7 +327,7 @@ def claim_directory(directory: str | Path, kind: str, *, force: bool,
     An empty or missing directory is taken. One that holds an earlier ``kind``
     cosim made is emptied only with ``force`` (with ``reuse``, kept as it is, to be
     continued: a study); anything else is refused. The caller writes the marker and
-    releases the lock when done. ``force`` also clears a stale lock.
+    releases the lock when done.
     """
     path = Path(directory)
     if path.exists() and not path.is_dir():
@@ -349,7 +339,7 @@ def claim_directory(directory: str | Path, kind: str, *, force: bool,
     if not (force or reuse):
         _refuse_earlier(path, kind)
     path.mkdir(parents=True, exist_ok=True)
-    lock = DirLock.acquire(path, clear_stale=force, notes=notes)
+    lock = DirLock.acquire(path)
     try:
         if any(e.name != LOCK_FILE for e in path.iterdir()):
             refuse_foreign(path, kind)

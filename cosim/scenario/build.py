@@ -10,7 +10,7 @@ whose input failed an earlier one is skipped, and ``build`` raises one
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 import networkx as nx
@@ -76,6 +76,9 @@ class Built:
     # the controller build() made for the whole fleet: a ``controller`` that is not this
     # object was given from Python (cosim.engine.run.execute(controller=...)), see given_controller
     scenario_controller: Controller | None = None
+    # implausible but valid values, ``(field path, message)``: printed as ``warning:`` lines
+    # by ``cosim validate`` and ``cosim run``, never an error (see :func:`_warnings`)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def given_controller(self) -> Controller | None:
@@ -307,6 +310,27 @@ def _limit(sc: Scenario, setup: FleetSetup, data: CityLearnData,
         f"the {horizon} declared steps, data rows {sc.time.start}..{last}")
 
 
+def _warnings(sc: Scenario, setup: FleetSetup, limit_kwh: float) -> list[tuple[str, str]]:
+    """Valid but implausible values, ``(field path, message)``: a ``fraction_of_peak`` above 1
+    (a percentage typed as a fraction: 27 for 0.27) and a limit at or above the fleet's peak
+    demand over the run (it never binds, the multipliers stay 0)."""
+    c = sc.constraint
+    found: list[tuple[str, str]] = []
+    if c.fraction_of_peak is not None and c.fraction_of_peak > 1:
+        found.append(("constraint.fraction_of_peak",
+                      f"{c.fraction_of_peak:g} is above 1: the limit is {c.fraction_of_peak:g} "
+                      f"x the fleet's peak demand and never binds; a fraction is wanted "
+                      f"({c.fraction_of_peak / 100:g} for {c.fraction_of_peak:g} %)"))
+    elif c.limit_kw is not None:
+        peak = district_peak_kwh(setup.base_demand_kwh, setup.params.demand_scale)
+        if limit_kwh >= peak:
+            found.append(("constraint.limit_kw",
+                          f"{c.limit_kw:g} kW ({limit_kwh:.3f} kWh per step) is at or above "
+                          f"the fleet's peak demand over the run ({peak:.3f} kWh per step); "
+                          "the limit never binds"))
+    return found
+
+
 def _graph(sc: Scenario, names: list[str], grid: GridModel | None,
            problems: Problems) -> nx.Graph[int] | None:
     n = len(names)
@@ -398,17 +422,62 @@ def _oracle(sc: Scenario, setup: FleetSetup, limit_kwh: float, source: str,
                             setup.initial_soc_fraction, limit=limit,
                             grid_limits=grid_limits)
     except OracleInfeasible as exc:
-        field = "grid_constraints" if grid_limits is not None else "constraint"
-        raise ScenarioInfeasible(source, [(field, f"infeasible for the oracle: {exc}")]) \
+        where = "grid_constraints" if grid_limits is not None else "constraint"
+        raise ScenarioInfeasible(source, [(where, f"infeasible for the oracle: {exc}")]) \
             from None
 
 
-def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True) -> Built:
+#: the scenario sections each section's data-dependent checks read: a check is skipped
+#: when the schema refused a field of one of them (cosim.scenario.build.data_problems)
+CHECK_NEEDS: dict[str, set[str]] = {
+    "data": {"data"},
+    "time": {"data", "time", "constraint"},
+    "buildings": {"data", "time", "buildings", "feeder"},
+    "feeder": {"feeder", "buildings"},
+    "controller": {"controller", "buildings", "data", "time", "duals", "grid_constraints"},
+    "constraint": {"data", "time", "buildings", "feeder", "constraint", "controller"},
+    "communication": {"communication", "buildings", "feeder"},
+    "duals": {"duals", "communication", "buildings", "feeder", "data", "time", "constraint",
+              "controller"},
+    "grid_constraints": {"grid_constraints", "feeder", "buildings", "communication", "data",
+                         "time", "constraint", "duals", "controller"},
+}
+
+
+class _ChecksPassed(Exception):
+    """Raised by ``build(..., checks_only=True)`` once every check passed."""
+
+
+def data_problems(partial: Scenario, failed_sections: set[str],
+                  source: str) -> list[tuple[str, str]]:
+    """The data-dependent problems of a scenario whose schema refused fields of
+    ``failed_sections`` (``partial``: the scenario without them, see
+    ``cosim.scenario.loader``), so that one pass reports both kinds. Only the checks that
+    read none of the refused sections count (:data:`CHECK_NEEDS`); a section not listed
+    there reads them all."""
+    try:
+        build(partial, source, checks_only=True)
+    except ScenarioError as exc:
+        found = exc.errors
+    except _ChecksPassed:
+        return []
+    except Exception:  # noqa: BLE001 - defaults standing in for refused fields: no finding
+        return []
+    else:  # pragma: no cover - checks_only never returns
+        return []
+    every = set(Scenario.model_fields)
+    return [(path, msg) for path, msg in found
+            if not CHECK_NEEDS.get(path.split(".")[0], every) & failed_sections]
+
+
+def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True,
+          checks_only: bool = False) -> Built:
     """Check everything against the data and build the run's objects.
 
     Raises one ``ScenarioError`` with every problem found; checks that need a
     piece that failed are skipped (an unknown profile leaves the fleet unbuilt,
     so its constraint is not computed, but the policies and the graph are checked).
+    ``checks_only``: stop after the checks (:func:`data_problems`).
     """
     problems = Problems(source)
     data = _load_data(sc, problems)
@@ -426,6 +495,7 @@ def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True) -
     setup: FleetSetup | None = None
     limit_kwh: float | None = None
     limit_basis = ""
+    warnings: list[tuple[str, str]] = []
     if fleet_ok and grid_ok:
         assert data is not None  # fleet_ok
         params = _fleet_params(sc, rows, data)
@@ -438,6 +508,7 @@ def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True) -
                            price_outlook_per_kwh=data.price_outlook(sc.time.start,
                                                                     sc.time.steps))
         limit_kwh, limit_basis = _limit(sc, setup, data, profiles)
+        warnings = _warnings(sc, setup, limit_kwh)
 
     # without the feeder (a cmd-mode shard: buildings and controller only) a 'feeder'
     # graph cannot be built, and none is needed: the duals run in the main process
@@ -457,6 +528,8 @@ def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True) -
 
         constraints = build_grid_constraints(sc, grid, graph, setup, problems)
     problems.raise_if_any()
+    if checks_only:
+        raise _ChecksPassed
     # without problems the fleet was built (its data, profiles and feeder were fine) and
     # every building has a policy class
     assert setup is not None and limit_kwh is not None and classes is not None
@@ -470,7 +543,7 @@ def build(sc: Scenario, source: str = "<scenario>", *, with_grid: bool = True) -
         oracle = _oracle(sc, setup, limit_kwh, source, limits)
     built = Built(sc, names, _checked_profiles(rows), classes, setup, None, graph, duals,
                   limit_kwh, grid, policies or {}, oracle, limit_basis, constraints,
-                  controller_class=controller_class)
+                  controller_class=controller_class, warnings=warnings)
     if sc.controller.kind in FLEET_WIDE_KINDS:
         assert data is not None  # the fleet was built
         _planning(built, data, source)

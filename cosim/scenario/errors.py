@@ -6,9 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from cosim.scenario.limits import MAX_REPORTED_ERRORS
 from grid_models.errors import InputError
+
+if TYPE_CHECKING:
+    from cosim.scenario.model import Scenario
 
 
 class ScenarioError(InputError, ValueError):
@@ -17,6 +21,11 @@ class ScenarioError(InputError, ValueError):
     def __init__(self, source: str, errors: list[tuple[str, str]]) -> None:
         self.source = source
         self.errors = errors
+        # a schema error: the scenario without its refused fields (their defaults taken),
+        # None if it cannot be had, and the sections that had refused fields; what
+        # cosim.engine.run.prepare_scenario runs the data-dependent checks on
+        self.partial: Scenario | None = None
+        self.failed_sections: set[str] = set()
         super().__init__("\n".join(self.lines()))
 
     def lines(self) -> list[str]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -38,10 +39,50 @@ def scenario_from_dict(raw: Any, source: str = "<scenario>",
     try:
         scenario = Scenario.model_validate(raw)
     except ValidationError as exc:
-        errors.extend(pydantic_errors(exc))
+        schema = pydantic_errors(exc)
+        error = ScenarioError(source, [*errors, *schema])
+        error.partial = _without_failed_fields(raw, exc)
+        error.failed_sections = {path.split(".")[0] for path, _ in schema}
+        raise error from None
     if errors:
         raise ScenarioError(source, errors)
     return scenario
+
+
+def _without_failed_fields(raw: dict[str, Any], exc: ValidationError,
+                           rounds: int = 3) -> Scenario | None:
+    """The scenario with every field the schema refused left out (its default taken), so
+    that the data-dependent checks of the other sections can still run; None when that
+    is impossible (a required field failed, or a problem that names no single field)."""
+    trial = copy.deepcopy(raw)
+    for _ in range(rounds):
+        for err in exc.errors():
+            loc = [p for p in err["loc"]
+                   if not (isinstance(p, str) and p.startswith("function-"))]
+            if err["type"] == "missing" or not loc or not _drop(trial, loc):
+                return None
+        try:
+            return Scenario.model_validate(trial)
+        except ValidationError as again:
+            exc = again
+    return None
+
+
+def _drop(raw: Any, loc: list[str | int]) -> bool:
+    """Remove the key at ``loc`` from the nested mappings ``raw``; False if it is not there
+    as a mapping's key (a list element, a union's branch name)."""
+    node = raw
+    for part in loc[:-1]:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            return False
+    if isinstance(node, dict) and loc[-1] in node:
+        del node[loc[-1]]
+        return True
+    return False
 
 
 def read_scenario_file(path: str | os.PathLike[str], max_bytes: int = MAX_SCENARIO_FILE_BYTES,

@@ -5,6 +5,9 @@ aliases without limit once the value is used (a 1.5 KB "billion laughs" file
 becomes gigabytes when validated). ``read_yaml`` composes the node graph first,
 checks it (alias uses, nesting depth, size after expanding every alias,
 recursive aliases, duplicate keys) and only then builds Python values.
+No maintained library does this: PyYAML and ruamel.yaml bound neither alias expansion nor
+nesting depth, and ruamel's duplicate-key check stops at the first one, while a scenario
+file needs every problem listed with its path, so the checks stay here, on PyYAML's nodes.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Covers: the marker (a ``status.json`` that cosim did not write is no licence to
 delete), ``--force`` only over cosim's own runs, dangerous ``--out`` values,
 scenario paths that leave the working directory, symbolic links, the lock
-(concurrent runs as real processes, stale locks), SIGTERM, and a full disk.
+(concurrent runs as real processes, a killed holder's lock), SIGTERM, and a full disk.
 """
 
 from __future__ import annotations
@@ -94,6 +94,35 @@ def test_an_earlier_run_is_replaced_only_with_force(tmp_path: Path, capsys):
     assert second["run_id"] != first["run_id"]
     assert second["state"] == "complete"
     assert not (out / LOCK_FILE).exists()
+
+
+def test_a_second_run_without_out_goes_to_the_next_free_folder(tmp_path: Path, monkeypatch,
+                                                                capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["run", str(SCENARIO), "--steps", "4", "--quiet", "--engine", "plain",
+            "--set", "output.plots=false"]
+    assert main(args) == 0
+    base = Path("runs/paper_fig1d")
+    first = read_status(tmp_path / base)["run_id"]
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert f"note: {base} is not empty (an earlier run?); this run goes to {base}_2" in err
+    assert read_status(tmp_path / base)["run_id"] == first  # untouched
+    assert read_status(tmp_path / f"{base}_2")["state"] == "complete"
+    assert main([*args, "--force"]) == 0  # --force still replaces the scenario's folder
+    assert read_status(tmp_path / base)["run_id"] != first
+    assert not (tmp_path / f"{base}_3").exists()
+
+
+def test_an_explicit_out_is_refused_naming_a_free_folder(tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    assert _run(out, steps=4) == 0
+    (tmp_path / "run_2").mkdir()  # taken as well (even empty: it exists)
+    capsys.readouterr()
+    assert _run(out, steps=4) == 2
+    line = _one_error(capsys.readouterr().err)
+    assert "pass --force to replace it" in line and f"(free: {tmp_path / 'run_3'})" in line
 
 
 def test_a_forged_marker_without_a_run_id_is_refused(tmp_path: Path, capsys):
@@ -189,36 +218,47 @@ def _dead_pid() -> int:
     return proc.pid
 
 
-def test_a_stale_lock_is_reported_and_cleared_with_force(tmp_path: Path, capsys):
+def test_a_dead_runs_lock_file_is_simply_taken(tmp_path: Path, capsys):
+    """The lock is a kernel lock (filelock): it dies with its holder, so the lock file a
+    dead run left is no stale lock to report or clear (it was, with the O_EXCL file)."""
     out = tmp_path / "run"
     out.mkdir()
     pid = _dead_pid()
     (out / LOCK_FILE).write_text(json.dumps({"pid": pid, "host": socket.gethostname(),
                                              "started_unix": time.time()}))
-    assert _run(out) == 2
-    line = _one_error(capsys.readouterr().err)
-    assert "stale lock" in line and f"pid {pid}" in line and "--force" in line
-    assert _run(out, "--force") == 0
-    err = capsys.readouterr().err
-    assert f"note: cleared the stale lock of pid {pid}" in err
+    assert _run(out) == 0
+    assert "stale" not in capsys.readouterr().err
     assert read_status(out)["state"] == "complete"
+    assert not (out / LOCK_FILE).exists()
+
+
+def _holder(out: Path) -> subprocess.Popen[str]:
+    """A process that holds the lock of ``out`` until killed."""
+    code = ("import sys, time; from pathlib import Path; from cosim.results.rundir import "
+            "DirLock; held = DirLock.acquire(Path(sys.argv[1])); print('locked', flush=True); "
+            "time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert proc.stdout is not None and proc.stdout.readline() == "locked\n"
+    return proc
 
 
 def test_a_live_lock_is_never_taken_even_with_force(tmp_path: Path, capsys):
     out = tmp_path / "run"
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = _holder(out)
     try:
-        (out / LOCK_FILE).write_text(json.dumps({"pid": holder.pid,
-                                                 "host": socket.gethostname(),
-                                                 "started_unix": time.time()}))
         assert _run(out, "--force") == 2
         line = _one_error(capsys.readouterr().err)
-        assert f"another cosim run is using this directory (pid {holder.pid}" in line
+        assert f"another cosim run is using this directory (pid {holder.pid} on host " \
+               f"{socket.gethostname()}" in line
         assert not (out / "status.json").exists()
     finally:
         holder.kill()
         holder.wait()
+    # killed (SIGKILL: no clean-up), its lock went with it
+    assert _run(out) == 0
+    assert read_status(out)["state"] == "complete"
 
 
 def _cli(*args: str) -> list[str]:

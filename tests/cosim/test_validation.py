@@ -106,6 +106,73 @@ def test_run_prints_the_limit(tmp_path: Path, capsys):
     assert "limit 8.146 kWh per step (0.27 x the district's peak demand" in printed
 
 
+# --- warnings: valid but implausible values --------------------------------------------------
+
+
+def test_a_percentage_typed_as_a_fraction_is_warned_about(capsys):
+    assert main(["validate", str(SCENARIO), "--steps", "24",
+                 "--set", "constraint.fraction_of_peak=27"]) == 0  # a warning: still valid
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"warning: {SCENARIO}: constraint.fraction_of_peak: 27 is above 1: the "
+                   "limit is 27 x the fleet's peak demand and never binds; a fraction is "
+                   "wanted (0.27 for 27 %)"]
+
+
+def test_a_limit_above_the_peak_is_warned_about(capsys):
+    assert main(["validate", str(SCENARIO), "--steps", "24",
+                 "--set", "constraint={limit_kw: 1000}"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"warning: {SCENARIO}: constraint.limit_kw: 1000 kW (")
+    assert "is at or above the fleet's peak demand over the run" in err
+
+
+def test_plausible_values_print_no_warning(capsys):
+    assert main(["validate", str(SCENARIO), "--steps", "24"]) == 0
+    assert main(["validate", str(SCENARIO), "--steps", "24",
+                 "--set", "constraint={limit_kw: 5.0}"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_run_prints_the_warnings_and_still_runs(tmp_path: Path, capsys):
+    assert main(["run", str(SCENARIO), "--steps", "4", "--engine", "plain", "--quiet",
+                 "--set", "output.plots=false", "--set", "constraint.fraction_of_peak=2",
+                 "--out", str(tmp_path / "run")]) == 0
+    assert "warning: " in capsys.readouterr().err
+    assert (tmp_path / "run" / "kpis.json").is_file()
+
+
+# --- schema errors and data-dependent errors in one pass --------------------------------------
+
+
+def _both_kinds(tmp_path: Path, **duals: object) -> Path:
+    raw = yaml.safe_load(SCENARIO.read_text())
+    raw["time"]["steps"] = 24
+    raw["duals"] = {**raw.get("duals", {}), **duals}
+    raw["buildings"]["explicit"][2]["bus"] = 999  # not in the feeder: a data-dependent error
+    path = tmp_path / "both.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_schema_and_data_errors_are_reported_in_one_pass(tmp_path: Path, capsys):
+    path = _both_kinds(tmp_path, lambda_max="high")  # a wrong type: a schema error
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert any(ln.startswith(f"error: {path}: duals.lambda_max: ") for ln in err), err
+    assert any(ln.startswith(f"error: {path}: buildings.explicit.2.bus: ") for ln in err), err
+
+
+def test_a_data_check_that_needs_a_refused_field_is_skipped(tmp_path: Path):
+    raw = yaml.safe_load(_both_kinds(tmp_path).read_text())
+    raw["feeder"]["source"] = 12  # the bus check needs the feeder: only the schema's error
+    (tmp_path / "feeder.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(ScenarioError) as caught:
+        prepare_scenario(tmp_path / "feeder.yaml")
+    fields = [path for path, _ in caught.value.errors]
+    assert any(f.startswith("feeder") for f in fields), fields
+    assert not any(f.startswith("buildings") for f in fields), fields
+
+
 # --- the bounded YAML reader ------------------------------------------------------------------
 
 

@@ -50,15 +50,11 @@ def _post_order(parent: np.ndarray) -> tuple[list[int], list[list[int]]]:
             children[int(parent[v])].append(v)
     if len(roots) != 1:
         raise ValueError(f"a tree overlay has one root, got {len(roots)}")
-    order: list[int] = []
-    stack = [(roots[0], False)]
-    while stack:
-        v, done = stack.pop()
-        if done:
-            order.append(v)
-            continue
-        stack.append((v, True))
-        stack.extend((c, False) for c in reversed(children[v]))
+    tree: nx.DiGraph[int] = nx.DiGraph()
+    tree.add_nodes_from(range(n))
+    tree.add_edges_from((v, c) for v in range(n) for c in children[v])
+    # children in their order (networkx follows the order the edges were added in)
+    order = list(nx.dfs_postorder_nodes(tree, source=roots[0]))
     if len(order) != n:
         raise ValueError("the overlay's parents do not form one tree")
     return order, children
