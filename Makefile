@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,train]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -42,7 +42,7 @@ types: $(STAMP)
 # mutation testing of the core modules (pyproject.toml [tool.mutmut]): each mutant is
 # checked by the tests that cover its function; survivors are listed at the end
 mutation: $(STAMP)
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,mutation]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,train,mutation]'
 	$(VENV)/bin/mutmut run
 	$(VENV)/bin/mutmut results
 

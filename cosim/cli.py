@@ -53,10 +53,27 @@ def _demo(args: argparse.Namespace) -> int:
     return code
 
 
+#: what ``cosim train`` imports beyond a run: the extra ``train`` (pyproject.toml)
+TRAIN_MODULES = ("torch", "stable_baselines3", "gymnasium")
+
+
+def missing_train_modules() -> list[str]:
+    """The modules of the ``train`` extra that this environment lacks."""
+    from importlib.util import find_spec
+
+    return [m for m in TRAIN_MODULES if find_spec(m) is None]
+
+
 def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from agents.learning.recipe import RecipeError, load_recipe
+
+    missing = missing_train_modules()
+    if missing:
+        _error(f"cosim train needs the training extra ({', '.join(missing)} not installed): "
+               "pip install 'fleetcosim[train]'")
+        return EXIT_INPUT
 
     try:
         recipe = load_recipe(args.recipe)
@@ -427,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cosim",
         description="Grid-checked distributed control of building fleets.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run scenarios/paper_fig1d.yaml through mosaik")
     demo.add_argument("--out", help="run directory (default: runs/paper_fig1d)")
@@ -440,7 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
                              ("validate", _validate, "check a scenario without running it")):
         p = sub.add_parser(name, help=text)
         p.add_argument("scenario", nargs="?" if name == "run" else None,
-                       help="scenario YAML (see scenarios/)")
+                       help="scenario YAML, or the name of a shipped one "
+                            "(paper_fig1d: scenarios/paper_fig1d.yaml)")
         p.add_argument("--set", action="append", metavar="PATH=VALUE",
                        help="override a field, e.g. --set duals.mode=independent (repeatable)")
         p.set_defaults(func=func)
@@ -515,12 +534,32 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; return its exit code (2 for bad arguments or scenarios)."""
     try:
         args = build_parser().parse_args(argv)
+        _locate_inputs(args)
         return int(args.func(args))
     except SystemExit as exc:  # argparse's usage errors and --help, bad scenarios
         return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     except BrokenPipeError:  # the reader went away (cosim verify RUN | head -1): no traceback
         _quiet_stdout()
         return EXIT_BROKEN_PIPE
+
+
+def _version() -> str:
+    from cosim import __version__
+
+    return __version__
+
+
+def _locate_inputs(args: argparse.Namespace) -> None:
+    """Point a scenario or study argument at its file: the user's path, else the shipped
+    file of that path or name (:func:`agents.fleet.paths.find_input_file`)."""
+    from agents.fleet.paths import STUDIES_DIR, find_input_file
+
+    if getattr(args, "scenario", None) is not None:
+        args.scenario = str(find_input_file(args.scenario))
+    if getattr(args, "target", None) is not None:
+        is_study = not (args.sweep or args.variant)  # else the target is a scenario file
+        args.target = str(find_input_file(args.target, STUDIES_DIR) if is_study else
+                          find_input_file(args.target))
 
 
 #: exit status after the output's reader went away (128 + SIGPIPE, as a shell reports it)

@@ -6,6 +6,7 @@ state-augmented PPO policies, consensus on lambda, an AC power flow every step.
 
 from __future__ import annotations
 
-from agents.fleet.paths import REPO_ROOT
+from agents.fleet.paths import SCENARIOS_DIR, SHIPPED_ROOT
 
-DEMO_SCENARIO = REPO_ROOT / "scenarios" / "paper_fig1d.yaml"
+#: the shipped scenario (the checkout's, or the copy an installed wheel carries)
+DEMO_SCENARIO = SHIPPED_ROOT / SCENARIOS_DIR / "paper_fig1d.yaml"
