@@ -5,7 +5,10 @@ compared row by row, matched on the table's keys (``time`` and the element), wit
 named tolerance per quantity: a value passes when ``|run - ref| <= atol + rtol * |ref|``
 (NaN matches NaN only: an unknown step must stay unknown). Then every number of
 ``kpis.json`` (timings left out). A check fails on a value beyond its tolerance, on rows
-or keys that do not match, or on a table or column the run lacks.
+or keys that do not match, or on a table or column the run lacks. Rows are matched by an
+inner join, so value and label columns keep their dtypes. Runs that cover different steps
+fail with one check, ``steps``, and nothing else; ``overlap`` compares the common steps
+(without ``kpis.json``). A NaN or ``null`` KPI matches only a NaN or ``null``.
 
 Tolerances (:data:`DEFAULT_TOLERANCES`) are looked up by ``<table>.<column>`` first, then
 ``<column>``, then the default ``*``; KPIs by ``kpi.<section>.<key>``, ``kpi.<key>`` and

@@ -8,11 +8,12 @@ its files"), each with a named tolerance and its worst deviation:
 
 * **energy balance** of every building and step: ``d + b(t-1) = g + x + b(t) + dropped``
   and ``unmet = b(t) + dropped`` (``ENERGY_ATOL_KWH``);
-* **power flow** re-solved with pandapower from ``feeder.json`` (read through the
-  screening reader, its own loads and generators switched off) and the recorded bus
-  injections (``cosim.results.readers.recorded_bus_loads``), on a sample of steps or all
-  (``steps``): bus voltages, line and transformer loadings (``VM_ATOL_PU``,
-  ``LOADING_ATOL_PERCENT``: the power-grid-model backend agrees with pandapower to these);
+* **power flow** of every step re-solved at once with power-grid-model's batch solver
+  (``PgmPowerFlow.solve_batch``), and on a sample of steps (``steps``) with pandapower as
+  the independent reference, from ``feeder.json`` (read through the screening reader,
+  its own loads and generators left out) and the recorded bus injections
+  (``cosim.results.readers.recorded_bus_loads``): bus voltages, line and transformer
+  loadings (``VM_ATOL_PU``, ``LOADING_ATOL_PERCENT``: the two backends agree to these);
 * **multipliers** re-derived with ``agents.consensus.duals.DualDynamics`` from ``comm_graph.json``,
   the resolved scenario's ``duals`` and ``kpis.json``'s ``limit_kwh``, fed with the
   recorded grid energy and served demand: ``lambda``, ``mu``, ``nu`` as the agents used
@@ -25,8 +26,13 @@ its files"), each with a named tolerance and its worst deviation:
 * **calendar**: the ``datetime`` column of the buildings and grid tables is the data's
   calendar (``agents.fleet.calendar``) at data row ``time.start + time``, exactly.
 
-A check whose inputs a run lacks (an older run without a column or a file) is skipped
-with the reason, never passed silently.
+Before them, **finite values**: no infinity in any table, NaN only where
+docs/results_contract.md allows it (``NAN_ALLOWED``). A file a check needs that the run
+lacks (``feeder.json``, ``comm_graph.json``, ``grid_constraints.json``) fails that check;
+a table without a column a check reads (``REQUIRED_COLUMNS``) raises
+:class:`VerifyInputError` (exit 2). Skipped, with the reason, are only checks a run
+cannot support: the calendar without ``datetime`` (written before it was recorded), the
+multiplier replay under message faults, peer-mode grid multipliers.
 """
 
 from __future__ import annotations
