@@ -290,7 +290,7 @@ def _compare_table(table: str, run_df: pd.DataFrame, ref_df: pd.DataFrame,
             check = Check(name, Tolerance(), compared=len(ref), failed=int(differs.sum()))
             if check.failed:
                 i = int(np.flatnonzero(differs)[0])
-                check.where = _where(keys, merged.iloc[i], start_row)
+                check.where = _where(keys, merged[list(keys)].iloc[i], start_row)
                 check.run_value, check.ref_value = run.iloc[i], ref.iloc[i]
                 check.worst_diff = float("nan")
             checks.append(check)
@@ -305,7 +305,7 @@ def _compare_table(table: str, run_df: pd.DataFrame, ref_df: pd.DataFrame,
             i = worst_index(diff, bad)
             check.worst_diff = float(diff[i])
             if check.worst_diff > 0 or bad.any():
-                check.where = _where(keys, merged.iloc[i], start_row)
+                check.where = _where(keys, merged[list(keys)].iloc[i], start_row)
                 check.run_value, check.ref_value = float(b[i]), float(a[i])
         checks.append(check)
     return checks
