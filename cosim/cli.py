@@ -401,7 +401,7 @@ def _compare(args: argparse.Namespace) -> int:
         base = load_tolerance_file(args.tolerances) if args.tolerances else {}
         tol = merge_options(base, parse_tolerance_options(args.atol, "atol"),
                             parse_tolerance_options(args.rtol, "rtol"))
-        result = compare_runs(args.run, args.reference, tol)
+        result = compare_runs(args.run, args.reference, tol, overlap=args.overlap)
     except CompareError as exc:
         return _fail(exc)
     print(result.report(all_checks=args.all))
@@ -430,7 +430,7 @@ def _verify(args: argparse.Namespace) -> int:
             _error(f"--steps {args.steps!r}: give a whole number >= 1 or 'all'")
             return EXIT_INPUT
     try:
-        result = verify_run(args.run, steps)
+        result = verify_run(args.run, steps, every_step=not args.sampled_only)
     except (RunDirError, OSError, ValueError, KeyError) as exc:
         _error(f"{args.run}: cannot verify: {exc}")
         return EXIT_INPUT
@@ -502,8 +502,11 @@ def build_parser() -> argparse.ArgumentParser:
                                            "power flow, multipliers, KPIs); exit 1 on a failure")
     verify.add_argument("run", help="run directory")
     verify.add_argument("--steps", default="24", metavar="N|all",
-                        help="steps whose power flow is re-solved with pandapower, spread "
-                             "over the run (default 24; 'all')")
+                        help="steps whose power flow is also re-solved with pandapower, the "
+                             "reference, spread over the run (default 24; 'all'); "
+                             "power-grid-model re-solves every step")
+    verify.add_argument("--sampled-only", action="store_true",
+                        help="re-solve only the pandapower sample (--steps), not every step")
     verify.set_defaults(func=_verify)
     compare = sub.add_parser("compare", help="compare a run with a reference run, table by "
                                              "table and KPI by KPI (exit 1 on a regression)")
@@ -518,6 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="YAML/JSON {quantity: {atol, rtol}} (options override it)")
     compare.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
     compare.add_argument("--all", action="store_true", help="list passing checks too")
+    compare.add_argument("--overlap", action="store_true",
+                         help="runs of different lengths: compare the steps both hold "
+                              "(kpis.json left out)")
     compare.set_defaults(func=_compare)
     train = sub.add_parser("train", help="train one policy per demand class from a recipe")
     train.add_argument("recipe", help="recipe YAML (see data/policies/recipe.yaml)")

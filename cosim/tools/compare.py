@@ -5,7 +5,10 @@ compared row by row, matched on the table's keys (``time`` and the element), wit
 named tolerance per quantity: a value passes when ``|run - ref| <= atol + rtol * |ref|``
 (NaN matches NaN only: an unknown step must stay unknown). Then every number of
 ``kpis.json`` (timings left out). A check fails on a value beyond its tolerance, on rows
-or keys that do not match, or on a table or column the run lacks.
+or keys that do not match, or on a table or column the run lacks. Rows are matched by an
+inner join, so value and label columns keep their dtypes. Runs that cover different steps
+fail with one check, ``steps``, and nothing else; ``overlap`` compares the common steps
+(without ``kpis.json``). A NaN or ``null`` KPI matches only a NaN or ``null``.
 
 Tolerances (:data:`DEFAULT_TOLERANCES`) are looked up by ``<table>.<column>`` first, then
 ``<column>``, then the default ``*``; KPIs by ``kpi.<section>.<key>``, ``kpi.<key>`` and
@@ -127,6 +130,7 @@ class Comparison:
     run: Path
     reference: Path
     checks: list[Check] = field(default_factory=list)
+    note: str = ""  # said under the headline (what --overlap left out)
 
     @property
     def ok(self) -> bool:
@@ -146,6 +150,8 @@ class Comparison:
         width = max([len(c.quantity) for c in self.checks] + [8])
         lines = [f"compare {self.run} against {self.reference}: "
                  f"{len(self.checks) - len(self.failures)} of {len(self.checks)} checks pass"]
+        if self.note:
+            lines.append(f"  {self.note}")
         for c in rows:
             lines.append(f"  {'ok  ' if c.ok else 'FAIL'}  {c.quantity:<{width}}  {c.message()}")
         return "\n".join(lines)
@@ -230,6 +236,19 @@ def _where(keys: tuple[str, ...], row: pd.Series, start_row: int | None = None) 
     return ", ".join([*parts, step])
 
 
+def _same_labels(ref: pd.Series, run: pd.Series) -> np.ndarray:
+    """Where two label columns differ: by value with their own dtypes (29 matches 29, a
+    missing value only a missing one); text when the values cannot be compared."""
+    try:
+        equal = (ref.to_numpy() == run.to_numpy())
+        equal = np.asarray(equal, dtype=bool)
+    except (TypeError, ValueError):
+        equal = (ref.astype(str) == run.astype(str)).to_numpy()
+    both_missing = (ref.isna() & run.isna()).to_numpy()
+    result: np.ndarray = ~(equal | both_missing)
+    return result
+
+
 def _compare_table(table: str, run_df: pd.DataFrame, ref_df: pd.DataFrame,
                    tolerances: Mapping[str, Tolerance], start_row: int | None = None
                    ) -> list[Check]:
@@ -242,27 +261,36 @@ def _compare_table(table: str, run_df: pd.DataFrame, ref_df: pd.DataFrame,
     if len(run_df) != len(ref_df):
         checks.append(Check(f"{table}.rows", Tolerance(),
                             problem=f"{len(run_df)} rows, the reference {len(ref_df)}"))
-    merged = ref_df.merge(run_df, on=list(keys), how="left", suffixes=("_ref", "_run"),
-                          indicator=True)
-    unmatched = int((merged["_merge"] != "both").sum())
+    lacking = [k for k in keys if k not in run_df.columns or k not in ref_df.columns]
+    if lacking:
+        checks.append(Check(f"{table}.keys", Tolerance(),
+                            problem=f"no key column {lacking} to match rows on"))
+        return checks
+    # reference rows without a match: an anti-join on the keys alone, so that the value
+    # columns of the inner join below keep their dtypes (a left join would turn the
+    # integer ``bus`` of unmatched rows into float)
+    found = ref_df[list(keys)].merge(run_df[list(keys)].drop_duplicates(), on=list(keys),
+                                     how="left", indicator=True)
+    unmatched = int((found["_merge"] != "both").sum())
     if unmatched:
-        first = merged[merged["_merge"] != "both"].iloc[0]
+        first = found[found["_merge"] != "both"].iloc[0]
         checks.append(Check(f"{table}.keys", Tolerance(), problem=(
             f"{unmatched} reference rows have no match in the run, first: "
             f"{_where(keys, first, start_row)}")))
-    merged = merged[merged["_merge"] == "both"]
+    merged = ref_df.merge(run_df, on=list(keys), how="inner", suffixes=("_ref", "_run"))
     for col in ref_df.columns:
         if col in keys or col in missing:
             continue
         name = f"{table}.{col}"
         ref, run = merged[f"{col}_ref"], merged[f"{col}_run"]
         if (col in LABEL_COLUMNS.get(table, ()) or ref.dtype == object or ref.dtype == bool
+                or pd.api.types.is_string_dtype(ref)
                 or pd.api.types.is_datetime64_any_dtype(ref)):
-            differs = (ref.astype(str) != run.astype(str)).to_numpy()
+            differs = _same_labels(ref, run)
             check = Check(name, Tolerance(), compared=len(ref), failed=int(differs.sum()))
             if check.failed:
                 i = int(np.flatnonzero(differs)[0])
-                check.where = _where(keys, merged.iloc[i], start_row)
+                check.where = _where(keys, merged[list(keys)].iloc[i], start_row)
                 check.run_value, check.ref_value = run.iloc[i], ref.iloc[i]
                 check.worst_diff = float("nan")
             checks.append(check)
@@ -277,7 +305,7 @@ def _compare_table(table: str, run_df: pd.DataFrame, ref_df: pd.DataFrame,
             i = worst_index(diff, bad)
             check.worst_diff = float(diff[i])
             if check.worst_diff > 0 or bad.any():
-                check.where = _where(keys, merged.iloc[i], start_row)
+                check.where = _where(keys, merged[list(keys)].iloc[i], start_row)
                 check.run_value, check.ref_value = float(b[i]), float(a[i])
         checks.append(check)
     return checks
@@ -313,6 +341,15 @@ def flatten_kpis(obj: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _missing_kpi(value: Any) -> bool:
+    """A KPI without a value: ``null`` in kpis.json, or NaN."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _compare_kpis(run_dir: Path, ref_dir: Path,
                   tolerances: Mapping[str, Tolerance]) -> list[Check]:
     try:
@@ -331,9 +368,15 @@ def _compare_kpis(run_dir: Path, ref_dir: Path,
         else:
             run = run_flat[name]
             check.run_value, check.ref_value = run, ref
-            if isinstance(ref, (int, float)) and not isinstance(ref, bool) and \
-                    isinstance(run, (int, float)) and not isinstance(run, bool):
+            if _missing_kpi(run) or _missing_kpi(ref):
+                # NaN or null (kpis.json writes NaN as null): unknown matches unknown only
+                both = _missing_kpi(run) and _missing_kpi(ref)
+                check.failed = int(not both)
+                check.worst_diff = 0.0 if both else float("inf")
+            elif _is_number(ref) and _is_number(run):
                 check.worst_diff = abs(float(run) - float(ref))
+                if math.isnan(check.worst_diff):  # inf - inf
+                    check.worst_diff = 0.0 if float(run) == float(ref) else float("inf")
                 check.failed = int(check.worst_diff > tol.atol + tol.rtol * abs(float(ref)))
             else:
                 check.failed = int(run != ref)
@@ -342,10 +385,24 @@ def _compare_kpis(run_dir: Path, ref_dir: Path,
     return checks
 
 
+def _at(frame: pd.DataFrame, times: np.ndarray) -> pd.DataFrame:
+    return frame[frame["time"].isin(times)] if "time" in frame else frame
+
+
+def _steps_text(times: np.ndarray) -> str:
+    return f"{len(times)} steps" + (f" ({int(times[0])}..{int(times[-1])})" if len(times)
+                                   else "")
+
+
 def compare_runs(run: str | Path, reference: str | Path,
-                 tolerances: Mapping[str, Tolerance] | None = None) -> Comparison:
+                 tolerances: Mapping[str, Tolerance] | None = None, *,
+                 overlap: bool = False) -> Comparison:
     """Compare ``run`` with ``reference`` (module docstring); ``tolerances`` override the
-    defaults per quantity. Raises :class:`CompareError` when either is not a run."""
+    defaults per quantity. Raises :class:`CompareError` when either is not a run.
+
+    Runs that cover different steps fail with one check, ``steps``, that says so (no
+    value is compared); with ``overlap`` the steps both hold are compared instead, and
+    ``kpis.json`` is left out (its numbers sum over different steps)."""
     from cosim.results.readers import read_table
 
     run_dir, ref_dir = Path(run), Path(reference)
@@ -354,19 +411,47 @@ def compare_runs(run: str | Path, reference: str | Path,
     run_tables = _status_tables(run_dir)
     result = Comparison(run_dir, ref_dir)
     start_row = _start_row(ref_dir)
+    frames: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
     for table in ref_tables:
         if table not in run_tables:
             result.checks.append(Check(f"{table}", Tolerance(),
                                        problem="the run has no such table"))
             continue
         try:
-            ref_df, run_df = read_table(ref_dir, table), read_table(run_dir, table)
+            frames[table] = (read_table(ref_dir, table), read_table(run_dir, table))
         except (OSError, ValueError) as exc:
             result.checks.append(Check(f"{table}", Tolerance(),
                                        problem=f"cannot read the table: {exc}"))
-            continue
+    # the steps each run covers: the union of the tables' times
+    ref_times = np.unique(np.concatenate(
+        [f[0]["time"].to_numpy(dtype=np.int64) for f in frames.values() if "time" in f[0]]
+        or [np.zeros(0, dtype=np.int64)]))
+    run_times = np.unique(np.concatenate(
+        [f[1]["time"].to_numpy(dtype=np.int64) for f in frames.values() if "time" in f[1]]
+        or [np.zeros(0, dtype=np.int64)]))
+    same_steps = np.array_equal(ref_times, run_times)
+    if not same_steps and not overlap:
+        what = (f"the runs differ in length: {len(run_times)} vs {len(ref_times)} steps"
+                if len(run_times) != len(ref_times) else
+                f"the runs cover different steps: {_steps_text(run_times)} vs "
+                f"{_steps_text(ref_times)}")
+        result.checks.append(Check("steps", Tolerance(), problem=(
+            f"{what}; compare the common steps with --overlap")))
+        return result
+    if not same_steps:
+        common = np.intersect1d(ref_times, run_times)
+        result.note = (f"--overlap: {len(common)} common steps compared (the run has "
+                       f"{len(run_times)}, the reference {len(ref_times)}); kpis.json "
+                       "left out")
+        if not len(common):
+            result.checks.append(Check("steps", Tolerance(),
+                                       problem="the runs have no step in common"))
+            return result
+        frames = {t: (_at(r, common), _at(u, common)) for t, (r, u) in frames.items()}
+    for table, (ref_df, run_df) in frames.items():
         result.checks.extend(_compare_table(table, run_df, ref_df, tol, start_row))
-    result.checks.extend(_compare_kpis(run_dir, ref_dir, tol))
+    if same_steps:
+        result.checks.extend(_compare_kpis(run_dir, ref_dir, tol))
     return result
 
 

@@ -8,11 +8,12 @@ its files"), each with a named tolerance and its worst deviation:
 
 * **energy balance** of every building and step: ``d + b(t-1) = g + x + b(t) + dropped``
   and ``unmet = b(t) + dropped`` (``ENERGY_ATOL_KWH``);
-* **power flow** re-solved with pandapower from ``feeder.json`` (read through the
-  screening reader, its own loads and generators switched off) and the recorded bus
-  injections (``cosim.results.readers.recorded_bus_loads``), on a sample of steps or all
-  (``steps``): bus voltages, line and transformer loadings (``VM_ATOL_PU``,
-  ``LOADING_ATOL_PERCENT``: the power-grid-model backend agrees with pandapower to these);
+* **power flow** of every step re-solved at once with power-grid-model's batch solver
+  (``PgmPowerFlow.solve_batch``), and on a sample of steps (``steps``) with pandapower as
+  the independent reference, from ``feeder.json`` (read through the screening reader,
+  its own loads and generators left out) and the recorded bus injections
+  (``cosim.results.readers.recorded_bus_loads``): bus voltages, line and transformer
+  loadings (``VM_ATOL_PU``, ``LOADING_ATOL_PERCENT``: the two backends agree to these);
 * **multipliers** re-derived with ``agents.consensus.duals.DualDynamics`` from ``comm_graph.json``,
   the resolved scenario's ``duals`` and ``kpis.json``'s ``limit_kwh``, fed with the
   recorded grid energy and served demand: ``lambda``, ``mu``, ``nu`` as the agents used
@@ -25,12 +26,18 @@ its files"), each with a named tolerance and its worst deviation:
 * **calendar**: the ``datetime`` column of the buildings and grid tables is the data's
   calendar (``agents.fleet.calendar``) at data row ``time.start + time``, exactly.
 
-A check whose inputs a run lacks (an older run without a column or a file) is skipped
-with the reason, never passed silently.
+Before them, **finite values**: no infinity in any table, NaN only where
+docs/results_contract.md allows it (``NAN_ALLOWED``). A file a check needs that the run
+lacks (``feeder.json``, ``comm_graph.json``, ``grid_constraints.json``) fails that check;
+a table without a column a check reads (``REQUIRED_COLUMNS``) raises
+:class:`VerifyInputError` (exit 2). Skipped, with the reason, are only checks a run
+cannot support: the calendar without ``datetime`` (written before it was recorded), the
+multiplier replay under message faults, peer-mode grid multipliers.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +47,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from cosim.results.rundir import RunDirError
 from cosim.tools.compare import deviation, flatten_kpis, worst_index
 
 ENERGY_ATOL_KWH = 1e-9  # float64 sums of a few kWh
@@ -63,17 +71,21 @@ class VerifyCheck:
     failed: int = 0
     compared: int = 0
     skipped: str = ""
+    problem: str = ""  # an input the check needs is missing: a failure
 
     @property
     def ok(self) -> bool:
-        """Whether no value is beyond the tolerance (a skipped check is ok)."""
-        return self.failed == 0
+        """Whether no value is beyond the tolerance and no input was missing (a skipped
+        check is ok)."""
+        return self.failed == 0 and not self.problem
 
     def line(self) -> str:
         """The check as one line of the report: status, counts, worst deviation."""
         status = "skip" if self.skipped else ("ok  " if self.ok else "FAIL")
         if self.skipped:
             return f"  {status}  {self.name:<22} {self.skipped}"
+        if self.problem:
+            return f"  {status}  {self.name:<22} {self.problem}"
         where = f" at {self.where}" if self.where else ""
         return (f"  {status}  {self.name:<22} {self.compared} values, {self.failed} beyond "
                 f"{self.tolerance}; worst {self.worst:.3g}{where}")
@@ -94,7 +106,7 @@ class Verification:
     def report(self) -> str:
         """A header with the counts, then one line per check."""
         passed = sum(1 for c in self.checks if c.ok and not c.skipped)
-        skipped = sum(1 for c in self.checks if c.skipped)
+        skipped = sum(1 for c in self.checks if c.skipped and c.ok)
         head = (f"verify {self.run}: {passed} checks pass, "
                 f"{len(self.checks) - passed - skipped} fail, {skipped} skipped")
         return "\n".join([head, *(c.line() for c in self.checks)])
@@ -148,17 +160,18 @@ def _sample(times: NDArray[Any], steps: int | None) -> NDArray[Any]:
 
 
 def check_power_flow(run: Path, steps: int | None = DEFAULT_SAMPLE_STEPS, *,
-                     grid: pd.DataFrame | None = None) -> list[VerifyCheck]:
-    """The recorded bus voltages and line and transformer loadings against pandapower.
+                     grid: pd.DataFrame | None = None,
+                     every_step: bool = True) -> list[VerifyCheck]:
+    """The recorded bus voltages and line and transformer loadings against a re-solve.
 
-    Re-solves ``steps`` steps spread over the run (None: all) from the recorded bus
-    injections; steps whose power flow did not converge are left out. ``grid``: the
-    run's grid table when the caller has read it already.
+    Every step is re-solved at once with the power-grid-model backend
+    (:meth:`~grid_models.powerflow.pgm_backend.PgmPowerFlow.solve_batch`) from the
+    recorded bus injections, and ``steps`` steps spread over the run (None: all) with
+    pandapower, the independent reference; ``every_step=False`` re-solves only the
+    pandapower sample. Steps whose power flow did not converge in the run are left out.
+    ``grid``: the run's grid table when the caller has read it already. A run with grid
+    tables but no ``feeder.json`` fails.
     """
-    import warnings
-
-    import pandapower as pp
-
     from cosim.results.readers import read_table, recorded_bus_loads
     from grid_models.feeders import read_feeder_json
 
@@ -166,19 +179,81 @@ def check_power_flow(run: Path, steps: int | None = DEFAULT_SAMPLE_STEPS, *,
     loading = VerifyCheck("power flow: loading", f"atol {LOADING_ATOL_PERCENT:g} %")
     feeder_file = run / "feeder.json"
     if not feeder_file.is_file():
-        vm.skipped = loading.skipped = "no feeder.json (a run without a feeder)"
+        vm.problem = loading.problem = ("feeder.json is missing: the run has grid tables, "
+                                        "and nothing to re-solve them from")
         return [vm, loading]
     net = read_feeder_json(feeder_file)
     buses = read_table(run, "buses")
     grid = read_table(run, "grid") if grid is None else grid
     p_mw, q_mvar = recorded_bus_loads(run, net.ext_grid.bus, buses=buses, grid=grid)
+    converged = grid.set_index("time").converged.reindex(p_mw.index).fillna(False)
+    recorded = {"bus": buses.pivot(index="time", columns="bus", values="vm_pu"),
+                "line": read_table(run, "lines").pivot(index="time", columns="line",
+                                                       values="loading_percent"),
+                "trafo": read_table(run, "trafos").pivot(index="time", columns="trafo",
+                                                         values="loading_percent")}
+    if every_step:
+        _check_batch(net, p_mw, q_mvar, converged.to_numpy(dtype=bool), recorded, vm, loading)
+    _check_sample(net, p_mw, q_mvar, converged, recorded, steps, vm, loading)
+    return [vm, loading]
+
+
+def _check_batch(net: Any, p_mw: pd.DataFrame, q_mvar: pd.DataFrame, converged: NDArray[Any],
+                 recorded: dict[str, pd.DataFrame], vm: VerifyCheck,
+                 loading: VerifyCheck) -> None:
+    """Every converged step at once with power-grid-model's batch solver."""
+    import warnings
+
+    from grid_models.powerflow.pgm_backend import PgmPowerFlow
+
+    net = copy.deepcopy(net)
+    for table in ("load", "sgen", "storage"):  # the recorded injections include them
+        if table in net and len(net[table]):  # (and the run's own injection loads)
+            net[table] = net[table].iloc[0:0]
+    pf = PgmPowerFlow(net, nonfinite="unknown")
+    times = np.asarray(p_mw.index)[converged]
+    if not len(times):
+        return
+    p = p_mw.loc[times].reindex(columns=pf.bus_ids, fill_value=0.0).to_numpy(dtype=float)
+    q = q_mvar.loc[times].reindex(columns=pf.bus_ids, fill_value=0.0).to_numpy(dtype=float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        batch = pf.solve_batch(p, q)
+    for kind, solved, ids, check in (
+            ("bus", batch.bus_vm_pu, pf.bus_ids, vm),
+            ("line", batch.line_loading_percent, pf.line_ids, loading),
+            ("trafo", batch.trafo_loading_percent, pf.trafo_ids, loading)):
+        rec = recorded[kind].reindex(times)
+        cols = list(rec.columns)
+        n_cols = len(cols)
+        if not cols:
+            continue
+        pos = {e: k for k, e in enumerate(ids)}
+        missing = [c for c in cols if c not in pos]
+        if missing:
+            check.problem = f"{kind} {missing[0]} of the tables is not in feeder.json"
+            continue
+        got = solved[:, [pos[c] for c in cols]]
+        want = rec.to_numpy(dtype=float)
+        diff = deviation(got, want)
+        if kind != "bus":  # a de-energised element: NaN recorded, nothing to compare
+            diff = np.where(np.isnan(want), 0.0, diff)
+        _worst(check, diff, VM_ATOL_PU if kind == "bus" else LOADING_ATOL_PERCENT,
+               lambda i, n=n_cols, c=cols, k=kind:
+               f"{k} {c[i % n]}, step {int(times[i // n])}")
+
+
+def _check_sample(net: Any, p_mw: pd.DataFrame, q_mvar: pd.DataFrame, converged: pd.Series,
+                  recorded: dict[str, pd.DataFrame], steps: int | None, vm: VerifyCheck,
+                  loading: VerifyCheck) -> None:
+    """``steps`` steps spread over the run with pandapower (the reference)."""
+    import warnings
+
+    import pandapower as pp
+
     net.load["in_service"] = False
     net.sgen["in_service"] = False
     loads = [pp.create_load(net, int(b), p_mw=0.0, q_mvar=0.0) for b in p_mw.columns]
-    bus_t = buses.set_index(["time", "bus"]).vm_pu
-    line_t = read_table(run, "lines").set_index(["time", "line"]).loading_percent
-    trafo_t = read_table(run, "trafos").set_index(["time", "trafo"]).loading_percent
-    converged = grid.set_index("time").converged
     for t in _sample(np.asarray(p_mw.index), steps):
         if not bool(converged.get(t, False)):
             continue  # an unknown step stays unknown: nothing to re-solve
@@ -187,18 +262,16 @@ def check_power_flow(run: Path, steps: int | None = DEFAULT_SAMPLE_STEPS, *,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             pp.runpp(net)
-        rec = bus_t.loc[t]
-        _worst(vm, net.res_bus.loc[rec.index, "vm_pu"].to_numpy() - rec.to_numpy(),
+        rec = recorded["bus"].loc[t]
+        _worst(vm, deviation(net.res_bus.loc[rec.index, "vm_pu"].to_numpy(), rec.to_numpy()),
                VM_ATOL_PU, lambda i, t=t, ix=rec.index: f"bus {ix[i]}, step {int(t)}")
-        for table, rec_t, res in (("line", line_t, net.res_line), ("trafo", trafo_t,
-                                                                    net.res_trafo)):
-            if t not in rec_t.index.get_level_values(0):
+        for table, res in (("line", net.res_line), ("trafo", net.res_trafo)):
+            if t not in recorded[table].index:
                 continue
-            rec = rec_t.loc[t].dropna()
+            rec = recorded[table].loc[t].dropna()
             _worst(loading, res.loc[rec.index, "loading_percent"].to_numpy() - rec.to_numpy(),
                    LOADING_ATOL_PERCENT,
                    lambda i, t=t, ix=rec.index, tb=table: f"{tb} {ix[i]}, step {int(t)}")
-    return [vm, loading]
 
 
 def check_calendar(tables: dict[str, pd.DataFrame], scenario: dict[str, Any]
@@ -223,8 +296,9 @@ def check_calendar(tables: dict[str, pd.DataFrame], scenario: dict[str, Any]
 
 
 def check_multipliers(run: Path, b: pd.DataFrame, scenario: dict[str, Any],
-                      kpis: dict[str, Any]) -> list[VerifyCheck]:
-    """The multipliers of the buildings table ``b`` against a replay of the duals."""
+                      kpis: dict[str, Any], constraints: bool = False) -> list[VerifyCheck]:
+    """The multipliers of the buildings table ``b`` against a replay of the duals
+    (``constraints``: the run has a constraints table)."""
     from agents.consensus.duals import DualConfig, DualDynamics
     from agents.consensus.graphs import graph_from_json
 
@@ -234,8 +308,8 @@ def check_multipliers(run: Path, b: pd.DataFrame, scenario: dict[str, Any],
         check.skipped = "message faults configured (their random draws are not in the files)"
         return [check]
     comm = run / "comm_graph.json"
-    if not comm.is_file():
-        check.skipped = "no comm_graph.json"
+    if not comm.is_file():  # every run writes one (cosim.engine.run.setup_texts)
+        check.problem = "comm_graph.json is missing: nothing to replay the multipliers on"
         return [check]
     graph, names = graph_from_json(comm.read_text())
     duals = DualDynamics(DualConfig(**scenario["duals"]), graph, kpis["limit_kwh"])
@@ -255,6 +329,10 @@ def check_multipliers(run: Path, b: pd.DataFrame, scenario: dict[str, Any],
     checks = [check]
     if (run / "grid_constraints.json").is_file() and "lambda_eff" in b:
         checks += _check_grid_multipliers(run, b, names, lam)
+    elif constraints:
+        missing = VerifyCheck("grid multipliers", f"atol {MULTIPLIER_ATOL:g}", problem=(
+            "grid_constraints.json is missing: the run has a constraints table"))
+        checks.append(missing)
     return checks
 
 
@@ -354,12 +432,76 @@ def check_setup_files(run: Path, status: dict[str, Any]) -> VerifyCheck:
     return check
 
 
-def verify_run(run: str | Path, steps: int | None = DEFAULT_SAMPLE_STEPS) -> Verification:
-    """All checks of a complete run (module docstring); ``steps``: how many steps the
-    power flow re-solves, spread over the run (None: all)."""
+#: The columns each check reads, by table (docs/results_contract.md); a run without one
+#: cannot be verified (exit 2), ``datetime`` is optional (the calendar check skips).
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "buildings": ("time", "building", "demand_kwh", "backlog_kwh", "grid_kwh", "battery_kwh",
+                  "unmet_kwh", "dropped_kwh", "lambda", "mu", "nu"),
+    "buses": ("time", "bus", "vm_pu", "p_mw", "q_mvar"),
+    "lines": ("time", "line", "loading_percent"),
+    "trafos": ("time", "trafo", "loading_percent"),
+    "grid": ("time", "converged", "ext_grid_p_mw", "ext_grid_q_mvar"),
+    "constraints": ("time", "constraint", "mu", "excess", "sign"),
+}
+#: Value columns that may hold NaN (an unknown grid step, an unsupplied bus, a
+#: de-energised line); every other float column must be finite, and no column may hold
+#: an infinity.
+NAN_ALLOWED: dict[str, tuple[str, ...] | None] = {
+    "buses": None, "lines": None, "trafos": None, "grid": None,  # None: every column
+    "constraints": ("measured", "excess"),
+}
+
+
+class VerifyInputError(RunDirError):
+    """A run whose tables lack a column a check reads."""
+
+
+def require_columns(name: str, table: pd.DataFrame) -> None:
+    """Raise :class:`VerifyInputError` naming the table and the first missing column."""
+    missing = [c for c in REQUIRED_COLUMNS.get(name, ()) if c not in table.columns]
+    if missing:
+        raise VerifyInputError(f"the {name} table lacks the column {missing[0]!r}"
+                               + (f" (and {missing[1:]})" if len(missing) > 1 else "")
+                               + "; docs/results_contract.md lists the columns")
+
+
+def check_finite(tables: dict[str, pd.DataFrame]) -> VerifyCheck:
+    """No infinity anywhere, and NaN only where the results contract allows it."""
+    check = VerifyCheck("finite values", "no inf; NaN per the contract")
+    for name, table in tables.items():
+        allowed = NAN_ALLOWED.get(name, ())
+        times = table["time"].to_numpy() if "time" in table else np.arange(len(table))
+        for col in table.columns:
+            if col == "time" or not pd.api.types.is_float_dtype(table[col]):
+                continue
+            values = table[col].to_numpy(dtype=float)
+            nan_ok = allowed is None or col in allowed
+            if name == "grid" and "converged" in table:  # NaN only where unknown
+                nan_ok = nan_ok and col not in ("losses_mw", "ext_grid_p_mw",
+                                                "ext_grid_q_mvar")
+                bad = np.isinf(values) | (np.isnan(values)
+                                          & table["converged"].to_numpy(dtype=bool))
+            else:
+                bad = np.isinf(values) | (np.isnan(values) & (not nan_ok))
+            check.compared += int(values.size)
+            n_bad = int(bad.sum())
+            if n_bad:
+                i = int(np.flatnonzero(bad)[0])
+                if not check.failed:
+                    check.worst = float("inf")
+                    check.where = f"{name}.{col} = {values[i]}, step {int(times[i])}"
+                check.failed += n_bad
+    return check
+
+
+def verify_run(run: str | Path, steps: int | None = DEFAULT_SAMPLE_STEPS, *,
+               every_step: bool = True) -> Verification:
+    """All checks of a complete run (module docstring); ``steps``: how many steps
+    pandapower re-solves, spread over the run (None: all); power-grid-model re-solves
+    every step unless ``every_step`` is False. Raises :class:`VerifyInputError` (a
+    :class:`~cosim.results.rundir.RunDirError`) when a table lacks a column."""
 
     from cosim.results.readers import read_status, read_table
-    from cosim.results.rundir import RunDirError
 
     run = Path(run)
     status = read_status(run)
@@ -377,13 +519,24 @@ def verify_run(run: str | Path, steps: int | None = DEFAULT_SAMPLE_STEPS) -> Ver
     scenario = load_run_scenario(run).model_dump(mode="json")
     kpis = json.loads((run / "kpis.json").read_text())
     # each table read once, for the checks that use it
-    tables = {"buildings": read_table(run, "buildings")}
-    if "grid" in status.get("tables", []):
-        tables["grid"] = read_table(run, "grid")  # one row per step
+    listed = status.get("tables", [])
+    tables = {name: read_table(run, name) for name in
+              ("buildings", "grid", "buses", "lines", "trafos", "constraints")
+              if name == "buildings" or name in listed}
+    for name, table in tables.items():
+        require_columns(name, table)
     buildings = tables["buildings"]
+    result.checks.append(check_finite(tables))
     result.checks.append(check_energy(buildings))
-    result.checks.extend(check_power_flow(run, steps, grid=tables.get("grid")))
-    result.checks.extend(check_multipliers(run, buildings, scenario, kpis))
+    if "buses" in tables:
+        result.checks.extend(check_power_flow(run, steps, grid=tables.get("grid"),
+                                              every_step=every_step))
+    else:
+        for name in ("power flow: vm_pu", "power flow: loading"):
+            result.checks.append(VerifyCheck(name, "", skipped="a run without a grid"))
+    result.checks.extend(check_multipliers(run, buildings, scenario, kpis,
+                                           constraints="constraints" in tables))
     result.checks.append(check_kpis(run, scenario, kpis))
-    result.checks.append(check_calendar(tables, scenario))
+    result.checks.append(check_calendar({k: tables[k] for k in ("buildings", "grid")
+                                         if k in tables}, scenario))
     return result

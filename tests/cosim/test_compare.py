@@ -139,3 +139,57 @@ def test_todays_code_matches_the_golden_references(name: str, scenario: str, tmp
                steps=GOLDEN_STEPS)
     code = main(["compare", str(run), str(GOLDEN / name)])
     assert code == 0, capsys.readouterr().out
+
+
+# --- against a copy of a golden reference (no simulation) --------------------------------
+
+SHORT_STEPS = 168  # the issue: a 168-step run against the 240-step golden
+
+
+@pytest.fixture()
+def golden_copy(tmp_path: Path) -> Path:
+    return copy_run(GOLDEN / "paper_fig1d", tmp_path / "golden_copy")
+
+
+def _truncate(run: Path, steps: int) -> None:
+    for table in ("buildings", "buses", "lines", "trafos", "grid"):
+        edit_table(run, table, lambda f: f.drop(index=f.index[f.time >= steps], inplace=True))
+
+
+def test_runs_of_different_lengths_get_one_headline(golden_copy: Path, capsys):
+    _truncate(golden_copy, SHORT_STEPS)
+    ref = GOLDEN / "paper_fig1d"
+    assert main(["compare", str(golden_copy), str(ref)]) == 1
+    out = capsys.readouterr().out
+    assert out.count("FAIL") == 1, out
+    assert (f"the runs differ in length: {SHORT_STEPS} vs {GOLDEN_STEPS} steps; compare the "
+            "common steps with --overlap") in out
+    # the common steps match (the integer bus label stays an integer: 29 is 29)
+    assert main(["compare", str(golden_copy), str(ref), "--overlap"]) == 0
+    out = capsys.readouterr().out
+    assert f"--overlap: {SHORT_STEPS} common steps compared" in out and "FAIL" not in out
+
+
+def test_unmatched_rows_leave_the_label_columns_alone(golden_copy: Path):
+    edit_table(golden_copy, "buildings", lambda f: f.drop(index=f.index[:1], inplace=True))
+    failed = {c.quantity: c.message() for c in
+              compare_runs(golden_copy, GOLDEN / "paper_fig1d").failures}
+    assert "1 reference rows have no match" in failed["buildings.keys"]
+    assert "buildings.bus" not in failed, failed["buildings.bus"]
+
+
+@pytest.mark.parametrize("run_value, ref_value, differs", [
+    (None, "keep", True), ("nan", "keep", True), ("keep", None, True),
+    (None, None, False), (None, "nan", False)])
+def test_a_nan_or_null_kpi_differs_unless_both_are(golden_copy: Path, tmp_path: Path,
+                                                   run_value, ref_value, differs):
+    ref = copy_run(GOLDEN / "paper_fig1d", tmp_path / "ref")
+    for where, value in ((golden_copy, run_value), (ref, ref_value)):
+        if value == "keep":
+            continue
+        text = (where / "kpis.json").read_text()
+        kpis = json.loads(text)
+        kpis["fleet"]["total_cost"] = float("nan") if value == "nan" else None
+        (where / "kpis.json").write_text(json.dumps(kpis))  # NaN: Python's json writes it
+    failed = [c.quantity for c in compare_runs(golden_copy, ref).failures]
+    assert failed == (["kpi.fleet.total_cost"] if differs else [])

@@ -123,3 +123,83 @@ def test_bad_steps_and_non_runs_are_exit_2(steps: str, reference: Path, tmp_path
     assert main(["verify", str(reference), "--steps", steps]) == 2
     assert main(["verify", str(tmp_path)]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+# --- against a copy of a golden reference (240 steps, no simulation) ---------------------
+
+GOLDEN = REPO_ROOT / "data" / "golden" / "paper_fig1d"
+CORRUPTED_STEPS = 4  # steps corrupted, drawn with a fixed seed
+SEED = 20261207
+
+
+@pytest.fixture()
+def golden_copy(tmp_path: Path) -> Path:
+    return copy_run(GOLDEN, tmp_path / "golden_copy")
+
+
+def _without_setup_hashes(run: Path) -> None:
+    """An older run's status.json (no set-up hashes): the checks that read a file see it."""
+    status = json.loads((run / "status.json").read_text())
+    del status["setup_files"]
+    (run / "status.json").write_text(json.dumps(status))
+
+
+def test_a_voltage_changed_at_any_step_is_caught(golden_copy: Path, capsys):
+    """Every step is re-solved: each corrupted step is caught, sampled by pandapower or not
+    (a run of 240 steps, the default sample of 24)."""
+    import numpy as np
+
+    from cosim.tools.verify import check_power_flow
+
+    rng = np.random.default_rng(SEED)
+    steps = sorted(int(t) for t in rng.choice(np.arange(1, 239), CORRUPTED_STEPS,
+                                              replace=False))
+    buses = pd.read_parquet(golden_copy / "buses.parquet").bus.unique()
+    where = {t: int(rng.choice(buses)) for t in steps}
+
+    def nudge(frame: pd.DataFrame) -> None:
+        for t, bus in where.items():
+            frame.loc[(frame.time == t) & (frame.bus == bus), "vm_pu"] += VM_CHANGE_PU
+
+    edit_table(golden_copy, "buses", nudge)
+    vm, _ = check_power_flow(golden_copy, steps=2)  # pandapower on steps 0 and 239 only
+    assert vm.failed == CORRUPTED_STEPS, vm.line()
+    code, out = _verify(golden_copy, capsys)
+    assert code == 1 and "FAIL  power flow: vm_pu" in out
+    for t, bus in where.items():  # each alone, with the default sample
+        one = copy_run(GOLDEN, golden_copy.parent / f"one_{t}")
+        edit_table(one, "buses", lambda f, t=t, bus=bus: f.__setitem__(
+            "vm_pu", f.vm_pu.where(~((f.time == t) & (f.bus == bus)), f.vm_pu + VM_CHANGE_PU)))
+        vm, _ = check_power_flow(one)
+        assert vm.failed == 1 and f"bus {bus}, step {t}" in vm.where, vm.line()
+
+
+@pytest.mark.parametrize("name, check", [("feeder.json", "power flow: vm_pu"),
+                                         ("comm_graph.json", "multipliers")])
+def test_a_missing_input_fails(golden_copy: Path, name: str, check: str, capsys):
+    _without_setup_hashes(golden_copy)
+    (golden_copy / name).unlink()
+    code, out = _verify(golden_copy, capsys)
+    assert code == 1 and f"FAIL  {check}" in out and f"{name} is missing" in out, out
+    assert f"skip  {check}" not in out
+
+
+@pytest.mark.parametrize("column, value", [("pv_kwh", float("inf")),
+                                           ("export_kwh", float("-inf")),
+                                           ("price", float("nan"))])
+def test_non_finite_values_fail(golden_copy: Path, column: str, value: float, capsys):
+    def spoil(frame: pd.DataFrame) -> None:
+        frame.loc[(frame.time == 11) & (frame.building == "B2"), column] = value
+
+    edit_table(golden_copy, "buildings", spoil)
+    code, out = _verify(golden_copy, capsys, "--sampled-only", "--steps", "2")
+    assert code == 1 and "FAIL  finite values" in out and f"buildings.{column}" in out, out
+    assert "step 11" in out
+
+
+def test_a_missing_column_is_exit_2_naming_it(golden_copy: Path, capsys):
+    edit_table(golden_copy, "buildings", lambda f: f.drop(columns="building", inplace=True))
+    assert main(["verify", str(golden_copy)]) == 2
+    err = capsys.readouterr().err
+    assert "the buildings table lacks the column 'building'" in err
+    assert "Traceback" not in err
