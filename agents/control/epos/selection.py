@@ -26,7 +26,9 @@ one child at a time where that improves its best option, or all if that is bette
 all-or-none rule there stalled a 1,000-building small-world BFS tree after two
 iterations: all children moved against the same previous plan, the root rejected them all,
 and nothing changed (peak 1,726 kWh against 1,085 with greedy approvals).
-Messages: one up and one down per tree edge and iteration.
+Messages: one up and one down per tree edge and iteration. Executed in batches
+(:mod:`agents.control.epos.rounds`): every agent of one height and number of children at
+once, the same selection as agent by agent in post order.
 
 **Hard upper bounds** (:class:`HardBounds`: the district's c per hour, linearised grid
 limits), ``offset + sum_i contribution_i <= upper`` per row and hour, hold as follows. An
