@@ -13,6 +13,7 @@ others holding (200 of 200).
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import networkx as nx
 import numpy as np
@@ -28,6 +29,7 @@ from agents.control.epos.tree import shuffled_tree, tree_from_graph
 from agents.fleet.building import FleetState, step_fleet
 from agents.fleet.data import load_citylearn
 from agents.fleet.runner import FleetLoop, FleetSetup, run_plain
+from tests.agents.epos_reference import reference_select_plans
 
 ALPHA, BETA = 0.1, 0.2
 TREE = np.array([-1, 0, 0])  # a root and two children
@@ -154,6 +156,40 @@ def test_an_agent_with_many_children_approves_greedily():
         plans, discomfort = rng.random((n, 4, 6)) * 3, rng.random((n, 4))
         found = select_plans(plans, discomfort, parent, alpha=ALPHA, beta=BETA, iterations=50)
         assert _coordinate_wise_optimal(_problem(plans, discomfort, None), found), seed
+
+
+def _tree(kind: str, n: int, rng: np.random.Generator, seed: int) -> np.ndarray:
+    if kind == "star":
+        return np.array([-1] + [0] * (n - 1))
+    if kind == "wide":  # 12 children each: greedy approvals
+        return shuffled_tree(n, rng, branching=12)
+    if kind == "bfs":
+        return tree_from_graph(nx.connected_watts_strogatz_graph(n, 4, 0.1, seed=seed))
+    return shuffled_tree(n, rng)
+
+
+@pytest.mark.parametrize("kind, n", [("binary", 30), ("wide", 30), ("bfs", 40), ("star", 11)])
+def test_the_vectorised_selection_picks_what_the_agent_by_agent_one_did(kind: str, n: int):
+    """Level by level over (agents x choices x plans) arrays, the selection is the same,
+    float for float, as one agent at a time in post order (tests/agents/epos_reference.py),
+    with and without hard bounds (two rows, some unreachable hours)."""
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        plans, discomfort = rng.random((n, 6, 24)) * 3, rng.random((n, 6)) * 2
+        parent = _tree(kind, n, rng, seed)
+        weight = rng.random((n, 2)) * (rng.random((n, 2)) < 0.7)
+        contribution = plans[:, :, None, :] * weight[:, None, :, None]
+        offset = rng.random((2, 24)) * 0.1 * n
+        upper = (offset + contribution.min(axis=1).sum(axis=0)).max(axis=1) + 0.1 * n
+        for hard in (None, HardBounds(contribution, offset, upper)):
+            args = dict(alpha=0.1 * (seed % 3), beta=0.1, iterations=20, hard=hard)
+            found = select_plans(plans, discomfort, parent, rng=np.random.default_rng(seed),
+                                 **args)
+            expected = reference_select_plans(plans, discomfort, parent,
+                                              rng=np.random.default_rng(seed), **args)
+            assert found.index.tobytes() == expected.index.tobytes(), (seed, hard is None)
+            assert found == replace(expected, index=found.index, global_kwh=found.global_kwh)
+            assert found.global_kwh.tobytes() == expected.global_kwh.tobytes()
 
 
 def test_hours_where_the_bound_cannot_hold_do_not_spoil_the_others():

@@ -95,7 +95,7 @@ class _Problem:
         """Objective of predicted district plans (..., H) and discomfort sums (...)."""
         mean = d_sum / n
         var = np.maximum(d_sq / n - mean ** 2, 0.0)
-        result: np.ndarray = ((1 - self.alpha - self.beta) * global_kwh.var(axis=-1)
+        result: np.ndarray = ((1 - self.alpha - self.beta) * _variance(global_kwh)
                               / self.var_norm + self.alpha * var / self.disc_norm ** 2
                               + self.beta * mean / self.disc_norm)
         return result
@@ -106,6 +106,18 @@ class _Problem:
         if self.upper is None or self.floor is None or self.reachable is None:
             none = np.zeros(value.shape[:-2])
             return none, none
-        over = np.where(self.reachable, np.maximum(value - self.upper, 0.0), 0.0)
-        under = np.where(self.reachable, 0.0, np.maximum(value - self.floor, 0.0))
+        # a bound of +inf adds exactly 0 where it does not apply, as np.where would
+        over = np.maximum(value - np.where(self.reachable, self.upper, np.inf), 0.0)
+        under = np.maximum(value - np.where(self.reachable, np.inf, self.floor), 0.0)
         return over.sum(axis=(-2, -1)), under.sum(axis=(-2, -1))
+
+
+def _variance(values: np.ndarray) -> np.ndarray:
+    """``values.var(axis=-1)``, the same operations in the same order, in place on a copy."""
+    x = np.array(values, dtype=float)
+    mean = x.sum(axis=-1, keepdims=True)
+    mean /= x.shape[-1]
+    np.subtract(x, mean, out=x)
+    np.multiply(x, x, out=x)
+    result: np.ndarray = x.sum(axis=-1) / x.shape[-1]
+    return result

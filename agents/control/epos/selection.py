@@ -26,7 +26,9 @@ one child at a time where that improves its best option, or all if that is bette
 all-or-none rule there stalled a 1,000-building small-world BFS tree after two
 iterations: all children moved against the same previous plan, the root rejected them all,
 and nothing changed (peak 1,726 kWh against 1,085 with greedy approvals).
-Messages: one up and one down per tree edge and iteration.
+Messages: one up and one down per tree edge and iteration. Executed in batches
+(:mod:`agents.control.epos.rounds`): every agent of one height and number of children at
+once, the same selection as agent by agent in post order.
 
 **Hard upper bounds** (:class:`HardBounds`: the district's c per hour, linearised grid
 limits), ``offset + sum_i contribution_i <= upper`` per row and hour, hold as follows. An
@@ -57,7 +59,7 @@ import numpy as np
 
 from agents.control.epos.problem import VIOLATION_ATOL, HardBounds, Selection, _Problem
 from agents.control.epos.rounds import _Round
-from agents.control.epos.tree import _post_order, shuffled_tree
+from agents.control.epos.tree import _groups, shuffled_tree
 
 
 def select_plans(plans_kwh: np.ndarray, discomfort: np.ndarray, parent: np.ndarray, *,
@@ -121,30 +123,27 @@ def _iepos(problem: _Problem, parent: np.ndarray, iterations: int,
     ``estimate`` (N, R, H): what the cold start assumes of the agents outside a subtree
     (default: the lower envelope, each agent's smallest contribution per row and hour).
     """
-    order, children = _post_order(parent)
+    groups = _groups(parent)
     n = problem.plans.shape[0]
     contrib = _contribution(problem)
     envelope = contrib.min(axis=1) if estimate is None else estimate  # (N, R, H)
+    size = _subtree_sizes(groups, n)
     sel = np.zeros(n, dtype=np.int64)
     best: Selection | None = None
     used = 0
     prev: dict[str, np.ndarray] | None = None  # subtree sums of the previous iteration
     for s in range(1, iterations + 1):
         used = s
-        step = _Round(problem, contrib, envelope, children, prev)
-        new_sel = sel.copy()
-        approve: dict[int, tuple[bool, ...]] = {}
-        for i in order:
-            new_sel[i], approve[i] = step.decide(i)
+        step = _Round(problem, contrib, envelope, size, prev)
+        for idx, kids in groups:
+            step.decide(idx, kids)
+        new_sel = step.plan
         # top-down: subtrees whose changes were rejected keep their previous choices
         if prev is not None:
-            for i in reversed(order):
-                for c, ok in zip(children[i], approve[i], strict=True):
-                    if not ok:
-                        _revert(c, children, new_sel, sel)
+            new_sel = np.where(_reverted(groups, step.rejected), sel, new_sel)
         changed = not np.array_equal(new_sel, sel) or prev is None
         sel = new_sel
-        prev = _sums(problem, sel, order, children)
+        prev = _sums(problem, sel, groups)
         found = _evaluate(problem, sel, s)
         if best is None or found.rank() < best.rank():
             best = found
@@ -162,31 +161,37 @@ def _contribution(problem: _Problem) -> np.ndarray:
     return np.zeros((n, k, 0, h))
 
 
-def _revert(root: int, children: list[list[int]], new_sel: np.ndarray,
-            old_sel: np.ndarray) -> None:
-    stack = [root]
-    while stack:
-        v = stack.pop()
-        new_sel[v] = old_sel[v]
-        stack.extend(children[v])
+def _subtree_sizes(groups: list[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarray:
+    """(N,): the number of agents in each agent's subtree."""
+    size = np.ones(n, dtype=np.int64)
+    for idx, kids in groups:
+        size[idx] += size[kids].sum(axis=1)
+    return size
 
 
-def _sums(problem: _Problem, sel: np.ndarray, order: list[int],
-          children: list[list[int]]) -> dict[str, np.ndarray]:
-    """Subtree sums of a selection (aggregate plan, discomfort, its squares, hard rows)."""
+def _reverted(groups: list[tuple[np.ndarray, np.ndarray]], rejected: np.ndarray) -> np.ndarray:
+    """(N,): agents in a subtree whose changes were rejected, top-down (parents first)."""
+    reverted: np.ndarray = rejected.copy()
+    for idx, kids in reversed(groups):
+        reverted[kids] |= reverted[idx][:, None]
+    return reverted
+
+
+def _sums(problem: _Problem, sel: np.ndarray,
+          groups: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Subtree sums of a selection (aggregate plan, discomfort, its squares, hard rows):
+    each agent's own, then its children's added in their order, batch by batch."""
     n = sel.shape[0]
     rows = np.arange(n)
-    agg = problem.plans[rows, sel].copy()
     d = problem.discomfort[rows, sel]
-    dsum, dsq = d.copy(), d * d
-    hsub = _contribution(problem)[rows, sel].copy()
-    for v in order:
-        for c in children[v]:
-            agg[v] += agg[c]
-            dsum[v] += dsum[c]
-            dsq[v] += dsq[c]
-            hsub[v] += hsub[c]
-    root = order[-1]
-    return {"agg": agg, "dsum": dsum, "dsq": dsq, "hsub": hsub, "G": agg[root],
-            "D": np.array(dsum[root]), "Q": np.array(dsq[root]),
-            "H": hsub[root]}
+    sums = {"agg": problem.plans[rows, sel].copy(), "dsum": d.copy(), "dsq": d * d,
+            "hsub": _contribution(problem)[rows, sel].copy()}
+    for idx, kids in groups:
+        for values in sums.values():
+            total = values[idx]
+            for j in range(kids.shape[1]):
+                total = total + values[kids[:, j]]
+            values[idx] = total
+    root = int(groups[-1][0][0])
+    return sums | {"G": sums["agg"][root], "D": np.array(sums["dsum"][root]),
+                   "Q": np.array(sums["dsq"][root]), "H": sums["hsub"][root]}

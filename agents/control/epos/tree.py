@@ -58,3 +58,26 @@ def _post_order(parent: np.ndarray) -> tuple[list[int], list[list[int]]]:
     if len(order) != n:
         raise ValueError("the overlay's parents do not form one tree")
     return order, children
+
+
+def _groups(parent: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The tree's agents in batches that can decide at once: ``(agents (G,), children (G, c))``
+    by height (leaves first, every child in an earlier batch than its parent), then by
+    number of children c; agents ascending and each one's children in their order
+    (:func:`_post_order`)."""
+    order, children = _post_order(parent)
+    n = parent.shape[0]
+    height = np.zeros(n, dtype=np.int64)
+    for v in order:  # children first
+        if children[v]:
+            height[v] = 1 + max(int(height[c]) for c in children[v])
+    count = np.array([len(c) for c in children], dtype=np.int64)
+    by_parent = np.argsort(parent, kind="stable")  # children grouped, ascending in a group
+    start = np.searchsorted(parent[by_parent], np.arange(n))
+    groups = []
+    for level in range(int(height.max()) + 1):
+        for c in np.unique(count[height == level]):
+            idx = np.flatnonzero((height == level) & (count == c))
+            kids = by_parent[start[idx][:, None] + np.arange(c)[None, :]]
+            groups.append((idx, kids.reshape(idx.size, int(c))))
+    return groups
