@@ -68,7 +68,12 @@ def time_axis(ax: Any, start_row: int | None, short: bool = False) -> None:
         return
     import matplotlib.dates as mdates
 
-    locator = mdates.AutoDateLocator(minticks=3, maxticks=5 if short else 10)  # type: ignore[no-untyped-call]
+    locator = mdates.AutoDateLocator(minticks=2 if short else 3,  # type: ignore[no-untyped-call]
+                                     maxticks=5 if short else 10)
+    # matplotlib's default hour and day steps leave no fit for some short runs (a
+    # UserWarning and 12 ticks); with these, 1 to 8,760 hourly steps all find one
+    locator.intervald[mdates.HOURLY] = [1, 2, 3, 4, 6, 8, 12, 24]
+    locator.intervald[mdates.DAILY] = [1, 2, 3, 4, 7, 14, 21]
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
     ax.set_xlabel("time" if short else "time (start of each step, nominal year of the data)")
