@@ -1,7 +1,12 @@
-"""Fleet size scaling: steps/s and peak memory for 1,000 and 10,000 buildings.
+"""Fleet size scaling: steps/s and peak memory per process, by fleet size and shards.
 
     python benchmarks/scale.py [--steps 48 | --full-year] [--sizes 1000,10000]
+                               [--shards 1,2,4] [--scenario FILE]
                                [--engine mosaik|plain] [--plots] [--keep]
+
+    # the grid of docs/scaling.md (SimBench HV/MV, 1k/10k/100k homes x 1/2/4 shards):
+    python benchmarks/scale.py --scenario scenarios/hv_mv_100000.yaml \
+        --sizes 1000,10000,100000 --shards 1,2,4 --steps 24
 
 Each case is ``scenarios/mv_urban_10000.yaml`` (SimBench ``1-MV-urban--0-sw`` with
 background, policies, small-world consensus) with ``buildings.generate.count`` set to
@@ -13,12 +18,22 @@ the case's size, run through the project's CLI as its own process::
 so that no case inherits another's imports, caches or heap. Per case it reports
 
 * ``steps/s``: steps / the engine's wall time (``kpis.json`` ``wall_s``: the steps,
-  the power flow and the results stream, not building the scenario or the report);
+  the power flow and the results stream, not building the scenario or the report; with
+  cmd-mode shards it includes starting the shard processes, which build their slices
+  one after the other);
+* ``loop [s]`` and ``loop steps/s``: the stepping alone, from the elapsed time of
+  mosaik's progress bar (started once every simulator is up; whole seconds, so shown
+  from 2 s on), and ``start [s]`` = engine - loop: starting the simulators;
 * ``process [s]``: the whole process (imports, scenario build, run, parts joined,
   KPIs, plots if ``--plots``), i.e. what a user waits for;
-* ``peak RSS``: the process's maximum resident set size (``ru_maxrss`` from
-  ``os.wait4`` on that very child, so cases cannot pollute each other; with
-  ``sharding.mode: cmd`` it is the largest single process, not the sum);
+* ``peak RSS``: the run process's maximum resident set size (``ru_maxrss`` from
+  ``os.wait4`` on that very child, so cases cannot pollute each other);
+* with ``--shards K`` (K > 1: ``sharding: {shards: K, mode: cmd}``, each shard its own
+  process over TCP on loopback; K = 1: ``sharding: {shards: 1, mode: inprocess}``) also
+  each shard process's peak RSS: its ``VmHWM`` (the kernel's high-water mark of its
+  resident set) read from ``/proc`` every 0.2 s while it lives (the last reading before
+  it exits, so a peak in its last 0.2 s can be missed), and the sum over all processes
+  (run + shards: an upper bound on what the case needed at once);
 * the grid's non-converged steps and maximum transformer loading, as a sanity check.
 
 ``--full-year`` runs 8,760 steps (data rows 0-8759; ``time.start`` is 0). The runs go
@@ -45,21 +60,30 @@ ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "scenarios" / "mv_urban_10000.yaml"
 FULL_YEAR = 8760
 _STEPS_LINE = re.compile(r"^(\d+) steps in ([0-9.]+) s", re.MULTILINE)
+#: the progress bar's last "N/N [mm:ss<..." or "[h:mm:ss<..."
+_BAR = re.compile(r"(\d+)/(\d+) \[(?:(\d+):)?(\d+):(\d+)[<\]]")
 
 
 def run_case(scenario: Path, n: int, steps: int, engine: str, out: Path, plots: bool,
-             timeout: float | None) -> dict:
-    """Run one case as a child process; its wall times, peak RSS and grid sanity figures."""
+             timeout: float | None, shards: int | None = None) -> dict:
+    """Run one case as a child process; its wall times, peak RSS and grid sanity figures.
+
+    ``shards``: None keeps the scenario's sharding; 1 runs in-process; K > 1 runs K
+    cmd-mode shard processes."""
     cmd = [sys.executable, "-m", "cosim.cli", "run", str(scenario), "--out", str(out),
-           "--quiet", "--steps", str(steps), "--engine", engine,
+           "--steps", str(steps), "--engine", engine,
            "--set", f"output.plots={'true' if plots else 'false'}",
            "--set", f"buildings.generate.count={n}"]
+    if shards is not None:
+        cmd += ["--set", f"sharding.shards={shards}",
+                "--set", f"sharding.mode={'cmd' if shards > 1 else 'inprocess'}"]
     log = out.parent / f"{out.name}.log"
+    peaks: dict[int, int] = {}  # pid of a descendant (a shard) -> its VmHWM in KiB
     t0 = time.perf_counter()
     with open(log, "wb") as sink:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
         try:
-            rc, rusage = _wait(proc, timeout)
+            rc, rusage = _wait(proc, timeout, peaks)
         except BaseException:  # Ctrl-C: do not leave the child running
             if proc.returncode is None:
                 proc.kill()
@@ -67,8 +91,11 @@ def run_case(scenario: Path, n: int, steps: int, engine: str, out: Path, plots: 
             raise
     process_s = time.perf_counter() - t0
     text = log.read_text(errors="replace")
-    result = {"n": n, "steps": steps, "rc": rc, "process_s": process_s,
-              "peak_rss_mb": rusage.ru_maxrss / 1024.0 if rusage else math.nan,  # KiB on Linux
+    main_mb = rusage.ru_maxrss / 1024.0 if rusage else math.nan  # KiB on Linux
+    shard_mb = sorted((kib / 1024.0 for kib in peaks.values()), reverse=True)
+    result = {"n": n, "steps": steps, "rc": rc, "process_s": process_s, "loop_s": math.nan,
+              "shards": shards, "peak_rss_mb": main_mb, "shard_peak_mb": shard_mb,
+              "total_peak_mb": main_mb + sum(shard_mb),
               "wall_s": math.nan, "steps_per_s": math.nan, "nonconverged": None,
               "max_trafo_pct": None, "cmd": cmd, "tail": "\n".join(text.splitlines()[-15:])}
     if rc != 0:
@@ -83,17 +110,64 @@ def run_case(scenario: Path, n: int, steps: int, engine: str, out: Path, plots: 
             result["wall_s"] = float(match.group(2))
     if result["wall_s"] > 0:
         result["steps_per_s"] = steps / result["wall_s"]
+    bars = [m for m in _BAR.finditer(text) if m.group(1) == m.group(2) == str(steps)]
+    result["loop_s"] = math.nan
+    if bars:
+        h, mm, ss = bars[-1].group(3), bars[-1].group(4), bars[-1].group(5)
+        loop_s = int(h or 0) * 3600 + int(mm) * 60 + int(ss)
+        if loop_s >= 2:
+            result["loop_s"] = float(loop_s)
     grid = kpis.get("grid") or {}
     result["nonconverged"] = grid.get("nonconverged_steps")
     result["max_trafo_pct"] = grid.get("max_trafo_loading_percent")
     return result
 
 
-def _wait(proc: subprocess.Popen, timeout: float | None):
-    """Reap ``proc`` with ``os.wait4`` (its own rusage); kill it after ``timeout`` seconds."""
+def _hwm_kib(pid: int) -> int | None:
+    """The ``VmHWM`` (peak resident set, KiB) of a live process, from /proc."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (psutil when installed, else /proc's children)."""
+    try:
+        import psutil
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except ImportError:
+        pass
+    except Exception:  # the process is gone
+        return []
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        found += [int(k) for k in kids]
+        todo += [int(k) for k in kids]
+    return found
+
+
+def _wait(proc: subprocess.Popen, timeout: float | None, peaks: dict[int, int] | None = None):
+    """Reap ``proc`` with ``os.wait4`` (its own rusage); kill it after ``timeout`` seconds.
+
+    ``peaks`` collects the peak RSS of ``proc``'s descendants while they live."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        pid, status, rusage = os.wait4(proc.pid, 0 if deadline is None else os.WNOHANG)
+        if peaks is not None:
+            for child in _descendants(proc.pid):
+                hwm = _hwm_kib(child)
+                if hwm is not None:
+                    peaks[child] = max(peaks.get(child, 0), hwm)
+        pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
         if pid == proc.pid:
             proc.returncode = os.waitstatus_to_exitcode(status)  # keep Popen from reaping again
             return proc.returncode, rusage
@@ -120,6 +194,9 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=48, help="steps per case (default: 48)")
     parser.add_argument("--full-year", action="store_true",
                         help=f"run {FULL_YEAR} steps (overrides --steps)")
+    parser.add_argument("--shards", default=None,
+                        help="comma-separated shard counts, e.g. 1,2,4 (1: in-process, K > 1: "
+                             "K cmd-mode processes; default: the scenario's sharding)")
     parser.add_argument("--engine", choices=("mosaik", "plain"), default="mosaik")
     parser.add_argument("--plots", action="store_true", help="also write the plots")
     parser.add_argument("--timeout", type=float, default=None,
@@ -136,18 +213,32 @@ def main() -> int:
         parser.error(f"--sizes: integers separated by commas, got {args.sizes!r}")
     if steps < 1 or not sizes or min(sizes) < 1:
         parser.error("--steps and --sizes must be positive")
+    shard_counts: list[int | None] = [None]
+    if args.shards:
+        try:
+            shard_counts = [int(s) for s in args.shards.split(",") if s.strip()]
+        except ValueError:
+            parser.error(f"--shards: integers separated by commas, got {args.shards!r}")
+        if not shard_counts or min(shard_counts) < 1:
+            parser.error("--shards must be positive")
+        if args.engine != "mosaik" and max(shard_counts) > 1:
+            parser.error("--shards above 1 needs --engine mosaik")
 
     tmp = Path(tempfile.mkdtemp(prefix="fleetcosim_scale_", dir=args.tmp))
     results = []
     try:
         for n in sizes:
-            print(f"running {n} buildings x {steps} steps ({args.engine}) ...", flush=True)
-            r = run_case(args.scenario.resolve(), n, steps, args.engine, tmp / f"n{n}",
-                         args.plots, args.timeout)
-            results.append(r)
-            if r["rc"] != 0:
-                print(f"  FAILED (exit {r['rc']}): {' '.join(r['cmd'])}\n{r['tail']}",
+            for k in shard_counts:
+                label = "" if k is None else f", {k} shard{'s' if k > 1 else ''}"
+                print(f"running {n} buildings x {steps} steps ({args.engine}{label}) ...",
                       flush=True)
+                name = f"n{n}" if k is None else f"n{n}_s{k}"
+                r = run_case(args.scenario.resolve(), n, steps, args.engine, tmp / name,
+                             args.plots, args.timeout, shards=k)
+                results.append(r)
+                if r["rc"] != 0:
+                    print(f"  FAILED (exit {r['rc']}): {' '.join(r['cmd'])}\n{r['tail']}",
+                          flush=True)
     finally:
         if args.keep:
             print(f"runs kept in {tmp}")
@@ -156,22 +247,32 @@ def main() -> int:
 
     print(f"\n{args.scenario.name}, engine {args.engine}, {steps} steps, "
           f"plots {'on' if args.plots else 'off'}")
-    head = (f"{'buildings':>9} {'steps':>6} {'engine [s]':>10} {'ms/step':>9} {'steps/s':>8} "
-            f"{'process [s]':>11} {'peak RSS [MB]':>13} {'nonconv':>7} {'max trafo %':>11}")
+    head = (f"{'buildings':>9} {'shards':>6} {'steps':>6} {'engine [s]':>10} {'ms/step':>9} "
+            f"{'steps/s':>8} {'loop [s]':>8} {'loop steps/s':>12} {'start [s]':>9} "
+            f"{'process [s]':>11} {'run RSS [MB]':>12} "
+            f"{'shard RSS [MB]':>14} {'sum RSS [MB]':>12} {'nonconv':>7} {'max trafo %':>11}")
     print(head)
     print("-" * len(head))
     for r in results:
         wall = r["wall_s"]
-        print(f"{r['n']:>9} {r['steps']:>6} {_fmt(wall, '.2f'):>10} "
+        shard_mb = "/".join(f"{m:.0f}" for m in r["shard_peak_mb"]) or "-"
+        print(f"{r['n']:>9} {_fmt(r['shards'], 'd'):>6} {r['steps']:>6} "
+              f"{_fmt(wall, '.2f'):>10} "
               f"{_fmt(wall / r['steps'] * 1e3, '.1f'):>9} {_fmt(r['steps_per_s'], '.2f'):>8} "
-              f"{_fmt(r['process_s'], '.1f'):>11} {_fmt(r['peak_rss_mb'], '.0f'):>13} "
+              f"{_fmt(r['loop_s'], '.0f'):>8} {_fmt(r['steps'] / r['loop_s'], '.2f'):>12} "
+              f"{_fmt(wall - r['loop_s'], '.1f'):>9} "
+              f"{_fmt(r['process_s'], '.1f'):>11} {_fmt(r['peak_rss_mb'], '.0f'):>12} "
+              f"{shard_mb:>14} {_fmt(r['total_peak_mb'], '.0f'):>12} "
               f"{_fmt(r['nonconverged'], 'd'):>7} {_fmt(r['max_trafo_pct'], '.1f'):>11}"
               + ("" if r["rc"] == 0 else f"  FAILED (exit {r['rc']})"))
-    figures = {"steps": steps}
+    figures: dict[str, float | int] = {"steps": steps}
     for r in results:
-        figures[f"steps_per_s_{r['n']}"] = r["steps_per_s"]
-        figures[f"process_s_{r['n']}"] = r["process_s"]
-        figures[f"peak_rss_mb_{r['n']}"] = r["peak_rss_mb"]
+        key = f"{r['n']}" if r["shards"] is None else f"{r['n']}_s{r['shards']}"
+        figures[f"steps_per_s_{key}"] = r["steps_per_s"]
+        figures[f"loop_steps_per_s_{key}"] = r["steps"] / r["loop_s"]
+        figures[f"process_s_{key}"] = r["process_s"]
+        figures[f"peak_rss_mb_{key}"] = r["peak_rss_mb"]
+        figures[f"sum_rss_mb_{key}"] = r["total_peak_mb"]
     print(" ".join(f"{k}={v}" if isinstance(v, int) else f"{k}={v:.2f}"
                    for k, v in figures.items()))
     return 0 if all(r["rc"] == 0 for r in results) else 1

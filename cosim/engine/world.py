@@ -78,6 +78,11 @@ def shard_command(executable: str = sys.executable) -> str:
 #: keeps quotes inside the arguments; ask for POSIX splitting where it applies.
 SHARD_STARTER = {"posix": sys.platform != "win32"}
 
+#: Seconds a cmd-mode shard has to answer mosaik's ``init`` call (mosaik's default: 10).
+#: A shard builds its slice from the resolved scenario inside ``init``: a few seconds at
+#: 10,000 homes, over 10 s at 100,000 on a busy machine (scenarios/hv_mv_100000.yaml).
+SHARD_INIT_S = 300.0
+
 
 def shard_bounds(n: int, shards: int) -> list[tuple[int, int]]:
     """Contiguous (start, count) of each shard."""
@@ -116,7 +121,9 @@ def run_world(built: Built, writer: RunWriter, *, scenario_path: Path | None = N
         if scenario_path is None:
             raise ValueError("cmd-mode shards need the resolved scenario file")
         sim_config["FleetShard"] = {"cmd": shard_command(), **SHARD_STARTER}
-    world = mosaik.World(sim_config, time_resolution=3600.0 * sc.time.step_h,
+    mosaik_config: dict[str, Any] = {"start_timeout": SHARD_INIT_S} if sharded_cmd else {}
+    world = mosaik.World(sim_config, mosaik_config=mosaik_config,  # type: ignore[arg-type]
+                         time_resolution=3600.0 * sc.time.step_h,
                          skip_greetings=True, configure_logging=False, cache=False)
     watchdog = None
     try:
