@@ -15,7 +15,11 @@ from cosim.engine.run import execute, prepare_scenario
 from tests.run_edit import copy_run, edit_table
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SCENARIOS = sorted((REPO_ROOT / "scenarios").glob("*.yaml"))
+#: the 100,000-home scale scenario is left out: a run of it takes four shard processes and
+#: about 5 GB, which is benchmarks/scale.py's job; tests/cosim/test_scale_scenario.py
+#: validates it
+SCALE_ONLY = {"hv_mv_100000"}
+SCENARIOS = sorted(p for p in (REPO_ROOT / "scenarios").glob("*.yaml") if p.stem not in SCALE_ONLY)
 STEPS = 48
 SHIPPED_STEPS = 6
 VM_CHANGE_PU = 1e-3
