@@ -10,14 +10,18 @@ It shares the problem, the evaluation and the trees with the production code.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 import numpy as np
 
 from agents.control.epos.problem import VIOLATION_ATOL, HardBounds, Selection, _Problem, _rounded
 from agents.control.epos.rounds import MAX_APPROVAL_CHILDREN
-from agents.control.epos.selection import _contribution, _evaluate, _random_estimate
-from agents.control.epos.tree import _post_order, shuffled_tree
+from agents.control.epos.selection import (
+    _contribution,
+    _evaluate,
+    _reorganised,
+)
+from agents.control.epos.tree import _post_order
 
 
 @dataclass(frozen=True)
@@ -172,21 +176,9 @@ def reference_select_plans(plans_kwh: np.ndarray, discomfort: np.ndarray, parent
                          f"{parent.shape} ({n},)")
     rng = rng if rng is not None else np.random.default_rng(0)
     problem = _Problem.build(plans_kwh, discomfort, alpha, beta, hard)
-    best: Selection | None = None
-    tree = parent
-    messages = 0
-    estimate = None
-    for restart in range(reorganisations + 1):
-        found, used = _iepos(problem, tree, iterations, estimate)
-        messages += 2 * (n - 1) * used
-        if best is None or found.rank() < best.rank():
-            best = replace(found, reorganisations=restart)
-        if best.violation_kwh <= VIOLATION_ATOL:
-            break
-        tree = shuffled_tree(n, rng)
-        estimate = _random_estimate(problem, rng)
-    assert best is not None
-    return replace(best, messages=messages)
+    # the restarts on shuffled trees are the production loop's; the pass on one tree is
+    # this module's agent-by-agent one
+    return _reorganised(problem, parent, iterations, reorganisations, rng, _iepos)
 
 
 def _iepos(problem: _Problem, parent: np.ndarray, iterations: int,

@@ -53,6 +53,7 @@ found on all 200).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -73,12 +74,26 @@ def select_plans(plans_kwh: np.ndarray, discomfort: np.ndarray, parent: np.ndarr
                          f"{parent.shape} ({n},)")
     rng = rng if rng is not None else np.random.default_rng(0)
     problem = _Problem.build(plans_kwh, discomfort, alpha, beta, hard)
+    return _reorganised(problem, parent, iterations, reorganisations, rng, _iepos)
+
+
+#: one I-EPOS run on one tree: (problem, parent, iterations, cold-start estimate) to the
+#: best selection and the iterations used
+OneTree = Callable[[_Problem, np.ndarray, int, "np.ndarray | None"], tuple[Selection, int]]
+
+
+def _reorganised(problem: _Problem, parent: np.ndarray, iterations: int,
+                 reorganisations: int, rng: np.random.Generator,
+                 one_tree: OneTree) -> Selection:
+    """``one_tree`` on ``parent``, then on shuffled trees until the bounds hold or
+    ``reorganisations`` restarts are used; the best selection found, messages counted."""
+    n = len(parent)
     best: Selection | None = None
     tree = parent
     messages = 0
     estimate = None
     for restart in range(reorganisations + 1):
-        found, used = _iepos(problem, tree, iterations, estimate)
+        found, used = one_tree(problem, tree, iterations, estimate)
         messages += 2 * (n - 1) * used
         if best is None or found.rank() < best.rank():
             best = replace(found, reorganisations=restart)
