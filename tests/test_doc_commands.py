@@ -5,7 +5,9 @@ block (``set -euo pipefail``: any failing command fails the block), in a fresh f
 that looks like a checkout after ``make demo``: a link to each top-level entry of the
 project, and ``.venv`` linked to the environment running the tests. ``PYTHONPATH`` names
 this checkout, so its code is what runs. ``docs/inputs.md`` writes its files to
-``/tmp/byo`` as it says; the test clears that folder before and after.
+``/tmp/byo`` as it says. The test makes that folder itself, with a marker file, and
+removes it afterwards; a ``/tmp/byo`` without the marker is someone's own folder, which
+the test never deletes: it fails and says so instead.
 
 A command that cannot run in a test is skipped only when it is listed in ``EXCLUDED``
 with its reason; ``test_exclusions_are_listed_and_current`` fails for a listed command
@@ -33,6 +35,24 @@ EXCLUDED: dict[str, str] = {
 }
 _BLOCK = re.compile(r"^```(?:bash|sh)\n(.*?)^```", re.S | re.M)
 _SCRATCH = Path("/tmp/byo")  # docs/inputs.md's own folder
+_MARKER = ".made_by_test_doc_commands"  # in _SCRATCH: the test made it, the test may remove it
+
+
+def _clear_scratch() -> None:
+    """Remove :data:`_SCRATCH` when this test made it (its marker is there)."""
+    if (_SCRATCH / _MARKER).is_file():
+        shutil.rmtree(_SCRATCH)
+
+
+def _make_scratch() -> None:
+    """A fresh, marked :data:`_SCRATCH`; a folder of that name the test did not make is
+    left alone and fails the test."""
+    _clear_scratch()
+    if _SCRATCH.exists() or _SCRATCH.is_symlink():
+        pytest.fail(f"{_SCRATCH} exists and was not made by this test; docs/inputs.md's "
+                    "examples write there: move it away to run this test")
+    _SCRATCH.mkdir()
+    (_SCRATCH / _MARKER).touch()
 TIMEOUT_S = 900
 
 
@@ -71,7 +91,7 @@ def test_every_shell_command_runs_as_written(page: str, tmp_path: Path) -> None:
         pytest.skip("the environment has no cosim script (project not installed)")
     _checkout_like(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "NO_MKDOCS_2_WARNING": "1"}
-    shutil.rmtree(_SCRATCH, ignore_errors=True)
+    _make_scratch()
     try:
         for i, block in enumerate(shell_blocks(page)):
             done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path,
@@ -81,4 +101,18 @@ def test_every_shell_command_runs_as_written(page: str, tmp_path: Path) -> None:
                 f"{page}, shell block {i + 1} failed ({done.returncode}):\n{block}\n"
                 f"--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}")
     finally:
-        shutil.rmtree(_SCRATCH, ignore_errors=True)
+        _clear_scratch()
+
+
+def test_a_users_own_scratch_folder_is_never_removed(monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    """A folder at the examples' path that the test did not make survives, and the test
+    fails instead of running over it."""
+    own = tmp_path / "byo"
+    own.mkdir()
+    (own / "notes.txt").write_text("mine")
+    monkeypatch.setattr(sys.modules[__name__], "_SCRATCH", own)
+    with pytest.raises(pytest.fail.Exception, match="not made by this test"):
+        _make_scratch()
+    _clear_scratch()
+    assert (own / "notes.txt").read_text() == "mine"
