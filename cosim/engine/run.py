@@ -204,7 +204,7 @@ def execute(sc: Scenario, built: Built, run_dir: Path, *, progress: bool = True,
         raise ValueError("controller.kind remote joins the co-simulation through mosaik; run "
                          "it with the mosaik engine")
     use_controller(built, controller)
-    lock = claim_directory(run_dir, "run", force=force, notes=notes)
+    lock = claim_directory(run_dir, "run", force=force)
     try:
         run_dir = Path(run_dir)
         texts = setup_texts(sc, built)

@@ -321,7 +321,7 @@ def _refuse_earlier(path: Path, kind: str) -> None:
 
 
 def claim_directory(directory: str | Path, kind: str, *, force: bool,
-                    notes: list[str] | None = None, reuse: bool = False) -> DirLock:
+                    reuse: bool = False) -> DirLock:
     """Create ``directory`` for a new ``kind`` (run or study) and lock it.
 
     An empty or missing directory is taken. One that holds an earlier ``kind``

@@ -106,7 +106,7 @@ def test_a_resumed_run_writes_the_same_decisions(kind: str, tmp_path: Path, monk
 def test_study_metrics_count_messages_and_time(tmp_path: Path):
     run = tmp_path / "run"
     assert _run(run, "dmpc", steps=24) == 0
-    metrics = run_metrics(run, ["normal"] * 7, 15.0, uses_duals=False)
+    metrics = run_metrics(run, uses_duals=False)
     steps = pd.read_csv(run / DECISIONS_DIR / "dmpc_steps.csv")
     assert metrics["messages_per_step"] == pytest.approx(steps.messages.mean())
     assert metrics["wall_ms_per_step"] > 0 and metrics["controller_ms_per_step"] > 0

@@ -69,8 +69,7 @@ def run_one(scenario: str | Path, run_id: str, point: dict[str, Any],
         elif state != "complete":
             execute(sc, built, run_dir, progress=False,
                     force=state in ("changed", "other_code"), engine=engine)
-        metrics = run_metrics(run_dir, built.classes, sc.duals.lambda_max,
-                              uses_duals=sc.controller.kind == "policy")
+        metrics = run_metrics(run_dir, uses_duals=sc.controller.kind == "policy")
     except Exception as exc:  # recorded in the row; the study goes on
         return {**head, "status": "failed", "note": failure_note(exc)}
     return {**head, "reused": state == "complete", "status": "ok",

@@ -20,16 +20,14 @@ from cosim.results.rundir import (
 TIMING_COLUMNS = ("wall_ms_per_step", "controller_ms_per_step")
 
 
-def run_metrics(run_dir: Path, classes: list[str], lambda_max: float,
-                uses_duals: bool = True) -> dict[str, Any]:
+def run_metrics(run_dir: Path, uses_duals: bool = True) -> dict[str, Any]:
     """The study table's columns for one finished run.
 
     Every KPI comes from the run's own ``kpis.json`` (``cosim.results.report``), where
     it is computed once: ``fleet`` and ``grid``, and ``trajectory`` for what the study
     adds (the backlog at the end, the slopes of the cumulative average unmet demand,
     the double agents' time at lambda_max); nothing is recomputed from the tables.
-    ``classes`` and ``lambda_max`` are the run's: the report used them for those KPIs
-    (they are not read again here). ``uses_duals`` False (no control, rule, oracle):
+    ``uses_duals`` False (no control, rule, oracle):
     the multipliers are still computed and recorded but steer nothing, so their columns
     are left empty.
     """
