@@ -196,3 +196,22 @@ def test_a_grid_constraint_study_gets_its_figure_and_columns(tmp_path: Path):
     assert table.at["operator", "grid_constraint_violation_hours"] >= 0
     assert (table["max_trafo_loading_percent"] > 0).all()
     assert (out / "grid_hours.png").stat().st_size > 0
+
+
+def test_a_run_folder_killed_while_claimed_is_taken_and_a_users_is_not(tmp_path: Path):
+    """A study killed between taking a run folder's lock and writing its marker leaves only
+    the lock file (and perhaps a half-written marker): that folder is taken like a new one.
+    A folder with anything else and no marker stays foreign, untouched."""
+    from cosim.tools.study.folder import existing_run
+
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / ".lock").write_text('{"pid": 1, "host": "h", "started_unix": 0}')
+    (killed / "status.json.tmp").write_text('{\n  "format": ')
+    assert existing_run(killed, "") == "new"
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / ".lock").write_text("")
+    (users / "notes.txt").write_text("mine")
+    assert existing_run(users, "") == "foreign"
+    assert (users / "notes.txt").read_text() == "mine"

@@ -18,6 +18,7 @@ from cosim.results.rundir import (
     claim_directory,
     new_marker,
     read_marker,
+    unmarked_entries,
 )
 from cosim.tools.study.schema import Study
 
@@ -59,8 +60,12 @@ def existing_run(run_dir: Path, resolved: str) -> str:
     if not run_dir.exists() and not run_dir.is_symlink():
         return "new"
     status = read_marker(run_dir, "run")
-    if status is None or run_dir.is_symlink():
+    if run_dir.is_symlink():
         return "foreign"
+    if status is None:
+        # a run killed while it claimed its folder leaves only its lock file (and perhaps
+        # a half-written marker): cosim's own leftovers, taken like a new folder
+        return "new" if run_dir.is_dir() and not unmarked_entries(run_dir, "run") else "foreign"
     try:
         same = (run_dir / "scenario.yaml").read_text() == resolved
     except OSError:
