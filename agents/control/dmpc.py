@@ -70,6 +70,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import highspy
 import networkx as nx
 import numpy as np
 import pandas as pd
@@ -84,6 +85,10 @@ from agents.fleet.observation import FleetObservation
 from grid_models.support.settings import check_settings, setting
 
 NEGOTIATIONS = ("coordinator", "consensus")
+#: How the local problems are solved (:class:`LocalProblems`).
+LOCAL_SOLVERS = ("persistent", "linprog")
+#: Persistent HiGHS models kept per controller (one per block of buildings and horizon).
+MAX_MODELS = 256
 #: The smallest |upper| a relative excess divides by.
 UPPER_FLOOR = 1e-9
 #: Primal recovery allows excess over a coupling row at this many times the horizon's
@@ -105,7 +110,7 @@ class DmpcConfig:
     """The settings of a DMPC controller (module docstring; scenario ``controller.dmpc_*``)."""
 
     horizon: int = setting(24, ge=1, integer=True, doc="hours each building plans ahead")
-    iterations: int = setting(10, ge=1, integer=True,
+    iterations: int = setting(30, ge=1, integer=True,
                               doc="most negotiation iterations per step")
     tolerance: float = setting(0.01, gt=0, doc="relative excess at which negotiation stops")
     step: float = setting(0.05, gt=0, doc="subgradient step, $/kWh per unit of relative excess")
@@ -119,12 +124,18 @@ class DmpcConfig:
                                           "end; none: 1.05 x the horizon's highest price")
     chunk: int = setting(64, ge=1, integer=True, doc="local problems solved per LP")
     dedupe: bool = True
+    local_solver: str = setting("persistent", doc="persistent: each block's HiGHS model "
+                                "kept alive, only costs and bounds change; linprog: a "
+                                "fresh model per call")
 
     def __post_init__(self) -> None:
         check_settings(self)
         if self.negotiation not in NEGOTIATIONS:
             raise ValueError(f"negotiation must be one of {', '.join(NEGOTIATIONS)}, got "
                              f"{self.negotiation!r}")
+        if self.local_solver not in LOCAL_SOLVERS:
+            raise ValueError(f"local_solver must be one of {', '.join(LOCAL_SOLVERS)}, got "
+                             f"{self.local_solver!r}")
 
 
 @dataclass(frozen=True)
@@ -167,14 +178,21 @@ class DmpcStep:
 class LocalProblems:
     """Every building's local problem over the horizon, solved with HiGHS (module docstring).
 
-    ``solve`` takes per-building costs and the step's data; the constraint matrices of a
-    block of buildings depend only on their parameters and are built per call, vectorised.
+    ``solve`` takes per-building costs and the step's data. The constraint matrix of a
+    block of buildings depends only on their parameters and the horizon. ``solver``:
+
+    - ``persistent`` (default): each block's HiGHS model (highspy) is built once and kept
+      alive; later calls change only its costs, bounds and right-hand sides and HiGHS
+      restarts from the block's last optimal basis (a few pivots where a few prices moved);
+    - ``linprog``: a fresh model per call through scipy's ``linprog`` (the earlier path).
     """
 
     params: FleetParams
     dt_h: float = 1.0
     chunk: int = 64
     timing: dict[str, float] = field(default_factory=lambda: {"solve_s": 0.0})
+    solver: str = "persistent"
+    models: dict[tuple[int, bytes], _Block] = field(default_factory=dict)
 
     def solve(self, cost_grid: np.ndarray, cost_charge: np.ndarray, demand_kwh: np.ndarray,
               pv_kwh: np.ndarray, backlog0_kwh: np.ndarray, soc0_kwh: np.ndarray,
@@ -197,14 +215,66 @@ class LocalProblems:
                      index: np.ndarray) -> LocalPlans:
         m, h = demand_kwh.shape
         p = self.params
-        eta_d, eta_c = p.eta_discharge[index], p.eta_charge[index]
+        eta_d = p.eta_discharge[index]
         per = N_KINDS * h  # variables of one building: [g, x, ch, b, e] x H
+        var = _variables(m, h)
+        g, x, ch, b, e = var
+        b_eq = np.zeros(2 * m * h)
+        rhs_b = demand_kwh.copy()
+        rhs_b[:, 0] += backlog0_kwh
+        b_eq[:m * h] = rhs_b.ravel()
+        b_eq[m * h:].reshape(m, h)[:, 0] = soc0_kwh
+        b_ub = np.zeros(m * h)
+        b_ub.reshape(m, h)[:, 0] = eta_d * soc0_kwh
+        energy = (p.power_kw[index] * self.dt_h)[:, None] * np.ones((m, h))
+        upper = np.full(m * per, np.inf)
+        upper[x.ravel()] = energy.ravel()
+        upper[ch.ravel()] = np.minimum(pv_kwh, energy).ravel()
+        upper[b.ravel()] = np.repeat(p.backlog_cap_kwh[index], h)
+        upper[e.ravel()] = np.repeat(p.capacity_kwh[index], h)
+        cost = np.zeros(m * per)
+        cost[g.ravel()] = cost_grid.ravel()
+        cost[ch.ravel()] = cost_charge.ravel()
+        cost[e[:, -1]] -= soc_value
+        cost[b[:, -1]] += backlog_value
+        if self.solver == "persistent":
+            key = (h, np.ascontiguousarray(index).tobytes())
+            block = self.models.get(key)
+            if block is None:
+                if len(self.models) >= MAX_MODELS:
+                    self.models.pop(next(iter(self.models)))
+                block = self.models[key] = _Block(self._matrices(index, h), m * per)
+            t0 = time.perf_counter()
+            sol = block.solve(cost, upper, b_eq, b_ub)
+            self.timing["solve_s"] += time.perf_counter() - t0
+        else:
+            a_eq, a_ub = self._matrices(index, h)
+            t0 = time.perf_counter()
+            res = linprog(cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq,
+                          bounds=np.stack([np.zeros(m * per), upper], axis=1),
+                          method="highs", options=HIGHS_OPTIONS)
+            self.timing["solve_s"] += time.perf_counter() - t0
+            if res.status != 0:
+                raise RuntimeError(f"a DMPC local problem failed in HiGHS: {res.message}")
+            sol = np.asarray(res.x)
+        return LocalPlans(np.maximum(sol[g], 0.0), np.maximum(sol[x], 0.0),
+                          np.clip(sol[ch], 0.0, upper[ch]), np.maximum(sol[b], 0.0),
+                          np.maximum(sol[e], 0.0))
 
-        def var(kind: int) -> np.ndarray:  # (M, H) indices of one kind
-            result: np.ndarray = (np.arange(m)[:, None] * per + kind * h + np.arange(h))
-            return result
+    def forget_bases(self) -> None:
+        """Start every kept model's next solve cold (at each step: a step's plans then do
+        not depend on the steps before it, so a restored controller continues identically)."""
+        for block in self.models.values():
+            block.highs.clearSolver()
 
-        g, x, ch, b, e = (var(k) for k in range(N_KINDS))
+    def _matrices(self, index: np.ndarray, h: int) -> tuple[sp.csr_array, sp.csr_array]:
+        """The equality (backlog and battery balances) and inequality (discharge before
+        charge) matrices of the buildings ``index`` over ``h`` steps, block-diagonal."""
+        m = len(index)
+        eta_d = self.params.eta_discharge[index]
+        eta_c = self.params.eta_charge[index]
+        per = N_KINDS * h
+        g, x, ch, b, e = _variables(m, h)
         rows_b = np.arange(m * h).reshape(m, h)  # backlog balance rows
         rows_e = m * h + rows_b  # battery balance rows
         ones = np.ones((m, h))
@@ -216,11 +286,6 @@ class LocalProblems:
                              (np.concatenate([r.ravel() for r in eq_r]),
                               np.concatenate([c.ravel() for c in eq_c]))),
                             shape=(2 * m * h, m * per))
-        b_eq = np.zeros(2 * m * h)
-        rhs_b = demand_kwh.copy()
-        rhs_b[:, 0] += backlog0_kwh
-        b_eq[:m * h] = rhs_b.ravel()
-        b_eq[m * h:].reshape(m, h)[:, 0] = soc0_kwh
         # x_k - eta_dis e_k-1 <= 0 (k >= 1); x_0 <= eta_dis e0
         rows_x = np.arange(m * h).reshape(m, h)
         a_ub = sp.csr_array((np.concatenate([ones.ravel(), -(ones[:, 1:] * eta_d[:, None])
@@ -228,30 +293,61 @@ class LocalProblems:
                              (np.concatenate([rows_x.ravel(), rows_x[:, 1:].ravel()]),
                               np.concatenate([x.ravel(), e[:, :-1].ravel()]))),
                             shape=(m * h, m * per))
-        b_ub = np.zeros(m * h)
-        b_ub.reshape(m, h)[:, 0] = eta_d * soc0_kwh
-        energy = (p.power_kw[index] * self.dt_h)[:, None] * ones
-        upper = np.full(m * per, np.inf)
-        upper[x.ravel()] = energy.ravel()
-        upper[ch.ravel()] = np.minimum(pv_kwh, energy).ravel()
-        upper[b.ravel()] = (p.backlog_cap_kwh[index][:, None] * ones).ravel()
-        upper[e.ravel()] = (p.capacity_kwh[index][:, None] * ones).ravel()
-        cost = np.zeros(m * per)
-        cost[g.ravel()] = cost_grid.ravel()
-        cost[ch.ravel()] = cost_charge.ravel()
-        cost[e[:, -1]] -= soc_value
-        cost[b[:, -1]] += backlog_value
-        t0 = time.perf_counter()
-        res = linprog(cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq,
-                      bounds=np.stack([np.zeros(m * per), upper], axis=1), method="highs",
-                      options=HIGHS_OPTIONS)
-        self.timing["solve_s"] += time.perf_counter() - t0
-        if res.status != 0:
-            raise RuntimeError(f"a DMPC local problem failed in HiGHS: {res.message}")
-        sol = np.asarray(res.x)
-        return LocalPlans(np.maximum(sol[g], 0.0), np.maximum(sol[x], 0.0),
-                          np.clip(sol[ch], 0.0, upper[ch]), np.maximum(sol[b], 0.0),
-                          np.maximum(sol[e], 0.0))
+        return a_eq, a_ub
+
+
+def _variables(m: int, h: int) -> tuple[np.ndarray, ...]:
+    """The (M, H) variable indices of each kind in a block of ``m`` buildings."""
+    per = N_KINDS * h
+    return tuple(np.arange(m)[:, None] * per + kind * h + np.arange(h)
+                 for kind in range(N_KINDS))
+
+
+class _Block:
+    """One block's HiGHS model (highspy), kept alive between calls: the matrix is fixed,
+    costs, column bounds and row bounds change, the last optimal basis is HiGHS's start."""
+
+    def __init__(self, matrices: tuple[sp.csr_array, sp.csr_array], n_col: int) -> None:
+        a = sp.vstack(matrices, format="csc")
+        self.n_col, self.n_eq, self.n_row = n_col, matrices[0].shape[0], a.shape[0]
+        lp = highspy.HighsLp()
+        lp.num_col_, lp.num_row_ = n_col, self.n_row
+        lp.col_cost_ = np.zeros(n_col)
+        lp.col_lower_ = np.zeros(n_col)
+        lp.col_upper_ = np.full(n_col, np.inf)
+        lp.row_lower_ = np.zeros(self.n_row)
+        lp.row_upper_ = np.zeros(self.n_row)
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        lp.a_matrix_.start_ = a.indptr
+        lp.a_matrix_.index_ = a.indices
+        lp.a_matrix_.value_ = a.data
+        self.highs = highspy.Highs()  # type: ignore[no-untyped-call]
+        self.highs.setOptionValue("output_flag", False)
+        for name, value in HIGHS_OPTIONS.items():
+            self.highs.setOptionValue(name, "off" if value is False else value)
+        self.highs.passModel(lp)
+        self.cols = np.arange(n_col, dtype=np.int32)
+        self.rows = np.arange(self.n_row, dtype=np.int32)
+        self.row_lower = np.zeros(self.n_row)
+        self.row_lower[self.n_eq:] = -np.inf
+        self.zeros = np.zeros(n_col)
+
+    def solve(self, cost: np.ndarray, upper: np.ndarray, b_eq: np.ndarray,
+              b_ub: np.ndarray) -> np.ndarray:
+        """The optimal solution with these costs, upper bounds and right-hand sides."""
+        hs = self.highs
+        hs.changeColsCost(self.n_col, self.cols, cost)
+        hs.changeColsBounds(self.n_col, self.cols, self.zeros, upper)
+        self.row_lower[:self.n_eq] = b_eq
+        hs.changeRowsBounds(  # type: ignore[attr-defined]
+            self.n_row, self.rows, self.row_lower,
+                            np.concatenate([b_eq, b_ub]))
+        hs.run()
+        status = hs.getModelStatus()
+        if status != highspy.HighsModelStatus.kOptimal:
+            raise RuntimeError(f"a DMPC local problem failed in HiGHS: "
+                               f"{hs.modelStatusToString(status)}")
+        return np.asarray(hs.getSolution().col_value)
 
 
 def _same_rows(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -295,7 +391,8 @@ class DmpcController:
         self.steps = int(steps)
         self.n, self.r = params.n, rows.n_rows
         self.export = params.export_pv.astype(float)
-        self.local = LocalProblems(params, forecast.dt_h, config.chunk)
+        self.local = LocalProblems(params, forecast.dt_h, config.chunk,
+                                   solver=config.local_solver)
         self.timing = self.local.timing
         self.timing.update(negotiation_s=0.0, calls=0.0)
         self.weights = metropolis_matrix(graph, self.n) if graph is not None else None
@@ -350,6 +447,7 @@ class DmpcController:
         scale = np.maximum(np.abs(self.rows.upper), UPPER_FLOOR)  # (R,)
         consensus = cfg.negotiation == "consensus"
         mu = self._warm_start(h)
+        self.local.forget_bases()
         proposals: list[LocalPlans] = []
         local_costs: list[np.ndarray] = []  # (N,) per iteration, without multipliers
         contributions: list[np.ndarray] = []  # (N, H, R) per iteration
@@ -384,15 +482,28 @@ class DmpcController:
             else:
                 rel_t = ((value - self.rows.upper) / scale).T
                 messages += 2 * self.n
-                chosen, chosen_cost, chosen_value = self._recover(
+                chosen, chosen_cost, chosen_value, master, prices = self._recover(
                     proposals, local_costs, contributions, offset, scale, price)
             excess_max = float(np.maximum((chosen_value - self.rows.upper) / scale, 0.0)
                                .max(initial=0.0))
             mu_used = mu
-            mu = np.maximum(mu + self._step_size(j, consensus, excess_max, chosen_cost,
-                                                 dual_now, value, scale) * rel_t, 0.0)
-            if excess_max <= cfg.tolerance and \
-                    chosen_cost - best_dual <= cfg.tolerance * max(abs(chosen_cost), GAP_FLOOR):
+            if consensus:
+                mu = np.maximum(mu + self._step_size(j, consensus, excess_max, chosen_cost,
+                                                     dual_now, value, scale) * rel_t, 0.0)
+                done = excess_max <= cfg.tolerance and chosen_cost - best_dual <= \
+                    cfg.tolerance * max(abs(chosen_cost), GAP_FLOOR)
+            else:
+                # the coordinator prices the rows at the restricted master's duals (a
+                # cutting-plane step on the dual); certificate: the master's optimum (the
+                # recovered plan's cost, excess at its penalty) within tolerance of the
+                # best dual bound, i.e. the plan is within tolerance of the optimum of the
+                # horizon's problem with excess allowed at that penalty, which exceeds the
+                # rows only where no plan of the horizon fits them
+                mu = prices if excess_max <= cfg.tolerance else np.maximum(
+                    mu + self._step_size(j, consensus, excess_max, chosen_cost, dual_now,
+                                         value, scale) * rel_t, 0.0)
+                done = master - best_dual <= cfg.tolerance * max(abs(master), GAP_FLOOR)
+            if done:
                 converged = True
                 break
         assert chosen is not None  # iterations >= 1
@@ -422,7 +533,8 @@ class DmpcController:
 
     def _recover(self, proposals: list[LocalPlans], local_costs: list[np.ndarray],
                  contributions: list[np.ndarray], offset: np.ndarray, scale: np.ndarray,
-                 price: np.ndarray) -> tuple[LocalPlans, float, np.ndarray]:
+                 price: np.ndarray
+                 ) -> tuple[LocalPlans, float, np.ndarray, float, np.ndarray]:
         """Primal recovery by the coordinator: per building, the convex combination of the
         plans it proposed so far that costs the fleet least within the coupling rows.
 
@@ -461,7 +573,11 @@ class DmpcController:
                              for k in range(N_KINDS)])
         cost = float((w * np.stack(local_costs).T).sum())
         value = offset + np.einsum("nj,jnhr->hr", w, np.stack(contributions))
-        return plans, cost, value
+        # the rows' prices, $/kWh (R, H): minus the marginals of the <= rows, at most the
+        # penalty (the slack's reduced cost)
+        prices = np.clip(-np.asarray(res.ineqlin.marginals).reshape(h, r).T, 0.0,
+                         penalty[:, None])
+        return plans, cost, value, float(res.fun), prices
 
     @staticmethod
     def _local_costs(plans: LocalPlans, price: np.ndarray, soc_value: np.ndarray,
