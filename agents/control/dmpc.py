@@ -3,7 +3,8 @@
 After Esfahani & Velni, *Cooperative Multi-Agent Q-Learning using Distributed MPC*:
 every building solves its own receding-horizon problem, and the buildings negotiate the
 multipliers of the constraints that couple them (:class:`agents.control.coupling.CouplingRows`)
-by a projected subgradient method. Pure domain code (numpy, scipy's HiGHS, networkx).
+by column generation with a coordinator, or by a projected subgradient method under
+consensus. Pure domain code (numpy, HiGHS through highspy and scipy, networkx).
 
 **Local problem of building i at step t** (horizon k = 0..H-1; d, s, price from the
 forecast, with the step's own demand and PV as observed; b0, e0 the observed state)::
@@ -30,14 +31,19 @@ step's, shifted by one step). Iteration j = 1, 2, ...:
 
 1. every building solves its local problem with the current mu;
 2. the coupling values ``v_kr = offset_kr + sum_i (w_grid_ri g_ik - w_export_ri y_ik)``
-   and relative excess ``e_kr = (v_kr - upper_r) / max(|upper_r|, 1e-9)``;
-3. ``mu <- max(0, mu + a_j e^T)``, with Polyak's step ``a_j = (UB - D(mu)) / ||v -
-   upper||^2 x |upper|`` once the coordinator holds a plan within the rows (UB its cost,
-   D(mu) the dual function: the Lagrangian at the buildings' answers), else
-   ``a_j = step / sqrt(j)`` (in $/kWh per unit of relative excess);
-4. stop once the recovered plan (below) exceeds no row by more than ``tolerance`` and its
-   cost is within ``tolerance`` of the best dual bound seen (a certificate of
-   near-optimality), or after ``iterations``.
+   and relative excess ``e_kr = (v_kr - upper_r) / max(|upper_r|, 1e-9)``; the dual
+   function ``D(mu)`` (the Lagrangian at the buildings' answers) is a lower bound on the
+   horizon's optimum;
+3. with a **coordinator** (column generation, Dantzig-Wolfe): the plans join the
+   restricted master problem (below), whose optimum is the recovered plan's cost with any
+   excess at a penalty and whose row duals are the next prices; the next mu is
+   ``smoothing x`` the multipliers of the best bound so far ``+ (1 - smoothing) x``
+   those prices (Wentges smoothing). It stops once the master's optimum is within
+   ``tolerance`` of the best bound (a certificate of near-optimality), or after
+   ``iterations``. Under **consensus** there is no master: ``mu <- max(0, mu + step /
+   sqrt(j) x e^T)`` with each agent's own estimate of e, stopping once the ergodic
+   average of the plans (below) exceeds no row by more than ``tolerance`` and its cost
+   is within ``tolerance`` of the best bound.
 
 The sum is obtained by a **coordinator** (each building sends its plan's contribution
 and receives mu: 2N messages per iteration) or by **consensus** on the communication
@@ -50,24 +56,36 @@ mu and plans with it.
 feasible set, so the plans of one iteration jump over the limit and back (all buildings
 move their load to the same hour together). The coordinator recovers the plan from the
 buildings' proposals: per building, the least-cost convex combination of the plans it
-proposed so far that keeps the coupling rows (a restricted master LP, :meth:`_recover`;
-each building's combination is feasible for its own dynamics). Under consensus, with no
-coordinator, the plan is the ergodic average of the iterations' plans (Nedic & Ozdaglar
-2009). Only the first step is applied: ``g_0`` and ``x_0`` become the model's actions
-(capped by what there is to serve, as the oracle's replay does).
+proposed so far that keeps the coupling rows (the restricted master LP, :class:`_Master`,
+kept in HiGHS through the step and re-solved from its last basis; excess is allowed at
+``RECOVERY_PENALTY`` x the highest price per kWh moved, used only where no combination
+fits; each building's combination is feasible for its own dynamics). The master starts
+each step with the last step's chosen plans one step on (:meth:`DmpcController._seed`).
+Under consensus, with no coordinator, the plan is the ergodic average of the iterations'
+plans (Nedic & Ozdaglar 2009). Only the first step is applied: ``g_0`` and ``x_0``
+become the model's actions (capped by what there is to serve, as the oracle's replay
+does).
 
 **Batching.** The local problems are independent; for speed, up to ``chunk`` of them
 go to HiGHS together as one block-diagonal program (no row couples two blocks, so its
 solution is each building's own optimum), and buildings whose local problems are
 identical (same parameters, state, forecast and prices; e.g. generated fleets that
-cycle a few profiles) are solved once (``dedupe``). ``timing`` accumulates the wall
-seconds inside HiGHS (``solve_s``) and the rest of the negotiation (``negotiation_s``).
+cycle a few profiles) are solved once (``dedupe``). Each block keeps its HiGHS model
+through the run (``local_solver: persistent``): a new iteration changes its costs, a new
+step its bounds, and HiGHS starts from the block's last basis within a step (cold at a
+step's start, so a step's plans do not depend on earlier steps' bases and a restored
+controller continues identically). ``threads`` blocks are solved at once (HiGHS runs
+outside Python's lock; each block its own model, so the plans do not depend on the
+threads). ``timing`` accumulates the wall seconds of the local problems (``solve_s``),
+of the master problem (``master_s``) and of the rest of the negotiation
+(``negotiation_s``).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import highspy
@@ -92,14 +110,20 @@ MAX_MODELS = 256
 #: The smallest |upper| a relative excess divides by.
 UPPER_FLOOR = 1e-9
 #: Primal recovery allows excess over a coupling row at this many times the horizon's
-#: highest price per unit of relative excess (it is used only where no combination fits).
+#: highest price per kWh moved (:meth:`DmpcController._penalty`; it is used only where no
+#: combination fits), which also caps the coordinator's prices.
 RECOVERY_PENALTY = 100.0
 #: The smallest |primal cost| ($) the duality gap is compared with.
 GAP_FLOOR = 1e-6
+#: A seed plan (:meth:`DmpcController._seed`) may break its building's bounds by this many
+#: kWh (HiGHS's tolerances on the plan it came from).
+SEED_ATOL = 1e-7
 #: The default terminal cost of backlog is this times the horizon's highest price.
 BACKLOG_VALUE_FACTOR = 1.05
 #: HiGHS without presolve: a third faster on these small blocks (measured), same optimum.
 HIGHS_OPTIONS = {"presolve": False}
+#: HiGHS's ``simplex_strategy`` value of the primal simplex.
+PRIMAL_SIMPLEX = 4
 #: Variables of a building per horizon step: grid, battery out, PV charge, backlog, energy.
 N_KINDS = 5
 G, X, CH, B, E = range(N_KINDS)
@@ -113,7 +137,10 @@ class DmpcConfig:
     iterations: int = setting(30, ge=1, integer=True,
                               doc="most negotiation iterations per step")
     tolerance: float = setting(0.01, gt=0, doc="relative excess at which negotiation stops")
-    step: float = setting(0.05, gt=0, doc="subgradient step, $/kWh per unit of relative excess")
+    step: float = setting(0.05, gt=0, doc="consensus: subgradient step, $/kWh per unit of "
+                          "relative excess")
+    smoothing: float = setting(0.5, ge=0, le=0.9, doc="coordinator: share of the best-bound "
+                               "multipliers in the next prices (Wentges smoothing)")
     negotiation: str = setting("coordinator", doc="how the fleet's sum is obtained: "
                                "coordinator, or consensus on the communication graph")
     consensus_rounds: int = setting(10, ge=1, integer=True,
@@ -124,6 +151,8 @@ class DmpcConfig:
                                           "end; none: 1.05 x the horizon's highest price")
     chunk: int = setting(64, ge=1, integer=True, doc="local problems solved per LP")
     dedupe: bool = True
+    threads: int = setting(1, ge=1, integer=True, doc="threads solving blocks of local "
+                           "problems at once (HiGHS runs outside Python's lock)")
     local_solver: str = setting("persistent", doc="persistent: each block's HiGHS model "
                                 "kept alive, only costs and bounds change; linprog: a "
                                 "fresh model per call")
@@ -192,7 +221,9 @@ class LocalProblems:
     chunk: int = 64
     timing: dict[str, float] = field(default_factory=lambda: {"solve_s": 0.0})
     solver: str = "persistent"
+    threads: int = 1
     models: dict[tuple[int, bytes], _Block] = field(default_factory=dict)
+    pool: ThreadPoolExecutor | None = None
 
     def solve(self, cost_grid: np.ndarray, cost_charge: np.ndarray, demand_kwh: np.ndarray,
               pv_kwh: np.ndarray, backlog0_kwh: np.ndarray, soc0_kwh: np.ndarray,
@@ -200,12 +231,26 @@ class LocalProblems:
               index: np.ndarray) -> LocalPlans:
         """The optimal plans of the buildings ``index`` (M,): costs (M, H) on g and ch,
         data (M, H), initial states and terminal values (M,)."""
-        parts = []
-        for lo in range(0, len(index), self.chunk):
-            sl = slice(lo, lo + self.chunk)
-            parts.append(self._solve_block(cost_grid[sl], cost_charge[sl], demand_kwh[sl],
-                                           pv_kwh[sl], backlog0_kwh[sl], soc0_kwh[sl],
-                                           soc_value[sl], backlog_value[sl], index[sl]))
+        t0 = time.perf_counter()
+        blocks = [slice(lo, lo + self.chunk) for lo in range(0, len(index), self.chunk)]
+        if self.solver == "persistent":  # models made here, in order: threads only solve
+            for sl in blocks:
+                self._model(index[sl], demand_kwh.shape[1])
+
+        def block(sl: slice) -> LocalPlans:
+            return self._solve_block(cost_grid[sl], cost_charge[sl], demand_kwh[sl],
+                                     pv_kwh[sl], backlog0_kwh[sl], soc0_kwh[sl],
+                                     soc_value[sl], backlog_value[sl], index[sl])
+
+        if self.threads > 1 and len(blocks) > 1:
+            # HiGHS releases the GIL while it solves; each block has its own model, so
+            # the plans do not depend on the threads' order
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="dmpc")
+            parts = list(self.pool.map(block, blocks))
+        else:
+            parts = [block(sl) for sl in blocks]
+        self.timing["solve_s"] += time.perf_counter() - t0
         return LocalPlans(*[np.concatenate([p.arrays()[k] for p in parts])
                             for k in range(N_KINDS)])
 
@@ -238,28 +283,30 @@ class LocalProblems:
         cost[e[:, -1]] -= soc_value
         cost[b[:, -1]] += backlog_value
         if self.solver == "persistent":
-            key = (h, np.ascontiguousarray(index).tobytes())
-            block = self.models.get(key)
-            if block is None:
-                if len(self.models) >= MAX_MODELS:
-                    self.models.pop(next(iter(self.models)))
-                block = self.models[key] = _Block(self._matrices(index, h), m * per)
-            t0 = time.perf_counter()
-            sol = block.solve(cost, upper, b_eq, b_ub)
-            self.timing["solve_s"] += time.perf_counter() - t0
+            sol = self._model(index, h).solve(cost, upper, b_eq, b_ub)
         else:
             a_eq, a_ub = self._matrices(index, h)
-            t0 = time.perf_counter()
             res = linprog(cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq,
                           bounds=np.stack([np.zeros(m * per), upper], axis=1),
                           method="highs", options=HIGHS_OPTIONS)
-            self.timing["solve_s"] += time.perf_counter() - t0
             if res.status != 0:
                 raise RuntimeError(f"a DMPC local problem failed in HiGHS: {res.message}")
             sol = np.asarray(res.x)
         return LocalPlans(np.maximum(sol[g], 0.0), np.maximum(sol[x], 0.0),
                           np.clip(sol[ch], 0.0, upper[ch]), np.maximum(sol[b], 0.0),
                           np.maximum(sol[e], 0.0))
+
+    def _model(self, index: np.ndarray, h: int) -> _Block:
+        """The kept HiGHS model of the buildings ``index`` over ``h`` steps (made when
+        missing; the oldest of :data:`MAX_MODELS` is dropped)."""
+        key = (h, np.ascontiguousarray(index).tobytes())
+        block = self.models.get(key)
+        if block is None:
+            if len(self.models) >= MAX_MODELS:
+                self.models.pop(next(iter(self.models)))
+            block = self.models[key] = _Block(self._matrices(index, h),
+                                              len(index) * N_KINDS * h)
+        return block
 
     def forget_bases(self) -> None:
         """Start every kept model's next solve cold (at each step: a step's plans then do
@@ -350,6 +397,81 @@ class _Block:
         return np.asarray(hs.getSolution().col_value)
 
 
+class _Master:
+    """The coordinator's restricted master problem of one step, a HiGHS model (highspy)
+    that grows by one column per group of identical buildings each iteration and is
+    re-solved from its last optimal basis (the new columns enter at zero: a few pivots).
+
+    Variables: the weights ``w_gj >= 0`` of group g's plan of iteration j and the excess
+    ``s_kr >= 0`` of each coupling row at each horizon step. Rows: ``sum_j w_gj = 1`` per
+    group; ``sum_gj contribution_gjkr w_gj - s_kr <= upper_r - offset_kr``. Costs: the
+    group's local cost (times its members) and ``penalty_r`` per kWh of excess.
+    """
+
+    def __init__(self, first: np.ndarray, group: np.ndarray, room: np.ndarray,
+                 penalty: np.ndarray) -> None:
+        h, r = room.shape
+        self.first, self.group = first, group
+        self.n_groups = first.shape[0]
+        self.members = np.bincount(group, minlength=self.n_groups).astype(float)
+        self.n_coupling, self.penalty = h * r, penalty
+        self.shape = (h, r)
+        self.iterations = 0
+        hs = self.highs = highspy.Highs()  # type: ignore[no-untyped-call]
+        hs.setOptionValue("output_flag", False)
+        # primal simplex: new columns keep the last basis primal feasible (measured: the
+        # master a third of the time of HiGHS's default dual simplex at 1,000 buildings)
+        hs.setOptionValue("simplex_strategy", PRIMAL_SIMPLEX)
+        n_rows = self.n_groups + self.n_coupling
+        lower = np.concatenate([np.ones(self.n_groups), np.full(self.n_coupling, -np.inf)])
+        upper = np.concatenate([np.ones(self.n_groups), room.ravel()])
+        hs.addRows(n_rows, lower, upper, 0, np.zeros(n_rows, np.int32),
+                   np.zeros(0, np.int32), np.zeros(0))
+        # the excess columns, one per coupling row (k, r), -1 in that row
+        hs.addCols(self.n_coupling, np.tile(penalty, h), np.zeros(self.n_coupling),
+                   np.full(self.n_coupling, np.inf), self.n_coupling,
+                   np.arange(self.n_coupling, dtype=np.int32),
+                   (self.n_groups + np.arange(self.n_coupling)).astype(np.int32),
+                   -np.ones(self.n_coupling))
+
+    def add(self, costs: np.ndarray, contributions: np.ndarray) -> None:
+        """One column per group: its plan's local cost (G,) and coupling values (G, H, R),
+        both already times the group's members."""
+        g = self.n_groups
+        coupling = contributions.reshape(g, self.n_coupling)
+        nonzero = coupling != 0.0
+        counts = 1 + nonzero.sum(axis=1)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32)
+        rows = np.empty(int(counts.sum()), dtype=np.int32)
+        values = np.empty(rows.shape[0])
+        rows[starts] = np.arange(g)
+        values[starts] = 1.0
+        mask = np.ones(rows.shape[0], dtype=bool)
+        mask[starts] = False
+        gi, ki = np.nonzero(nonzero)  # row-major: by group, then by coupling row
+        rows[mask] = (g + ki).astype(np.int32)
+        values[mask] = coupling[gi, ki]
+        self.highs.addCols(g, costs, np.zeros(g), np.full(g, np.inf), rows.shape[0],
+                           starts, rows, values)
+        self.iterations += 1
+
+    def solve(self) -> tuple[np.ndarray, float, np.ndarray]:
+        """The weights (G, J), the optimum ($) and the coupling rows' prices (R, H), $/kWh:
+        minus the duals of the <= rows, at most the excess penalty."""
+        hs = self.highs
+        hs.run()
+        status = hs.getModelStatus()
+        if status != highspy.HighsModelStatus.kOptimal:
+            raise RuntimeError(f"the DMPC primal recovery failed in HiGHS: "
+                               f"{hs.modelStatusToString(status)}")
+        sol = hs.getSolution()
+        col = np.asarray(sol.col_value)[self.n_coupling:]
+        w = col.reshape(self.iterations, self.n_groups).T
+        dual = np.asarray(sol.row_dual)[self.n_groups:].reshape(self.shape)
+        prices = np.clip(-dual.T, 0.0, self.penalty[:, None])
+        return np.maximum(w, 0.0), float(hs.getInfo().objective_function_value), prices
+
+
 def _same_rows(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Groups of identical rows of ``key`` (M, K): the first row of each group, in order of
     appearance, and each row's group (a dict of the rows' bytes: far faster than sorting)."""
@@ -392,15 +514,16 @@ class DmpcController:
         self.n, self.r = params.n, rows.n_rows
         self.export = params.export_pv.astype(float)
         self.local = LocalProblems(params, forecast.dt_h, config.chunk,
-                                   solver=config.local_solver)
+                                   solver=config.local_solver, threads=config.threads)
         self.timing = self.local.timing
-        self.timing.update(negotiation_s=0.0, calls=0.0)
+        self.timing.update(master_s=0.0, negotiation_s=0.0, calls=0.0)
         self.weights = metropolis_matrix(graph, self.n) if graph is not None else None
         self.edges = graph.number_of_edges() if graph is not None else 0
         self.t = 0
         shape = ((self.n, self.r, config.horizon) if config.negotiation == "consensus"
                  else (self.r, config.horizon))
         self.mu = np.zeros(shape)
+        self.last_plans: LocalPlans | None = None  # the coordinator's last chosen plans
         self.log_steps = np.full((self.steps, 5), np.nan)  # iterations, converged, excess, ...
         self.log_mu = np.full((self.steps, self.r, 3), np.nan)  # mu_now, mu_max, spread
 
@@ -415,7 +538,7 @@ class DmpcController:
         if self.t >= self.steps:
             raise RuntimeError(f"the DMPC controller was made for {self.steps} steps")
         t0 = time.perf_counter()
-        solve0 = self.timing["solve_s"]
+        solve0 = self.timing["solve_s"] + self.timing["master_s"]
         step = self.plan(self.t, obs.backlog_kwh, obs.soc_kwh, obs.demand_kwh, obs.pv_kwh)
         self._log(self.t, step)
         to_serve = obs.demand_kwh + obs.backlog_kwh
@@ -424,7 +547,7 @@ class DmpcController:
         self.t += 1
         self.timing["calls"] += 1
         self.timing["negotiation_s"] += (time.perf_counter() - t0) - (
-            self.timing["solve_s"] - solve0)
+            self.timing["solve_s"] + self.timing["master_s"] - solve0)
         return model_actions(g, x, to_serve)
 
     def plan(self, t: int, backlog0_kwh: np.ndarray, soc0_kwh: np.ndarray,
@@ -446,7 +569,13 @@ class DmpcController:
         offset = self.rows.offset_window(t, h)  # (H, R)
         scale = np.maximum(np.abs(self.rows.upper), UPPER_FLOOR)  # (R,)
         consensus = cfg.negotiation == "consensus"
-        mu = self._warm_start(h)
+        # multipliers above the excess penalty would price the rows above what an
+        # excess costs the coordinator's master (and overstate the dual bound)
+        mu = np.minimum(self._warm_start(h), self._penalty(price)[:, None])
+        center = mu
+        master = None if consensus else _Master(
+            *self._groups(backlog0_kwh, soc0_kwh, soc_value, backlog_value, demand, pv),
+            (self.rows.upper[None, :] - offset), self._penalty(price))
         self.local.forget_bases()
         proposals: list[LocalPlans] = []
         local_costs: list[np.ndarray] = []  # (N,) per iteration, without multipliers
@@ -456,6 +585,14 @@ class DmpcController:
         mu_used = mu
         chosen: LocalPlans | None = None
         excess_max = math.inf
+        if master is not None and self.last_plans is not None:
+            # the last step's plan, one step on: a column the master starts with
+            seed = self._seed(self.last_plans, backlog0_kwh, soc0_kwh, demand, pv)
+            proposals.append(seed)
+            local_costs.append(self._local_costs(seed, price, soc_value, backlog_value))
+            contributions.append(self._contributions(seed, pv))
+            master.add(local_costs[0][master.first] * master.members,
+                       contributions[0][master.first] * master.members[:, None, None])
         for j in range(1, cfg.iterations + 1):
             plans = self._solve(mu, price, demand, pv, backlog0_kwh, soc0_kwh, soc_value,
                                 backlog_value)
@@ -469,7 +606,8 @@ class DmpcController:
             # on the horizon's optimum); consensus agents hold their own mu, take the mean
             mean_mu = mu.mean(axis=0) if consensus else mu
             dual_now = float(local.sum() + (mean_mu * (value - self.rows.upper).T).sum())
-            best_dual = max(best_dual, dual_now)
+            if dual_now > best_dual:
+                best_dual, center = dual_now, mu
             if consensus:
                 assert self.weights is not None  # checked in __init__
                 estimate = self._consensus_sum(contrib) + offset[None]  # (N, H, R)
@@ -482,102 +620,73 @@ class DmpcController:
             else:
                 rel_t = ((value - self.rows.upper) / scale).T
                 messages += 2 * self.n
-                chosen, chosen_cost, chosen_value, master, prices = self._recover(
-                    proposals, local_costs, contributions, offset, scale, price)
+                assert master is not None  # made for the coordinator
+                chosen, chosen_cost, chosen_value, objective, prices = self._recover(
+                    master, proposals, local_costs, contributions, offset)
             excess_max = float(np.maximum((chosen_value - self.rows.upper) / scale, 0.0)
                                .max(initial=0.0))
             mu_used = mu
             if consensus:
-                mu = np.maximum(mu + self._step_size(j, consensus, excess_max, chosen_cost,
-                                                     dual_now, value, scale) * rel_t, 0.0)
+                mu = np.maximum(mu + cfg.step / math.sqrt(j) * rel_t, 0.0)
                 done = excess_max <= cfg.tolerance and chosen_cost - best_dual <= \
                     cfg.tolerance * max(abs(chosen_cost), GAP_FLOOR)
             else:
-                # the coordinator prices the rows at the restricted master's duals (a
-                # cutting-plane step on the dual); certificate: the master's optimum (the
-                # recovered plan's cost, excess at its penalty) within tolerance of the
-                # best dual bound, i.e. the plan is within tolerance of the optimum of the
-                # horizon's problem with excess allowed at that penalty, which exceeds the
-                # rows only where no plan of the horizon fits them
-                mu = prices if excess_max <= cfg.tolerance else np.maximum(
-                    mu + self._step_size(j, consensus, excess_max, chosen_cost, dual_now,
-                                         value, scale) * rel_t, 0.0)
-                done = master - best_dual <= cfg.tolerance * max(abs(master), GAP_FLOOR)
+                # the coordinator prices the rows at the restricted master's duals (column
+                # generation: a cutting-plane step on the dual); certificate: the master's
+                # optimum (the recovered plan's cost, excess at its penalty) within
+                # tolerance of the best dual bound, i.e. the plan is within tolerance of
+                # the optimum of the horizon's problem with excess allowed at that
+                # penalty, which exceeds the rows only where no plan of the horizon fits
+                # Wentges smoothing towards the multipliers of the best bound so far
+                mu = cfg.smoothing * center + (1.0 - cfg.smoothing) * prices
+                done = objective - best_dual <= cfg.tolerance * max(abs(objective),
+                                                                    GAP_FLOOR)
             if done:
                 converged = True
                 break
         assert chosen is not None  # iterations >= 1
         self.mu = _padded(mu, cfg.horizon)
+        if master is not None:
+            self.last_plans = chosen
         cost = float((chosen.grid_kwh.sum(axis=0) * price).sum())
         return DmpcStep(chosen, mu_used, j, converged, excess_max, messages, cost, best_dual,
                         chosen_cost)
 
-    def _step_size(self, j: int, consensus: bool, excess_max: float, upper_bound: float,
-                   dual_now: float, value: np.ndarray, scale: np.ndarray) -> np.ndarray:
-        """The subgradient step, $/kWh per unit of relative excess (scalar, or (R, 1)).
-
-        With a coordinator whose recovered plan fits the coupling rows, Polyak's step
-        ``(UB - D(mu)) / ||g||^2`` (UB: the recovered plan's cost, D(mu): the dual function
-        now, g: the subgradient in relative excess, mu in $/kWh scaled by the limits);
-        otherwise (and always under consensus, where no one knows UB) the diminishing
-        ``step / sqrt(j)``.
-        """
-        if not consensus and excess_max <= self.config.tolerance:
-            sub = value - self.rows.upper  # (H, R), kWh: the subgradient of D at mu
-            norm2 = float((sub * sub).sum())
-            if norm2 > 0 and upper_bound > dual_now:
-                # mu moves by (UB - D) / ||g||^2 g = that x scale x the relative excess
-                result: np.ndarray = ((upper_bound - dual_now) / norm2 * scale)[:, None]
-                return result
-        return np.array(self.config.step / math.sqrt(j))
-
-    def _recover(self, proposals: list[LocalPlans], local_costs: list[np.ndarray],
-                 contributions: list[np.ndarray], offset: np.ndarray, scale: np.ndarray,
-                 price: np.ndarray
-                 ) -> tuple[LocalPlans, float, np.ndarray, float, np.ndarray]:
+    def _recover(self, master: _Master, proposals: list[LocalPlans],
+                 local_costs: list[np.ndarray], contributions: list[np.ndarray],
+                 offset: np.ndarray) -> tuple[LocalPlans, float, np.ndarray, float, np.ndarray]:
         """Primal recovery by the coordinator: per building, the convex combination of the
         plans it proposed so far that costs the fleet least within the coupling rows.
 
-        A restricted master problem (HiGHS): weights w_ij >= 0, sum_j w_ij = 1, coupling
-        rows on sum_ij w_ij contribution_ij, excess allowed at a penalty of
-        ``RECOVERY_PENALTY x`` the highest price per unit of relative excess. Buildings
-        that proposed the same plan in every iteration share their weights (one column
-        group). Returns the plans, their local cost and their coupling values (H, R).
+        The restricted master problem (:class:`_Master`) gets this iteration's plans as new
+        columns and is solved from its last basis. Returns the plans, their local cost,
+        their coupling values (H, R), the master's optimum and the rows' prices (R, H).
         """
-        n_iter = len(proposals)
-        h, r = offset.shape
-        grid = np.stack([p.grid_kwh for p in proposals])  # (J, N, H)
-        first, group = _same_rows(grid.transpose(1, 0, 2).reshape(self.n, -1))
-        n_groups = first.shape[0]
-        members = np.bincount(group, minlength=n_groups).astype(float)
-        costs = np.stack(local_costs)[:, first] * members  # (J, G)
-        contrib = np.stack(contributions)[:, first] * members[None, :, None, None]  # J,G,H,R
-        n_w = n_iter * n_groups
-        penalty = RECOVERY_PENALTY * float(price.max()) / scale  # (R,) per kWh of excess
-        c = np.concatenate([costs.T.ravel(), np.tile(penalty, h)])  # w (G, J), slack (H, R)
-        a_eq = sp.csr_array((np.ones(n_w), (np.repeat(np.arange(n_groups), n_iter),
-                                            np.arange(n_w))), shape=(n_groups, n_w + h * r))
-        coupling = contrib.transpose(2, 3, 1, 0).reshape(h * r, n_w)  # rows (H, R), cols (G, J)
-        a_ub = sp.hstack([sp.csr_array(coupling), -sp.eye_array(h * r, format="csr")],
-                         format="csr")
-        b_ub = (self.rows.upper[None, :] - offset).ravel()
         t0 = time.perf_counter()
-        res = linprog(c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=np.ones(n_groups),
-                      bounds=(0, None), method="highs")
-        self.timing["solve_s"] += time.perf_counter() - t0
-        if res.status != 0:
-            raise RuntimeError(f"the DMPC primal recovery failed in HiGHS: {res.message}")
-        w = np.asarray(res.x[:n_w]).reshape(n_groups, n_iter)[group]  # (N, J)
+        first, members = master.first, master.members
+        master.add(local_costs[-1][first] * members,
+                   contributions[-1][first] * members[:, None, None])
+        w_groups, objective, prices = master.solve()
+        self.timing["master_s"] += time.perf_counter() - t0
+        w = w_groups[master.group]  # (N, J)
         plans = LocalPlans(*[np.einsum("nj,jnh->nh", w, np.stack([p.arrays()[k]
                                                                   for p in proposals]))
                              for k in range(N_KINDS)])
         cost = float((w * np.stack(local_costs).T).sum())
         value = offset + np.einsum("nj,jnhr->hr", w, np.stack(contributions))
-        # the rows' prices, $/kWh (R, H): minus the marginals of the <= rows, at most the
-        # penalty (the slack's reduced cost)
-        prices = np.clip(-np.asarray(res.ineqlin.marginals).reshape(h, r).T, 0.0,
-                         penalty[:, None])
-        return plans, cost, value, float(res.fun), prices
+        return plans, cost, value, objective, prices
+
+    def _penalty(self, price: np.ndarray) -> np.ndarray:
+        """The master's price of a unit of excess over each row (R,): ``RECOVERY_PENALTY``
+        x the horizon's highest price per kWh that the building with the row's smallest
+        weight would have to move to take one unit off the row (for the district limit,
+        whose weights are 1: 100 x the highest price per kWh of excess, whatever the
+        fleet's size)."""
+        w = np.abs(np.concatenate([self.rows.w_grid, self.rows.w_export], axis=1))
+        smallest = np.where(w > 0, w, np.inf).min(axis=1, initial=np.inf)
+        result: np.ndarray = RECOVERY_PENALTY * float(price.max()) / np.where(
+            np.isfinite(smallest), smallest, 1.0)
+        return result
 
     @staticmethod
     def _local_costs(plans: LocalPlans, price: np.ndarray, soc_value: np.ndarray,
@@ -620,6 +729,62 @@ class DmpcController:
                                   pv_b[first], backlog0[first], soc0[first], soc_value[first],
                                   backlog_value[first], first)
         return LocalPlans(*[a[inverse] for a in unique.arrays()])
+
+    def _seed(self, last: LocalPlans, backlog0: np.ndarray, soc0: np.ndarray,
+              demand: np.ndarray, pv: np.ndarray) -> LocalPlans:
+        """The last step's chosen plans one step on (the grid serving each step's new
+        demand where the last horizon ended), re-run from the state ``(backlog0, soc0)``
+        on this step's data; where that breaks a bound of a building's own problem (its
+        state or data differ from what the plan expected), the plan that serves all from
+        the grid at once and leaves the battery alone. Feasible for every building."""
+        h, p = demand.shape[0], self.params
+        d, s = demand.T, pv.T  # (N, H)
+
+        def shifted(a: np.ndarray, fill: np.ndarray) -> np.ndarray:
+            out: np.ndarray = fill.copy()
+            k = min(h, a.shape[1] - 1)
+            out[:, :k] = a[:, 1:k + 1]
+            return out
+
+        zero = np.zeros_like(d)
+        g = shifted(last.grid_kwh, d)
+        x = shifted(last.battery_kwh, zero)
+        ch = shifted(last.charge_kwh, zero)
+        b = backlog0[:, None] + np.cumsum(d - g - x, axis=1)
+        e = soc0[:, None] + np.cumsum(p.eta_charge[:, None] * ch
+                                      - x / p.eta_discharge[:, None], axis=1)
+        e_before = np.concatenate([soc0[:, None], e[:, :-1]], axis=1)
+        energy = (p.power_kw * self.forecast.dt_h)[:, None]
+        tol = SEED_ATOL
+        ok = ((b >= -tol).all(axis=1) & (b <= p.backlog_cap_kwh[:, None] + tol).all(axis=1)
+              & (e <= p.capacity_kwh[:, None] + tol).all(axis=1)
+              & (x <= p.eta_discharge[:, None] * e_before + tol).all(axis=1)
+              & (x <= energy + tol).all(axis=1)
+              & (ch <= np.minimum(s, energy) + tol).all(axis=1)
+              & (g >= -tol).all(axis=1) & (x >= -tol).all(axis=1) & (ch >= -tol).all(axis=1))
+        grid_only = d.copy()
+        grid_only[:, 0] += backlog0
+        keep = ok[:, None]
+        return LocalPlans(np.where(keep, g, grid_only), np.where(keep, x, 0.0),
+                          np.where(keep, ch, 0.0), np.where(keep, np.maximum(b, 0.0), 0.0),
+                          np.where(keep, np.maximum(e, 0.0), soc0[:, None]))
+
+    def _groups(self, backlog0: np.ndarray, soc0: np.ndarray, soc_value: np.ndarray,
+                backlog_value: np.ndarray, demand: np.ndarray, pv: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Buildings whose local problems are the same under every common mu (parameters,
+        state, terminal values, data and coupling weights; ``dedupe``): each group's first
+        building (G,) and each building's group (N,). Without ``dedupe``, every building is
+        its own group."""
+        if not self.config.dedupe:
+            every = np.arange(self.n)
+            return every, every
+        p = self.params
+        return _same_rows(np.hstack([
+            np.column_stack([p.capacity_kwh, p.power_kw, p.eta_charge, p.eta_discharge,
+                             p.backlog_cap_kwh, backlog0, soc0, soc_value, backlog_value]),
+            self.rows.w_grid.T, self.rows.w_export.T * self.export[:, None], demand.T,
+            pv.T]))
 
     def _contributions(self, plans: LocalPlans, pv: np.ndarray) -> np.ndarray:
         """Each building's part of each coupling row, (N, H, R)."""
@@ -677,8 +842,11 @@ class DmpcController:
 
     def snapshot(self) -> dict[str, np.ndarray]:
         """Step, warm-start multipliers and the decision log, for :meth:`restore`."""
+        last = (np.stack(self.last_plans.arrays()) if self.last_plans is not None
+                else np.zeros((N_KINDS, 0, 0)))
         return {"t": np.array(self.t, dtype=np.int64), "mu": self.mu.copy(),
-                "log_steps": self.log_steps.copy(), "log_mu": self.log_mu.copy()}
+                "log_steps": self.log_steps.copy(), "log_mu": self.log_mu.copy(),
+                "last_plans": last}
 
     def restore(self, snap: dict[str, np.ndarray]) -> None:
         """Continue from a :meth:`snapshot`.
@@ -695,3 +863,5 @@ class DmpcController:
         self.mu = np.array(snap["mu"], dtype=float)
         self.log_steps = np.array(snap["log_steps"], dtype=float)
         self.log_mu = np.array(snap["log_mu"], dtype=float)
+        last = np.array(snap["last_plans"], dtype=float)
+        self.last_plans = LocalPlans(*last) if last.size else None

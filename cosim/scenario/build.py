@@ -679,8 +679,10 @@ def _fleet_wide_controller(built: Built, index: NDArray[np.int64]) -> Controller
         assert ctl.dmpc_horizon_h is not None and ctl.dmpc_iterations is not None
         assert ctl.dmpc_tolerance is not None and ctl.dmpc_step is not None
         assert ctl.dmpc_negotiation is not None and ctl.dmpc_consensus_rounds is not None
+        assert ctl.dmpc_smoothing is not None and ctl.dmpc_threads is not None
         config = DmpcConfig(horizon=ctl.dmpc_horizon_h, iterations=ctl.dmpc_iterations,
                             tolerance=ctl.dmpc_tolerance, step=ctl.dmpc_step,
+                            smoothing=ctl.dmpc_smoothing, threads=ctl.dmpc_threads,
                             negotiation=ctl.dmpc_negotiation,
                             consensus_rounds=ctl.dmpc_consensus_rounds,
                             soc_value=ctl.dmpc_soc_value, backlog_value=ctl.dmpc_backlog_value)

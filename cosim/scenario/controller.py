@@ -13,6 +13,7 @@ from agents.control.rules import HEURISTIC_BACKLOG_MARGIN, HEURISTIC_PRICE_THRES
 from cosim.scenario.errors import FieldErrors
 from cosim.scenario.fields import StrictModel, Text, domain_field
 from cosim.scenario.limits import (
+    MAX_DMPC_THREADS,
     MAX_DUAL_ROUNDS,
     MAX_EPOS_PLANS,
     MAX_NEGOTIATION_ITERATIONS,
@@ -37,6 +38,8 @@ CONTROLLER_KIND_FIELDS: dict[str, tuple[str, Any]] = {
     "dmpc_iterations": ("dmpc", _DMPC["iterations"][0]),
     "dmpc_tolerance": ("dmpc", _DMPC["tolerance"][0]),
     "dmpc_step": ("dmpc", _DMPC["step"][0]),
+    "dmpc_smoothing": ("dmpc", _DMPC["smoothing"][0]),
+    "dmpc_threads": ("dmpc", _DMPC["threads"][0]),
     "dmpc_negotiation": ("dmpc", _DMPC["negotiation"][0]),
     "dmpc_consensus_rounds": ("dmpc", _DMPC["consensus_rounds"][0]),
     "dmpc_soc_value": ("dmpc", _DMPC["soc_value"][0]),
@@ -89,6 +92,9 @@ class ControllerConfig(StrictModel):
     dmpc_tolerance: float | None = domain_field(DmpcConfig, "tolerance", le=1,
                                                 optional_for="dmpc")
     dmpc_step: float | None = domain_field(DmpcConfig, "step", le=100, optional_for="dmpc")
+    dmpc_smoothing: float | None = domain_field(DmpcConfig, "smoothing", optional_for="dmpc")
+    dmpc_threads: int | None = domain_field(DmpcConfig, "threads", le=MAX_DMPC_THREADS,
+                                            optional_for="dmpc")
     dmpc_negotiation: Literal["coordinator", "consensus"] | None = domain_field(
         DmpcConfig, "negotiation", optional_for="dmpc")
     dmpc_consensus_rounds: int | None = domain_field(DmpcConfig, "consensus_rounds",

@@ -27,6 +27,7 @@ MAX_ORACLE_BUILDING_STEPS = 250_000  # buildings x time.steps for controller.kin
 MAX_DUAL_ROUNDS = 1_000  # duals.rounds (averaging exchanges per step)
 MAX_PLAN_HORIZON_STEPS = 168  # controller.dmpc_horizon_h (steps a building plans ahead)
 MAX_NEGOTIATION_ITERATIONS = 1_000  # controller.dmpc_iterations, epos_iterations
+MAX_DMPC_THREADS = 256  # controller.dmpc_threads
 MAX_EPOS_PLANS = 256  # controller.epos_plans (candidate day plans per building)
 MAX_V1_WINDOW = 8_760  # duals.v1_window (steps), also <= time.steps
 MAX_FLUSH_EVERY = 8_760  # output.flush_every (steps buffered in memory)

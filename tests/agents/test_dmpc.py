@@ -159,7 +159,8 @@ def test_dedupe_and_persistence(closed_loop):
 @pytest.mark.parametrize("field, value", [("horizon", 0), ("iterations", 0),
                                           ("tolerance", 0.0), ("step", -1.0),
                                           ("negotiation", "gossip"), ("soc_value", -1.0),
-                                          ("chunk", 0)])
+                                          ("chunk", 0), ("threads", 0),
+                                          ("smoothing", 0.95), ("local_solver", "cplex")])
 def test_bad_settings_name_their_field(field: str, value: object):
     with pytest.raises(ValueError, match=field):
         DmpcConfig(**{field: value})  # type: ignore[arg-type]
@@ -225,3 +226,98 @@ def test_recovered_plans_keep_each_buildings_dynamics(closed_loop):
                                    + p.eta_charge[:, None] * plans.charge_kwh,
                                    atol=BALANCE_ATOL)
         assert (plans.battery_kwh <= p.eta_discharge[:, None] * e_prev + BALANCE_ATOL).all()
+
+
+def test_a_closed_loop_meets_its_stopping_rule_in_every_step(closed_loop):
+    """The coordinator's column generation certifies every step (master within
+    ``tolerance`` of the dual bound); the subgradient it replaced met the rule in none of
+    the 720 steps of paper_fig1d at c = 0.35."""
+    setup, forecast, rows, _ = closed_loop
+    ctl = DmpcController(setup.params, forecast, rows, DmpcConfig(), 48)
+    run_plain(setup, ctl, None)
+    log = ctl.decisions()["dmpc_steps"]
+    assert log.converged.all()
+    assert (log.max_rel_excess <= TOLERANCE).all()
+
+
+def test_the_kept_master_solves_what_a_fresh_lp_solves(closed_loop):
+    """The restricted master grows by columns and restarts from its basis; its optimum and
+    row prices are those of the same LP built from scratch (scipy's linprog)."""
+    from scipy.optimize import linprog
+
+    from agents.control.dmpc import _Master
+
+    rng = np.random.default_rng(3)
+    n_groups, h, iterations = 4, 6, 3
+    room = rng.uniform(5.0, 8.0, (h, 1))
+    penalty = np.array([50.0])
+    master = _Master(np.arange(n_groups), np.arange(n_groups), room, penalty)
+    costs = rng.uniform(1.0, 3.0, (iterations, n_groups))
+    contrib = rng.uniform(0.0, 4.0, (iterations, n_groups, h, 1))
+    for j in range(iterations):
+        master.add(costs[j], contrib[j])
+        w, objective, prices = master.solve()
+    # the same LP from scratch: w (G, J) in that order, then the excess (H,)
+    n_w = n_groups * iterations
+    c = np.concatenate([costs.T.ravel(), np.full(h, penalty[0])])
+    a_eq = np.zeros((n_groups, n_w + h))
+    for g in range(n_groups):
+        a_eq[g, g * iterations:(g + 1) * iterations] = 1.0
+    a_ub = np.hstack([contrib[:, :, :, 0].transpose(2, 1, 0).reshape(h, n_w), -np.eye(h)])
+    ref = linprog(c, A_ub=a_ub, b_ub=room[:, 0], A_eq=a_eq, b_eq=np.ones(n_groups),
+                  bounds=(0, None), method="highs")
+    assert objective == pytest.approx(ref.fun, rel=LP_RTOL)
+    np.testing.assert_allclose(prices[0], np.clip(-ref.ineqlin.marginals, 0, penalty[0]),
+                               rtol=LP_RTOL, atol=1e-9)
+    np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-9)
+
+
+def test_threads_plan_what_one_thread_plans(closed_loop):
+    setup, forecast, rows, _ = closed_loop
+    plans = [DmpcController(setup.params, forecast, rows,
+                            DmpcConfig(threads=t, chunk=1, dedupe=False), 48)
+             .plan(3, np.zeros(3), np.zeros(3)) for t in (1, 3)]
+    for a, b in zip(plans[0].plans.arrays(), plans[1].plans.arrays(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_excess_penalty_per_kwh_does_not_shrink_with_the_limit(closed_loop):
+    """A kWh over the district limit costs the master 100 x the highest price whatever the
+    limit (it was 100 x the price per unit of *relative* excess: at 1,000 buildings a
+    fraction of the price, so the master bought excess instead of shifting load)."""
+    setup, forecast, _, _ = closed_loop
+    price = forecast.window(0, HORIZON)[2]
+    for limit in (10.0, 1e4):
+        ctl = DmpcController(setup.params, forecast, CouplingRows.district(3, limit, 48),
+                             DmpcConfig(), 48)
+        np.testing.assert_allclose(ctl._penalty(price), 100.0 * price.max())
+
+
+def test_the_seed_is_last_steps_plan_one_step_on_or_grid_only(closed_loop):
+    """The master's first column at a step: the last chosen plan shifted by a step where
+    it still fits the building's own bounds from the state reached, else all from the
+    grid at once; either keeps the building's balances."""
+    setup, forecast, rows, _ = closed_loop
+    ctl = DmpcController(setup.params, forecast, rows, DmpcConfig(), 48)
+    first = ctl.plan(0, np.zeros(3), np.zeros(3))
+    p = setup.params
+    reached_b = first.plans.backlog_kwh[:, 0]
+    reached_e = first.plans.soc_kwh[:, 0]
+    demand, pv, _ = forecast.window(1, HORIZON)
+    seed = ctl._seed(first.plans, reached_b, reached_e, demand, pv)
+    np.testing.assert_allclose(seed.grid_kwh[:, :-1], first.plans.grid_kwh[:, 1:], atol=1e-12)
+    np.testing.assert_allclose(seed.grid_kwh[:, -1], demand[-1])  # the new last step
+    # a state the plan did not expect (backlog over its cap): all from the grid at once
+    off = ctl._seed(first.plans, reached_b + p.backlog_cap_kwh, reached_e, demand, pv)
+    np.testing.assert_allclose(off.grid_kwh[:, 0], demand[0] + reached_b + p.backlog_cap_kwh)
+    assert not off.battery_kwh.any() and not off.backlog_kwh.any()
+    for plan, b0, e0 in ((seed, reached_b, reached_e),
+                         (off, reached_b + p.backlog_cap_kwh, reached_e)):
+        b_prev = np.concatenate([b0[:, None], plan.backlog_kwh[:, :-1]], axis=1)
+        e_prev = np.concatenate([e0[:, None], plan.soc_kwh[:, :-1]], axis=1)
+        np.testing.assert_allclose(plan.backlog_kwh, b_prev + demand.T - plan.grid_kwh
+                                   - plan.battery_kwh, atol=BALANCE_ATOL)
+        np.testing.assert_allclose(plan.soc_kwh, e_prev
+                                   - plan.battery_kwh / p.eta_discharge[:, None]
+                                   + p.eta_charge[:, None] * plan.charge_kwh,
+                                   atol=BALANCE_ATOL)
