@@ -153,6 +153,9 @@ class DmpcConfig:
     dedupe: bool = True
     threads: int = setting(1, ge=1, integer=True, doc="threads solving blocks of local "
                            "problems at once (HiGHS runs outside Python's lock)")
+    master_groups: int | None = setting(None, ge=1, integer=True, doc="coordinator: at "
+                                        "most this many weight groups in the master "
+                                        "problem; none: one per distinct building")
     local_solver: str = setting("persistent", doc="persistent: each block's HiGHS model "
                                 "kept alive, only costs and bounds change; linprog: a "
                                 "fresh model per call")
@@ -399,21 +402,25 @@ class _Block:
 
 class _Master:
     """The coordinator's restricted master problem of one step, a HiGHS model (highspy)
-    that grows by one column per group of identical buildings each iteration and is
-    re-solved from its last optimal basis (the new columns enter at zero: a few pivots).
+    that grows by one column per group of buildings each iteration and is re-solved from
+    its last optimal basis (the new columns enter at zero).
 
-    Variables: the weights ``w_gj >= 0`` of group g's plan of iteration j and the excess
-    ``s_kr >= 0`` of each coupling row at each horizon step. Rows: ``sum_j w_gj = 1`` per
-    group; ``sum_gj contribution_gjkr w_gj - s_kr <= upper_r - offset_kr``. Costs: the
-    group's local cost (times its members) and ``penalty_r`` per kWh of excess.
+    ``group`` (N,): each building's group; the members of a group share their weights
+    (every building's plan is still a convex combination of its own plans, so it keeps
+    the building's dynamics). Variables: the weights ``w_gj >= 0`` of group g's plans of
+    iteration j and the excess ``s_kr >= 0`` of each coupling row at each horizon step.
+    Rows: ``sum_j w_gj = 1`` per group; ``sum_gj contribution_gjkr w_gj - s_kr <= upper_r
+    - offset_kr``. Costs: the group's local costs and ``penalty_r`` per unit of excess;
+    a group's cost and contribution are its members' sums.
     """
 
-    def __init__(self, first: np.ndarray, group: np.ndarray, room: np.ndarray,
-                 penalty: np.ndarray) -> None:
+    def __init__(self, group: np.ndarray, room: np.ndarray, penalty: np.ndarray) -> None:
         h, r = room.shape
-        self.first, self.group = first, group
-        self.n_groups = first.shape[0]
-        self.members = np.bincount(group, minlength=self.n_groups).astype(float)
+        self.group = group
+        self.n_groups = int(group.max()) + 1
+        n = group.shape[0]
+        self.summing = sp.csr_array((np.ones(n), (group, np.arange(n))),
+                                    shape=(self.n_groups, n))
         self.n_coupling, self.penalty = h * r, penalty
         self.shape = (h, r)
         self.iterations = 0
@@ -435,10 +442,11 @@ class _Master:
                    -np.ones(self.n_coupling))
 
     def add(self, costs: np.ndarray, contributions: np.ndarray) -> None:
-        """One column per group: its plan's local cost (G,) and coupling values (G, H, R),
-        both already times the group's members."""
+        """One column per group from the buildings' plans: their local costs (N,) and
+        coupling values (N, H, R), summed over each group's members."""
         g = self.n_groups
-        coupling = contributions.reshape(g, self.n_coupling)
+        costs = self.summing @ costs
+        coupling = self.summing @ contributions.reshape(contributions.shape[0], -1)
         nonzero = coupling != 0.0
         counts = 1 + nonzero.sum(axis=1)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32)
@@ -574,7 +582,8 @@ class DmpcController:
         mu = np.minimum(self._warm_start(h), self._penalty(price)[:, None])
         center = mu
         master = None if consensus else _Master(
-            *self._groups(backlog0_kwh, soc0_kwh, soc_value, backlog_value, demand, pv),
+            self._master_groups(backlog0_kwh, soc0_kwh, soc_value, backlog_value, demand,
+                                pv),
             (self.rows.upper[None, :] - offset), self._penalty(price))
         self.local.forget_bases()
         proposals: list[LocalPlans] = []
@@ -591,8 +600,7 @@ class DmpcController:
             proposals.append(seed)
             local_costs.append(self._local_costs(seed, price, soc_value, backlog_value))
             contributions.append(self._contributions(seed, pv))
-            master.add(local_costs[0][master.first] * master.members,
-                       contributions[0][master.first] * master.members[:, None, None])
+            master.add(local_costs[0], contributions[0])
         for j in range(1, cfg.iterations + 1):
             plans = self._solve(mu, price, demand, pv, backlog0_kwh, soc0_kwh, soc_value,
                                 backlog_value)
@@ -663,9 +671,7 @@ class DmpcController:
         their coupling values (H, R), the master's optimum and the rows' prices (R, H).
         """
         t0 = time.perf_counter()
-        first, members = master.first, master.members
-        master.add(local_costs[-1][first] * members,
-                   contributions[-1][first] * members[:, None, None])
+        master.add(local_costs[-1], contributions[-1])
         w_groups, objective, prices = master.solve()
         self.timing["master_s"] += time.perf_counter() - t0
         w = w_groups[master.group]  # (N, J)
@@ -768,6 +774,19 @@ class DmpcController:
         return LocalPlans(np.where(keep, g, grid_only), np.where(keep, x, 0.0),
                           np.where(keep, ch, 0.0), np.where(keep, np.maximum(b, 0.0), 0.0),
                           np.where(keep, np.maximum(e, 0.0), soc0[:, None]))
+
+    def _master_groups(self, backlog0: np.ndarray, soc0: np.ndarray, soc_value: np.ndarray,
+                       backlog_value: np.ndarray, demand: np.ndarray, pv: np.ndarray
+                       ) -> np.ndarray:
+        """Each building's group in the master (N,): buildings with identical problems
+        share one (their plans are the same), and with ``master_groups`` set, groups are
+        merged (by number, modulo ``master_groups``) into at most that many."""
+        _, group = self._groups(backlog0, soc0, soc_value, backlog_value, demand, pv)
+        if self.config.master_groups is not None:
+            group = group % self.config.master_groups
+            _, group = np.unique(group, return_inverse=True)
+        result: np.ndarray = group
+        return result
 
     def _groups(self, backlog0: np.ndarray, soc0: np.ndarray, soc_value: np.ndarray,
                 backlog_value: np.ndarray, demand: np.ndarray, pv: np.ndarray

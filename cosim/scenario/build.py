@@ -683,6 +683,7 @@ def _fleet_wide_controller(built: Built, index: NDArray[np.int64]) -> Controller
         config = DmpcConfig(horizon=ctl.dmpc_horizon_h, iterations=ctl.dmpc_iterations,
                             tolerance=ctl.dmpc_tolerance, step=ctl.dmpc_step,
                             smoothing=ctl.dmpc_smoothing, threads=ctl.dmpc_threads,
+                            master_groups=ctl.dmpc_master_groups,
                             negotiation=ctl.dmpc_negotiation,
                             consensus_rounds=ctl.dmpc_consensus_rounds,
                             soc_value=ctl.dmpc_soc_value, backlog_value=ctl.dmpc_backlog_value)

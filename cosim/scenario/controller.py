@@ -13,6 +13,7 @@ from agents.control.rules import HEURISTIC_BACKLOG_MARGIN, HEURISTIC_PRICE_THRES
 from cosim.scenario.errors import FieldErrors
 from cosim.scenario.fields import StrictModel, Text, domain_field
 from cosim.scenario.limits import (
+    MAX_BUILDINGS,
     MAX_DMPC_THREADS,
     MAX_DUAL_ROUNDS,
     MAX_EPOS_PLANS,
@@ -40,6 +41,7 @@ CONTROLLER_KIND_FIELDS: dict[str, tuple[str, Any]] = {
     "dmpc_step": ("dmpc", _DMPC["step"][0]),
     "dmpc_smoothing": ("dmpc", _DMPC["smoothing"][0]),
     "dmpc_threads": ("dmpc", _DMPC["threads"][0]),
+    "dmpc_master_groups": ("dmpc", _DMPC["master_groups"][0]),
     "dmpc_negotiation": ("dmpc", _DMPC["negotiation"][0]),
     "dmpc_consensus_rounds": ("dmpc", _DMPC["consensus_rounds"][0]),
     "dmpc_soc_value": ("dmpc", _DMPC["soc_value"][0]),
@@ -95,6 +97,8 @@ class ControllerConfig(StrictModel):
     dmpc_smoothing: float | None = domain_field(DmpcConfig, "smoothing", optional_for="dmpc")
     dmpc_threads: int | None = domain_field(DmpcConfig, "threads", le=MAX_DMPC_THREADS,
                                             optional_for="dmpc")
+    dmpc_master_groups: int | None = domain_field(DmpcConfig, "master_groups",
+                                                  le=MAX_BUILDINGS, optional_for="dmpc")
     dmpc_negotiation: Literal["coordinator", "consensus"] | None = domain_field(
         DmpcConfig, "negotiation", optional_for="dmpc")
     dmpc_consensus_rounds: int | None = domain_field(DmpcConfig, "consensus_rounds",

@@ -251,7 +251,7 @@ def test_the_kept_master_solves_what_a_fresh_lp_solves(closed_loop):
     n_groups, h, iterations = 4, 6, 3
     room = rng.uniform(5.0, 8.0, (h, 1))
     penalty = np.array([50.0])
-    master = _Master(np.arange(n_groups), np.arange(n_groups), room, penalty)
+    master = _Master(np.arange(n_groups), room, penalty)
     costs = rng.uniform(1.0, 3.0, (iterations, n_groups))
     contrib = rng.uniform(0.0, 4.0, (iterations, n_groups, h, 1))
     for j in range(iterations):
@@ -321,3 +321,22 @@ def test_the_seed_is_last_steps_plan_one_step_on_or_grid_only(closed_loop):
                                    - plan.battery_kwh / p.eta_discharge[:, None]
                                    + p.eta_charge[:, None] * plan.charge_kwh,
                                    atol=BALANCE_ATOL)
+
+
+def test_merged_master_groups_keep_each_buildings_dynamics_and_the_limit(closed_loop):
+    """With ``master_groups`` the buildings of a group share their weights: a coarser
+    master (cheaper per iteration), each building's plan still its own plans' convex
+    combination; one group per building plans what no merging plans."""
+    setup, forecast, rows, limit = closed_loop
+    demand, _, _ = forecast.window(0, HORIZON)
+    steps = {k: DmpcController(setup.params, forecast, rows,
+                               DmpcConfig(master_groups=k, iterations=60), 48)
+             .plan(0, np.zeros(3), np.zeros(3)) for k in (None, 1, 3)}
+    np.testing.assert_array_equal(steps[None].plans.grid_kwh, steps[3].plans.grid_kwh)
+    merged = steps[1].plans
+    assert steps[1].converged
+    assert merged.grid_kwh.sum(axis=0).max() <= limit * (1 + TOLERANCE)
+    b_prev = np.concatenate([np.zeros((3, 1)), merged.backlog_kwh[:, :-1]], axis=1)
+    np.testing.assert_allclose(merged.backlog_kwh, b_prev + demand.T - merged.grid_kwh
+                               - merged.battery_kwh, atol=BALANCE_ATOL)
+    assert steps[1].dual_bound <= steps[1].objective * (1 + LP_RTOL)
