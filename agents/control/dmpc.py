@@ -136,7 +136,8 @@ class DmpcConfig:
     horizon: int = setting(24, ge=1, integer=True, doc="hours each building plans ahead")
     iterations: int = setting(30, ge=1, integer=True,
                               doc="most negotiation iterations per step")
-    tolerance: float = setting(0.01, gt=0, doc="relative excess at which negotiation stops")
+    tolerance: float = setting(0.01, gt=0, doc="relative gap to the dual bound (and, under "
+                               "consensus, relative excess) at which negotiation stops")
     step: float = setting(0.05, gt=0, doc="consensus: subgradient step, $/kWh per unit of "
                           "relative excess")
     smoothing: float = setting(0.5, ge=0, le=0.9, doc="coordinator: share of the best-bound "
@@ -390,8 +391,7 @@ class _Block:
         hs.changeColsBounds(self.n_col, self.cols, self.zeros, upper)
         self.row_lower[:self.n_eq] = b_eq
         hs.changeRowsBounds(  # type: ignore[attr-defined]
-            self.n_row, self.rows, self.row_lower,
-                            np.concatenate([b_eq, b_ub]))
+            self.n_row, self.rows, self.row_lower, np.concatenate([b_eq, b_ub]))
         hs.run()
         status = hs.getModelStatus()
         if status != highspy.HighsModelStatus.kOptimal:
@@ -781,7 +781,7 @@ class DmpcController:
         """Each building's group in the master (N,): buildings with identical problems
         share one (their plans are the same), and with ``master_groups`` set, groups are
         merged (by number, modulo ``master_groups``) into at most that many."""
-        _, group = self._groups(backlog0, soc0, soc_value, backlog_value, demand, pv)
+        group = self._groups(backlog0, soc0, soc_value, backlog_value, demand, pv)
         if self.config.master_groups is not None:
             group = group % self.config.master_groups
             _, group = np.unique(group, return_inverse=True)
@@ -790,20 +790,18 @@ class DmpcController:
 
     def _groups(self, backlog0: np.ndarray, soc0: np.ndarray, soc_value: np.ndarray,
                 backlog_value: np.ndarray, demand: np.ndarray, pv: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
-        """Buildings whose local problems are the same under every common mu (parameters,
-        state, terminal values, data and coupling weights; ``dedupe``): each group's first
-        building (G,) and each building's group (N,). Without ``dedupe``, every building is
-        its own group."""
+                ) -> np.ndarray:
+        """Each building's group (N,) of buildings whose local problems are the same under
+        every common mu (parameters, state, terminal values, data and coupling weights;
+        ``dedupe``). Without ``dedupe``, every building is its own group."""
         if not self.config.dedupe:
-            every = np.arange(self.n)
-            return every, every
+            return np.arange(self.n)
         p = self.params
         return _same_rows(np.hstack([
             np.column_stack([p.capacity_kwh, p.power_kw, p.eta_charge, p.eta_discharge,
                              p.backlog_cap_kwh, backlog0, soc0, soc_value, backlog_value]),
             self.rows.w_grid.T, self.rows.w_export.T * self.export[:, None], demand.T,
-            pv.T]))
+            pv.T]))[1]
 
     def _contributions(self, plans: LocalPlans, pv: np.ndarray) -> np.ndarray:
         """Each building's part of each coupling row, (N, H, R)."""
@@ -860,7 +858,8 @@ class DmpcController:
         return {"dmpc_steps": steps, "dmpc_multipliers": multipliers}
 
     def snapshot(self) -> dict[str, np.ndarray]:
-        """Step, warm-start multipliers and the decision log, for :meth:`restore`."""
+        """Step, warm-start multipliers, the last chosen plans (the master's first column
+        at the next step) and the decision log, for :meth:`restore`."""
         last = (np.stack(self.last_plans.arrays()) if self.last_plans is not None
                 else np.zeros((N_KINDS, 0, 0)))
         return {"t": np.array(self.t, dtype=np.int64), "mu": self.mu.copy(),
