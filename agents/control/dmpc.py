@@ -87,6 +87,7 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import highspy
 import networkx as nx
@@ -354,6 +355,15 @@ def _variables(m: int, h: int) -> tuple[np.ndarray, ...]:
                  for kind in range(N_KINDS))
 
 
+def _silent_highs() -> Any:
+    """A HiGHS instance that prints nothing: highspy's callback-free base class
+    (``highspy.Highs`` prints HiGHS's banner on stdout when the first one is made, which
+    would land in ``cosim``'s output), with ``output_flag`` off."""
+    hs = highspy._Highs()  # type: ignore[attr-defined]
+    hs.setOptionValue("output_flag", False)
+    return hs
+
+
 class _Block:
     """One block's HiGHS model (highspy), kept alive between calls: the matrix is fixed,
     costs, column bounds and row bounds change, the last optimal basis is HiGHS's start."""
@@ -372,8 +382,7 @@ class _Block:
         lp.a_matrix_.start_ = a.indptr
         lp.a_matrix_.index_ = a.indices
         lp.a_matrix_.value_ = a.data
-        self.highs = highspy.Highs()  # type: ignore[no-untyped-call]
-        self.highs.setOptionValue("output_flag", False)
+        self.highs = _silent_highs()
         for name, value in HIGHS_OPTIONS.items():
             self.highs.setOptionValue(name, "off" if value is False else value)
         self.highs.passModel(lp)
@@ -390,7 +399,7 @@ class _Block:
         hs.changeColsCost(self.n_col, self.cols, cost)
         hs.changeColsBounds(self.n_col, self.cols, self.zeros, upper)
         self.row_lower[:self.n_eq] = b_eq
-        hs.changeRowsBounds(  # type: ignore[attr-defined]
+        hs.changeRowsBounds(
             self.n_row, self.rows, self.row_lower, np.concatenate([b_eq, b_ub]))
         hs.run()
         status = hs.getModelStatus()
@@ -424,8 +433,7 @@ class _Master:
         self.n_coupling, self.penalty = h * r, penalty
         self.shape = (h, r)
         self.iterations = 0
-        hs = self.highs = highspy.Highs()  # type: ignore[no-untyped-call]
-        hs.setOptionValue("output_flag", False)
+        hs = self.highs = _silent_highs()
         # primal simplex: new columns keep the last basis primal feasible (measured: the
         # master a third of the time of HiGHS's default dual simplex at 1,000 buildings)
         hs.setOptionValue("simplex_strategy", PRIMAL_SIMPLEX)

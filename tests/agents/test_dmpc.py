@@ -340,3 +340,28 @@ def test_merged_master_groups_keep_each_buildings_dynamics_and_the_limit(closed_
     np.testing.assert_allclose(merged.backlog_kwh, b_prev + demand.T - merged.grid_kwh
                                - merged.battery_kwh, atol=BALANCE_ATOL)
     assert steps[1].dual_bound <= steps[1].objective * (1 + LP_RTOL)
+
+
+def test_planning_prints_nothing(tmp_path):
+    """HiGHS's banner must not land in cosim's output (highspy.Highs prints it once per
+    process, so this runs in a fresh one)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np\n"
+        "from agents.control.coupling import CouplingRows, Forecast\n"
+        "from agents.control.dmpc import DmpcConfig, DmpcController\n"
+        "from agents.fleet.data import load_citylearn\n"
+        "from agents.fleet.runner import FleetSetup\n"
+        "names = ['Building_1', 'Building_2']\n"
+        "setup = FleetSetup.from_citylearn(names, 2000, 24, backlog_cap_kwh=24.0)\n"
+        "fc = Forecast.from_citylearn(load_citylearn(), names, setup.params, 2000, 24, 24, "
+        "'perfect')\n"
+        "ctl = DmpcController(setup.params, fc, CouplingRows.district(2, 2.0, 24), "
+        "DmpcConfig(), 24)\n"
+        "ctl.plan(0, np.zeros(2), np.zeros(2))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=tmp_path, check=True)
+    assert done.stdout == ""
