@@ -12,9 +12,11 @@ Entities are fleet-level and carry numpy arrays (lists between processes): one
 ``Fleet`` entity per shard, not one per building, so mosaik routes a handful of
 connections per step whatever the fleet's size. Exogenous data are read inside
 the fleet simulator and the feeder's background inside the grid simulator. The
-shards run in-process or each in its own process started by mosaik's "cmd" mode
-on loopback. Third-party simulators attach to one building through a
-``FleetSim.Building`` entity (``run_world(extend=...)``, ``Handles.building``).
+shards run in-process, each in its own process started by mosaik's "cmd" mode on
+loopback, or each in a process already listening at its ``sharding.connect`` address
+(mosaik's "connect" mode: ``cosim shard HOST:PORT``, maybe on another host).
+Third-party simulators attach to one building through a ``FleetSim.Building`` entity
+(``run_world(extend=...)``, ``Handles.building``).
 
 With ``controller.kind: remote`` the fleet is one ``ControlledFleetSim.Fleet`` in a group
 with the user's controller process (``ControllerSim.Controller``, mosaik "cmd" or
@@ -78,10 +80,63 @@ def shard_command(executable: str = sys.executable) -> str:
 #: keeps quotes inside the arguments; ask for POSIX splitting where it applies.
 SHARD_STARTER = {"posix": sys.platform != "win32"}
 
-#: Seconds a cmd-mode shard has to answer mosaik's ``init`` call (mosaik's default: 10).
+#: Seconds a cmd- or connect-mode shard has to answer mosaik's ``init`` call (mosaik's
+#: default: 10).
 #: A shard builds its slice from the resolved scenario inside ``init``: a few seconds at
 #: 10,000 homes, over 10 s at 100,000 on a busy machine (scenarios/hv_mv_100000.yaml).
 SHARD_INIT_S = 300.0
+
+
+def shard_starters(sharding: Any) -> dict[str, dict[str, Any]]:
+    """mosaik's sim_config entries of the shard processes (``sharding``: the scenario's
+    ``ShardingConfig``): one "cmd" entry for every cmd-mode shard, one "connect" entry per
+    connect-mode shard (:func:`connected_shard_name`); none in-process."""
+    if sharding.mode == "cmd":
+        return {"FleetShard": {"cmd": shard_command(), **SHARD_STARTER}}
+    if sharding.mode == "connect":
+        return {connected_shard_name(i): {"connect": address}
+                for i, address in enumerate(sharding.connect)}
+    return {}
+
+
+def connected_shard_name(i: int) -> str:
+    """The sim_config name of the ``i``-th connect-mode shard (mosaik's sim id: name-0)."""
+    return f"FleetShard{i}"
+
+
+class ShardConnectError(RunError, RuntimeError):
+    """A connect-mode shard could not be reached or set up (the message names
+    ``sharding.connect``, the shard and its address)."""
+
+
+def start_connected_shard(world: mosaik.World, i: int, address: str, scenario_path: str,
+                          ckpt: dict[str, Any]) -> Any:
+    """Connect to the ``i``-th shard process listening at ``address`` and have it build its
+    slice from ``scenario_path`` (read on the shard's host, at the same path).
+
+    Raises :class:`ShardConnectError` when nothing listens there, or the shard closed its
+    connection or did not answer during ``init`` (mosaik reports those with ``SystemExit``).
+    """
+    try:
+        return world.start(connected_shard_name(i), scenario_path=scenario_path, **ckpt)
+    except (Exception, SystemExit) as exc:  # mosaik's SimulationError, ScenarioError, exits
+        raise ShardConnectError(shard_connect_failure(i, address, scenario_path, exc)) from exc
+
+
+def shard_connect_failure(i: int, address: str, scenario_path: str,
+                          exc: BaseException) -> str:
+    """The message of a connect-mode shard that could not be reached or set up."""
+    from mosaik.exceptions import SimulationError
+
+    what = str(exc) or type(exc).__name__
+    where = f"sharding.connect: shard {i}'s process at {address!r}"
+    if isinstance(exc, SimulationError):  # mosaik's ConnectStarter: the connection failed
+        return (f"{where} could not be reached (nothing listens there?): start it with "
+                f"`cosim shard {address}` on its host (through an SSH tunnel when it is "
+                "remote) before the run")
+    return (f"{where} failed while it was set up ({what}); its own output says why (it "
+            f"reads the resolved scenario at {scenario_path!r} on its host: the same path "
+            "must hold that file there)")
 
 
 def shard_bounds(n: int, shards: int) -> list[tuple[int, int]]:
@@ -116,12 +171,11 @@ def run_world(built: Built, writer: RunWriter, *, scenario_path: Path | None = N
     if remote is not None:
         sim_config.update({"ControlledFleetSim": {"python": CONTROLLED_FLEET},
                            "RemoteController": remote})
-    sharded_cmd = sc.sharding.mode == "cmd"
-    if sharded_cmd:
-        if scenario_path is None:
-            raise ValueError("cmd-mode shards need the resolved scenario file")
-        sim_config["FleetShard"] = {"cmd": shard_command(), **SHARD_STARTER}
-    mosaik_config: dict[str, Any] = {"start_timeout": SHARD_INIT_S} if sharded_cmd else {}
+    shard_processes = sc.sharding.mode in ("cmd", "connect")
+    if shard_processes and scenario_path is None:
+        raise ValueError(f"{sc.sharding.mode}-mode shards need the resolved scenario file")
+    sim_config.update(shard_starters(sc.sharding))
+    mosaik_config: dict[str, Any] = {"start_timeout": SHARD_INIT_S} if shard_processes else {}
     world = mosaik.World(sim_config, mosaik_config=mosaik_config,  # type: ignore[arg-type]
                          time_resolution=3600.0 * sc.time.step_h,
                          skip_greetings=True, configure_logging=False, cache=False)
@@ -134,8 +188,8 @@ def run_world(built: Built, writer: RunWriter, *, scenario_path: Path | None = N
             watchdog = AnswerWatchdog(world, sc.controller.remote_timeout_s)
             watchdog.start()
         try:
-            handles = _wire(world, built, writer, sharded_cmd, scenario_path, ckpt, grid_solve,
-                            watchdog)
+            handles = _wire(world, built, writer, shard_processes, scenario_path, ckpt,
+                            grid_solve, watchdog)
             if extend is not None:
                 extend(handles)
             world.run(until=sc.time.steps - start_step, print_progress=progress,
@@ -316,11 +370,11 @@ class Handles:
         raise ValueError(f"building {building_id!r} is in no shard")
 
 
-def _wire(world: mosaik.World, built: Built, writer: RunWriter, sharded_cmd: bool,
+def _wire(world: mosaik.World, built: Built, writer: RunWriter, shard_processes: bool,
           scenario_path: Path | None, ckpt: dict[str, Any], grid_solve: str,
           watchdog: AnswerWatchdog | None = None) -> Handles:
     start_step = ckpt["start_step"]
-    duals = world.start("ConsensusSim", built=built, lists=sharded_cmd,
+    duals = world.start("ConsensusSim", built=built, lists=shard_processes,
                         **ckpt).Duals.create(1)[0]
     # only a shard built without the feeder lacks the duals (cosim.scenario.build.Built)
     assert built.duals is not None
@@ -329,7 +383,7 @@ def _wire(world: mosaik.World, built: Built, writer: RunWriter, sharded_cmd: boo
         built.grid_constraints.effective_lambda(multipliers.lam)
     initial = {"lambda": multipliers.lam, "mu": multipliers.mu, "nu": multipliers.nu,
                "lambda_eff": lam_eff}
-    initial = {k: v.tolist() if sharded_cmd else v for k, v in initial.items()}
+    initial = {k: v.tolist() if shard_processes else v for k, v in initial.items()}
     collector = world.start("Collector", writer=writer, names=built.names,
                             start_step=start_step).Monitor.create(1)[0]
     grid = None
@@ -346,8 +400,12 @@ def _wire(world: mosaik.World, built: Built, writer: RunWriter, sharded_cmd: boo
     if watchdog is not None:
         _wire_remote(world, built, duals, collector, grid, initial, ckpt, handles, watchdog)
         return handles
-    for start, count in shard_bounds(built.n, built.scenario.sharding.shards):
-        if sharded_cmd:
+    sharding = built.scenario.sharding
+    for i, (start, count) in enumerate(shard_bounds(built.n, sharding.shards)):
+        if sharding.mode == "connect":
+            assert sharding.connect is not None  # ShardingConfig: one address per shard
+            sim = start_connected_shard(world, i, sharding.connect[i], str(scenario_path), ckpt)
+        elif shard_processes:
             sim = world.start("FleetShard", scenario_path=str(scenario_path), **ckpt)
         else:
             sim = world.start("FleetSim", built=built, **ckpt)
