@@ -390,7 +390,7 @@ async def _serve_one_run(sim: FleetSim, address: str, host: str, port: int,
     except ConnectionError:  # the run went away mid-call: nothing more to serve
         pass
     finally:
-        await channel.close()
+        await channel.close()  # type: ignore[no-untyped-call]  # mosaik_api_v3 leaves it unannotated
 
 
 def main() -> int:
