@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shlex
 import sys
 import threading
@@ -114,9 +115,13 @@ def start_connected_shard(world: mosaik.World, i: int, address: str, scenario_pa
     """Connect to the ``i``-th shard process listening at ``address`` and have it build its
     slice from ``scenario_path`` (read on the shard's host, at the same path).
 
-    Raises :class:`ShardConnectError` when nothing listens there, or the shard closed its
-    connection or did not answer during ``init`` (mosaik reports those with ``SystemExit``).
+    The scenario file and the run directory (checkpoints, decisions) go as absolute paths:
+    the shard's working directory is its own. Raises :class:`ShardConnectError` when
+    nothing listens there, or the shard closed its connection or did not answer during
+    ``init`` (mosaik reports those with ``SystemExit``).
     """
+    scenario_path = os.path.abspath(scenario_path)
+    ckpt = {**ckpt, "run_dir": os.path.abspath(ckpt["run_dir"])}
     try:
         return world.start(connected_shard_name(i), scenario_path=scenario_path, **ckpt)
     except (Exception, SystemExit) as exc:  # mosaik's SimulationError, ScenarioError, exits

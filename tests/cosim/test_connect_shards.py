@@ -101,8 +101,14 @@ def _connect(addresses: list[str]) -> list[tuple[str, object]]:
             ("sharding.connect", addresses)]
 
 
-def test_connected_shards_equal_the_same_scenario_in_process(tmp_path: Path, shards: Shards):
-    connected = _run(tmp_path, "connected", _connect(shards.addresses))
+def test_connected_shards_equal_the_same_scenario_in_process(tmp_path: Path, shards: Shards,
+                                                             monkeypatch):
+    # the run directory relative to the run's working directory, which is not the shards':
+    # they must be told absolute paths
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    connected = _run(Path("."), "connected", _connect(shards.addresses))
     assert shards.exit_codes() == [0, 0], "each shard ends by itself when the run ends"
     in_process = _run(tmp_path, "in_process")
     assert_same_tables(connected, in_process)
