@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mosaik
 import numpy as np
@@ -46,6 +46,9 @@ from cosim.engine.sims.meta import CONSTRAINT_FLOWS, MULTIPLIERS
 from cosim.results.writer import RunWriter
 from cosim.scenario.build import Built
 from grid_models.errors import RunError
+
+if TYPE_CHECKING:
+    from cosim.scenario.fleet import ShardingConfig
 
 SIM_MODULES = {
     "FleetSim": "cosim.engine.sims.building_sim:FleetSim",
@@ -88,13 +91,14 @@ SHARD_STARTER = {"posix": sys.platform != "win32"}
 SHARD_INIT_S = 300.0
 
 
-def shard_starters(sharding: Any) -> dict[str, dict[str, Any]]:
-    """mosaik's sim_config entries of the shard processes (``sharding``: the scenario's
-    ``ShardingConfig``): one "cmd" entry for every cmd-mode shard, one "connect" entry per
-    connect-mode shard (:func:`connected_shard_name`); none in-process."""
+def shard_starters(sharding: ShardingConfig) -> dict[str, dict[str, Any]]:
+    """mosaik's sim_config entries of the shard processes: one "cmd" entry for every
+    cmd-mode shard, one "connect" entry per connect-mode shard
+    (:func:`connected_shard_name`); none in-process."""
     if sharding.mode == "cmd":
         return {"FleetShard": {"cmd": shard_command(), **SHARD_STARTER}}
     if sharding.mode == "connect":
+        assert sharding.connect is not None  # ShardingConfig: one address per shard
         return {connected_shard_name(i): {"connect": address}
                 for i, address in enumerate(sharding.connect)}
     return {}

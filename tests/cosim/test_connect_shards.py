@@ -150,6 +150,22 @@ def test_a_shard_nobody_listens_at_fails_the_run_naming_sharding_connect(tmp_pat
     assert status["state"] == "failed" and "sharding.connect" in status["error"]
 
 
+def test_a_run_that_fails_on_its_second_shard_stops_the_first(tmp_path: Path):
+    """Shard 0 is connected and set up when shard 1 cannot be reached: the failed run's
+    shutdown ends shard 0, which exits by itself."""
+    first = Shards(1, tmp_path)
+    try:
+        missing = f"127.0.0.1:{_free_port()}"
+        sc, built = prepare_scenario(SCENARIO, [*QUICK, *_connect([*first.addresses, missing])],
+                                     steps=STEPS)
+        with pytest.raises(ShardConnectError, match=rf"sharding.connect: shard 1's process at "
+                                                    rf"'{missing}' could not be reached"):
+            execute(sc, built, tmp_path / "run", progress=False)
+        assert first.exit_codes() == [0]
+    finally:
+        first.kill()
+
+
 def test_a_shard_that_closes_its_connection_during_set_up_fails_the_run(tmp_path: Path):
     """Something listens but hangs up (as a shard does that cannot read the scenario at the
     same path on its host): mosaik's exit during ``init`` becomes a run error."""
