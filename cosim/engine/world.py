@@ -104,6 +104,124 @@ def shard_starters(sharding: ShardingConfig) -> dict[str, dict[str, Any]]:
     return {}
 
 
+class WatchedConnect:
+    """mosaik's "connect" starter for one shard, keeping what :class:`ShardWatch` needs to
+    tell a connection the shard closed mid-run from one closed at the run's end.
+
+    mosaik (3.6 with mosaik_api_v3 3.0) never answers a call sent after the other end
+    closed the connection, so a shard process that dies between two steps would hang the
+    run for ever; the watch fails it instead. Made into a mosaik ``Starter`` by
+    :func:`_as_mosaik_starter` (mosaik is imported only when a World is built).
+    """
+
+    def __init__(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        self.address, self.host, self.port = address, host, int(port)
+        self.reader: asyncio.StreamReader | None = None
+        self.stopping = False
+
+    def closed_by_shard(self) -> bool:
+        """The shard closed its connection (an end of stream, or a reset when it ended with
+        a request unread) while mosaik had not told it to stop."""
+        reader = self.reader
+        return reader is not None and not self.stopping and \
+            (reader.at_eof() or reader.exception() is not None)
+
+
+def _as_mosaik_starter(watched: WatchedConnect) -> Any:
+    """A mosaik ``ConnectStarter`` that connects as mosaik does and records the stream and
+    mosaik's ``stop`` of the shard in ``watched``."""
+    from mosaik.exceptions import SimulationError
+    from mosaik.proxies import RemoteProxy
+    from mosaik.starters import ConnectStarter
+    from mosaik_api_v3.connection import Channel, EndOfRequests
+
+    class ResetAwareChannel(Channel):
+        """mosaik_api_v3's Channel ends its calls in flight on an end of stream only; a reset
+        (a process killed with a request unread) left them waiting for ever."""
+
+        async def _receive_forever(self) -> None:
+            try:
+                await super()._receive_forever()  # type: ignore[no-untyped-call]
+            except ConnectionError:
+                eof = asyncio.IncompleteReadError(b"", None)
+                for future in self._outgoing_request_futures.values():
+                    if not future.done():
+                        future.set_exception(eof)
+                self._incoming_requests.put_nowait(EndOfRequests())
+
+    class StopRecordingProxy(RemoteProxy):
+        async def stop(self) -> None:
+            watched.stopping = True
+            try:
+                await super().stop()
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass  # the shard has gone already: nothing left to stop
+
+    class Starter(ConnectStarter):
+        async def start(self, sim_id: str, mosaik_remote: Any, mosaik_config: Any) -> Any:
+            try:
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+            except (ConnectionError, OSError):  # mosaik's own message and type
+                raise SimulationError(f'Simulator "{sim_id}" could not be started: Could '
+                                      f'not connect to "{self.host}:{self.port}"') from None
+            watched.reader = reader
+            return StopRecordingProxy(ResetAwareChannel(reader, writer, name=sim_id),
+                                      mosaik_remote)
+
+    return Starter(watched.host, watched.port)
+
+
+class ShardWatch:
+    """Fails a run whose connect-mode shard closed its connection mid-run (its process
+    ended, its host went down cleanly): a thread that cancels the World's run once it sees
+    that, as :class:`AnswerWatchdog` does for a remote controller."""
+
+    POLL_S = 0.2
+
+    def __init__(self, world: mosaik.World, shards: list[WatchedConnect]) -> None:
+        self.world, self.shards = world, shards
+        self.lost: int | None = None  # the index of the shard that closed its connection
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="shard-watch", daemon=True)
+
+    def start(self) -> None:
+        """Start watching."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop watching (idempotent)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def closed(self) -> int | None:
+        """The index of a shard that has closed its connection (the first), or None."""
+        return next((i for i, shard in enumerate(self.shards) if shard.closed_by_shard()),
+                    None)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.POLL_S):
+            lost = self.closed()
+            if lost is not None:
+                self.lost = lost
+                loop = self.world.loop
+                loop.call_soon_threadsafe(_cancel_all, loop)
+                return
+
+    def failure(self, steps_done: int) -> str | None:
+        """The message of a run that failed because a shard closed its connection (the
+        watch stopped it, or mosaik saw it first), else None."""
+        if self.lost is None:
+            self.lost = self.closed()
+        if self.lost is None:
+            return None
+        return (f"sharding.connect: shard {self.lost}'s process at "
+                f"{self.shards[self.lost].address!r} closed its connection during the run "
+                f"(after {steps_done} steps were written; did it end, or its host?); its own "
+                "output says why")
+
+
 def connected_shard_name(i: int) -> str:
     """The sim_config name of the ``i``-th connect-mode shard (mosaik's sim id: name-0)."""
     return f"FleetShard{i}"
@@ -183,15 +301,24 @@ def run_world(built: Built, writer: RunWriter, *, scenario_path: Path | None = N
     shard_processes = sc.sharding.mode in ("cmd", "connect")
     if shard_processes and scenario_path is None:
         raise ValueError(f"{sc.sharding.mode}-mode shards need the resolved scenario file")
-    sim_config.update(shard_starters(sc.sharding))
+    watched: list[WatchedConnect] = []  # connect-mode shards: their connections watched
+    for name, entry in shard_starters(sc.sharding).items():
+        if "connect" in entry:
+            watched.append(WatchedConnect(entry["connect"]))
+            sim_config[name] = _as_mosaik_starter(watched[-1])
+        else:
+            sim_config[name] = entry
     mosaik_config: dict[str, Any] = {"start_timeout": SHARD_INIT_S} if shard_processes else {}
     world = mosaik.World(sim_config, mosaik_config=mosaik_config,  # type: ignore[arg-type]
                          time_resolution=3600.0 * sc.time.step_h,
                          skip_greetings=True, configure_logging=False, cache=False)
     watchdog = None
+    shard_watch = ShardWatch(world, watched) if watched else None
     try:
         ckpt = {"run_dir": str(writer.run_dir), "start_step": int(start_step),
                 "checkpoint_every": int(writer.flush_every)}
+        if shard_watch is not None:
+            shard_watch.start()
         if remote is not None:
             assert sc.controller.remote_timeout_s is not None  # filled in for kind remote
             watchdog = AnswerWatchdog(world, sc.controller.remote_timeout_s)
@@ -209,18 +336,25 @@ def run_world(built: Built, writer: RunWriter, *, scenario_path: Path | None = N
         except BaseException as exc:
             # stopped mid-step (Ctrl-C, SIGTERM, an error): mosaik's simulator tasks are
             # still pending; cancel them, or asyncio prints "Task was destroyed but it is
-            # pending!" for each when the loop is closed (with a remote controller only
-            # the step processes: its connection's own tasks end with the watchdog)
-            if remote is not None:
+            # pending!" for each when the loop is closed (with a remote controller or
+            # connected shards only the step processes: their connections' own tasks end
+            # when World.shutdown stops them, which tells a connected shard to exit)
+            if remote is not None or sc.sharding.mode == "connect":
                 _end_step_processes(world)
             else:
                 _cancel_pending(world.loop)
             if remote is not None and not isinstance(exc, (ControllerError, KeyboardInterrupt)):
                 raise remote_failure(sc, exc, watchdog) from exc
+            lost = None if shard_watch is None or isinstance(exc, ShardConnectError) else \
+                shard_watch.failure(writer.steps_done)
+            if lost is not None:
+                raise ShardConnectError(lost) from exc
             raise
     finally:
         if watchdog is not None:
             watchdog.stop()
+        if shard_watch is not None:
+            shard_watch.stop()
         # idempotent: run() already shut down after a normal end; mosaik leaves
         # World.shutdown unannotated
         world.shutdown()  # type: ignore[no-untyped-call]

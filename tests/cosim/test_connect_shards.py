@@ -36,6 +36,7 @@ QUICK = [("output.plots", False)]
 START_WAIT_S = 60.0
 EXIT_WAIT_S = 30.0
 SHARD_TIMEOUT_S = 300  # cosim shard --timeout: how long a started shard waits for its run
+LONG_STEPS = 3000  # the scenario's whole horizon: a run long enough to kill a shard in
 
 
 def _free_port() -> int:
@@ -120,9 +121,9 @@ def test_connected_shards_equal_the_same_scenario_in_process(tmp_path: Path, sha
         assert log.read_text().count(LISTENING) == 1 and "error" not in log.read_text()
 
 
-def _scenario_file(tmp: Path, sharding: dict[str, object]) -> Path:
+def _scenario_file(tmp: Path, sharding: dict[str, object], steps: int = STEPS) -> Path:
     raw = yaml.safe_load(SCENARIO.read_text())
-    raw["time"]["steps"] = STEPS
+    raw["time"]["steps"] = steps
     raw["output"] = {**raw.get("output", {}), "plots": False}
     raw["sharding"] = sharding
     path = tmp / "scenario.yaml"
@@ -164,6 +165,40 @@ def test_a_run_that_fails_on_its_second_shard_stops_the_first(tmp_path: Path):
         assert first.exit_codes() == [0]
     finally:
         first.kill()
+
+
+def test_a_shard_that_dies_mid_run_fails_the_run_instead_of_hanging_it(tmp_path: Path):
+    """mosaik never answers a call sent over a connection the other end closed; the run's
+    shard watch turns a shard killed between steps into a run error (exit 1) naming
+    sharding.connect and the address, and the other shard is stopped and exits."""
+    shards = Shards(2, tmp_path)
+    try:
+        scenario = _scenario_file(tmp_path, {"shards": 2, "mode": "connect",
+                                             "connect": shards.addresses}, steps=LONG_STEPS)
+        out = tmp_path / "run"
+        run = subprocess.Popen([sys.executable, "-m", "cosim.cli", "run", str(scenario),
+                                "--out", str(out), "--quiet"], cwd=tmp_path, env=_shard_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + START_WAIT_S
+            while not (out / "status.json").is_file() or read_status(out)["steps_done"] == 0:
+                assert run.poll() is None and time.monotonic() < deadline, "the run never stepped"
+                time.sleep(0.05)
+            shards.procs[1].kill()
+            _, err = run.communicate(timeout=EXIT_WAIT_S)
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+        assert run.returncode == 1, err[-3000:]
+        errors = _error_lines(err)
+        assert len(errors) == 1 and errors[0].startswith(
+            f"error: sharding.connect: shard 1's process at '{shards.addresses[1]}' closed its "
+            "connection during the run"), err[-3000:]
+        assert read_status(out)["state"] == "failed"
+        assert shards.procs[0].wait(timeout=EXIT_WAIT_S) == 0
+    finally:
+        shards.kill()
 
 
 def test_a_shard_that_closes_its_connection_during_set_up_fails_the_run(tmp_path: Path):
