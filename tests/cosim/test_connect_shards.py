@@ -22,8 +22,9 @@ import yaml
 from cosim.cli import main
 from cosim.engine.run import execute, prepare_scenario
 from cosim.engine.sims.building_sim import LISTENING
-from cosim.engine.world import ShardConnectError
+from cosim.engine.world import ShardConnectError, shard_starters, start_connected_shard
 from cosim.results.readers import read_status
+from cosim.scenario.fleet import ShardingConfig
 from tests.run_edit import assert_same_tables
 
 pytestmark = pytest.mark.cosim
@@ -224,6 +225,35 @@ def test_a_shard_that_closes_its_connection_during_set_up_fails_the_run(tmp_path
         server.close()
         thread.join(timeout=EXIT_WAIT_S)
     assert read_status(tmp_path / "run")["state"] == "failed"
+
+
+def test_a_shard_that_cannot_read_the_scenario_says_so_and_the_run_names_the_path(
+        tmp_path: Path):
+    """The scenario is not at the path the run names on the shard's host: the shard prints
+    one error line and exits 2; the run's error names the address and that path."""
+    import mosaik
+
+    shard = Shards(1, tmp_path)
+    try:
+        address = shard.addresses[0]
+        sharding = ShardingConfig(shards=1, mode="connect", connect=[address])
+        world = mosaik.World(shard_starters(sharding), mosaik_config={"start_timeout": 60},
+                             skip_greetings=True, configure_logging=False)
+        missing = tmp_path / "elsewhere" / "scenario.yaml"
+        try:
+            with pytest.raises(ShardConnectError, match=(
+                    rf"sharding.connect: shard 0's process at '{address}' failed while it "
+                    rf"was set up .*the resolved scenario at '{missing}' on its host")):
+                start_connected_shard(world, 0, address, str(missing),
+                                      {"run_dir": str(tmp_path), "start_step": 0,
+                                       "checkpoint_every": 0})
+        finally:
+            world.shutdown()
+        assert shard.procs[0].wait(timeout=EXIT_WAIT_S) == 2
+        errors = _error_lines(shard.logs[0].read_text())
+        assert errors == [f"error: cannot use scenario file '{missing}': not found"]
+    finally:
+        shard.kill()
 
 
 @pytest.mark.parametrize(("sharding", "field", "message"), [
