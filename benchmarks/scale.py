@@ -1,12 +1,15 @@
 """Fleet size scaling: steps/s and peak memory per process, by fleet size and shards.
 
     python benchmarks/scale.py [--steps 48 | --full-year] [--sizes 1000,10000]
-                               [--shards 1,2,4] [--scenario FILE]
+                               [--shards 1,2,4] [--modes cmd,connect] [--scenario FILE]
                                [--engine mosaik|plain] [--plots] [--keep]
 
     # the grid of docs/scaling.md (SimBench HV/MV, 1k/10k/100k homes x 1/2/4 shards):
     python benchmarks/scale.py --scenario scenarios/hv_mv_100000.yaml \
         --sizes 1000,10000,100000 --shards 1,2,4 --steps 24
+    # the same shards connected over TCP (cosim shard processes this script starts)
+    python benchmarks/scale.py --scenario scenarios/hv_mv_100000.yaml \
+        --sizes 10000 --shards 2 --modes cmd,connect --steps 24
 
 Each case is ``scenarios/mv_urban_10000.yaml`` (SimBench ``1-MV-urban--0-sw`` with
 background, policies, small-world consensus) with ``buildings.generate.count`` set to
@@ -28,12 +31,20 @@ so that no case inherits another's imports, caches or heap. Per case it reports
   KPIs, plots if ``--plots``), i.e. what a user waits for;
 * ``peak RSS``: the run process's maximum resident set size (``ru_maxrss`` from
   ``os.wait4`` on that very child, so cases cannot pollute each other);
-* with ``--shards K`` (K > 1: ``sharding: {shards: K, mode: cmd}``, each shard its own
-  process over TCP on loopback; K = 1: ``sharding: {shards: 1, mode: inprocess}``) also
-  each shard process's peak RSS: its ``VmHWM`` (the kernel's high-water mark of its
-  resident set) read from ``/proc`` every 0.2 s while it lives (the last reading before
-  it exits, so a peak in its last 0.2 s can be missed), and the sum over all processes
-  (run + shards: an upper bound on what the case needed at once);
+* with ``--shards K`` each case runs once per ``--modes`` entry (default ``cmd``):
+  ``cmd`` (K > 1: ``sharding: {shards: K, mode: cmd}``, each shard its own process that
+  the run starts, over TCP on loopback; K = 1: ``sharding: {shards: 1, mode:
+  inprocess}``), ``inprocess`` (the K shards in the run's process) or ``connect``
+  (``sharding: {shards: K, mode: connect}``: this script first starts K ``cosim shard
+  127.0.0.1:PORT`` processes on free ports and waits until each listens, ``shards up
+  [s]``, then the run connects to them over TCP, as it would to shards on other hosts;
+  their interpreter start and imports are thus outside the run's engine time, building
+  their slices is inside). It reports each shard process's peak RSS: for ``cmd``, its
+  ``VmHWM`` (the kernel's high-water mark of its resident set) read from ``/proc``
+  every 0.2 s while it lives (the last reading before it exits, so a peak in its last
+  0.2 s can be missed); for ``connect``, ``ru_maxrss`` from ``os.wait4`` once it has
+  ended by itself with the run (exact). And the sum over all processes (run + shards:
+  an upper bound on what the case needed at once);
 * the grid's non-converged steps and maximum transformer loading, as a sanity check.
 
 ``--full-year`` runs 8,760 steps (data rows 0-8759; ``time.start`` is 0). The runs go
@@ -64,37 +75,85 @@ _STEPS_LINE = re.compile(r"^(\d+) steps in ([0-9.]+) s", re.MULTILINE)
 _BAR = re.compile(r"(\d+)/(\d+) \[(?:(\d+):)?(\d+):(\d+)[<\]]")
 
 
+MODES = ("inprocess", "cmd", "connect")
+
+
+class _CaseFailed(Exception):
+    """A case that failed before its run started (its shards did not come up)."""
+#: seconds a started ``cosim shard`` has to listen, and to end by itself after its run
+SHARD_UP_S = 120.0
+SHARD_END_S = 60.0
+#: the line a listening ``cosim shard`` prints (cosim.engine.sims.building_sim.LISTENING)
+LISTENING = "shard: listening at"
+
+
+def case_mode(shards: int | None, mode: str) -> str | None:
+    """The ``sharding.mode`` of a case (None: the scenario's): ``cmd`` for one shard is the
+    in-process run, as it always was here."""
+    if shards is None:
+        return None
+    return "inprocess" if mode == "cmd" and shards == 1 else mode
+
+
 def run_case(scenario: Path, n: int, steps: int, engine: str, out: Path, plots: bool,
-             timeout: float | None, shards: int | None = None) -> dict:
+             timeout: float | None, shards: int | None = None, mode: str = "cmd") -> dict:
     """Run one case as a child process; its wall times, peak RSS and grid sanity figures.
 
-    ``shards``: None keeps the scenario's sharding; 1 runs in-process; K > 1 runs K
-    cmd-mode shard processes."""
+    ``shards``: None keeps the scenario's sharding; else K shards in ``mode``
+    (:func:`case_mode`; ``connect``: K ``cosim shard`` processes started here first)."""
     cmd = [sys.executable, "-m", "cosim.cli", "run", str(scenario), "--out", str(out),
            "--steps", str(steps), "--engine", engine,
            "--set", f"output.plots={'true' if plots else 'false'}",
            "--set", f"buildings.generate.count={n}"]
+    mode_of_case = case_mode(shards, mode)
     if shards is not None:
-        cmd += ["--set", f"sharding.shards={shards}",
-                "--set", f"sharding.mode={'cmd' if shards > 1 else 'inprocess'}"]
+        cmd += ["--set", f"sharding.shards={shards}", "--set", f"sharding.mode={mode_of_case}"]
     log = out.parent / f"{out.name}.log"
     peaks: dict[int, int] = {}  # pid of a descendant (a shard) -> its VmHWM in KiB
+    started: list[subprocess.Popen] = []
+    shard_kib: list[int] = []
+    shards_up_s = process_s = math.nan
+    rc, rusage, failure = 1, None, ""
     t0 = time.perf_counter()
-    with open(log, "wb") as sink:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
-        try:
-            rc, rusage = _wait(proc, timeout, peaks)
-        except BaseException:  # Ctrl-C: do not leave the child running
-            if proc.returncode is None:
-                proc.kill()
-                proc.wait()
-            raise
-    process_s = time.perf_counter() - t0
-    text = log.read_text(errors="replace")
+    try:
+        if mode_of_case == "connect":
+            assert shards is not None
+            try:
+                started, shards_up_s = start_shards(shards, out.parent / f"{out.name}_shard")
+            except RuntimeError as exc:
+                failure = str(exc)
+                raise _CaseFailed from None
+            addresses = [a for a, _ in started]
+            cmd += ["--set", f"sharding.connect={json.dumps(addresses)}"]
+            t0 = time.perf_counter()
+        with open(log, "wb") as sink:
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+            try:
+                rc, rusage = _wait(proc, timeout, peaks)
+            except BaseException:  # Ctrl-C: do not leave the child running
+                if proc.returncode is None:
+                    proc.kill()
+                    proc.wait()
+                raise
+        process_s = time.perf_counter() - t0
+        for _, shard in started:  # each ends by itself once its run has ended
+            shard_rc, shard_rusage = _wait(shard, SHARD_END_S)
+            shard_kib.append(shard_rusage.ru_maxrss if shard_rusage else 0)
+            if shard_rc != 0 and rc == 0:
+                rc = shard_rc
+    except _CaseFailed:
+        pass
+    finally:
+        for _, shard in started:
+            if shard.returncode is None:
+                shard.kill()
+                shard.wait()
+    text = log.read_text(errors="replace") if log.is_file() else failure
     main_mb = rusage.ru_maxrss / 1024.0 if rusage else math.nan  # KiB on Linux
-    shard_mb = sorted((kib / 1024.0 for kib in peaks.values()), reverse=True)
+    shard_mb = sorted((kib / 1024.0 for kib in [*peaks.values(), *shard_kib]), reverse=True)
     result = {"n": n, "steps": steps, "rc": rc, "process_s": process_s, "loop_s": math.nan,
-              "shards": shards, "peak_rss_mb": main_mb, "shard_peak_mb": shard_mb,
+              "shards": shards, "mode": mode_of_case, "shards_up_s": shards_up_s,
+              "peak_rss_mb": main_mb, "shard_peak_mb": shard_mb,
               "total_peak_mb": main_mb + sum(shard_mb),
               "wall_s": math.nan, "steps_per_s": math.nan, "nonconverged": None,
               "max_trafo_pct": None, "cmd": cmd, "tail": "\n".join(text.splitlines()[-15:])}
@@ -121,6 +180,47 @@ def run_case(scenario: Path, n: int, steps: int, engine: str, out: Path, plots: 
     result["nonconverged"] = grid.get("nonconverged_steps")
     result["max_trafo_pct"] = grid.get("max_trafo_loading_percent")
     return result
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_shards(count: int, log_stem: Path) -> tuple[list[tuple[str, subprocess.Popen]], float]:
+    """``count`` ``cosim shard`` processes on free loopback ports, each waited for until it
+    prints that it listens (a probe connection would use up its one accept); the
+    (address, process) pairs and the seconds until all listened. Raises RuntimeError (after
+    killing them) when one exits or does not listen within :data:`SHARD_UP_S`."""
+    started: list[tuple[str, subprocess.Popen]] = []
+    logs = []
+    t0 = time.perf_counter()
+    try:
+        for i in range(count):
+            address = f"127.0.0.1:{_free_port()}"
+            log = log_stem.with_name(f"{log_stem.name}{i}.log")
+            with open(log, "wb") as sink:
+                started.append((address, subprocess.Popen(
+                    [sys.executable, "-m", "cosim.cli", "shard", address, "--timeout",
+                     str(int(SHARD_UP_S))], cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)))
+            logs.append(log)
+        deadline = time.monotonic() + SHARD_UP_S
+        for (address, proc), log in zip(started, logs, strict=True):
+            while LISTENING not in log.read_text(errors="replace"):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the shard at {address} did not listen: "
+                                       f"{log.read_text(errors='replace')[-2000:]}")
+                time.sleep(0.05)
+    except BaseException:
+        for _, proc in started:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        raise
+    return started, time.perf_counter() - t0
 
 
 def _hwm_kib(pid: int) -> int | None:
@@ -197,6 +297,10 @@ def main() -> int:
     parser.add_argument("--shards", default=None,
                         help="comma-separated shard counts, e.g. 1,2,4 (1: in-process, K > 1: "
                              "K cmd-mode processes; default: the scenario's sharding)")
+    parser.add_argument("--modes", default="cmd",
+                        help="comma-separated sharding modes of each --shards count: "
+                             "inprocess, cmd (1 shard: in-process), connect (shard processes "
+                             "started here, connected over TCP); default: %(default)s")
     parser.add_argument("--engine", choices=("mosaik", "plain"), default="mosaik")
     parser.add_argument("--plots", action="store_true", help="also write the plots")
     parser.add_argument("--timeout", type=float, default=None,
@@ -223,18 +327,30 @@ def main() -> int:
             parser.error("--shards must be positive")
         if args.engine != "mosaik" and max(shard_counts) > 1:
             parser.error("--shards above 1 needs --engine mosaik")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or set(modes) - set(MODES):
+        parser.error(f"--modes: some of {', '.join(MODES)} separated by commas, got "
+                     f"{args.modes!r}")
+    if not args.shards and modes != ["cmd"]:
+        parser.error("--modes needs --shards (the shard counts each mode runs)")
+    if args.engine != "mosaik" and modes != ["cmd"]:
+        parser.error("--modes needs --engine mosaik")
+    cases = [(k, m) for k in shard_counts for m in modes]
+    cases = [c for i, c in enumerate(cases)  # 1 shard: cmd is inprocess, once
+             if (c[0], case_mode(*c)) not in [(k, case_mode(k, m)) for k, m in cases[:i]]]
 
     tmp = Path(tempfile.mkdtemp(prefix="fleetcosim_scale_", dir=args.tmp))
     results = []
     try:
         for n in sizes:
-            for k in shard_counts:
-                label = "" if k is None else f", {k} shard{'s' if k > 1 else ''}"
+            for k, mode in cases:
+                label = "" if k is None else \
+                    f", {k} shard{'s' if k > 1 else ''} {case_mode(k, mode)}"
                 print(f"running {n} buildings x {steps} steps ({args.engine}{label}) ...",
                       flush=True)
-                name = f"n{n}" if k is None else f"n{n}_s{k}"
+                name = f"n{n}" if k is None else f"n{n}_s{k}_{case_mode(k, mode)}"
                 r = run_case(args.scenario.resolve(), n, steps, args.engine, tmp / name,
-                             args.plots, args.timeout, shards=k)
+                             args.plots, args.timeout, shards=k, mode=mode)
                 results.append(r)
                 if r["rc"] != 0:
                     print(f"  FAILED (exit {r['rc']}): {' '.join(r['cmd'])}\n{r['tail']}",
@@ -247,7 +363,8 @@ def main() -> int:
 
     print(f"\n{args.scenario.name}, engine {args.engine}, {steps} steps, "
           f"plots {'on' if args.plots else 'off'}")
-    head = (f"{'buildings':>9} {'shards':>6} {'steps':>6} {'engine [s]':>10} {'ms/step':>9} "
+    head = (f"{'buildings':>9} {'shards':>6} {'mode':>9} {'shards up [s]':>13} {'steps':>6} "
+            f"{'engine [s]':>10} {'ms/step':>9} "
             f"{'steps/s':>8} {'loop [s]':>8} {'loop steps/s':>12} {'start [s]':>9} "
             f"{'process [s]':>11} {'run RSS [MB]':>12} "
             f"{'shard RSS [MB]':>14} {'sum RSS [MB]':>12} {'nonconv':>7} {'max trafo %':>11}")
@@ -256,7 +373,8 @@ def main() -> int:
     for r in results:
         wall = r["wall_s"]
         shard_mb = "/".join(f"{m:.0f}" for m in r["shard_peak_mb"]) or "-"
-        print(f"{r['n']:>9} {_fmt(r['shards'], 'd'):>6} {r['steps']:>6} "
+        print(f"{r['n']:>9} {_fmt(r['shards'], 'd'):>6} {r['mode'] or '-':>9} "
+              f"{_fmt(r['shards_up_s'], '.1f'):>13} {r['steps']:>6} "
               f"{_fmt(wall, '.2f'):>10} "
               f"{_fmt(wall / r['steps'] * 1e3, '.1f'):>9} {_fmt(r['steps_per_s'], '.2f'):>8} "
               f"{_fmt(r['loop_s'], '.0f'):>8} {_fmt(r['steps'] / r['loop_s'], '.2f'):>12} "
@@ -268,6 +386,8 @@ def main() -> int:
     figures: dict[str, float | int] = {"steps": steps}
     for r in results:
         key = f"{r['n']}" if r["shards"] is None else f"{r['n']}_s{r['shards']}"
+        if r["mode"] not in (None, "inprocess" if r["shards"] == 1 else "cmd"):
+            key += f"_{r['mode']}"  # the keys of the default modes stay as they were
         figures[f"steps_per_s_{key}"] = r["steps_per_s"]
         figures[f"loop_steps_per_s_{key}"] = r["steps"] / r["loop_s"]
         figures[f"process_s_{key}"] = r["process_s"]

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from grid_models.errors import FleetcosimError, InputError
+from grid_models.errors import FleetcosimError, InputError, RunError
 
 if TYPE_CHECKING:  # the command line imports what a command needs when it runs
     from cosim.scenario.build import Built
@@ -264,6 +264,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"error: {exc}\nthe steps before are kept in {out} (status.json says failed); "
               f"fix the controller, then {_resume_hint(out)}", file=sys.stderr)
         return exit_code(exc)
+    except RunError as exc:  # a run that started and failed (e.g. a shard not reachable)
+        _print_notes(notes)
+        return _fail(exc, [f"{exc} ({_resume_hint(out)})"])
     except OSError as exc:
         _print_notes(notes)
         _error(f"{out}: cannot create the run directory: {exc.strerror or exc}")
@@ -438,6 +441,31 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if result.ok else EXIT_RUN
 
 
+def _shard(args: argparse.Namespace) -> int:
+    from cosim.engine.sims.building_sim import serve
+
+    try:
+        serve(args.address, allow_remote_bind=args.allow_remote_bind, timeout_s=args.timeout)
+    except FleetcosimError as exc:
+        return _fail(exc)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+#: Seconds ``cosim shard`` waits for its run to connect, unless ``--timeout`` says otherwise.
+SHARD_WAIT_S = 600
+
+SHARD_HELP = """\
+Serve one shard of the fleet to one run whose scenario says sharding.mode: connect and
+lists this address in sharding.connect. The shard listens at HOST:PORT until the run
+connects (--timeout), builds its slice from the resolved scenario.yaml the run names (read
+at that same path on this host: a shared file system, or the file copied there), steps it,
+and exits when the run ends. Start one per shard, then the run. mosaik's protocol has no
+authentication: listen on loopback and reach a remote shard through an SSH tunnel
+(docs/scaling.md)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``cosim`` argument parser: one subcommand per task, each with its options."""
     parser = argparse.ArgumentParser(
@@ -525,6 +553,19 @@ def build_parser() -> argparse.ArgumentParser:
                          help="runs of different lengths: compare the steps both hold "
                               "(kpis.json left out)")
     compare.set_defaults(func=_compare)
+    shard = sub.add_parser("shard", help="serve one fleet shard to a run with sharding.mode "
+                                         "connect (start one per shard, then the run)",
+                           description=SHARD_HELP)
+    shard.add_argument("address", metavar="HOST:PORT",
+                       help="where to listen, e.g. 127.0.0.1:5678 (loopback only unless "
+                            "--allow-remote-bind)")
+    shard.add_argument("--allow-remote-bind", action="store_true",
+                       help="listen on a non-loopback address (there is no authentication: "
+                            "anyone who reaches the port drives the shard; prefer an SSH "
+                            "tunnel)")
+    shard.add_argument("--timeout", type=_positive_int, default=SHARD_WAIT_S, metavar="S",
+                       help=f"seconds to wait for the run to connect (default {SHARD_WAIT_S})")
+    shard.set_defaults(func=_shard)
     train = sub.add_parser("train", help="train one policy per demand class from a recipe")
     train.add_argument("recipe", help="recipe YAML (see data/policies/recipe.yaml)")
     train.add_argument("--out", help="output directory (default: the recipe's directory)")

@@ -12,9 +12,11 @@ Entities are fleet-level and carry numpy arrays (lists between processes): one
 ``Fleet`` entity per shard, not one per building, so mosaik routes a handful of
 connections per step whatever the fleet's size. Exogenous data are read inside
 the fleet simulator and the feeder's background inside the grid simulator. The
-shards run in-process or each in its own process started by mosaik's "cmd" mode
-on loopback. Third-party simulators attach to one building through a
-``FleetSim.Building`` entity (``run_world(extend=...)``, ``Handles.building``).
+shards run in-process, each in its own process started by mosaik's "cmd" mode on
+loopback, or each in a process already listening at its ``sharding.connect`` address
+(mosaik's "connect" mode: ``cosim shard HOST:PORT``, maybe on another host).
+Third-party simulators attach to one building through a ``FleetSim.Building`` entity
+(``run_world(extend=...)``, ``Handles.building``).
 
 With ``controller.kind: remote`` the fleet is one ``ControlledFleetSim.Fleet`` in a group
 with the user's controller process (``ControllerSim.Controller``, mosaik "cmd" or
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shlex
 import sys
 import threading
@@ -33,7 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mosaik
 import numpy as np
@@ -43,6 +46,9 @@ from cosim.engine.sims.meta import CONSTRAINT_FLOWS, MULTIPLIERS
 from cosim.results.writer import RunWriter
 from cosim.scenario.build import Built
 from grid_models.errors import RunError
+
+if TYPE_CHECKING:
+    from cosim.scenario.fleet import ShardingConfig
 
 SIM_MODULES = {
     "FleetSim": "cosim.engine.sims.building_sim:FleetSim",
@@ -78,10 +84,186 @@ def shard_command(executable: str = sys.executable) -> str:
 #: keeps quotes inside the arguments; ask for POSIX splitting where it applies.
 SHARD_STARTER = {"posix": sys.platform != "win32"}
 
-#: Seconds a cmd-mode shard has to answer mosaik's ``init`` call (mosaik's default: 10).
+#: Seconds a cmd- or connect-mode shard has to answer mosaik's ``init`` call (mosaik's
+#: default: 10).
 #: A shard builds its slice from the resolved scenario inside ``init``: a few seconds at
 #: 10,000 homes, over 10 s at 100,000 on a busy machine (scenarios/hv_mv_100000.yaml).
 SHARD_INIT_S = 300.0
+
+
+def shard_starters(sharding: ShardingConfig) -> dict[str, dict[str, Any]]:
+    """mosaik's sim_config entries of the shard processes: one "cmd" entry for every
+    cmd-mode shard, one "connect" entry per connect-mode shard
+    (:func:`connected_shard_name`); none in-process."""
+    if sharding.mode == "cmd":
+        return {"FleetShard": {"cmd": shard_command(), **SHARD_STARTER}}
+    if sharding.mode == "connect":
+        assert sharding.connect is not None  # ShardingConfig: one address per shard
+        return {connected_shard_name(i): {"connect": address}
+                for i, address in enumerate(sharding.connect)}
+    return {}
+
+
+class WatchedConnect:
+    """mosaik's "connect" starter for one shard, keeping what :class:`ShardWatch` needs to
+    tell a connection the shard closed mid-run from one closed at the run's end.
+
+    mosaik (3.6 with mosaik_api_v3 3.0) never answers a call sent after the other end
+    closed the connection, so a shard process that dies between two steps would hang the
+    run for ever; the watch fails it instead. Made into a mosaik ``Starter`` by
+    :func:`_as_mosaik_starter` (mosaik is imported only when a World is built).
+    """
+
+    def __init__(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        self.address, self.host, self.port = address, host, int(port)
+        self.reader: asyncio.StreamReader | None = None
+        self.stopping = False
+
+    def closed_by_shard(self) -> bool:
+        """The shard closed its connection (an end of stream, or a reset when it ended with
+        a request unread) while mosaik had not told it to stop."""
+        reader = self.reader
+        return reader is not None and not self.stopping and \
+            (reader.at_eof() or reader.exception() is not None)
+
+
+def _as_mosaik_starter(watched: WatchedConnect) -> Any:
+    """A mosaik ``ConnectStarter`` that connects as mosaik does and records the stream and
+    mosaik's ``stop`` of the shard in ``watched``."""
+    from mosaik.exceptions import SimulationError
+    from mosaik.proxies import RemoteProxy
+    from mosaik.starters import ConnectStarter
+    from mosaik_api_v3.connection import Channel, EndOfRequests
+
+    class ResetAwareChannel(Channel):
+        """mosaik_api_v3's Channel ends its calls in flight on an end of stream only; a reset
+        (a process killed with a request unread) left them waiting for ever."""
+
+        async def _receive_forever(self) -> None:
+            try:
+                await super()._receive_forever()  # type: ignore[no-untyped-call]
+            except ConnectionError:
+                eof = asyncio.IncompleteReadError(b"", None)
+                for future in self._outgoing_request_futures.values():
+                    if not future.done():
+                        future.set_exception(eof)
+                self._incoming_requests.put_nowait(EndOfRequests())
+
+    class StopRecordingProxy(RemoteProxy):
+        async def stop(self) -> None:
+            watched.stopping = True
+            try:
+                await super().stop()
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass  # the shard has gone already: nothing left to stop
+
+    class Starter(ConnectStarter):
+        async def start(self, sim_id: str, mosaik_remote: Any, mosaik_config: Any) -> Any:
+            try:
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+            except (ConnectionError, OSError):  # mosaik's own message and type
+                raise SimulationError(f'Simulator "{sim_id}" could not be started: Could '
+                                      f'not connect to "{self.host}:{self.port}"') from None
+            watched.reader = reader
+            return StopRecordingProxy(ResetAwareChannel(reader, writer, name=sim_id),
+                                      mosaik_remote)
+
+    return Starter(watched.host, watched.port)
+
+
+class ShardWatch:
+    """Fails a run whose connect-mode shard closed its connection mid-run (its process
+    ended, its host went down cleanly): a thread that cancels the World's run once it sees
+    that, as :class:`AnswerWatchdog` does for a remote controller."""
+
+    POLL_S = 0.2
+
+    def __init__(self, world: mosaik.World, shards: list[WatchedConnect]) -> None:
+        self.world, self.shards = world, shards
+        self.lost: int | None = None  # the index of the shard that closed its connection
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="shard-watch", daemon=True)
+
+    def start(self) -> None:
+        """Start watching."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop watching (idempotent)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def closed(self) -> int | None:
+        """The index of a shard that has closed its connection (the first), or None."""
+        return next((i for i, shard in enumerate(self.shards) if shard.closed_by_shard()),
+                    None)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.POLL_S):
+            lost = self.closed()
+            if lost is not None:
+                self.lost = lost
+                loop = self.world.loop
+                loop.call_soon_threadsafe(_cancel_all, loop)
+                return
+
+    def failure(self, steps_done: int) -> str | None:
+        """The message of a run that failed because a shard closed its connection (the
+        watch stopped it, or mosaik saw it first), else None."""
+        if self.lost is None:
+            self.lost = self.closed()
+        if self.lost is None:
+            return None
+        return (f"sharding.connect: shard {self.lost}'s process at "
+                f"{self.shards[self.lost].address!r} closed its connection during the run "
+                f"(after {steps_done} steps were written; did it end, or its host?); its own "
+                "output says why")
+
+
+def connected_shard_name(i: int) -> str:
+    """The sim_config name of the ``i``-th connect-mode shard (mosaik's sim id: name-0)."""
+    return f"FleetShard{i}"
+
+
+class ShardConnectError(RunError, RuntimeError):
+    """A connect-mode shard could not be reached or set up (the message names
+    ``sharding.connect``, the shard and its address)."""
+
+
+def start_connected_shard(world: mosaik.World, i: int, address: str, scenario_path: str,
+                          ckpt: dict[str, Any]) -> Any:
+    """Connect to the ``i``-th shard process listening at ``address`` and have it build its
+    slice from ``scenario_path`` (read on the shard's host, at the same path).
+
+    The scenario file and the run directory (checkpoints, decisions) go as absolute paths:
+    the shard's working directory is its own. Raises :class:`ShardConnectError` when
+    nothing listens there, or the shard closed its connection or did not answer during
+    ``init`` (mosaik reports those with ``SystemExit``).
+    """
+    scenario_path = os.path.abspath(scenario_path)
+    ckpt = {**ckpt, "run_dir": os.path.abspath(ckpt["run_dir"])}
+    try:
+        return world.start(connected_shard_name(i), scenario_path=scenario_path, **ckpt)
+    except (Exception, SystemExit) as exc:  # mosaik's SimulationError, ScenarioError, exits
+        raise ShardConnectError(shard_connect_failure(i, address, scenario_path, exc)) from exc
+
+
+def shard_connect_failure(i: int, address: str, scenario_path: str,
+                          exc: BaseException) -> str:
+    """The message of a connect-mode shard that could not be reached or set up."""
+    from mosaik.exceptions import SimulationError
+
+    what = str(exc) or type(exc).__name__
+    where = f"sharding.connect: shard {i}'s process at {address!r}"
+    if isinstance(exc, SimulationError):  # mosaik's ConnectStarter: the connection failed
+        return (f"{where} could not be reached (nothing listens there?): start it with "
+                f"`cosim shard {address}` on its host (through an SSH tunnel when it is "
+                "remote) before the run")
+    return (f"{where} failed while it was set up ({what}); its own output says why (it "
+            f"reads the resolved scenario at {scenario_path!r} on its host: the same path "
+            "must hold that file there)")
 
 
 def shard_bounds(n: int, shards: int) -> list[tuple[int, int]]:
@@ -116,26 +298,34 @@ def run_world(built: Built, writer: RunWriter, *, scenario_path: Path | None = N
     if remote is not None:
         sim_config.update({"ControlledFleetSim": {"python": CONTROLLED_FLEET},
                            "RemoteController": remote})
-    sharded_cmd = sc.sharding.mode == "cmd"
-    if sharded_cmd:
-        if scenario_path is None:
-            raise ValueError("cmd-mode shards need the resolved scenario file")
-        sim_config["FleetShard"] = {"cmd": shard_command(), **SHARD_STARTER}
-    mosaik_config: dict[str, Any] = {"start_timeout": SHARD_INIT_S} if sharded_cmd else {}
+    shard_processes = sc.sharding.mode in ("cmd", "connect")
+    if shard_processes and scenario_path is None:
+        raise ValueError(f"{sc.sharding.mode}-mode shards need the resolved scenario file")
+    watched: list[WatchedConnect] = []  # connect-mode shards: their connections watched
+    for name, entry in shard_starters(sc.sharding).items():
+        if "connect" in entry:
+            watched.append(WatchedConnect(entry["connect"]))
+            sim_config[name] = _as_mosaik_starter(watched[-1])
+        else:
+            sim_config[name] = entry
+    mosaik_config: dict[str, Any] = {"start_timeout": SHARD_INIT_S} if shard_processes else {}
     world = mosaik.World(sim_config, mosaik_config=mosaik_config,  # type: ignore[arg-type]
                          time_resolution=3600.0 * sc.time.step_h,
                          skip_greetings=True, configure_logging=False, cache=False)
     watchdog = None
+    shard_watch = ShardWatch(world, watched) if watched else None
     try:
         ckpt = {"run_dir": str(writer.run_dir), "start_step": int(start_step),
                 "checkpoint_every": int(writer.flush_every)}
+        if shard_watch is not None:
+            shard_watch.start()
         if remote is not None:
             assert sc.controller.remote_timeout_s is not None  # filled in for kind remote
             watchdog = AnswerWatchdog(world, sc.controller.remote_timeout_s)
             watchdog.start()
         try:
-            handles = _wire(world, built, writer, sharded_cmd, scenario_path, ckpt, grid_solve,
-                            watchdog)
+            handles = _wire(world, built, writer, shard_processes, scenario_path, ckpt,
+                            grid_solve, watchdog)
             if extend is not None:
                 extend(handles)
             world.run(until=sc.time.steps - start_step, print_progress=progress,
@@ -146,18 +336,25 @@ def run_world(built: Built, writer: RunWriter, *, scenario_path: Path | None = N
         except BaseException as exc:
             # stopped mid-step (Ctrl-C, SIGTERM, an error): mosaik's simulator tasks are
             # still pending; cancel them, or asyncio prints "Task was destroyed but it is
-            # pending!" for each when the loop is closed (with a remote controller only
-            # the step processes: its connection's own tasks end with the watchdog)
-            if remote is not None:
+            # pending!" for each when the loop is closed (with a remote controller or
+            # connected shards only the step processes: their connections' own tasks end
+            # when World.shutdown stops them, which tells a connected shard to exit)
+            if remote is not None or sc.sharding.mode == "connect":
                 _end_step_processes(world)
             else:
                 _cancel_pending(world.loop)
             if remote is not None and not isinstance(exc, (ControllerError, KeyboardInterrupt)):
                 raise remote_failure(sc, exc, watchdog) from exc
+            lost = None if shard_watch is None or isinstance(exc, ShardConnectError) else \
+                shard_watch.failure(writer.steps_done)
+            if lost is not None:
+                raise ShardConnectError(lost) from exc
             raise
     finally:
         if watchdog is not None:
             watchdog.stop()
+        if shard_watch is not None:
+            shard_watch.stop()
         # idempotent: run() already shut down after a normal end; mosaik leaves
         # World.shutdown unannotated
         world.shutdown()  # type: ignore[no-untyped-call]
@@ -316,11 +513,11 @@ class Handles:
         raise ValueError(f"building {building_id!r} is in no shard")
 
 
-def _wire(world: mosaik.World, built: Built, writer: RunWriter, sharded_cmd: bool,
+def _wire(world: mosaik.World, built: Built, writer: RunWriter, shard_processes: bool,
           scenario_path: Path | None, ckpt: dict[str, Any], grid_solve: str,
           watchdog: AnswerWatchdog | None = None) -> Handles:
     start_step = ckpt["start_step"]
-    duals = world.start("ConsensusSim", built=built, lists=sharded_cmd,
+    duals = world.start("ConsensusSim", built=built, lists=shard_processes,
                         **ckpt).Duals.create(1)[0]
     # only a shard built without the feeder lacks the duals (cosim.scenario.build.Built)
     assert built.duals is not None
@@ -329,7 +526,7 @@ def _wire(world: mosaik.World, built: Built, writer: RunWriter, sharded_cmd: boo
         built.grid_constraints.effective_lambda(multipliers.lam)
     initial = {"lambda": multipliers.lam, "mu": multipliers.mu, "nu": multipliers.nu,
                "lambda_eff": lam_eff}
-    initial = {k: v.tolist() if sharded_cmd else v for k, v in initial.items()}
+    initial = {k: v.tolist() if shard_processes else v for k, v in initial.items()}
     collector = world.start("Collector", writer=writer, names=built.names,
                             start_step=start_step).Monitor.create(1)[0]
     grid = None
@@ -346,8 +543,12 @@ def _wire(world: mosaik.World, built: Built, writer: RunWriter, sharded_cmd: boo
     if watchdog is not None:
         _wire_remote(world, built, duals, collector, grid, initial, ckpt, handles, watchdog)
         return handles
-    for start, count in shard_bounds(built.n, built.scenario.sharding.shards):
-        if sharded_cmd:
+    sharding = built.scenario.sharding
+    for i, (start, count) in enumerate(shard_bounds(built.n, sharding.shards)):
+        if sharding.mode == "connect":
+            assert sharding.connect is not None  # ShardingConfig: one address per shard
+            sim = start_connected_shard(world, i, sharding.connect[i], str(scenario_path), ckpt)
+        elif shard_processes:
             sim = world.start("FleetShard", scenario_path=str(scenario_path), **ckpt)
         else:
             sim = world.start("FleetSim", built=built, **ckpt)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -24,7 +24,9 @@ from cosim.scenario.limits import (
     MAX_BUILDINGS,
     MAX_FLEET_SCALE,
     MAX_FLUSH_EVERY,
+    MAX_HOST_PORT_CHARS,
     MAX_LIST_ITEMS,
+    MAX_PORT,
     MAX_POWER_KW,
     MAX_SHARDS,
     MAX_TIME_STEPS,
@@ -178,8 +180,52 @@ class OutputConfig(StrictModel):
         return v
 
 
+#: ``sharding.connect``: HOST:PORT, a host name or IPv4 address (mosaik's connect starter
+#: splits the address at its one colon, so no IPv6 literal) and a port.
+SHARD_ADDRESS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*:[0-9]{1,5}$"
+ShardAddress = Annotated[str, Field(max_length=MAX_HOST_PORT_CHARS,
+                                    pattern=SHARD_ADDRESS_PATTERN)]
+
+
 class ShardingConfig(StrictModel):
     """How many shards the fleet is split into and where they run."""
 
     shards: int = Field(1, ge=1, le=MAX_SHARDS)
-    mode: Literal["inprocess", "cmd"] = "inprocess"
+    mode: Literal["inprocess", "cmd", "connect"] = Field(
+        "inprocess", description="inprocess: the shards in the run's process; cmd: each in a "
+                                 "process the run starts on loopback; connect: each in a "
+                                 "process already listening at its sharding.connect address "
+                                 "(started with `cosim shard HOST:PORT`, maybe on another host)")
+    connect: list[ShardAddress] | None = Field(
+        None, max_length=MAX_SHARDS,
+        description="HOST:PORT of each shard process (mode connect): exactly one per shard, "
+                    "all different; each reads the run's resolved scenario.yaml at the same "
+                    "path on its host")
+
+    @model_validator(mode="after")
+    def _addresses(self) -> ShardingConfig:
+        if self.mode != "connect":
+            if self.connect is not None:
+                raise FieldError("connect", f"only used with mode 'connect' (mode is "
+                                            f"{self.mode!r})")
+            return self
+        if self.connect is None:
+            raise FieldError("connect", f"mode 'connect' needs connect: one HOST:PORT per shard "
+                                        f"({self.shards}), of shard processes already "
+                                        "listening (cosim shard HOST:PORT)")
+        if len(self.connect) != self.shards:
+            raise FieldError("connect", f"{len(self.connect)} address(es) for {self.shards} "
+                                        "shard(s); give exactly one HOST:PORT per shard")
+        errors = []
+        for i, address in enumerate(self.connect):
+            port = int(address.rsplit(":", 1)[1])
+            if not 1 <= port <= MAX_PORT:
+                errors.append((f"connect.{i}", f"port {port} of {address!r} is not in "
+                                               f"1..{MAX_PORT}"))
+            if address in self.connect[:i]:
+                errors.append((f"connect.{i}", f"{address!r} is given twice (shard "
+                                               f"{self.connect.index(address)} and {i}); "
+                                               "each shard needs its own process"))
+        if errors:
+            raise FieldErrors(errors)
+        return self

@@ -32,6 +32,8 @@ MAX_EPOS_PLANS = 256  # controller.epos_plans (candidate day plans per building)
 MAX_V1_WINDOW = 8_760  # duals.v1_window (steps), also <= time.steps
 MAX_FLUSH_EVERY = 8_760  # output.flush_every (steps buffered in memory)
 MAX_SHARDS = 64  # sharding.shards
+MAX_HOST_PORT_CHARS = 260  # sharding.connect: a host name (at most 253) and a port
+MAX_PORT = 65535  # sharding.connect
 MAX_REMOTE_TIMEOUT_S = 3_600.0  # controller.remote_timeout_s (s a remote controller may take)
 MAX_DELAY_STEPS = 8_760  # communication.faults.delay_steps
 MAX_SILENT_INTERVALS = 10_000  # communication.faults.silent

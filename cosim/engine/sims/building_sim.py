@@ -3,10 +3,12 @@
 One ``step`` runs ``agents.fleet.runner.FleetLoop`` (the fleet engine) for all the
 shard's buildings: one forward pass per policy class, exogenous data read from
 the built setup, multipliers as arrays from the duals simulator. In-process it
-receives the built run; started as its own process (mosaik "cmd" mode) it builds
-its slice from the resolved scenario file::
+receives the built run; as its own process it builds its slice from the resolved
+scenario file: started by the run (mosaik "cmd" mode), or started by hand and listening
+for the run (``sharding.mode: connect``, mosaik's "connect" mode; :func:`serve`)::
 
-    python -m cosim.engine.sims.building_sim HOST:PORT --remote
+    cosim shard HOST:PORT
+    python -m cosim.engine.sims.building_sim HOST:PORT --remote   # the same, bare
 
 mosaik's protocol has no authentication: whoever reaches the port drives the
 shard, including which scenario file it reads. So a remote shard binds loopback
@@ -32,7 +34,7 @@ from numpy.typing import NDArray
 from agents.fleet.records import VALUE_COLUMNS
 from cosim.engine.checkpoint import Checkpoints, shard_component
 from cosim.engine.sims.meta import MULTIPLIERS, meta
-from grid_models.errors import InputError
+from grid_models.errors import InputError, RunError
 
 if TYPE_CHECKING:
     from mosaik_api_v3.types import CreateResult, InputData, Meta, OutputData, OutputRequest
@@ -302,6 +304,93 @@ def exit_when_orphaned(parent_pid: int, check_s: float = PARENT_CHECK_S) -> thre
     thread = threading.Thread(target=watch, name="orphan-watch", daemon=True)
     thread.start()
     return thread
+
+
+class ShardServeError(InputError, ValueError):
+    """``cosim shard`` was given an address it cannot or must not listen at."""
+
+
+class ShardWaitError(RunError, RuntimeError):
+    """``cosim shard``: no run connected within its ``--timeout``."""
+
+
+def listen_address(address: str, allow_remote_bind: bool) -> tuple[str, int]:
+    """The host and port of ``HOST:PORT`` to listen at (:func:`bind_refusal` applies).
+
+    Raises :class:`ShardServeError` for a malformed address, a port outside 1..65535 or a
+    non-loopback host without ``allow_remote_bind``.
+    """
+    host, _, port = address.strip().rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ShardServeError(f"{address!r}: give HOST:PORT, e.g. 127.0.0.1:5678 (a port in "
+                              "1..65535)")
+    refusal = bind_refusal(address, remote=True, allow_remote_bind=allow_remote_bind)
+    if refusal:
+        raise ShardServeError(refusal)
+    return host.strip("[]"), int(port)
+
+
+def serve(address: str, *, timeout_s: float, allow_remote_bind: bool = False) -> None:
+    """Listen at ``address`` for one run (``sharding.mode: connect``), serve it a shard, and
+    return when the run ends (mosaik's ``stop``, or its connection closed).
+
+    The run tells the shard which resolved scenario file to read (at that path on this
+    host) and which slice of the fleet it holds. Raises :class:`ShardServeError` for an
+    address it cannot listen at, :class:`ShardScenarioError` for a scenario file it cannot
+    use, and :class:`ShardWaitError` when no run connected within ``timeout_s``.
+    """
+    import asyncio
+
+    from loguru import logger
+
+    host, port = listen_address(address, allow_remote_bind)
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
+    if allow_remote_bind and bind_refusal(address, True, False) is not None:
+        print(f"warning: binding {address} with no authentication: anyone who reaches this "
+              "port can drive this shard and name files for it to read", file=sys.stderr)
+    asyncio.run(_serve_one_run(FleetSim(), address, host, port, timeout_s))
+
+
+#: The line a listening shard prints to stderr once it accepts connections (a start script
+#: may wait for it; a probe connection would be taken for the run's).
+LISTENING = "shard: listening at"
+
+
+async def _serve_one_run(sim: FleetSim, address: str, host: str, port: int,
+                         timeout_s: float) -> None:
+    """mosaik_api_v3's ``run_as_server``, with its failures told apart (binding, waiting)
+    and :data:`LISTENING` printed once it listens."""
+    import asyncio
+
+    from mosaik_api_v3.connection import Channel
+
+    runs: asyncio.Queue[Channel] = asyncio.Queue()
+
+    async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        runs.put_nowait(Channel(reader, writer))
+
+    try:
+        server = await asyncio.start_server(connected, host, port)
+    except OSError as exc:  # in use, or not an address of this host
+        raise ShardServeError(f"cannot listen at {address}: "
+                              f"{exc.strerror or exc}") from None
+    print(f"{LISTENING} {address} for one run with sharding.mode connect (waiting up to "
+          f"{timeout_s:g} s); it exits when that run ends", file=sys.stderr, flush=True)
+    try:
+        channel = await asyncio.wait_for(runs.get(), timeout_s)
+    except asyncio.TimeoutError:
+        raise ShardWaitError(f"no run connected to {address} within {timeout_s:g} s (start "
+                             "the run with sharding.mode connect, or give a longer "
+                             "--timeout)") from None
+    finally:
+        server.close()
+    try:
+        await mosaik_api_v3.run_simulator(channel, sim, api_compliant=True)
+    except ConnectionError:  # the run went away mid-call: nothing more to serve
+        pass
+    finally:
+        await channel.close()  # type: ignore[no-untyped-call]  # mosaik_api_v3 leaves it unannotated
 
 
 def main() -> int:
