@@ -540,6 +540,11 @@ class DmpcController:
                  else (self.r, config.horizon))
         self.mu = np.zeros(shape)
         self.last_plans: LocalPlans | None = None  # the coordinator's last chosen plans
+        # kWh the building with each row's smallest nonzero weight moves per unit of the
+        # row (1 where a row has no weights), for the master's excess penalty
+        w = np.abs(np.concatenate([rows.w_grid, rows.w_export], axis=1))
+        smallest = np.where(w > 0, w, np.inf).min(axis=1, initial=np.inf)
+        self.kwh_per_row_unit = np.where(np.isfinite(smallest), 1.0 / smallest, 1.0)
         self.log_steps = np.full((self.steps, 5), np.nan)  # iterations, converged, excess, ...
         self.log_mu = np.full((self.steps, self.r, 3), np.nan)  # mu_now, mu_max, spread
 
@@ -587,12 +592,15 @@ class DmpcController:
         consensus = cfg.negotiation == "consensus"
         # multipliers above the excess penalty would price the rows above what an
         # excess costs the coordinator's master (and overstate the dual bound)
-        mu = np.minimum(self._warm_start(h), self._penalty(price)[:, None])
+        penalty = self._penalty(price)
+        mu = np.minimum(self._warm_start(h), penalty[:, None])
         center = mu
-        master = None if consensus else _Master(
-            self._master_groups(backlog0_kwh, soc0_kwh, soc_value, backlog_value, demand,
-                                pv),
-            (self.rows.upper[None, :] - offset), self._penalty(price))
+        # the coordinator's buildings all see one mu: identical problems stay identical
+        # through the step (under consensus each agent prices with its own mu)
+        same = None if consensus else self._groups(backlog0_kwh, soc0_kwh, soc_value,
+                                                   backlog_value, demand, pv)
+        master = None if same is None else _Master(
+            self._master_groups(same[1]), (self.rows.upper[None, :] - offset), penalty)
         self.local.forget_bases()
         proposals: list[LocalPlans] = []
         local_costs: list[np.ndarray] = []  # (N,) per iteration, without multipliers
@@ -611,7 +619,7 @@ class DmpcController:
             master.add(local_costs[0], contributions[0])
         for j in range(1, cfg.iterations + 1):
             plans = self._solve(mu, price, demand, pv, backlog0_kwh, soc0_kwh, soc_value,
-                                backlog_value)
+                                backlog_value, same)
             contrib = self._contributions(plans, pv)  # (N, H, R)
             local = self._local_costs(plans, price, soc_value, backlog_value)
             proposals.append(plans)
@@ -696,10 +704,7 @@ class DmpcController:
         weight would have to move to take one unit off the row (for the district limit,
         whose weights are 1: 100 x the highest price per kWh of excess, whatever the
         fleet's size)."""
-        w = np.abs(np.concatenate([self.rows.w_grid, self.rows.w_export], axis=1))
-        smallest = np.where(w > 0, w, np.inf).min(axis=1, initial=np.inf)
-        result: np.ndarray = RECOVERY_PENALTY * float(price.max()) / np.where(
-            np.isfinite(smallest), smallest, 1.0)
+        result: np.ndarray = RECOVERY_PENALTY * float(price.max()) * self.kwh_per_row_unit
         return result
 
     @staticmethod
@@ -719,8 +724,11 @@ class DmpcController:
 
     def _solve(self, mu: np.ndarray, price: np.ndarray, demand: np.ndarray, pv: np.ndarray,
                backlog0: np.ndarray, soc0: np.ndarray, soc_value: np.ndarray,
-               backlog_value: np.ndarray) -> LocalPlans:
-        """Every building's local problem under ``mu`` ((R, H) or per agent (N, R, H))."""
+               backlog_value: np.ndarray,
+               same: tuple[np.ndarray, np.ndarray] | None = None) -> LocalPlans:
+        """Every building's local problem under ``mu`` ((R, H) or per agent (N, R, H)),
+        each group of identical problems solved once: ``same`` (each group's first
+        building, each building's group), else found from the problems' costs."""
         if mu.ndim == 2:  # coordinator: every building sees the same mu
             cost_grid = price[None, :] + self.rows.w_grid.T @ mu  # (N, H)
             cost_charge = (self.rows.w_export.T * self.export[:, None]) @ mu
@@ -733,12 +741,9 @@ class DmpcController:
             index = np.arange(self.n)
             return self.local.solve(cost_grid, cost_charge, demand_b, pv_b, backlog0, soc0,
                                     soc_value, backlog_value, index)
-        p = self.params
-        key = np.hstack([np.column_stack([p.capacity_kwh, p.power_kw, p.eta_charge,
-                                          p.eta_discharge, p.backlog_cap_kwh, backlog0, soc0,
-                                          soc_value, backlog_value]),
-                         cost_grid, cost_charge, demand_b, pv_b])
-        first, inverse = _same_rows(key)
+        first, inverse = same if same is not None else _same_rows(np.hstack([
+            self._state_columns(backlog0, soc0, soc_value, backlog_value), cost_grid,
+            cost_charge, demand_b, pv_b]))
         unique = self.local.solve(cost_grid[first], cost_charge[first], demand_b[first],
                                   pv_b[first], backlog0[first], soc0[first], soc_value[first],
                                   backlog_value[first], first)
@@ -783,13 +788,10 @@ class DmpcController:
                           np.where(keep, ch, 0.0), np.where(keep, np.maximum(b, 0.0), 0.0),
                           np.where(keep, np.maximum(e, 0.0), soc0[:, None]))
 
-    def _master_groups(self, backlog0: np.ndarray, soc0: np.ndarray, soc_value: np.ndarray,
-                       backlog_value: np.ndarray, demand: np.ndarray, pv: np.ndarray
-                       ) -> np.ndarray:
+    def _master_groups(self, group: np.ndarray) -> np.ndarray:
         """Each building's group in the master (N,): buildings with identical problems
-        share one (their plans are the same), and with ``master_groups`` set, groups are
-        merged (by number, modulo ``master_groups``) into at most that many."""
-        group = self._groups(backlog0, soc0, soc_value, backlog_value, demand, pv)
+        (``group``) share one (their plans are the same), and with ``master_groups`` set,
+        groups are merged (by number, modulo ``master_groups``) into at most that many."""
         if self.config.master_groups is not None:
             group = group % self.config.master_groups
             _, group = np.unique(group, return_inverse=True)
@@ -798,18 +800,28 @@ class DmpcController:
 
     def _groups(self, backlog0: np.ndarray, soc0: np.ndarray, soc_value: np.ndarray,
                 backlog_value: np.ndarray, demand: np.ndarray, pv: np.ndarray
-                ) -> np.ndarray:
-        """Each building's group (N,) of buildings whose local problems are the same under
-        every common mu (parameters, state, terminal values, data and coupling weights;
-        ``dedupe``). Without ``dedupe``, every building is its own group."""
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Groups of buildings whose local problems are the same under every common mu
+        (parameters, state, terminal values, data and coupling weights; ``dedupe``): each
+        group's first building and each building's group (N,). Without ``dedupe``, every
+        building is its own group."""
         if not self.config.dedupe:
-            return np.arange(self.n)
-        p = self.params
+            every = np.arange(self.n)
+            return every, every
         return _same_rows(np.hstack([
-            np.column_stack([p.capacity_kwh, p.power_kw, p.eta_charge, p.eta_discharge,
-                             p.backlog_cap_kwh, backlog0, soc0, soc_value, backlog_value]),
+            self._state_columns(backlog0, soc0, soc_value, backlog_value),
             self.rows.w_grid.T, self.rows.w_export.T * self.export[:, None], demand.T,
-            pv.T]))[1]
+            pv.T]))
+
+    def _state_columns(self, backlog0: np.ndarray, soc0: np.ndarray, soc_value: np.ndarray,
+                       backlog_value: np.ndarray) -> np.ndarray:
+        """What makes two buildings' local problems differ besides their costs and data:
+        parameters, state and terminal values, (N, 9)."""
+        p = self.params
+        result: np.ndarray = np.column_stack([p.capacity_kwh, p.power_kw, p.eta_charge,
+                                              p.eta_discharge, p.backlog_cap_kwh, backlog0,
+                                              soc0, soc_value, backlog_value])
+        return result
 
     def _contributions(self, plans: LocalPlans, pv: np.ndarray) -> np.ndarray:
         """Each building's part of each coupling row, (N, H, R)."""
