@@ -33,6 +33,7 @@ import shlex
 import sys
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,18 +173,17 @@ def _as_mosaik_starter(watched: WatchedConnect) -> Any:
     return Starter(watched.host, watched.port)
 
 
-class ShardWatch:
-    """Fails a run whose connect-mode shard closed its connection mid-run (its process
-    ended, its host went down cleanly): a thread that cancels the World's run once it sees
-    that, as :class:`AnswerWatchdog` does for a remote controller."""
+class RunWatch(ABC):
+    """A thread that polls every ``POLL_S`` seconds whether the run must fail
+    (:meth:`failed`, for a subclass) and then cancels the World's run (:func:`_cancel_all`)
+    from outside its event loop, which may be waiting on a process that will never answer."""
 
     POLL_S = 0.2
 
-    def __init__(self, world: mosaik.World, shards: list[WatchedConnect]) -> None:
-        self.world, self.shards = world, shards
-        self.lost: int | None = None  # the index of the shard that closed its connection
+    def __init__(self, world: mosaik.World, name: str) -> None:
+        self.world = world
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="shard-watch", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         """Start watching."""
@@ -195,19 +195,39 @@ class ShardWatch:
         if self._thread.is_alive():
             self._thread.join()
 
+    @abstractmethod
+    def failed(self) -> bool:
+        """Whether the run must fail now (the subclass records why)."""
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.POLL_S):
+            if self.failed():
+                loop = self.world.loop
+                loop.call_soon_threadsafe(_cancel_all, loop)
+                return
+
+
+class ShardWatch(RunWatch):
+    """Fails a run whose connect-mode shard closed its connection mid-run (its process
+    ended, its host went down cleanly), as :class:`AnswerWatchdog` does for a remote
+    controller."""
+
+    def __init__(self, world: mosaik.World, shards: list[WatchedConnect]) -> None:
+        super().__init__(world, "shard-watch")
+        self.shards = shards
+        self.lost: int | None = None  # the index of the shard that closed its connection
+
     def closed(self) -> int | None:
         """The index of a shard that has closed its connection (the first), or None."""
         return next((i for i, shard in enumerate(self.shards) if shard.closed_by_shard()),
                     None)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.POLL_S):
-            lost = self.closed()
-            if lost is not None:
-                self.lost = lost
-                loop = self.world.loop
-                loop.call_soon_threadsafe(_cancel_all, loop)
-                return
+    def failed(self) -> bool:
+        """A shard has closed its connection (recorded in ``lost``)."""
+        lost = self.closed()
+        if lost is not None:
+            self.lost = lost
+        return lost is not None
 
     def failure(self, steps_done: int) -> str | None:
         """The message of a run that failed because a shard closed its connection (the
@@ -396,32 +416,21 @@ def remote_starter(built: Built) -> Any:
                       connect_timeout=max(ctl.remote_timeout_s, REMOTE_START_S))
 
 
-class AnswerWatchdog:
-    """Fails a run whose remote controller does not answer within ``timeout_s``: a thread
-    that cancels the World's event loop once the fleet has waited that long."""
+class AnswerWatchdog(RunWatch):
+    """Fails a run whose remote controller does not answer within ``timeout_s``: cancels
+    the World's run once the fleet has waited that long."""
 
     POLL_S = 0.05
 
     def __init__(self, world: mosaik.World, timeout_s: float) -> None:
         from cosim.engine.sims.controlled_fleet import AnswerWatch
 
-        self.world, self.timeout_s = world, timeout_s
+        super().__init__(world, "answer-watchdog")
+        self.timeout_s = timeout_s
         self.watch = AnswerWatch()
         self.timed_out_step: int | None = None
         self.setup_timed_out = False
         self._setup_since: float | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="answer-watchdog", daemon=True)
-
-    def start(self) -> None:
-        """Start watching."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop watching (idempotent)."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
 
     def setting_up(self, on: bool) -> None:
         """The controller process is being started, connected and set up (``on``), or done.
@@ -429,19 +438,18 @@ class AnswerWatchdog:
         Set-up may take :data:`REMOTE_START_S` (or the timeout when longer)."""
         self._setup_since = time.monotonic() if on else None
 
-    def _run(self) -> None:
-        limit_setup = max(self.timeout_s, REMOTE_START_S)
-        while not self._stop.wait(self.POLL_S):
-            since = self._setup_since
-            if since is not None and time.monotonic() - since > limit_setup:
-                self.setup_timed_out = True
-            elif self.watch.waited_s() > self.timeout_s:
-                self.timed_out_step = self.watch.step
-            else:
-                continue
-            loop = self.world.loop
-            loop.call_soon_threadsafe(_cancel_all, loop)
-            return
+    def failed(self) -> bool:
+        """Set-up or an answer has taken too long (recorded in ``setup_timed_out`` or
+        ``timed_out_step``)."""
+        since = self._setup_since
+        if since is not None and time.monotonic() - since > max(self.timeout_s,
+                                                                 REMOTE_START_S):
+            self.setup_timed_out = True
+        elif self.watch.waited_s() > self.timeout_s:
+            self.timed_out_step = self.watch.step
+        else:
+            return False
+        return True
 
 
 def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
