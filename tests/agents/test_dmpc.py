@@ -365,3 +365,14 @@ def test_planning_prints_nothing(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           cwd=tmp_path, check=True)
     assert done.stdout == ""
+
+
+def test_the_linprog_path_plans_what_the_kept_models_plan(closed_loop):
+    """``local_solver: linprog`` (a fresh scipy model per call, kept for comparison in
+    benchmarks/dmpc_scale.py) reaches the same optimum as the kept highspy models."""
+    setup, forecast, rows, _ = closed_loop
+    steps = [DmpcController(setup.params, forecast, rows, DmpcConfig(local_solver=s), 48)
+             .plan(2, np.zeros(3), np.zeros(3)) for s in ("persistent", "linprog")]
+    assert steps[0].objective == pytest.approx(steps[1].objective, rel=LP_RTOL)
+    assert steps[0].dual_bound == pytest.approx(steps[1].dual_bound, rel=LP_RTOL)
+    assert steps[0].converged and steps[1].converged
